@@ -1,0 +1,181 @@
+"""Checkpoints: `config.json` + `model.safetensors`, written atomically, loaded without pickle.
+
+Layout (the project's convention, shared by every model):
+
+    <dir>/config.json        {"kind": "<ModelClass>", "format": 1, "config": {...dataclass fields...}}
+    <dir>/model.safetensors  the state dict
+    <dir>/metrics.json       optional, written by training / evaluation
+    <dir>/state.json + training.safetensors   optional training state (optimizer, EMA, step, RNG)
+
+A folder is first written to `<dir>.tmp-<pid>` and then moved into place with `os.replace`, so an
+interrupted save never leaves a half-written checkpoint where a good one was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+C = TypeVar("C")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, corrupt, or made for another model/config."""
+
+
+# ---------------------------------------------------------------- dataclass configs <-> json
+def config_to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[C], data: dict) -> C:
+    """Build a (possibly nested) dataclass config from a dict, rejecting unknown fields by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CheckpointError(
+            f"config fields {unknown} are not fields of {cls.__name__}; "
+            "the checkpoint was written by another model or another version of ldm_lite"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints.get(name)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- atomic folders
+def atomic_dir(path: str | os.PathLike) -> "_AtomicDir":
+    """`with atomic_dir(p) as tmp:` write files into `tmp`; on success `tmp` replaces `p` in one move."""
+    return _AtomicDir(Path(path))
+
+
+class _AtomicDir:
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+        if self.path.exists():
+            os.replace(self.path, old)  # keep the previous checkpoint until the new one is in place
+        os.replace(self.tmp, self.path)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (temporary file + os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist; is this an ldm_lite checkpoint folder?") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-train it") from None
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; the checkpoint folder is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); the checkpoint is corrupt") from None
+
+
+# ---------------------------------------------------------------- models
+def save_model(model: torch.nn.Module, config: Any, directory: str | os.PathLike, kind: str | None = None) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(directory) as tmp:
+        meta = {"kind": kind or type(model).__name__, "format": FORMAT, "config": config_to_dict(config)}
+        write_json(tmp / CONFIG_FILE, meta)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+    return directory
+
+
+def read_config(directory: str | os.PathLike, kind: str, config_cls: type[C]) -> C:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a folder; pass the folder written by save_pretrained()")
+    meta = read_json(directory / CONFIG_FILE)
+    if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE} is not an ldm_lite config (no 'kind'/'config'); "
+            "to load a diffusers model use the conversion helpers instead"
+        )
+    if meta["kind"] != kind:
+        raise CheckpointError(f"{directory} holds a {meta['kind']}, not a {kind}; load it with {meta['kind']}.from_pretrained")
+    return config_from_dict(config_cls, meta["config"])
+
+
+def load_state_into(model: torch.nn.Module, directory: str | os.PathLike) -> None:
+    state = load_weights(Path(directory) / WEIGHTS_FILE)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or bad:
+        detail = "; ".join(
+            s for s in (
+                f"missing {missing[:5]}" if missing else "",
+                f"unexpected {unexpected[:5]}" if unexpected else "",
+                f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in bad[:3]]}" if bad else "",
+            ) if s
+        )
+        raise CheckpointError(f"weights in {directory} do not match the model built from its config ({detail})")
+    model.load_state_dict(state)
+
+
+class Pretrained:
+    """Mixin: `save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config`."""
+
+    config: Any
+    config_class: type
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        return save_model(self, self.config, directory)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        config = read_config(directory, cls.__name__, cls.config_class)
+        model = cls(config)  # type: ignore[call-arg]
+        load_state_into(model, directory)  # type: ignore[arg-type]
+        return model.to(map_location)  # type: ignore[attr-defined]

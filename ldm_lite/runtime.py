@@ -1,0 +1,29 @@
+"""Runtime choices shared by every module: device, smoke mode, CPU thread behaviour."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def smoke_mode() -> bool:
+    """True when `LDM_LITE_SMOKE=1`: notebooks and scripts shrink sizes and steps (used by the tests)."""
+    return os.environ.get("LDM_LITE_SMOKE", "0").lower() not in ("", "0", "false", "no")
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """`"auto"` picks CUDA, then Apple's MPS, then the CPU; anything else is passed to `torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def on_gpu(device: torch.device) -> bool:
+    return device.type in ("cuda", "mps")
