@@ -1,0 +1,307 @@
+"""Reverse-process samplers: DDPM, DDIM, PLMS, DPM-Solver++(2M), and classifier-free guidance.
+
+Every sampler is a plain function with one signature:
+
+    z0 = sampler(denoiser, schedule, noise, steps, *, cond=None, generator=None, callback=None, **options)
+
+    denoiser(z_t, t, cond) -> ε̂       z_t (B, C, H, W); t LongTensor (B,); ε̂ like z_t
+    schedule                          a `ldm_lite.schedule.Schedule`
+    noise                             z_T ~ N(0, I), (B, C, H, W): the starting point
+    steps                             number of denoiser steps (PLMS calls the denoiser steps + 1 times)
+    generator                         torch.Generator for the noise DDPM (and DDIM with eta > 0) inject
+    callback(step, t, z_t, z0_hat)    called once per step with the step index, the timestep (int), the sample the
+                                      denoiser saw at that step and its prediction ẑ_0 (DDPM eq. 15)
+
+The samplers never import the UNet; they see only the denoiser. Wrap a model that predicts something else:
+`prediction="v"` (an option of every sampler) converts v̂ to ε̂ with `eps_from_v`; `guided(...)` turns a
+conditional denoiser into a classifier-free-guided one.
+
+Timestep spacing (option `spacing`, default "leading", and `offset`, default 0): the sampler visits
+`schedule.timesteps(steps, spacing, offset)` = t_0 > t_1 > ... > t_{N-1}, and step i moves z from t_i to
+t_{i+1}; the last step moves to "t = -1", i.e. ᾱ = 1 (or ᾱ_0 when `final_alpha_one=False`, as in the original
+LDM code, which also uses spacing="leading", offset=1). With T=1000 and 50 steps:
+    leading   980, 960, ..., 20, 0     (diffusers' default for DDPM/DDIM/PNDM)
+    trailing  999, 979, ..., 39, 19    (starts at pure noise; Lin et al. 2023)
+    linspace  999, 979, ..., 20, 0
+Tests configure diffusers' schedulers to the same spacing and check every step to 1e-5. Two differences to know:
+diffusers' DDIM/PNDM step from t to t - T // steps (not to the next visited t), which agrees with ours only when
+`steps` divides T; diffusers' DPMSolverMultistep defines "leading"/"linspace" over steps + 1 points (its
+"trailing" is the same as ours).
+
+Randomness: DDPM draws `torch.randn` once per step except the last (where its variance is 0); DDIM with eta > 0
+draws once per step. Noise is drawn on the generator's device with z's shape and dtype, in step order, the same
+stream diffusers' schedulers draw, so one seed gives the same samples in both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ldm_lite.schedule import Schedule
+
+Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # (z_t (B,C,H,W), t (B,) long, cond) -> ε̂ (B,C,H,W)
+Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
+
+__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "SAMPLERS"]
+
+
+# ---------------------------------------------------------------------------------------------- denoiser wrappers
+def guided(denoiser: Denoiser, scale: float, uncond: Any) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): ε̃ = ε̂(z, ∅) + s · (ε̂(z, c) - ε̂(z, ∅)).
+
+    One batched forward of [uncond; cond] (2B samples). `uncond` is the "empty" conditioning in the same form as
+    `cond` (a tensor (B, ...) or (1, ...), which is expanded, or a dict of such tensors). scale = 1 is the plain
+    conditional model, scale = 0 the unconditional one.
+    """
+
+    def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        if cond is None:
+            return denoiser(z_t, t, None)
+        both = denoiser(torch.cat([z_t, z_t]), torch.cat([t, t]), _cat_cond(uncond, cond, z_t.shape[0]))
+        eps_uncond, eps_cond = both.chunk(2)
+        return eps_uncond + scale * (eps_cond - eps_uncond)
+
+    return eps
+
+
+def _cat_cond(uncond: Any, cond: Any, batch: int) -> Any:
+    if isinstance(cond, dict):
+        return {k: _cat_cond(uncond[k], v, batch) for k, v in cond.items()}
+    if not isinstance(cond, Tensor):
+        raise TypeError(f"guided() needs tensor (or dict of tensor) conditioning, got {type(cond).__name__}")
+    u = uncond.to(cond.device, cond.dtype)
+    if u.shape[0] == 1 and batch != 1:
+        u = u.expand(batch, *u.shape[1:])
+    if u.shape != cond.shape:
+        raise ValueError(f"uncond shape {tuple(u.shape)} does not match cond shape {tuple(cond.shape)}")
+    return torch.cat([u, cond])
+
+
+def from_v(denoiser: Denoiser, schedule: Schedule) -> Denoiser:
+    """Wrap a v-prediction model as an ε-prediction one: ε̂ = √ᾱ_t v̂ + σ_t z_t (Salimans & Ho 2022)."""
+
+    def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        return schedule.eps_from_v(z_t, t, denoiser(z_t, t, cond))
+
+    return eps
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def _prepare(denoiser: Denoiser, schedule: Schedule, steps: int, spacing: str, offset: int, prediction: str):
+    if prediction == "v":
+        denoiser = from_v(denoiser, schedule)
+    elif prediction != "eps":
+        raise ValueError(f"prediction={prediction!r}: use 'eps' for an ε-prediction model or 'v' for v-prediction")
+    ts = schedule.timesteps(steps, spacing, offset).tolist()
+    return denoiser, ts, ts[1:] + [-1]
+
+
+def _t(t: int, z: Tensor) -> Tensor:
+    return torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)  # (B,)
+
+
+def _randn(z: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else z.device
+    return torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+
+
+def _final_alpha_bar(schedule: Schedule, final_alpha_one: bool) -> float:
+    return 1.0 if final_alpha_one else float(schedule.alpha_bar[0])
+
+
+def _x0(z: Tensor, eps: Tensor, ab: float, clip_x0: float | None) -> Tensor:
+    x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5  # DDPM eq. 15
+    return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+@torch.no_grad()
+def ddpm(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    noise: Tensor,
+    steps: int | None = None,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    spacing: str = "leading",
+    offset: int = 0,
+    clip_x0: float | None = None,
+    prediction: str = "eps",
+) -> Tensor:
+    """Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2), posterior mean eq. 7, variance β̃_t ("fixed small").
+
+    With steps < T the chain is respaced (Nichol & Dhariwal 2021 §4): β_t = 1 - ᾱ_t / ᾱ_prev between visited steps.
+    steps=None uses all T steps. `clip_x0` clamps ẑ_0 to [-c, c] (useful in pixel space; off for latents).
+    noise (B, C, H, W) -> z0 (B, C, H, W).
+    """
+    denoiser, ts, prevs = _prepare(denoiser, schedule, steps or schedule.T, spacing, offset, prediction)
+    z = noise
+    for i, (t, t_prev) in enumerate(zip(ts, prevs)):
+        ab, ab_prev = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev)
+        beta = 1 - ab / ab_prev  # β_t of the (respaced) chain
+        eps = denoiser(z, _t(t, z), cond)
+        x0 = _x0(z, eps, ab, clip_x0)
+        if callback is not None:
+            callback(i, t, z, x0)
+        # μ̃_t(z_t, ẑ_0) = √ᾱ_prev β_t / (1-ᾱ_t) ẑ_0 + √α_t (1-ᾱ_prev) / (1-ᾱ_t) z_t        (DDPM eq. 7)
+        z = (ab_prev**0.5 * beta / (1 - ab)) * x0 + ((1 - beta) ** 0.5 * (1 - ab_prev) / (1 - ab)) * z
+        if i < len(ts) - 1:
+            var = (1 - ab_prev) / (1 - ab) * beta  # β̃_t (DDPM eq. 7), σ_t² of Algorithm 2
+            z = z + var**0.5 * _randn(z, generator)
+    return z
+
+
+@torch.no_grad()
+def ddim(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    noise: Tensor,
+    steps: int = 50,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+    spacing: str = "leading",
+    offset: int = 0,
+    final_alpha_one: bool = True,
+    clip_x0: float | None = None,
+    prediction: str = "eps",
+) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12), σ_t(η) from eq. 16: η=0 deterministic, η=1 matches DDPM's variance.
+
+    z_prev = √ᾱ_prev ẑ_0 + √(1 - ᾱ_prev - σ_t²) ε̂ + σ_t ε,  σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_prev)
+    noise (B, C, H, W) -> z0 (B, C, H, W).
+    """
+    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+    final = _final_alpha_bar(schedule, final_alpha_one)
+    z = noise
+    for i, (t, t_prev) in enumerate(zip(ts, prevs)):
+        ab = schedule.alpha_bar_at(t)
+        ab_prev = schedule.alpha_bar_at(t_prev) if t_prev >= 0 else final
+        eps = denoiser(z, _t(t, z), cond)
+        x0 = _x0(z, eps, ab, clip_x0)
+        if callback is not None:
+            callback(i, t, z, x0)
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5  # eq. 16
+        z = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps  # eq. 12
+        if eta > 0:
+            z = z + sigma * _randn(z, generator)
+    return z
+
+
+def _ddim_transfer(z: Tensor, eps: Tensor, ab: float, ab_prev: float) -> Tensor:
+    """φ(z_t, ε, t -> t_prev) of PNDM (Liu et al. 2022, eq. 11), i.e. a deterministic DDIM step written directly."""
+    denom = ab * (1 - ab_prev) ** 0.5 + (ab * (1 - ab) * ab_prev) ** 0.5
+    return (ab_prev / ab) ** 0.5 * z - (ab_prev - ab) / denom * eps
+
+
+@torch.no_grad()
+def plms(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    noise: Tensor,
+    steps: int = 50,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    spacing: str = "leading",
+    offset: int = 0,
+    final_alpha_one: bool = True,
+    prediction: str = "eps",
+) -> Tensor:
+    """PLMS, the pseudo linear multi-step sampler of PNDM (Liu et al. 2022, eq. 12) that the LDM paper uses.
+
+    ε' is an Adams-Bashforth combination of the last ε̂'s (orders 2, 3, 4 as history builds up); the first step
+    is a pseudo improved-Euler step (one extra denoiser call), as in LDM's `PLMSSampler` and diffusers'
+    `PNDMScheduler(skip_prk_steps=True)`; each step then applies the transfer φ (eq. 11). `generator` is unused.
+    noise (B, C, H, W) -> z0 (B, C, H, W).
+    """
+    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+    final = _final_alpha_bar(schedule, final_alpha_one)
+    z = noise
+    history: list[Tensor] = []  # ε̂ at the visited steps, newest last
+    for i, (t, t_prev) in enumerate(zip(ts, prevs)):
+        ab = schedule.alpha_bar_at(t)
+        ab_prev = schedule.alpha_bar_at(t_prev) if t_prev >= 0 else final
+        eps = denoiser(z, _t(t, z), cond)
+        if callback is not None:
+            callback(i, t, z, _x0(z, eps, ab, None))
+        history = (history + [eps])[-4:]
+        e = history
+        if len(e) == 1:  # improved Euler: average the slopes at both ends (second call at t_prev)
+            z_next = _ddim_transfer(z, eps, ab, ab_prev)
+            eps_prime = (eps + denoiser(z_next, _t(max(t_prev, 0), z), cond)) / 2 if t_prev >= 0 else eps
+        elif len(e) == 2:
+            eps_prime = (3 * e[-1] - e[-2]) / 2
+        elif len(e) == 3:
+            eps_prime = (23 * e[-1] - 16 * e[-2] + 5 * e[-3]) / 12
+        else:
+            eps_prime = (55 * e[-1] - 59 * e[-2] + 37 * e[-3] - 9 * e[-4]) / 24
+        z = _ddim_transfer(z, eps_prime, ab, ab_prev)
+    return z
+
+
+@torch.no_grad()
+def dpm_solver_pp(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    noise: Tensor,
+    steps: int = 20,
+    *,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    spacing: str = "leading",
+    offset: int = 0,
+    prediction: str = "eps",
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep solver of the diffusion ODE in the
+    data-prediction form, in the time variable λ_t = log(√ᾱ_t / σ_t).
+
+    With h = λ_prev - λ_t, r = h_last / h, D = (1 + 1/(2r)) ẑ_0(t) - 1/(2r) ẑ_0(t_last):
+        z_prev = (σ_prev / σ_t) z_t - √ᾱ_prev (e^{-h} - 1) D
+    The first step is first order (DDIM); the last step goes to σ = 0 and returns ẑ_0 (diffusers'
+    `final_sigmas_type="zero"`). `generator` is unused. noise (B, C, H, W) -> z0 (B, C, H, W).
+    """
+    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+    z = noise
+    x0_last: Tensor | None = None
+    lam_last = 0.0
+    for i, (t, t_prev) in enumerate(zip(ts, prevs)):
+        ab = schedule.alpha_bar_at(t)
+        eps = denoiser(z, _t(t, z), cond)
+        x0 = _x0(z, eps, ab, None)
+        if callback is not None:
+            callback(i, t, z, x0)
+        lam = _half_log_snr(ab)
+        if t_prev < 0:
+            z = x0  # σ_prev = 0: the ODE solution at t = 0 is the data prediction itself
+        else:
+            ab_prev = schedule.alpha_bar_at(t_prev)
+            a_prev, s_prev, s = ab_prev**0.5, (1 - ab_prev) ** 0.5, (1 - ab) ** 0.5
+            h = _half_log_snr(ab_prev) - lam
+            if x0_last is None:
+                d = x0  # first order (= DDIM)
+            else:
+                r = (lam - lam_last) / h
+                d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
+            z = (s_prev / s) * z - a_prev * math.expm1(-h) * d
+        x0_last, lam_last = x0, lam
+    return z
+
+
+def _half_log_snr(ab: float) -> float:
+    """λ = log(√ᾱ / σ) = ½ log(ᾱ / (1 - ᾱ))."""
+    return 0.5 * (math.log(ab) - math.log1p(-ab))
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": ddpm, "ddim": ddim, "plms": plms, "dpm_solver_pp": dpm_solver_pp}
