@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -163,7 +164,9 @@ class InceptionFeatures:
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model = torch.jit.load(str(inception_path()), map_location="cpu").eval().to(self.device)
+        with warnings.catch_warnings():  # "torch.jit.load is deprecated": the package ships TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = torch.jit.load(str(inception_path()), map_location="cpu").eval().to(self.device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
