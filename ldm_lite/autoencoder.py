@@ -520,6 +520,23 @@ def reconstruct(ae: Autoencoder | IdentityAutoencoder, x: torch.Tensor) -> Recon
     return Reconstruction(x, x_hat, z, getattr(posterior, "indices", None))
 
 
+@torch.no_grad()
+def codebook_usage(ae: Autoencoder, data, max_images: int = 1024, batch_size: int = 64) -> torch.Tensor:
+    """How often each VQ code is used over up to `max_images` images: counts (K,), e.g. for a usage bar plot.
+    Perplexity of the whole set: exp(-sum p log p) with p = counts / counts.sum()."""
+    if ae.quantizer is None:
+        raise ValueError("codebook_usage needs a VQ autoencoder (AutoencoderConfig.vq(...))")
+    was_training = ae.training
+    ae.eval()
+    device = ae.scale_factor.device
+    counts = torch.zeros(ae.quantizer.codebook_size, dtype=torch.long)
+    for x in _image_batches(data, batch_size, max_images):
+        idx = ae.encode(x.to(device)).indices
+        counts += torch.bincount(idx.flatten().cpu(), minlength=len(counts))
+    ae.train(was_training)
+    return counts
+
+
 # ----------------------------------------------------------------------------------------------- diffusers interop
 
 # ours -> diffusers AutoencoderKL, applied to the key with re.sub in order

@@ -221,3 +221,17 @@ def test_scale_factor_is_one_over_std_and_round_trips() -> None:
     # a dataset of dicts works the same, and the identity AE gives 1/std of the pixels
     items = [{"image": 2 * x} for x in data]
     assert estimate_scale_factor(IdentityAutoencoder(), items) == pytest.approx(1 / (2 * data).std().item(), rel=1e-5)
+
+
+def test_codebook_usage_counts_every_latent_position() -> None:
+    from ldm_lite.autoencoder import codebook_usage
+
+    torch.manual_seed(0)
+    ae = Autoencoder(tiny("vq", codebook_size=16))
+    data = torch.rand(10, 3, 16, 16) * 2 - 1
+    counts = codebook_usage(ae, data, batch_size=4)
+    assert counts.shape == (16,) and counts.sum() == 10 * 4 * 4
+    ref = torch.bincount(ae.eval().encode(data).indices.flatten(), minlength=16)
+    assert torch.equal(counts, ref)
+    with pytest.raises(ValueError, match="VQ"):
+        codebook_usage(Autoencoder(tiny("kl")), data)
