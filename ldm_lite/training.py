@@ -80,17 +80,20 @@ class ImageSource:
 
 
 class EMA:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta after every step; buffers are copied."""
+    """theta_ema <- d * theta_ema + (1 - d) * theta after every step, d = min(decay, (1 + n) / (10 + n)) after n
+    updates (the warm-up of LDM's LitEma, so early weights do not linger); buffers are copied."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = decay
+        self.decay, self.num_updates = decay, 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v, 1.0 - self.decay)
+                self.shadow[k].lerp_(v, 1.0 - d)
             else:
                 self.shadow[k].copy_(v)
 
@@ -100,9 +103,10 @@ class EMA:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor], num_updates: int) -> None:
         for k, v in state.items():
             self.shadow[k].copy_(v)
+        self.num_updates = num_updates
 
 
 # ----------------------------------------------------------------------------------------------- state <-> files
@@ -160,7 +164,7 @@ def save_training_state(directory: str | os.PathLike, model: nn.Module, *, step:
         tensors.update({f"module.{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-        meta["ema_decay"] = ema.decay
+        meta["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
     with atomic_dir(directory) as tmp:
         save_model(model, model.config, tmp)  # type: ignore[arg-type]
         save_file(tensors, str(tmp / TRAINING_FILE))
@@ -189,7 +193,8 @@ def load_training_state(directory: str | os.PathLike, model: nn.Module, *,
     if ema is not None:
         if not any(k.startswith("ema.") for k in tensors):
             raise CheckpointError(f"{directory} has no EMA weights; resume with ema=None or start afresh")
-        ema.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")})
+        ema.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")},
+                            meta["ema"]["num_updates"])
     torch.set_rng_state(tensors["rng.cpu"])
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)

@@ -126,11 +126,18 @@ def test_ema_tracks_the_weights() -> None:
     start = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(1.0)
+    ema.update(model)  # warm-up: d = min(0.5, 2/11)
+    torch.testing.assert_close(ema.shadow["weight"], start + 9 / 11)
+    for _ in range(10):
+        ema.update(model)  # d = min(0.5, (1+n)/(10+n)) = 0.5 from n = 8 on
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.shadow["weight"].clone()
     ema.update(model)
-    torch.testing.assert_close(ema.shadow["weight"], start + 0.5)
+    torch.testing.assert_close(ema.shadow["weight"], 0.5 * before + 0.5 * model.weight)
     target = torch.nn.Linear(2, 2)
     ema.copy_to(target)
-    torch.testing.assert_close(target.weight, start + 0.5)
+    torch.testing.assert_close(target.weight, ema.shadow["weight"])
 
 
 def test_load_training_state_restores_rng(tmp_path) -> None:
