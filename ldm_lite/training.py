@@ -213,12 +213,12 @@ class TrainingDiverged(FloatingPointError):
 
 
 def check_finite(loss: torch.Tensor, step: int, history: dict[str, list], last_checkpoint: Path | None,
-                 last_step: int | None) -> None:
+                 last_step: int | None, what: str = "loss") -> None:
     if math.isfinite(loss.item()):
         return
     where = (f"the last good checkpoint (step {last_step}) is kept at {last_checkpoint}; resume from it with a "
              "lower lr" if last_checkpoint else "no checkpoint was written (set out_dir/checkpoint_every)")
-    raise TrainingDiverged(f"loss became {loss.item()} at step {step}; stopped. {where}", history, last_checkpoint)
+    raise TrainingDiverged(f"{what} became {loss.item()} at step {step}; stopped. {where}", history, last_checkpoint)
 
 
 @dataclass
