@@ -1,0 +1,397 @@
+"""Interactive panels (ipywidgets) for the notebooks: forward noising, the f control, the reverse-step scrubber,
+cross-attention maps. Each panel takes plain tensors and callables, so it works with a trained model, an
+untrained one or identity functions.
+
+Panels (each returns a `widgets.VBox`):
+
+    forward_noise_panel(image, encode, decode, schedule)   t control: x_t and z_t = q_sample(z_0, t, ε) side by side
+    f_panel(recon_fn, images, fs, kinds)                   f control + KL/VQ toggle: reconstruction, latent, metrics
+    reverse_scrubber(trajectory, decode)                   step control: z_t, ε̂ and D(ẑ_0) at every reverse step
+    attention_panel(image, attn_maps, tokens)              token control: cross-attention map over the image
+
+    callback, trajectory = record_trajectory(schedule)     collect a sampler's steps for `reverse_scrubber`
+
+Conventions (tests/test_browser.py relies on them; keep them when adding a panel):
+
+- the panel is a `widgets.VBox` with CSS class `ldm-panel`;
+- its main control (the one a learner moves: a slider, a selection slider or a dropdown) has class
+  `ldm-main-control`; moving it must change the picture;
+- the picture is one `widgets.Image` (PNG bytes rendered from a matplotlib `Figure`) with class `ldm-panel-image`;
+  every figure has a title and labelled axes;
+- the numbers shown beside it are a `widgets.HTML` with class `ldm-panel-readout`;
+- errors are never swallowed: when drawing fails, the traceback is written into a `widgets.HTML` with class
+  `ldm-panel-error` and the exception is raised again (at construction it reaches the notebook cell; after a
+  control moved it reaches the kernel log). The picture then keeps its old bytes, so the browser test reports
+  "image did not change" for a broken callback.
+
+`find(panel, css_class)` returns the widget of a panel carrying a class (used by the tests).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from ldm_lite.metrics import psnr
+from ldm_lite.schedule import Schedule
+
+PANEL_CLASS = "ldm-panel"
+MAIN_CONTROL_CLASS = "ldm-main-control"
+IMAGE_CLASS = "ldm-panel-image"
+READOUT_CLASS = "ldm-panel-readout"
+ERROR_CLASS = "ldm-panel-error"
+
+LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
+
+__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "record_trajectory",
+           "TrajectoryStep", "find", "figure_png", "noise_stats"]
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """Render a matplotlib figure to PNG bytes (without pyplot, so nothing is displayed twice)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def find(panel: widgets.Widget, css_class: str) -> widgets.Widget:
+    """The first widget inside `panel` (depth first, the panel included) that carries `css_class`."""
+    stack = [panel]
+    while stack:
+        w = stack.pop(0)
+        if css_class in getattr(w, "_dom_classes", ()):
+            return w
+        stack.extend(getattr(w, "children", ()))
+    raise LookupError(f"no widget with CSS class {css_class!r} in this panel")
+
+
+def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
+           draw: Callable[[], tuple[Figure, str]]) -> widgets.VBox:
+    """Assemble a panel: controls, readout, image, error box; `draw()` -> (figure, readout HTML) on every change."""
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    readout, error = widgets.HTML(), widgets.HTML()
+    main.add_class(MAIN_CONTROL_CLASS)
+    image.add_class(IMAGE_CLASS)
+    readout.add_class(READOUT_CLASS)
+    error.add_class(ERROR_CLASS)
+
+    def update(change: Any = None) -> None:
+        try:
+            fig, text = draw()
+            png = figure_png(fig)
+        except Exception:
+            error.value = f"<pre style='color:#b00020'>{html.escape(traceback.format_exc())}</pre>"
+            raise  # never swallowed: the cell (or the kernel log) shows it, and the image does not change
+        error.value = ""
+        readout.value = text
+        image.value = png
+
+    for control in (main, *others):
+        control.observe(update, names="value")
+    update()
+    box = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), readout,
+                        image, error])
+    box.layout.align_items = "flex-start"  # the image keeps its natural size instead of stretching to the cell
+    box.add_class(PANEL_CLASS)
+    return box
+
+
+def _as_image_batch(x: Tensor, name: str) -> Tensor:
+    """(C,H,W) or (B,C,H,W) tensor -> (B,C,H,W) float32 on the CPU, with a clear error otherwise."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor (C,H,W) or (B,C,H,W) in [-1, 1], got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (C,H,W) or (B,C,H,W), got {tuple(x.shape)}")
+    return x.detach().float().cpu()
+
+
+def _call_model(fn: Callable[[Tensor], Any], x: Tensor, name: str) -> Tensor:
+    """Call encode/decode without gradients; the result must be a (B, ...) 4-D tensor; returned on the CPU."""
+    with torch.no_grad():
+        out = fn(x)
+    if not torch.is_tensor(out) or out.ndim != 4 or out.shape[0] != x.shape[0]:
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"{name} must map a (B, ...) tensor to a (B, C, H, W) tensor, got {got}; for an "
+                         "autoencoder pass e.g. `lambda x: ae.encode(x).mode()` and `ae.decode`")
+    return out.detach().float().cpu()
+
+
+def _rgb(x: Tensor) -> np.ndarray:
+    """(C,H,W) in [-1,1] -> (H,W,3) or (H,W) in [0,1]."""
+    x = ((x.clamp(-1, 1) + 1) / 2).numpy()
+    return x[0] if x.shape[0] == 1 else x[:3].transpose(1, 2, 0)
+
+
+def _show(ax, img: np.ndarray, title: str, space: str = "pixel", **kw) -> None:
+    gray = img.ndim == 2
+    if gray and "vmin" not in kw:
+        kw.update(vmin=0, vmax=1)
+    ax.imshow(img, cmap=kw.pop("cmap", "gray" if gray else None), interpolation="nearest", **kw)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(f"x ({space})", fontsize=6)
+    ax.set_ylabel(f"y ({space})", fontsize=6)
+    ax.tick_params(labelsize=5)
+
+
+def _show_channel(ax, channel: Tensor, title: str) -> None:
+    _show(ax, channel.numpy(), title, "latent", cmap="RdBu_r", vmin=-LATENT_RANGE, vmax=LATENT_RANGE)
+
+
+def _grid(nrows: int, ncols: int, title: str, size: float = 1.7) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(size * ncols, size * nrows + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return fig, axes
+
+
+def _on(ax):
+    ax.set_axis_on()
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------- forward process
+def forward_noise_panel(image: Tensor, encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor],
+                        schedule: Schedule, t: int | None = None, step: int | None = None,
+                        seed: int = 0) -> widgets.VBox:
+    """A t control noising an image and its latent side by side (DDPM eq. 4 in both spaces, fixed ε).
+
+    image: (C,H,W) or (1,C,H,W) in [-1,1]. encode: (B,C,H,W) -> (B,c,h,w) latent, e.g. `ae.to_latent` (scaled to
+    unit variance, as the diffusion sees it) or `lambda x: x`; decode: its inverse (`ae.from_latent`). Shows x_0,
+    x_t, D(z_t) and every channel of z_t, with ᾱ_t, σ_t, SNR and the PSNR of x_t and D(z_t) against x_0.
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be an ldm_lite.schedule.Schedule, got {type(schedule).__name__}")
+    x0 = _as_image_batch(image, "image")[:1]  # (1, C, H, W)
+    z0 = _call_model(encode, x0, "encode")  # (1, c, h, w)
+    g = torch.Generator().manual_seed(seed)
+    eps_x, eps_z = torch.randn(x0.shape, generator=g), torch.randn(z0.shape, generator=g)
+    T = schedule.T
+    step = step or max(1, T // 50)
+    slider = widgets.IntSlider(value=T // 4 if t is None else t, min=0, max=T - 1, step=step, description="t",
+                               continuous_update=False)
+    n_lat = z0.shape[1]
+
+    def draw() -> tuple[Figure, str]:
+        tt = torch.tensor([slider.value])
+        x_t = schedule.q_sample(x0, tt, eps_x)
+        z_t = schedule.q_sample(z0, tt, eps_z)
+        xz = _call_model(decode, z_t, "decode")
+        if xz.shape != x0.shape:
+            raise ValueError(f"decode(encode(image)) has shape {tuple(xz.shape)}, expected {tuple(x0.shape)}")
+        s = noise_stats(schedule, slider.value)
+        p_x, p_z = float(psnr(x_t, x0)), float(psnr(xz, x0))
+        fig, axes = _grid(2, max(3, n_lat), f"t = {slider.value}, ᾱ_t = {s['alpha_bar']:.3g}\n"
+                                            "pixel space (top) vs latent space (bottom)")
+        _show(_on(axes[0, 0]), _rgb(x0[0]), "x_0 (clean image)")
+        _show(_on(axes[0, 1]), _rgb(x_t[0]), f"x_t, PSNR {p_x:.1f} dB")
+        _show(_on(axes[0, 2]), _rgb(xz[0]), f"D(z_t), PSNR {p_z:.1f} dB")
+        for c in range(n_lat):
+            _show_channel(_on(axes[1, c]), z_t[0, c], f"z_t channel {c}")
+        text = (f"t = {slider.value} &nbsp; ᾱ_t = {s['alpha_bar']:.6g} &nbsp; √ᾱ_t = {s['sqrt_alpha_bar']:.6g} "
+                f"&nbsp; σ_t = {s['sigma']:.6g} &nbsp; SNR = {s['snr']:.6g} (log SNR = {s['log_snr']:.4g}) "
+                f"&nbsp; PSNR(x_t, x_0) = {p_x:.2f} dB &nbsp; PSNR(D(z_t), x_0) = {p_z:.2f} dB")
+        return fig, text
+
+    return _panel("Forward process q(z_t | z_0): noise an image and its latent", slider, [], draw)
+
+
+def noise_stats(schedule: Schedule, t: int) -> dict[str, float]:
+    """ᾱ_t, √ᾱ_t, σ_t, SNR and log SNR at timestep t, as floats (what the forward panel prints)."""
+    return {k: float(getattr(schedule, k)[t]) for k in ("alpha_bar", "sqrt_alpha_bar", "sigma", "snr", "log_snr")}
+
+
+# ---------------------------------------------------------------------------------------------- the f control
+RECON_KEYS = ("recon", "latent", "psnr", "lpips")
+
+
+def f_panel(recon_fn: Callable[[int, str, Tensor], dict | None], images: Tensor,
+            fs: Sequence[int] = (1, 2, 4, 8, 16), kinds: Sequence[str] = ("kl", "vq"),
+            max_images: int = 4) -> widgets.VBox:
+    """An f control (main) and a KL/VQ toggle over autoencoders (paper §3.1, Table 8).
+
+    recon_fn(f, kind, images) -> dict(recon=(B,C,H,W), latent=(B,c,H/f,W/f), psnr=float, lpips=float or None), or
+    None when there is no model for that (f, kind): the panel then says so. Results are cached per (f, kind).
+    Shows the inputs, their reconstructions, every latent channel of the first image, the latent shape, the
+    compression ratio (C·H·W)/(c·h·w) and the metrics.
+    """
+    fs, kinds = list(fs), list(kinds)
+    if not fs or not kinds:
+        raise ValueError("f_panel needs at least one f and one kind, e.g. fs=(4, 8), kinds=('kl',)")
+    x = _as_image_batch(images, "images")[:max_images]
+    f_ctrl = widgets.SelectionSlider(options=fs, value=4 if 4 in fs else fs[0], description="f",
+                                     continuous_update=False)
+    kind_ctrl = widgets.ToggleButtons(options=kinds, value=kinds[0], description="kind")
+    cache: dict[tuple[int, str], dict | None] = {}
+
+    def result(f: int, kind: str) -> dict | None:
+        if (f, kind) not in cache:
+            with torch.no_grad():
+                cache[f, kind] = _check_recon(recon_fn(f, kind, x), x, f, kind)
+        return cache[f, kind]
+
+    def draw() -> tuple[Figure, str]:
+        f, kind = f_ctrl.value, kind_ctrl.value
+        r = result(f, kind)
+        n = x.shape[0]
+        if r is None:
+            fig, axes = _grid(1, n, f"no {kind.upper()} autoencoder with f = {f}: train one (see notebook 01)")
+            for i in range(n):
+                _show(_on(axes[0, i]), _rgb(x[i]), f"input {i}")
+            return fig, f"<b>no {kind.upper()} model with f = {f}</b> in this notebook"
+        lat = r["latent"]
+        c = lat.shape[1]
+        ncols = max(n, min(c, 8))
+        fig, axes = _grid(2 + math.ceil(c / ncols), ncols,
+                          f"{kind.upper()} autoencoder, f = {f}: inputs, reconstructions, latent channels of input 0")
+        for i in range(n):
+            _show(_on(axes[0, i]), _rgb(x[i]), f"input {i}")
+            _show(_on(axes[1, i]), _rgb(r["recon"][i]), f"reconstruction {i}")
+        for ch in range(c):
+            _show_channel(_on(axes[2 + ch // ncols, ch % ncols]), lat[0, ch], f"latent channel {ch}")
+        ratio = x[0].numel() / lat[0].numel()
+        lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.4f}"
+        text = (f"f = {f}, {kind.upper()} &nbsp; image {tuple(x.shape[1:])} → latent {tuple(lat.shape[1:])} "
+                f"&nbsp; compression {ratio:.3g}× &nbsp; PSNR = {r['psnr']:.2f} dB &nbsp; LPIPS = {lp}")
+        return fig, text
+
+    return _panel("Perceptual compression: move the downsampling factor f", f_ctrl, [kind_ctrl], draw)
+
+
+def _check_recon(r: dict | None, x: Tensor, f: int, kind: str) -> dict | None:
+    if r is None:
+        return None
+    if not isinstance(r, dict) or any(k not in r for k in RECON_KEYS):
+        got = sorted(r) if isinstance(r, dict) else type(r).__name__
+        raise ValueError(f"recon_fn({f}, {kind!r}, images) must return a dict with keys {RECON_KEYS} (or None when "
+                         f"there is no such model), got {got}")
+    recon = _call_model(lambda _: r["recon"], x, "recon_fn(...)['recon']")
+    latent = _call_model(lambda _: r["latent"], x, "recon_fn(...)['latent']")
+    if recon.shape != x.shape:
+        raise ValueError(f"recon_fn({f}, {kind!r}) returned a reconstruction of shape {tuple(recon.shape)}; "
+                         f"expected the images' shape {tuple(x.shape)}")
+    lp = r["lpips"]
+    return {"recon": recon, "latent": latent, "psnr": _scalar(r["psnr"]), "lpips": None if lp is None else _scalar(lp)}
+
+
+def _scalar(v: Any) -> float:
+    return float(torch.as_tensor(v, dtype=torch.float64).mean())
+
+
+# ---------------------------------------------------------------------------------------------- reverse process
+class TrajectoryStep(NamedTuple):
+    """One reverse step as a sampler's callback saw it; tensors (B, c, h, w) on the CPU."""
+
+    step: int
+    t: int
+    z_t: Tensor  # the sample the denoiser saw
+    z0_hat: Tensor  # its prediction of z_0 (DDPM eq. 15)
+    eps_hat: Tensor  # the implied noise prediction ε̂ = (z_t - √ᾱ_t ẑ_0) / σ_t
+
+
+def record_trajectory(schedule: Schedule) -> tuple[Callable[[int, int, Tensor, Tensor], None], list[TrajectoryStep]]:
+    """A sampler callback `callback(step, t, z_t, z0_hat)` and the list it fills with `TrajectoryStep`s.
+
+        callback, trajectory = record_trajectory(sched)
+        ll.samplers.ddim(denoiser, sched, noise, steps=50, callback=callback)
+        reverse_scrubber(trajectory, ae.from_latent)
+    """
+    trajectory: list[TrajectoryStep] = []
+
+    def callback(step: int, t: int, z_t: Tensor, z0_hat: Tensor) -> None:
+        tt = torch.full((z_t.shape[0],), int(t), dtype=torch.long)
+        eps_hat = schedule.eps_from_x0(z_t, tt, z0_hat)
+        trajectory.append(TrajectoryStep(int(step), int(t), *(v.detach().float().cpu().clone()
+                                                               for v in (z_t, z0_hat, eps_hat))))
+
+    return callback, trajectory
+
+
+def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Callable[[Tensor], Tensor],
+                     sample: int = 0) -> widgets.VBox:
+    """A step control over a recorded reverse process: every channel of z_t and of ε̂, and x̂_0 = D(ẑ_0).
+
+    trajectory: records (step, t, z_t, z0_hat, eps_hat) from `record_trajectory`; decode: latent -> image
+    (e.g. `ae.from_latent`, or `lambda z: z` in pixel space); sample: which item of the batch to show.
+    """
+    steps = [TrajectoryStep(*r) for r in trajectory]
+    if not steps:
+        raise ValueError("the trajectory is empty: pass the list from record_trajectory() after running a sampler "
+                         "with its callback")
+    if not 0 <= sample < steps[0].z_t.shape[0]:
+        raise ValueError(f"sample={sample} is outside the batch of {steps[0].z_t.shape[0]} trajectories")
+    slider = widgets.IntSlider(value=0, min=0, max=len(steps) - 1, step=1, description="step",
+                               continuous_update=False)
+    decoded: dict[int, Tensor] = {}
+    c = steps[0].z_t.shape[1]
+
+    def draw() -> tuple[Figure, str]:
+        i = slider.value
+        rec = steps[i]
+        if i not in decoded:
+            decoded[i] = _call_model(decode, rec.z0_hat[sample:sample + 1].float(), "decode")
+        fig, axes = _grid(2, c + 1, f"reverse step {i + 1} of {len(steps)} (t = {rec.t}): z_t and ε̂ per channel, "
+                                    "decoded prediction x̂_0")
+        for ch in range(c):
+            _show_channel(_on(axes[0, ch]), rec.z_t[sample, ch], f"z_t channel {ch}")
+            _show_channel(_on(axes[1, ch]), rec.eps_hat[sample, ch], f"ε̂ channel {ch}")
+        _show(_on(axes[0, c]), _rgb(decoded[i][0]), "x̂_0 = D(ẑ_0)")
+        text = (f"step {i + 1}/{len(steps)} &nbsp; t = {rec.t} &nbsp; std(z_t) = {float(rec.z_t[sample].std()):.3f} "
+                f"&nbsp; std(ε̂) = {float(rec.eps_hat[sample].std()):.3f}")
+        return fig, text
+
+    return _panel("Reverse process: scrub through the sampler's steps", slider, [], draw)
+
+
+# ---------------------------------------------------------------------------------------------- cross-attention
+def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
+                    map_size: tuple[int, int] | None = None, alpha: float = 0.6) -> widgets.VBox:
+    """A token control overlaying the cross-attention map of one token on the image (paper §3.3, Fig. 6 style).
+
+    image: (C,H,W) in [-1,1]. attn_maps: softmax weights (..., Q, L): Q = h·w image queries, L = len(tokens) keys;
+    leading dims (heads, layers, ...) are averaged. map_size: (h, w) of the query grid (default: square).
+    """
+    x = _as_image_batch(image, "image")[0]
+    if not torch.is_tensor(attn_maps) or attn_maps.ndim < 2:
+        raise ValueError("attn_maps must be a tensor (..., Q, L) of attention weights (Q image queries, L tokens)")
+    maps = attn_maps.detach().float().cpu().reshape(-1, *attn_maps.shape[-2:]).mean(0)  # (Q, L), heads averaged
+    q, n_tok = maps.shape
+    if n_tok != len(tokens):
+        raise ValueError(f"attn_maps has {n_tok} keys in its last dimension but {len(tokens)} tokens were given")
+    h, w = map_size or (math.isqrt(q), math.isqrt(q))
+    if h * w != q:
+        raise ValueError(f"{q} queries do not form a {h}x{w} grid; pass map_size=(h, w)")
+    maps = maps.T.reshape(n_tok, 1, h, w)
+    up = torch.nn.functional.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    token_ctrl = widgets.Dropdown(options=[(f"{i}: {tok}", i) for i, tok in enumerate(tokens)], value=0,
+                                  description="token")
+
+    def draw() -> tuple[Figure, str]:
+        k = token_ctrl.value
+        m = maps[k, 0]
+        fig, axes = _grid(1, 3, f"cross-attention to token {k} {tokens[k]!r} (heads averaged)", size=2.2)
+        _show(_on(axes[0, 0]), _rgb(x), "image")
+        _show(_on(axes[0, 1]), m.numpy(), f"attention map ({h}x{w})", "query grid", cmap="magma",
+              vmin=0, vmax=max(float(maps.max()), 1e-8))
+        _show(_on(axes[0, 2]), _rgb(x), "overlay")
+        axes[0, 2].imshow(up[k].numpy(), cmap="magma", alpha=alpha, interpolation="bilinear")
+        text = f"token {k} {html.escape(repr(tokens[k]), quote=False)} &nbsp; max weight {float(m.max()):.3f} &nbsp; mean {float(m.mean()):.3f}"
+        return fig, text
+
+    return _panel("Cross-attention: where does each token look?", token_ctrl, [], draw)

@@ -1,0 +1,326 @@
+"""The notebooks as a learner sees them: JupyterLab in a real browser (Debian's Chromium driven by Playwright).
+
+How it works
+1. The `lab` fixture copies every notebooks/*.ipynb (discovered, so a new notebook is covered without editing
+   this file) into a temporary folder, so JupyterLab's autosave can never write outputs into the repository, and
+   writes two small fixture notebooks beside them (`fixtures/good_panel.ipynb`, `fixtures/broken_panel.ipynb`).
+   It starts `jupyter lab` on 127.0.0.1 at a free port, without token, with `LDM_LITE_SMOKE=1`,
+   `OMP_WAIT_POLICY=PASSIVE` and the Hugging Face offline variables, and user settings in a temporary folder:
+   no news / update notifications (they would need the internet) and `windowingMode: "none"` (every cell stays
+   in the page, so nothing depends on scrolling). The server is stopped by its PID at the end.
+2. `check_notebook` opens a notebook, runs Run > Run All Cells from the menu bar (as a learner does), waits until
+   every code cell has run (or one failed) and the kernel is idle, then reports a problem for:
+   - a cell error (a traceback in an output), text left in a panel's `.ldm-panel-error` box;
+   - "Loading widget..." still shown (the widget manager never rendered the widget);
+   - a browser console error not matched by ALLOWED_CONSOLE_ERRORS;
+   - each `.ldm-panel` (the convention of `ldm_lite/widgets.py`): its `.ldm-main-control` is moved (slider:
+     focus the handle, press ArrowRight, or ArrowLeft when it sits at its end; dropdown: select another option;
+     toggle buttons: click another one) and its `.ldm-panel-image` must get a new `src` within IMAGE_TIMEOUT_S.
+   Screenshots of the notebook and of every panel after its move go to outputs/screenshots/<notebook>/.
+3. `test_notebook_in_browser` asserts no problems for every notebook. `test_checker_catches_a_broken_callback`
+   runs the same checker on the fixture whose panel callback raises once the control moves, and asserts that it
+   reports the failure, while the good fixture passes: breaking a widget's callback fails this test file.
+
+The tests skip, with the reason printed by `pytest -ra`, only where /usr/bin/chromium is missing (`make test`
+installs it with apt-get where it can). Never run `playwright install`: it downloads a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ldm_lite.paths import OUTPUTS_DIR
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = OUTPUTS_DIR / "screenshots"
+
+RUN_TIMEOUT_S = 300  # one notebook, all cells, smoke mode
+IMAGE_TIMEOUT_S = 60  # a panel redraw after its control moved
+WIDGET_TIMEOUT_S = 30  # "Loading widget..." must be gone by then
+
+# JupyterLab's own messages when it runs offline / without optional server extensions; nothing else may log an error.
+ALLOWED_CONSOLE_ERRORS = (
+    re.compile(r"Failed to load resource: .*(404|Not Found)"),  # optional endpoints (e.g. lab/api/translations)
+    re.compile(r"(news|update|announcements)", re.I),  # the news / update check that needs the internet
+)
+
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                         "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+
+GOOD_FIXTURE = """
+import torch, ldm_lite as ll
+image = ll.datasets.shapes(resolution=16, n=2, seed=0)[0]["image"]
+ll.widgets.forward_noise_panel(image, lambda x: x, lambda z: z, ll.schedule.Schedule.linear(T=100))
+"""
+BROKEN_FIXTURE = """
+import torch, ldm_lite as ll
+images = ll.datasets.shapes(resolution=16, n=2, seed=0)[0]["image"][None]
+calls = []
+def recon(f, kind, x):  # a deliberately broken callback: works for the first f, raises once the control moves
+    calls.append(f)
+    if len(calls) > 1:
+        raise RuntimeError("deliberately broken panel callback")
+    return dict(recon=x, latent=x[:, :, ::f, ::f], psnr=30.0, lpips=None)
+ll.widgets.f_panel(recon, images, fs=(2, 4, 8), kinds=("kl",))
+"""
+
+
+# ---------------------------------------------------------------------------------------------- the server
+@dataclass
+class Lab:
+    url: str
+    root: Path
+    pid: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_notebook(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(source).strip())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+def _api(lab: Lab, path: str, method: str = "GET"):
+    with urllib.request.urlopen(urllib.request.Request(f"{lab.url}{path}", method=method), timeout=10) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not CHROMIUM.exists():
+        msg = f"browser tests skipped: {CHROMIUM} is missing (apt-get install -y chromium chromium-driver)"
+        warnings.warn(msg, stacklevel=1)
+        pytest.skip(msg)
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"
+    for nb in NOTEBOOKS:
+        (root / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copy(nb, root / "notebooks" / nb.name)
+    _write_notebook(root / "fixtures" / "good_panel.ipynb", GOOD_FIXTURE)
+    _write_notebook(root / "fixtures" / "broken_panel.ipynb", BROKEN_FIXTURE)
+    for name, value in LAB_SETTINGS.items():
+        (tmp / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "settings" / name).write_text(json.dumps(value))
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # kernels pick matplotlib's inline backend
+    env.update(LDM_LITE_SMOKE="1", OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", LDM_LITE_OUTPUTS=str(tmp / "outputs"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    port = _free_port()
+    log = open(tmp / "jupyterlab.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--IdentityProvider.token=",
+         "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}",
+         "--LabApp.news_url=None"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    lab = Lab(f"http://127.0.0.1:{port}", root, proc.pid)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _api(lab, "/api/status")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not start; see {tmp / 'jupyterlab.log'}:\n"
+                                       f"{(tmp / 'jupyterlab.log').read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield lab
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+# ---------------------------------------------------------------------------------------------- the checker
+ALL_RUN_JS = """() => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  if (!panel) return false;
+  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
+  const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+  const idle = !indicator || indicator.getAttribute('data-status') === 'idle';
+  if (!idle || prompts.some(p => p.includes('*'))) return false;
+  const failed = [...panel.querySelectorAll('.jp-OutputArea-output')].some(e => /Traceback/.test(e.textContent));
+  return failed || prompts.every(p => /\\[\\d+\\]/.test(p));
+}"""
+
+
+REDRAWN_JS = """([panel, old]) => {
+  const img = panel.querySelector('img.ldm-panel-image'), err = panel.querySelector('.ldm-panel-error');
+  return img.getAttribute('src') !== old || (err !== null && err.textContent.trim() !== '');
+}"""
+
+
+STARTED_JS = """() => [...document.querySelectorAll(
+  '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"""
+
+
+def _run_all_cells(page) -> None:
+    """Run > Run All Cells from the menu bar; again if no cell started (the kernel was still connecting)."""
+    for _ in range(4):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        try:
+            page.wait_for_function(STARTED_JS, timeout=15_000, polling=250)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+    raise AssertionError("Run > Run All Cells started no cell (is the kernel alive?)")
+
+
+def _console_problem(text: str) -> bool:
+    return not any(p.search(text) for p in ALLOWED_CONSOLE_ERRORS)
+
+
+def _move_main_control(panel) -> str:
+    """Move a panel's main control the way a learner does; returns what was done (for messages)."""
+    control = panel.locator(".ldm-main-control").first
+    control.scroll_into_view_if_needed()
+    if control.locator(".noUi-handle").count():  # ipywidgets slider (IntSlider, SelectionSlider, ...)
+        handle = control.locator(".noUi-handle").first
+        readout = control.locator(".widget-readout")
+        before = readout.first.inner_text() if readout.count() else None
+        handle.focus()
+        handle.press("ArrowRight")
+        time.sleep(0.3)
+        if readout.count() and readout.first.inner_text() == before:  # already at its maximum
+            handle.press("ArrowLeft")
+            return "slider: ArrowLeft"
+        return "slider: ArrowRight"
+    select = control.locator("select")
+    if select.count():
+        options = select.first.locator("option")
+        current = select.first.input_value()
+        values = [options.nth(i).get_attribute("value") for i in range(options.count())]
+        other = next((v for v in values if v != current), None)
+        if other is None:
+            return "dropdown with a single option"
+        select.first.select_option(other)
+        return f"dropdown: option {other}"
+    buttons = control.locator("button:not(.mod-active)")
+    if buttons.count():
+        buttons.first.click()
+        return "toggle buttons: click"
+    raise AssertionError("main control is neither a slider, a dropdown nor toggle buttons")
+
+
+def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
+    """Open `rel_path` in JupyterLab, run all cells, move every panel's main control; returns the problems found."""
+    problems: list[str] = []
+    shots = SCREENSHOTS / Path(rel_path).stem
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+    try:
+        page.goto(f"{lab.url}/lab/tree/{rel_path}?reset")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               timeout=120_000)
+        _run_all_cells(page)
+        try:
+            page.wait_for_function(ALL_RUN_JS, timeout=RUN_TIMEOUT_S * 1000, polling=500)
+        except Exception:
+            page.screenshot(path=str(shots / "timeout.png"))
+            raise
+        notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        for out in notebook.locator(".jp-OutputArea-output").all():
+            text = out.inner_text()
+            if "Traceback" in text:
+                problems.append(f"cell error: {text[-600:]}")
+        try:
+            page.wait_for_function("() => !document.body.innerText.includes('Loading widget...')",
+                                   timeout=WIDGET_TIMEOUT_S * 1000)
+        except Exception:
+            problems.append('"Loading widget..." is still shown: a widget did not render')
+        page.screenshot(path=str(shots / "notebook.png"))
+
+        panels = notebook.locator(".ldm-panel")
+        for i in range(panels.count()):
+            panel = panels.nth(i)
+            image = panel.locator("img.ldm-panel-image").first
+            if not image.count():
+                problems.append(f"panel {i}: no img.ldm-panel-image")
+                continue
+            old = image.get_attribute("src")
+            how = _move_main_control(panel)
+            err = panel.locator(".ldm-panel-error").first
+            try:  # a redraw gives a new src; a failing one fills the error box (then stop waiting at once)
+                page.wait_for_function(REDRAWN_JS, arg=[panel.element_handle(), old], timeout=IMAGE_TIMEOUT_S * 1000)
+            except Exception:
+                pass
+            if image.get_attribute("src") == old:
+                problems.append(f"panel {i}: image did not change after moving its main control ({how})")
+            panel.screenshot(path=str(shots / f"panel-{i}.png"))
+            if err.count() and err.inner_text().strip():
+                problems.append(f"panel {i} shows an error: {err.inner_text().strip()[-600:]}")
+        problems += [f"console error: {c[:300]}" for c in console if _console_problem(c)]
+    finally:
+        page.close()
+        for s in _api(lab, "/api/sessions"):  # free the kernel's memory before the next notebook
+            _api(lab, f"/api/sessions/{s['id']}", method="DELETE")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- the tests
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_in_browser(path, lab, browser):
+    problems = check_notebook(browser, lab, f"notebooks/{path.name}")
+    assert not problems, f"{path.name} in JupyterLab:\n" + "\n".join(problems)
+
+
+def test_checker_catches_a_broken_callback(lab, browser):
+    assert check_notebook(browser, lab, "fixtures/good_panel.ipynb") == []
+    problems = check_notebook(browser, lab, "fixtures/broken_panel.ipynb")
+    assert any("image did not change" in p for p in problems), problems
+    assert any("deliberately broken panel callback" in p for p in problems), problems

@@ -1,0 +1,164 @@
+"""The notebook panels at the Python level: moving the main control redraws, the numbers shown are the schedule's,
+bad inputs fail with messages that say what to change, and a failing callback is never swallowed."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ldm_lite as ll
+from ldm_lite import widgets as W
+
+SCHED = ll.schedule.Schedule.scaled_linear(T=1000)
+IMAGE = ll.datasets.shapes(resolution=16, n=4, seed=0)[0]["image"]  # (3, 16, 16)
+IMAGES = torch.stack([ll.datasets.shapes(resolution=16, n=4, seed=0)[i]["image"] for i in range(3)])
+
+
+def encode(x):  # a stand-in f=4 "autoencoder": average pooling and nearest upsampling
+    return F.avg_pool2d(x, 4)
+
+
+def decode(z):
+    return F.interpolate(z, scale_factor=4)
+
+
+def recon_fn(f, kind, x):
+    if kind == "vq" and f == 16:
+        return None
+    z = F.avg_pool2d(x, f)
+    rec = F.interpolate(z, scale_factor=f)
+    return dict(recon=rec, latent=z, psnr=ll.metrics.psnr(rec, x).mean(), lpips=None)
+
+
+def parts(panel):
+    return (W.find(panel, W.MAIN_CONTROL_CLASS), W.find(panel, W.IMAGE_CLASS), W.find(panel, W.READOUT_CLASS),
+            W.find(panel, W.ERROR_CLASS))
+
+
+def assert_panel_convention(panel):
+    assert W.PANEL_CLASS in panel._dom_classes
+    main, image, readout, error = parts(panel)
+    assert image.format == "png" and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert error.value == ""
+    return main, image, readout
+
+
+def test_forward_panel_redraws_and_prints_the_schedule():
+    panel = W.forward_noise_panel(IMAGE, encode, decode, SCHED, t=100)
+    main, image, readout = assert_panel_convention(panel)
+    for t in (100, 600, 999):
+        before = image.value
+        main.value = t
+        if t != 100:
+            assert image.value != before
+        shown = dict(re.findall(r"(?:^|\s)(?<!log\s)(ᾱ_t|σ_t|SNR) = ([-\d.e+]+)", readout.value))
+        assert float(shown["ᾱ_t"]) == pytest.approx(float(SCHED.alpha_bar[t]), rel=1e-5)
+        assert float(shown["σ_t"]) == pytest.approx(float(SCHED.sigma[t]), rel=1e-5)
+        assert float(shown["SNR"]) == pytest.approx(float(SCHED.snr[t]), rel=1e-5)
+        assert f"t = {t} " in readout.value
+
+
+def test_forward_panel_psnr_falls_with_t_and_matches_q_sample():
+    panel = W.forward_noise_panel(IMAGE, lambda x: x, lambda z: z, SCHED, seed=3)
+    main, _, readout = parts(panel)[:3]
+    values = []
+    for t in (0, 300, 900):
+        main.value = t
+        values.append(float(re.search(r"PSNR\(x_t, x_0\) = ([\d.]+)", readout.value).group(1)))
+    assert values[0] > values[1] > values[2]
+    g = torch.Generator().manual_seed(3)  # the panel draws ε for x then for z from one generator seeded with `seed`
+    x0 = IMAGE[None]
+    x_t = SCHED.q_sample(x0, torch.tensor([900]), torch.randn(x0.shape, generator=g))
+    assert values[2] == pytest.approx(float(ll.metrics.psnr(x_t, x0)), abs=0.01)
+
+
+def test_noise_stats_are_the_schedule_values():
+    s = W.noise_stats(SCHED, 500)
+    assert s["alpha_bar"] == float(SCHED.alpha_bar[500]) and s["snr"] == pytest.approx(s["alpha_bar"] / (1 - s["alpha_bar"]))
+
+
+def test_f_panel_redraws_says_when_a_model_is_missing_and_reports_compression():
+    calls = []
+    panel = W.f_panel(lambda f, k, x: calls.append((f, k)) or recon_fn(f, k, x), IMAGES)
+    main, image, readout = assert_panel_convention(panel)
+    kind = panel.children[1].children[1]  # the KL/VQ toggle sits beside the main control
+    assert main.value == 4 and "compression 16×" in readout.value and "latent (3, 4, 4)" in readout.value
+    before = image.value
+    main.value = 8
+    assert image.value != before and "compression 64×" in readout.value
+    main.value = 16
+    kind.value = "vq"
+    assert "no VQ model with f = 16" in readout.value
+    main.value = 4
+    main.value = 8
+    assert calls.count((8, "kl")) == 1  # cached
+
+
+def test_f_panel_rejects_a_bad_recon_fn():
+    with pytest.raises(ValueError, match="must return a dict with keys"):
+        W.f_panel(lambda f, k, x: {"recon": x}, IMAGES)
+    with pytest.raises(ValueError, match="reconstruction of shape"):
+        W.f_panel(lambda f, k, x: dict(recon=x[:, :1], latent=x, psnr=1.0, lpips=0.1), IMAGES)
+
+
+def test_reverse_scrubber_shows_every_recorded_step():
+    callback, trajectory = W.record_trajectory(SCHED)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    ll.samplers.ddim(lambda z, t, c: 0.3 * z, SCHED, noise, steps=5, callback=callback)
+    assert [r.step for r in trajectory] == list(range(5)) and trajectory[0].t == int(SCHED.timesteps(5)[0])
+    r = trajectory[2]  # ε̂ is consistent with z_t and ẑ_0 (DDPM eq. 15)
+    assert torch.allclose(SCHED.x0_from_eps(r.z_t, torch.tensor([r.t, r.t]), r.eps_hat), r.z0_hat, atol=1e-5)
+    panel = W.reverse_scrubber(trajectory, decode, sample=1)
+    main, image, readout = assert_panel_convention(panel)
+    seen = {image.value}
+    for i in range(1, 5):
+        main.value = i
+        seen.add(image.value)
+        assert f"t = {trajectory[i].t} " in readout.value
+    assert len(seen) == 5
+
+
+def test_attention_panel_redraws_per_token_and_checks_shapes():
+    maps = torch.softmax(torch.randn(4, 16, 3, generator=torch.Generator().manual_seed(0)), dim=-1)  # (heads, Q, L)
+    panel = W.attention_panel(IMAGE, maps, ["a", "red", "circle"])
+    main, image, readout = assert_panel_convention(panel)
+    before = image.value
+    main.value = 2
+    assert image.value != before and "'circle'" in readout.value
+    assert f"{float(maps.mean(0)[:, 2].max()):.3f}" in readout.value
+    with pytest.raises(ValueError, match="3 keys .* but 2 tokens"):
+        W.attention_panel(IMAGE, maps, ["a", "red"])
+    with pytest.raises(ValueError, match="map_size"):
+        W.attention_panel(IMAGE, maps[:, :15], ["a", "red", "circle"])
+
+
+def test_bad_inputs_say_what_to_change():
+    with pytest.raises(ValueError, match=r"\(C,H,W\) or \(B,C,H,W\)"):
+        W.forward_noise_panel(IMAGE[0], encode, decode, SCHED)
+    with pytest.raises(TypeError, match="Schedule"):
+        W.forward_noise_panel(IMAGE, encode, decode, "cosine")
+    with pytest.raises(ValueError, match="encode must map"):
+        W.forward_noise_panel(IMAGE, lambda x: x.flatten(), decode, SCHED)
+    with pytest.raises(ValueError, match="trajectory is empty"):
+        W.reverse_scrubber([], decode)
+
+
+def test_a_failing_callback_raises_and_leaves_the_image():
+    state = {"broken": False}
+
+    def flaky_decode(z):
+        if state["broken"]:
+            raise RuntimeError("decoder exploded")
+        return decode(z)
+
+    panel = W.forward_noise_panel(IMAGE, encode, flaky_decode, SCHED)
+    main, image, _, error = parts(panel)
+    before = image.value
+    state["broken"] = True
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        main.value = 900
+    assert image.value == before and "decoder exploded" in error.value
+    state["broken"] = False
+    main.value = 800
+    assert image.value != before and error.value == ""
