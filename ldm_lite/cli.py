@@ -45,6 +45,24 @@ def tour(out: Path, resolution: int = 32) -> dict:
     return written
 
 
+def train_classifier(out: Path, steps: int, batch_size: int, seed: int) -> dict:
+    """Train the ShapesClassifier and write it with its held-out metrics and a README."""
+    from .checkpoint import write_json
+    from .classifier import evaluate_classifier, train_shapes_classifier
+
+    model, _ = train_shapes_classifier(steps=steps, batch_size=batch_size, seed=seed)
+    metrics = evaluate_classifier(model)
+    model.save_pretrained(out)
+    write_json(out / "metrics.json", metrics)
+    cmd = f"ldm-lite train-classifier --steps {steps} --batch-size {batch_size} --seed {seed} --out {out}"
+    (out / "README.md").write_text(
+        "# ShapesClassifier (32x32)\n\nJudges `shapes` images: kind, colour, size, and whether an image is a valid "
+        "single-colour shape. Used for the shapes score, conditioning accuracy and FID features.\n\n"
+        f"Made by:\n\n    {cmd}\n\nHeld-out metrics (seed 12345, 2,000 images): see metrics.json.\n")
+    log.info("classifier metrics: %s", metrics)
+    return metrics
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ldm-lite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tour", help="grids of the datasets with captions and masks")
     t.add_argument("--out", type=Path, default=None)
     t.add_argument("--resolution", type=int, default=32)
+    c = sub.add_parser("train-classifier", help="train the ShapesClassifier used by the shapes score and FID")
+    c.add_argument("--out", type=Path, default=None, help="default data/pretrained/shapes-classifier-32")
+    c.add_argument("--steps", type=int, default=800)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -61,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .paths import OUTPUTS_DIR
 
-    if args.command == "tour":
+    if args.command == "train-classifier":
+        from .paths import PRETRAINED_DIR
+
+        train_classifier(args.out or PRETRAINED_DIR / "shapes-classifier-32", args.steps, args.batch_size, args.seed)
+    elif args.command == "tour":
         tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
     elif args.command == "main":
         out = args.out or OUTPUTS_DIR / "main"

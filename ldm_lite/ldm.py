@@ -1,0 +1,239 @@
+"""`LatentDiffusion`: a frozen autoencoder + an ε-prediction UNet + an optional conditioner + a schedule (LDM §3.2-3.3).
+
+    z_0 = s · E(x)                                   the autoencoder's latent, scaled to unit variance (App. D.1)
+    z_t = √ᾱ_t z_0 + √(1-ᾱ_t) ε                       forward process (DDPM eq. 4)
+    L_LDM = E_{z_0, ε~N(0,I), t} ‖ε - ε_θ(z_t, t, τ_θ(y))‖²      (LDM eq. 2 / eq. 3 with conditioning)
+    x̂ = D(ẑ_0 / s)                                   ẑ_0 from any sampler in `ldm_lite.samplers`
+
+With `IdentityAutoencoder` (f = 1, s = 1) the same code is the pixel-space baseline LDM-1.
+`prediction="v"` trains the UNet on v = √ᾱ ε - √(1-ᾱ) z_0 instead (Salimans & Ho 2022); samplers convert it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import samplers as _samplers
+from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
+from .checkpoint import CheckpointError, Pretrained, config_from_dict, load_state_into, read_config, save_model
+from .conditioning import CONDITIONERS
+from .schedule import Schedule
+from .unet import UNet, UNetConfig
+
+AUTOENCODERS: dict[str, tuple[type[nn.Module], type]] = {
+    "Autoencoder": (Autoencoder, AutoencoderConfig),
+    "IdentityAutoencoder": (IdentityAutoencoder, IdentityAutoencoderConfig),
+}
+SCHEDULES = {"linear": Schedule.linear, "scaled_linear": Schedule.scaled_linear, "cosine": Schedule.cosine}
+
+
+@dataclass
+class LDMConfig:
+    """What `save_pretrained` needs to rebuild a LatentDiffusion; the parts' own configs are nested as dicts."""
+
+    image_size: int = 32  # pixel side of generated images (latent side = image_size / f)
+    schedule: str = "scaled_linear"  # "linear", "scaled_linear" (LDM) or "cosine"
+    T: int = 1000  # number of diffusion steps
+    prediction: str = "eps"  # what the UNet predicts: "eps" (LDM eq. 2) or "v"
+    cond_drop_prob: float = 0.1  # training: probability of replacing the condition by ∅ (for guidance)
+    autoencoder_kind: str = "Autoencoder"  # class of the first stage
+    autoencoder: dict = field(default_factory=dict)  # its config
+    unet: dict = field(default_factory=dict)  # UNetConfig fields
+    conditioner_kind: str | None = None  # class of the conditioner, None = unconditional
+    conditioner: dict | None = None  # its config
+
+
+def _as_json(config: Any) -> dict:
+    return json.loads(json.dumps(asdict(config)))  # tuples -> lists, exactly as config.json stores them
+
+
+class LatentDiffusion(Pretrained, nn.Module):
+    """Generate images by denoising in an autoencoder's latent space; see the module docstring."""
+
+    config_class = LDMConfig
+
+    def __init__(self, autoencoder: nn.Module, unet: UNet, conditioner: nn.Module | None = None,
+                 schedule: Schedule | str = "scaled_linear", *, image_size: int = 32, prediction: str = "eps",
+                 cond_drop_prob: float = 0.1, T: int = 1000):
+        super().__init__()
+        if isinstance(schedule, Schedule):
+            if schedule.name not in SCHEDULES:
+                raise ValueError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
+            T, schedule = schedule.T, schedule.name
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        f = autoencoder.f
+        if image_size % f:
+            raise ValueError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
+        c = autoencoder.latent_channels
+        if unet.config.in_channels != c or unet.config.out_channels != c:
+            raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
+                             f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
+        ctx_dim = getattr(conditioner, "context_dim", None)
+        if ctx_dim != unet.config.context_dim:
+            raise ValueError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
+                             f"{unet.config.context_dim}; set UNetConfig(context_dim={ctx_dim})")
+        self.autoencoder = autoencoder.eval().requires_grad_(False)  # frozen first stage
+        self.unet, self.conditioner = unet, conditioner
+        self.schedule = SCHEDULES[schedule](T=T)
+        self.config = LDMConfig(
+            image_size=image_size, schedule=schedule, T=T, prediction=prediction, cond_drop_prob=cond_drop_prob,
+            autoencoder_kind=type(autoencoder).__name__, autoencoder=_as_json(autoencoder.config),
+            unet=_as_json(unet.config), conditioner_kind=type(conditioner).__name__ if conditioner else None,
+            conditioner=_as_json(conditioner.config) if conditioner is not None else None)
+
+    def train(self, mode: bool = True) -> LatentDiffusion:
+        super().train(mode)
+        self.autoencoder.eval()  # the first stage stays in eval mode (frozen)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.autoencoder.latent_shape(self.config.image_size, self.config.image_size))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.unet.parameters())
+        if self.conditioner is not None:
+            params += list(self.conditioner.parameters())
+        return params
+
+    # ------------------------------------------------------------------------------------------------ training
+    @torch.no_grad()
+    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x (B, C, H, W) in [-1, 1] -> z_0 = s · E(x) (B, c, H/f, W/f)."""
+        return self.autoencoder.to_latent(images, sample=True, generator=generator)
+
+    @torch.no_grad()
+    def decode(self, z0: Tensor) -> Tensor:
+        """ẑ_0 (B, c, h, w) -> x̂ (B, C, h·f, w·f) in [-1, 1]."""
+        return self.autoencoder.from_latent(z0).clamp(-1, 1)
+
+    def context(self, batch: dict[str, Any] | None, batch_size: int, drop_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor | None:
+        """τ_θ(y) (B, L, d) for a batch; each row replaced by ∅ with probability `drop_prob` (guidance training)."""
+        if self.conditioner is None:
+            return None
+        ctx = self.conditioner(batch)
+        if drop_prob > 0:
+            drop = torch.rand(batch_size, generator=generator, device=generator.device if generator else None)
+            drop = (drop < drop_prob).to(ctx.device)[:, None, None]
+            ctx = torch.where(drop, self.conditioner.null(batch_size), ctx)
+        return ctx
+
+    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None, t: Tensor | None = None,
+             noise: Tensor | None = None) -> Tensor:
+        """L_LDM (eq. 2): the mean squared error between ε (or v) and the UNet's prediction at a random t.
+
+        t (B,) and noise (B, c, h, w) are drawn from `generator` unless given (training draws them for the whole
+        global batch, so a multi-process run sees the same t and ε as a single process)."""
+        x = batch["image"].to(self.device)
+        if x.shape[-1] != self.config.image_size or x.shape[-2] != self.config.image_size:
+            raise ValueError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
+                             f"{self.config.image_size}; resize the dataset (resolution={self.config.image_size})")
+        b = x.shape[0]
+        dev = generator.device if generator is not None else None
+        z0 = self.encode(x, generator=generator if generator is None or generator.device == x.device else None)
+        if t is None:
+            t = torch.randint(0, self.schedule.T, (b,), generator=generator, device=dev)
+        if noise is None:
+            noise = torch.randn(z0.shape, generator=generator, device=dev)
+        t, noise = t.to(self.device), noise.to(self.device, z0.dtype)
+        z_t = self.schedule.q_sample(z0, t, noise)  # DDPM eq. 4
+        ctx = self.context(batch, b, self.config.cond_drop_prob if self.training else 0.0, generator)
+        pred = self.unet(z_t, t, ctx)
+        target = noise if self.config.prediction == "eps" else self.schedule.v_target(z0, t, noise)
+        return F.mse_loss(pred.float(), target.float())
+
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None, t: Tensor | None = None,
+                noise: Tensor | None = None) -> Tensor:
+        """The training loss (so DistributedDataParallel can wrap the whole model)."""
+        return self.loss(batch, generator, t, noise)
+
+    # ------------------------------------------------------------------------------------------------ sampling
+    def denoiser(self, z_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+        """The UNet as a sampler sees it: (z_t, t, context) -> ε̂ (or v̂ with prediction="v")."""
+        return self.unet(z_t, t, cond)
+
+    @torch.no_grad()
+    def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
+               sampler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
+               generator: torch.Generator | None = None, noise: Tensor | None = None, callback=None,
+               return_latents: bool = False, **sampler_options: Any) -> Tensor:
+        """Generate images (B, C, H, W) in [-1, 1].
+
+        n: number of images (unconditional); labels / batch: the condition (class labels, or a batch dict the
+        conditioner reads); guidance_scale s > 1 applies classifier-free guidance ε̃ = ε̂(∅) + s(ε̂(c) - ε̂(∅));
+        sampler: one of `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp");
+        callback(step, t, z_t, z0_hat) is called at every reverse step (latents, before decoding).
+        """
+        if sampler not in _samplers.SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
+        if labels is not None:
+            batch = {**(batch or {}), "label": torch.as_tensor(labels)}
+        if self.conditioner is not None and batch is None:
+            raise ValueError("this model is conditional: pass labels=[...] or batch={...}")
+        if batch is not None:
+            b = len(next(v for v in batch.values() if hasattr(v, "__len__")))
+            if n is not None and n != b:
+                raise ValueError(f"n={n} but the condition holds {b} items")
+        elif n is None:
+            raise ValueError("pass n (the number of images) for an unconditional model")
+        else:
+            b = n
+        was_training = self.training
+        self.eval()
+        try:
+            if noise is None:
+                dev = generator.device if generator is not None else torch.device("cpu")
+                noise = torch.randn((b, *self.latent_shape), generator=generator, device=dev)
+            noise = noise.to(self.device)
+            cond = self.context(batch, b) if self.conditioner is not None else None
+            denoiser = self.denoiser
+            if cond is not None and guidance_scale != 1.0:
+                denoiser = _samplers.guided(denoiser, guidance_scale, self.conditioner.null(1))
+            z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise, steps, cond=cond, generator=generator,
+                                             callback=callback, prediction=self.config.prediction, **sampler_options)
+            return z0 if return_latents else self.decode(z0)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------------------------------------ files
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        return save_model(self, self.config, directory)
+
+    @classmethod
+    def from_config(cls, config: LDMConfig) -> LatentDiffusion:
+        """Build an untrained LatentDiffusion from its config (the parts get fresh weights)."""
+        if config.autoencoder_kind not in AUTOENCODERS:
+            raise CheckpointError(f"unknown autoencoder kind {config.autoencoder_kind!r}; known: {sorted(AUTOENCODERS)}")
+        ae_cls, ae_cfg = AUTOENCODERS[config.autoencoder_kind]
+        ae = ae_cls(config_from_dict(ae_cfg, config.autoencoder))
+        unet = UNet(config_from_dict(UNetConfig, config.unet))
+        cond = None
+        if config.conditioner_kind is not None:
+            if config.conditioner_kind not in CONDITIONERS:
+                raise CheckpointError(f"unknown conditioner {config.conditioner_kind!r}; known: {sorted(CONDITIONERS)}")
+            cond_cls = CONDITIONERS[config.conditioner_kind]
+            cond = cond_cls(config_from_dict(cond_cls.config_class, config.conditioner))
+        return cls(ae, unet, cond, config.schedule, image_size=config.image_size, prediction=config.prediction,
+                   cond_drop_prob=config.cond_drop_prob, T=config.T)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentDiffusion:
+        model = cls.from_config(read_config(directory, cls.__name__, LDMConfig))
+        load_state_into(model, directory)
+        return model.to(map_location)

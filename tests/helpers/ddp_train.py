@@ -1,0 +1,23 @@
+"""Run by tests/test_train_ldm.py under `torchrun --nproc_per_node 2` (gloo on CPU) or as one process."""
+
+import sys
+
+import torch
+
+import ldm_lite as ll
+from ldm_lite.autoencoder import IdentityAutoencoder
+
+
+def tiny_ldm() -> ll.ldm.LatentDiffusion:
+    torch.manual_seed(0)
+    cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                             attention_resolutions=(2,), head_dim=32)
+    return ll.ldm.LatentDiffusion(IdentityAutoencoder(), ll.unet.UNet(cfg), image_size=16)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    torch.set_num_threads(1)
+    ldm = tiny_ldm()
+    ll.train.train_ldm(ldm, ll.datasets.shapes(16, n=32, seed=0), steps=3, batch_size=8, warmup=1, ema=None,
+                       progress=False, device="cpu", out_dir=out)
