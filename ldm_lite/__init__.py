@@ -33,6 +33,9 @@ _SUBMODULES = (
     "plotting",
     "widgets",
     "cli",
+    "pipeline",
+    "classifier",
+    "introspect",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -156,3 +156,19 @@ def evaluate_classifier(model: ShapesClassifier, n: int = 2000, seed: int = 1234
         "n": n,
         "seed": seed,
     }
+
+
+@torch.no_grad()
+def shapes_score(images: Tensor, classifier: ShapesClassifier, threshold: float = 0.5) -> dict:
+    """The shapes score of generated images (B, 3, H, W): the share the classifier finds recognisable (one valid
+    single-colour shape of a known kind and colour), and how the predicted kinds and colours are spread."""
+    j = classifier.judge(images, threshold)
+    ok = j["recognisable"]
+    kinds = torch.bincount(j["kind"][ok], minlength=len(KINDS)).tolist()
+    colors = torch.bincount(j["color"][ok], minlength=len(COLOR_NAMES)).tolist()
+    return {
+        "recognisable": float(ok.float().mean()),
+        "n": len(images),
+        "kinds": dict(zip(KINDS, kinds)),
+        "colors": dict(zip(COLOR_NAMES, colors)),
+    }

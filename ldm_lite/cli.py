@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("main", help="the main job on the built-in dataset (writes under outputs/)")
     m.add_argument("--out", type=Path, default=None, help="output folder (default outputs/main)")
+    m.add_argument("--train-ae", action="store_true", help="train the autoencoder too (default: use the shipped one)")
+    m.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
+    m.add_argument("--steps", type=int, default=None, help="LDM training steps (default: sized for the device)")
     t = sub.add_parser("tour", help="grids of the datasets with captions and masks")
     t.add_argument("--out", type=Path, default=None)
     t.add_argument("--resolution", type=int, default=32)
@@ -91,9 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "tour":
         tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
     elif args.command == "main":
+        from dataclasses import replace
+
+        from .pipeline import MainConfig, run_main
+        from .runtime import pick_device, smoke_mode
+
         out = args.out or OUTPUTS_DIR / "main"
-        written = tour(out / "tour")
-        log.info("wrote %s", ", ".join(v["figure"] for v in written.values()))
+        tour(out / "tour")
+        cfg = MainConfig.for_device(pick_device(args.device), smoke_mode())
+        if args.steps is not None:
+            cfg = replace(cfg, ldm_steps=args.steps)
+        run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
     return 0
 
 

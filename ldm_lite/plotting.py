@@ -89,3 +89,38 @@ def _wrap(text: str, width: int = 28) -> str:
     if line:
         lines.append(line)
     return "\n".join(lines)
+
+
+class LiveCurve:
+    """A loss curve that redraws in a notebook every `every` steps: pass it as `train_ldm(step_callback=...)`."""
+
+    def __init__(self, title: str = "training loss", every: int = 20, ylabel: str = "loss"):
+        from IPython.display import display
+
+        self.steps: list[int] = []
+        self.values: list[float] = []
+        self.every, self.title, self.ylabel = every, title, ylabel
+        self.fig, self.ax = plt.subplots(figsize=(5, 3))
+        plt.close(self.fig)  # shown through the display handle only
+        self.handle = display(self.fig, display_id=True)
+
+    def __call__(self, step: int, value: float) -> None:
+        self.steps.append(step)
+        self.values.append(value)
+        if step % self.every == 0:
+            self.redraw()
+
+    def redraw(self) -> None:
+        self.ax.clear()
+        self.ax.plot(self.steps, self.values, lw=0.8)
+        if len(self.values) > 20:  # a running mean makes the trend readable
+            k = 20
+            smooth = np.convolve(self.values, np.ones(k) / k, mode="valid")
+            self.ax.plot(self.steps[k - 1:], smooth, lw=2, label=f"mean of {k}")
+            self.ax.legend()
+        self.ax.set_yscale("log")
+        self.ax.set_title(self.title)
+        self.ax.set_xlabel("step")
+        self.ax.set_ylabel(self.ylabel)
+        if self.handle is not None:
+            self.handle.update(self.fig)
