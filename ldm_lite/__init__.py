@@ -36,6 +36,7 @@ _SUBMODULES = (
     "pipeline",
     "classifier",
     "introspect",
+    "evaluation",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -19,6 +19,7 @@ import torch
 from . import datasets
 from .autoencoder import Autoencoder, AutoencoderConfig, estimate_scale_factor
 from .checkpoint import write_json
+from .evaluation import evaluate_samples
 from .ldm import LatentDiffusion
 from .paths import PRETRAINED_DIR
 from .runtime import on_gpu, pick_device, smoke_mode
@@ -96,21 +97,6 @@ def load_classifier():
 
     path = PRETRAINED_DIR / SHIPPED_CLASSIFIER
     return ShapesClassifier.from_pretrained(path) if path.is_dir() else None
-
-
-@torch.no_grad()
-def evaluate_samples(images: torch.Tensor, real: torch.Tensor, classifier) -> dict:
-    """Shapes score (share recognisable) and FID on ShapesClassifier features against held-out real images."""
-    from .classifier import shapes_score
-    from .metrics import fid
-
-    if classifier is None:
-        return {"note": f"no {SHIPPED_CLASSIFIER} under data/pretrained: run `ldm-lite train-classifier`"}
-    score = shapes_score(images, classifier)
-    feats = lambda x: torch.cat([classifier.features(b) for b in x.split(256)])
-    score["fid_classifier_features"] = fid(feats(real), feats(images))
-    score["fid_n_fake"], score["fid_n_real"] = len(images), len(real)
-    return score
 
 
 def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None) -> dict:

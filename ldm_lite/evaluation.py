@@ -1,0 +1,77 @@
+"""Judging generated samples: the shapes score, FID on ShapesClassifier features with a bootstrap interval, and
+sweeps of quality against the number of sampler steps.
+
+FID here is computed on the 128-d penultimate features of `ShapesClassifier` (works offline; comparable between
+runs of this kit, not with published Inception FIDs). Use `metrics.InceptionFeatures` for Inception FID.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .classifier import ShapesClassifier, shapes_score
+from .metrics import fid
+
+
+@torch.no_grad()
+def classifier_features(images: Tensor, classifier: ShapesClassifier, batch_size: int = 256) -> Tensor:
+    """(N, 3, H, W) in [-1, 1] -> (N, feature_dim) ShapesClassifier features."""
+    classifier.eval()
+    dev = next(classifier.parameters()).device
+    return torch.cat([classifier.features(b.to(dev)).cpu() for b in images.split(batch_size)])
+
+
+def fid_bootstrap(real: Tensor, fake: Tensor, n_boot: int = 50, seed: int = 0, level: float = 0.9) -> dict:
+    """FID between feature sets (N, D) and a bootstrap interval: the fake set is resampled with replacement
+    `n_boot` times; the interval holds the central `level` share of the resampled FIDs."""
+    rng = np.random.default_rng(seed)
+    value = fid(real, fake)
+    boots = [fid(real, fake[torch.from_numpy(rng.integers(0, len(fake), len(fake)))]) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"fid": float(value), "fid_lo": float(lo), "fid_hi": float(hi), "level": level, "n_boot": n_boot}
+
+
+@torch.no_grad()
+def evaluate_samples(images: Tensor, real: Tensor, classifier: ShapesClassifier | None, n_boot: int = 0) -> dict:
+    """Shapes score (share recognisable, kinds, colours) and FID on classifier features against real images."""
+    if classifier is None:
+        return {"note": "no ShapesClassifier under data/pretrained: run `ldm-lite train-classifier`"}
+    out = shapes_score(images, classifier)
+    real_f, fake_f = classifier_features(real, classifier), classifier_features(images, classifier)
+    if n_boot:
+        out.update({f"{k}_classifier_features" if k.startswith("fid") else k: v
+                    for k, v in fid_bootstrap(real_f, fake_f, n_boot).items()})
+    else:
+        out["fid_classifier_features"] = fid(real_f, fake_f)
+    out["fid_n_fake"], out["fid_n_real"] = len(images), len(real)
+    return out
+
+
+@torch.no_grad()
+def sampler_sweep(ldm, samplers: Sequence[str], steps: Sequence[int], n: int, real: Tensor,
+                  classifier: ShapesClassifier, seed: int = 0, batch_size: int = 256, progress: bool = True,
+                  **sampler_options) -> list[dict]:
+    """Quality against the number of steps: for every (sampler, steps) sample `n` images from the same noise
+    and report the shapes score, FID on classifier features and the wall-clock sampling time."""
+    real_f = classifier_features(real, classifier)
+    rows = []
+    jobs = [(s, k) for s in samplers for k in steps]
+    for sampler, k in tqdm(jobs, desc="sampler sweep", disable=not progress):
+        t0 = time.perf_counter()
+        imgs = []
+        for i in range(0, n, batch_size):
+            g = torch.Generator().manual_seed(seed + i)
+            imgs.append(ldm.sample(min(batch_size, n - i), sampler=sampler, steps=k, generator=g,
+                                   **sampler_options).cpu())
+        imgs = torch.cat(imgs)
+        seconds = time.perf_counter() - t0
+        score = shapes_score(imgs, classifier)
+        rows.append({"sampler": sampler, "steps": k, "recognisable": score["recognisable"],
+                     "fid": fid(real_f, classifier_features(imgs, classifier)), "seconds": round(seconds, 2), "n": n})
+    return rows
