@@ -204,9 +204,19 @@ STARTED_JS = """() => [...document.querySelectorAll(
   '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"""
 
 
+def _accept_kernel_dialog(page) -> None:
+    """JupyterLab asks "Select Kernel" when it opened the notebook before it knew the kernelspecs (a race at
+    start-up); a learner clicks Select, which keeps the notebook's own kernel (python3)."""
+    dialog = page.locator(".jp-Dialog:has-text('Select Kernel')")
+    if dialog.count():
+        dialog.locator("button.jp-mod-accept").click()
+        dialog.wait_for(state="detached", timeout=10_000)
+
+
 def _run_all_cells(page) -> None:
     """Run > Run All Cells from the menu bar; again if no cell started (the kernel was still connecting)."""
     for _ in range(4):
+        _accept_kernel_dialog(page)
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
         try:
@@ -267,7 +277,12 @@ def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
         page.goto(f"{lab.url}/lab/tree/{rel_path}?reset")
         page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
                                timeout=120_000)
-        _run_all_cells(page)
+        time.sleep(1)  # let a "Select Kernel" dialog appear if JupyterLab is going to ask
+        try:
+            _run_all_cells(page)
+        except Exception:
+            page.screenshot(path=str(shots / "run-all-failed.png"))
+            raise
         try:
             page.wait_for_function(ALL_RUN_JS, timeout=RUN_TIMEOUT_S * 1000, polling=500)
         except Exception:
