@@ -1,0 +1,195 @@
+"""Benchmark: our UNet against diffusers' UNet2DModel / UNet2DConditionModel of the same shape, in the same run.
+
+Both models get the same widths, blocks per level, attention resolutions, batch and optimizer (AdamW, fused where
+torch has it). Measured per configuration, alternating ours / diffusers so background load hits both alike:
+  train   forward + backward + AdamW step, samples/s
+  sample  one denoiser forward under no_grad (one sampler step), samples/s
+plus the achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the fp32 matmul ceiling
+measured in the same run (a large square matmul). Times are medians of repeats; ratios are medians of the
+per-repeat ratios (ours / diffusers throughput).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_unet.py --threads 2 --repeats 7
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_unet.py --configs latent8 --repeats 3   # quicker
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads are 10x slower when shared
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ldm_lite.unet import UNet, UNetConfig  # noqa: E402
+
+
+@dataclass
+class Case:
+    name: str
+    ours: UNetConfig
+    shape: tuple[int, int, int]  # (C, H, W)
+    context: tuple[int, int] | None  # (L, d) or None
+
+
+CASES = {
+    "pixel32": Case("pixel 32×32×3 (LDM-1)", UNetConfig.pixel32(), (3, 32, 32), None),
+    "latent8": Case("latent 8×8×4 (LDM-4)", UNetConfig.small(), (4, 8, 8), None),
+    "latent8-cond": Case("latent 8×8×4 + cross-attn (L=8, d=64)", UNetConfig.small(context_dim=64), (4, 8, 8), (8, 64)),
+}
+
+
+def diffusers_twin(cfg: UNetConfig, size: int) -> torch.nn.Module:
+    """The diffusers UNet with the same widths, blocks per level and attention resolutions (its default heads)."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    widths = tuple(cfg.model_channels * m for m in cfg.channel_mult)
+    attend = [2**i in cfg.attention_resolutions for i in range(len(widths))]
+    if cfg.context_dim is None:
+        return UNet2DModel(
+            sample_size=size, in_channels=cfg.in_channels, out_channels=cfg.out_channels, block_out_channels=widths,
+            layers_per_block=cfg.num_res_blocks, norm_num_groups=cfg.norm_groups,
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attend),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
+        )
+    return UNet2DConditionModel(
+        sample_size=size, in_channels=cfg.in_channels, out_channels=cfg.out_channels, block_out_channels=widths,
+        layers_per_block=cfg.num_res_blocks, norm_num_groups=cfg.norm_groups, cross_attention_dim=cfg.context_dim,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attend),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
+    )
+
+
+def make_fns(model: torch.nn.Module, is_ours: bool, case: Case, batch: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *case.shape, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    target = torch.randn(batch, *case.shape, generator=g)
+    ctx = torch.randn(batch, *case.context, generator=g) if case.context else None
+    if is_ours:
+        fwd = lambda: model(x, t, ctx)
+    elif ctx is None:
+        fwd = lambda: model(x, t).sample
+    else:
+        fwd = lambda: model(x, t, encoder_hidden_states=ctx).sample
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    except (RuntimeError, TypeError):  # no fused AdamW for this device/torch: foreach on both sides
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+
+    def train_step():
+        model.train()
+        loss = F.mse_loss(fwd(), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def sample_step():
+        model.eval()
+        fwd()
+
+    return train_step, sample_step, fwd
+
+
+def count_flops(fn: Callable[[], object], backward: bool) -> float:
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+        if backward:
+            out.float().pow(2).mean().backward()
+    return float(counter.get_total_flops())
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / statistics.median(timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def bench_case(case: Case, batch: int, repeats: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    ours = UNet(case.ours)
+    theirs = diffusers_twin(case.ours, case.shape[-1])
+    fns = {"ours": make_fns(ours, True, case, batch), "diffusers": make_fns(theirs, False, case, batch)}
+    params = {"ours": sum(p.numel() for p in ours.parameters()), "diffusers": sum(p.numel() for p in theirs.parameters())}
+    flops = {k: (count_flops(f[2], True), count_flops(f[2], False)) for k, f in fns.items()}
+    for _mode, idx in (("train", 0), ("sample", 1)):
+        for _ in range(warmup):
+            for f in fns.values():
+                f[idx]()
+    times: dict[tuple[str, str], list[float]] = {(k, m): [] for k in fns for m in ("train", "sample")}
+    for _ in range(repeats):  # alternate so both see the same background load
+        for mode, idx in (("train", 0), ("sample", 1)):
+            for k, f in fns.items():
+                times[(k, mode)].append(timed(f[idx]))
+    return {"params": params, "flops": flops, "times": times}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="pixel32,latent8,latent8-cond", help=f"comma list of {list(CASES)}")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the markdown table to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import diffusers
+
+    ceiling_before = matmul_ceiling()
+    rows, details = [], []
+    for key in args.configs.split(","):
+        case = CASES[key]
+        r = bench_case(case, args.batch, args.repeats, args.warmup)
+        for mode, fi in (("train", 0), ("sample", 1)):
+            med = {k: statistics.median(r["times"][(k, mode)]) for k in ("ours", "diffusers")}
+            ratios = [d / o for o, d in zip(r["times"][("ours", mode)], r["times"][("diffusers", mode)])]
+            thr = {k: args.batch / med[k] for k in med}
+            gfs = {k: r["flops"][k][fi] / med[k] / 1e9 for k in med}
+            rows.append((case.name, mode, thr["ours"], thr["diffusers"], statistics.median(ratios), min(ratios),
+                         max(ratios), gfs["ours"], gfs["diffusers"]))
+        details.append(f"- {case.name}: params ours {r['params']['ours'] / 1e6:.2f}M, diffusers "
+                       f"{r['params']['diffusers'] / 1e6:.2f}M; GFLOP per train step ours "
+                       f"{r['flops']['ours'][0] / 1e9:.1f}, diffusers {r['flops']['diffusers'][0] / 1e9:.1f}; "
+                       f"per forward ours {r['flops']['ours'][1] / 1e9:.1f}, diffusers {r['flops']['diffusers'][1] / 1e9:.1f}")
+    ceiling = max(ceiling_before, matmul_ceiling())
+    lines = [
+        f"torch {torch.__version__}, diffusers {diffusers.__version__}, {platform.processor() or platform.machine()}, "
+        f"threads={torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, batch {args.batch}, "
+        f"{args.repeats} repeats (median), fp32 matmul ceiling {ceiling:.1f} GFLOP/s (2048² matmul, best of 2 runs)",
+        "",
+        "| config | step | ours samples/s | diffusers samples/s | ratio (median, min-max) | ours GFLOP/s (% ceiling) "
+        "| diffusers GFLOP/s (% ceiling) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, mode, to, td, rm, rlo, rhi, go, gd in rows:
+        lines.append(f"| {name} | {mode} | {to:.1f} | {td:.1f} | **{rm:.2f}×** ({rlo:.2f}-{rhi:.2f}) | "
+                     f"{go:.1f} ({100 * go / ceiling:.0f}%) | {gd:.1f} ({100 * gd / ceiling:.0f}%) |")
+    lines += [""] + details
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
