@@ -40,6 +40,7 @@ class MainConfig:
     ae_steps: int = 800  # autoencoder steps when it is trained here (reconstruction + KL only, no LPIPS/GAN)
     ae_batch_size: int = 32
     ldm_steps: int = 1_500  # LDM training steps
+    max_train_seconds: float | None = 420  # time budget for LDM training (the main job must end in <= 10 min)
     batch_size: int = 64  # LDM batch
     lr: float = 5e-4  # AdamW learning rate (after warm-up)
     warmup: int = 100
@@ -55,10 +56,10 @@ class MainConfig:
     def for_device(cls, device: torch.device, smoke: bool = False) -> MainConfig:
         if smoke:
             return cls(n_train=256, ae_steps=5, ae_batch_size=8, ldm_steps=6, batch_size=8, warmup=2,
-                       model_channels=32, n_samples=8, sample_steps=4, n_eval_real=64)
+                       model_channels=32, n_samples=8, sample_steps=4, n_eval_real=64, max_train_seconds=None)
         if on_gpu(device):
             return cls(n_train=50_000, ae_steps=4_000, ldm_steps=20_000, batch_size=128, lr=2e-4, warmup=500,
-                       ema=0.999, model_channels=128, n_samples=256, n_eval_real=5_000)
+                       ema=0.999, model_channels=128, n_samples=256, n_eval_real=5_000, max_train_seconds=None)
         return cls()
 
 
@@ -118,8 +119,9 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     t_train = time.perf_counter()
     hist = train_ldm(ldm, ds, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                      ema=cfg.ema, device=dev, out_dir=out / "ldm", checkpoint_every=max(100, cfg.ldm_steps // 5),
-                     resume=True, seed=cfg.seed)
+                     resume=True, seed=cfg.seed, max_seconds=cfg.max_train_seconds)
     train_s = time.perf_counter() - t_train
+    steps_done = int(hist["step"][-1]) + 1 if hist.get("step") else 0
     plotting.curves(hist, keys=["loss"], title="LDM training loss ||eps - eps_theta||^2 (eq. 2)").savefig(
         out / "curves.png", dpi=110)
 
@@ -138,7 +140,8 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         "config": asdict(cfg),
         "final_loss_mean_last_100_steps": _tail_mean(hist["loss"], hist["step"], 100),
         "train_seconds": round(train_s, 1),
-        "train_steps_per_second": round(cfg.ldm_steps / max(train_s, 1e-9), 3),
+        "ldm_steps_done": steps_done,
+        "train_steps_per_second": round(steps_done / max(train_s, 1e-9), 3),
         f"sample_seconds_{cfg.n_samples}_{cfg.sampler}{cfg.sample_steps}": round(sample_s, 2),
         **evaluate_samples(samples, real, load_classifier()),
         "total_seconds": round(time.perf_counter() - t_start, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,14 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def _out_of_time(t_start: float, max_seconds: float, world: int, device: torch.device) -> bool:
+    """Whether the time budget is spent; under torchrun rank 0 decides for all, so every rank stops together."""
+    flag = torch.tensor([float(time.perf_counter() - t_start > max_seconds)], device=device)
+    if world > 1:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _collate(dataset: Any, idx: torch.Tensor) -> dict[str, Any]:
     from torch.utils.data import default_collate
 
@@ -199,6 +208,7 @@ def train_ldm(
     log_every: int = 10,
     progress: bool = True,
     step_callback: Any = None,
+    max_seconds: float | None = None,
 ) -> dict[str, list]:
     """Train a `LatentDiffusion`'s UNet (and conditioner) on L_LDM (eq. 2) for `steps` steps in total; returns the
     history (step, loss, lr, grad_norm). The autoencoder stays frozen.
@@ -209,7 +219,8 @@ def train_ldm(
     `checkpoint_every` steps (atomic); `resume=True` continues from there and ends with the same weights as an
     uninterrupted run: batch order, t and ε are pure functions of (seed, step, rank). Under `torchrun` each process
     takes its share of every batch (DistributedDataParallel; rank 0 writes). `step_callback(step, loss)` is called
-    after every step (live plots in notebooks).
+    after every step (live plots in notebooks). `max_seconds` stops early (after a checkpoint) once that much
+    wall-clock time has passed: a time budget for the main job on slow machines; `resume=True` continues later.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -248,7 +259,9 @@ def train_ldm(
         last_ckpt_step = step
 
     ldm.train()
+    t_start = time.perf_counter()
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0, desc="LDM")
+    end = steps
     for step in bar:
         # the global batch, its t and ε are pure functions of (seed, step); each process takes every world-th item
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -284,9 +297,14 @@ def train_ldm(
             step_callback(step, avg.item())
         if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             checkpoint(step + 1)
+        if max_seconds is not None and step + 1 < steps and _out_of_time(t_start, max_seconds, world, device):
+            end = step + 1
+            log.warning("time budget of %.0f s spent after %d of %d steps; stopping (resume=True continues)",
+                        max_seconds, end, steps)
+            break
     bar.close()
-    if start < steps or last_ckpt_step != steps:
-        checkpoint(steps)
+    if start < end or last_ckpt_step != end:
+        checkpoint(end)
     if ema_model is not None:
         ema_model.copy_to(trainable)
     if out is not None and rank == 0:

@@ -81,3 +81,14 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_time_budget_stops_early_and_resume_finishes_the_same_run(tmp_path):
+    a = tiny_ldm()
+    hist = ll.train.train_ldm(a, DS, steps=5, out_dir=tmp_path, max_seconds=0.0, **KW)  # stops after one step
+    assert hist["step"] == [0]
+    assert ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")["step"] == 1
+    ll.train.train_ldm(a, DS, steps=5, out_dir=tmp_path, resume=True, **KW)
+    b = tiny_ldm()
+    ll.train.train_ldm(b, DS, steps=5, **KW)
+    assert all(torch.equal(x, y) for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()))
