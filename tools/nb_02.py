@@ -23,7 +23,7 @@ the notebook first trains a small one here (about 5–10 minutes on a CPU, under
 import ldm_lite as ll
 SMOKE = ll.runtime.smoke_mode()
 RESOLUTION = 32
-N_IMAGES = 8 if SMOKE else 64        # images averaged in the PSNR curves
+N_IMAGES = 8 if SMOKE else 64        # candidate images in the identification test
 N_T = 8 if SMOKE else 40             # timesteps on those curves
 AE_STEPS = 2 if SMOKE else 300       # only used when the shipped autoencoder is missing
 """),
@@ -113,57 +113,62 @@ for s in schedules:
     ("md", r"""
 ## Why the latent loses information at a different rate
 
-At the same $t$ both spaces have the same SNR *per number*. But the numbers mean different things: one latent
-value summarises a whole $f \times f$ patch (here 3 latent values stand for 4·4·3 = 48 pixel values), so noise on it
-changes a whole patch at once, and the decoder then turns it into *plausible* image structure instead of
-salt-and-pepper. On the other hand a pixel-space model can average the noise of many neighbouring pixels.
+At the same $t$ both spaces have the same SNR *per number*. But the latent has far fewer numbers: 3×8×8 = 192
+instead of 3×32×32 = 3,072, because one latent value summarises a whole $f \times f$ patch. Pixels are redundant
+(neighbours agree), so the image is still there after noise that drowns every single pixel; the latent has little
+redundancy left to protect it.
 
-We measure it: PSNR against $x_0$ of $x_t$ (pixel space) and of $\mathcal{D}(z_t)$ (latent space), averaged over
-`N_IMAGES` images, across $t$. A third curve noises the *unscaled* latent $\mathcal{E}(x)$: when std(z) ≠ 1, the
-effective SNR differs from the schedule's, which is why LDM rescales the latent (App. D.1).
+A direct measure of "information left": **can you still tell which image it was?** Take `N_IMAGES` images, noise
+each one to $z_t$, and guess the candidate $z_0$ whose $\sqrt{\bar\alpha_t}\, z_0$ is nearest to $z_t$ (for Gaussian
+noise and equally likely candidates this is the best possible guess). We count the fraction identified correctly, in
+pixel space, in the scaled latent the diffusion model sees, and in the raw latent $\mathcal{E}(x)$ without the scale factor.
 """),
     ("code", r"""
 ts = torch.linspace(0, sched.T - 1, N_T).round().long()
 with torch.no_grad():
-    z_scaled = ae.to_latent(images, sample=False)       # (N, 3, 8, 8), unit variance
-    z_raw = ae.encode(images).mode()                    # (N, 3, 8, 8), the encoder's own scale
-    recon = ae.decode(z_raw)
-    curves = {"pixel space: x_t": [], "latent space: D(z_t), scaled z": [], "latent space: D(z_t), unscaled z": []}
-    for t in tqdm(ts, desc="noising at each t"):
-        tt = t.repeat(len(images))
-        curves["pixel space: x_t"].append(ll.metrics.psnr(sched.q_sample(images, tt, torch.randn_like(images)), images).mean())
-        z_t = sched.q_sample(z_scaled, tt, torch.randn_like(z_scaled))
-        curves["latent space: D(z_t), scaled z"].append(ll.metrics.psnr(ae.from_latent(z_t), images).mean())
-        z_t = sched.q_sample(z_raw, tt, torch.randn_like(z_raw))
-        curves["latent space: D(z_t), unscaled z"].append(ll.metrics.psnr(ae.decode(z_t), images).mean())
-ceiling = float(ll.metrics.psnr(recon, images).mean())
-print(f"std of the unscaled latent: {float(z_raw.std()):.3f};  PSNR of the plain reconstruction D(E(x)): {ceiling:.1f} dB")
+    spaces = {"pixel space x (3x32x32)": images,
+              "latent z, scaled to std 1 (3x8x8)": ae.to_latent(images, sample=False),
+              "latent z, unscaled": ae.encode(images).mode()}
+g = torch.Generator().manual_seed(0)
+identified = {name: [] for name in spaces}
+for t in tqdm(ts, desc="noising at each t"):
+    for name, v in spaces.items():
+        flat = v.flatten(1)                                                               # (N, D)
+        noisy = sched.q_sample(flat, t.repeat(len(flat)), torch.randn(flat.shape, generator=g))
+        guess = torch.cdist(noisy, sched.alpha_bar_at(int(t)) ** 0.5 * flat).argmin(dim=1)  # nearest sqrt(ab_t) z_0
+        identified[name].append((guess == torch.arange(len(flat))).float().mean().item())
 """),
     ("code", r"""
 fig, ax = plt.subplots(figsize=(7, 3.8))
-for name, values in curves.items():
-    ax.plot(ts.numpy(), torch.stack(values).numpy(), marker=".", label=name)
-ax.axhline(ceiling, color="gray", ls="--", lw=0.8, label="autoencoder ceiling D(E(x))")
-ax.set_title(f"how fast noise destroys the image ({sched.name} schedule, {AE_SOURCE.split(':')[0]})")
-ax.set_xlabel("timestep t"); ax.set_ylabel("PSNR against x_0 (dB)"); ax.legend(fontsize=8); fig.tight_layout()
+for name, values in identified.items():
+    ax.plot(ts.numpy(), values, marker=".", label=name)
+ax.axhline(1 / len(images), color="gray", ls="--", lw=0.8, label="chance")
+ax.set_title(f"which of {len(images)} images was it? ({sched.name} schedule)")
+ax.set_xlabel("timestep t"); ax.set_ylabel("fraction identified from the noisy sample"); ax.legend(fontsize=8)
+fig.tight_layout()
+for name, values in identified.items():
+    lost = next((int(t) for t, v in zip(ts, values) if v < 0.5), None)
+    print(f"{name:36s} std = {float(spaces[name].std()):.2f}   below 50% identified from t = {lost}")
 """),
     ("md", r"""
-Reading the curves:
+Reading the curves (check them against your run):
 
-- At small $t$ the latent curve sits at the autoencoder's ceiling: the decoder maps small latent noise back onto the
-  image manifold, while pixel noise is visible at once.
-- The latent curve then drops over a *narrower* range of $t$: each latent value carries a whole patch, so once its
-  noise is comparable to its signal, the patch's colour and shape are gone together.
-- The unscaled curve is shifted: with std(z) ≠ 1 the same schedule gives the latent a different SNR than intended.
-  LDM divides by std(z) so that a schedule tuned for unit-variance data (images in [-1, 1]) works in latent space.
+- The scaled latent loses the image's identity at a **smaller t** than pixel space: the same schedule is effectively
+  *noisier* in latent space. This is the same effect that makes high-resolution pixel models need noisier schedules
+  than low-resolution ones (Hoogeboom et al. 2023, *simple diffusion*; Chen 2023): more redundant numbers, slower loss.
+- The unscaled latent is shifted: its std is not 1, so its real SNR is $\mathrm{std}(z)^2 \cdot \mathrm{SNR}(t)$, not the
+  schedule's. LDM multiplies the latent by $1/\mathrm{std}(z)$ (App. D.1) so that a schedule tuned for unit-variance
+  data spends its timesteps where the latent's information actually disappears.
+- In the panel above, the PSNR of $\mathcal{D}(z_t)$ stays well above that of $x_t$ even near $t = T$: the decoder turns
+  any latent into a smooth image with a dark background. PSNR measures closeness, not how much of *this* image is left.
 
-The diffusion model will learn to undo exactly this process (notebook 03).
+The diffusion model learns to undo exactly this process (notebook 03).
 """),
     ("md", r"""
 ## Exercises
 
-1. Switch `sched` to `ll.schedule.Schedule.cosine()` and re-run the PSNR curves. At which $t$ does each space fall to
-   10 dB now? Which schedule spends more timesteps in the range where the latent is still recognisable?
+1. Switch `sched` to `ll.schedule.Schedule.cosine()` and re-run the identification curves. At which $t$ does each
+   space fall below 50% now? Which schedule spends more of its timesteps where the latent is still recognisable?
 2. In the panel, find the smallest $t$ at which you can no longer tell the colour of the small shape, in pixel space
    and in latent space. Explain the difference with the size of a latent "patch" ($f = 4$).
 3. Multiply the scaled latent by 3 before noising (`lambda x: 3 * ae.to_latent(x, sample=False)` and
