@@ -5,8 +5,9 @@ torch has it). Measured per configuration, alternating ours / diffusers so backg
   train   forward + backward + AdamW step, samples/s
   sample  one denoiser forward under no_grad (one sampler step), samples/s
 plus the achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the fp32 matmul ceiling
-measured in the same run (a large square matmul). Times are medians of repeats; ratios are medians of the
-per-repeat ratios (ours / diffusers throughput).
+measured in the same run (a 2048² matmul, timed once per round so it sees the same background load). Times are
+medians of repeats; ratios are medians of the per-repeat ratios (diffusers time / our time), by wall clock and by
+process CPU time (less sensitive to other processes on shared cores).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_unet.py --threads 2 --repeats 7
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_unet.py --configs latent8 --repeats 3   # quicker
@@ -117,13 +118,21 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+def timed_both(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU time is less sensitive to other processes on shared cores."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of an n×n @ n×n matmul: the best of `repeats` (the machine's ceiling under the current load)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    return 2 * n**3 / statistics.median(timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+    return 2 * n**3 / min(timed(lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
-def bench_case(case: Case, batch: int, repeats: int, warmup: int) -> dict:
+def bench_case(case: Case, batch: int, repeats: int, warmup: int, mm: Callable[[], float]) -> dict:
     torch.manual_seed(0)
     ours = UNet(case.ours)
     theirs = diffusers_twin(case.ours, case.shape[-1])
@@ -135,11 +144,16 @@ def bench_case(case: Case, batch: int, repeats: int, warmup: int) -> dict:
             for f in fns.values():
                 f[idx]()
     times: dict[tuple[str, str], list[float]] = {(k, m): [] for k in fns for m in ("train", "sample")}
+    cpu: dict[tuple[str, str], list[float]] = {(k, m): [] for k in fns for m in ("train", "sample")}
+    ceilings = []
     for _ in range(repeats):  # alternate so both see the same background load
+        ceilings.append(mm())  # the matmul ceiling under this round's load
         for mode, idx in (("train", 0), ("sample", 1)):
             for k, f in fns.items():
-                times[(k, mode)].append(timed(f[idx]))
-    return {"params": params, "flops": flops, "times": times}
+                wall, cpu_s = timed_both(f[idx])
+                times[(k, mode)].append(wall)
+                cpu[(k, mode)].append(cpu_s)
+    return {"params": params, "flops": flops, "times": times, "cpu": cpu, "ceilings": ceilings}
 
 
 def main() -> None:
@@ -154,34 +168,37 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import diffusers
 
-    ceiling_before = matmul_ceiling()
-    rows, details = [], []
+    rows, details, ceilings = [], [], []
     for key in args.configs.split(","):
         case = CASES[key]
-        r = bench_case(case, args.batch, args.repeats, args.warmup)
+        r = bench_case(case, args.batch, args.repeats, args.warmup, matmul_ceiling)
+        ceiling = statistics.median(r["ceilings"])
+        ceilings += r["ceilings"]
         for mode, fi in (("train", 0), ("sample", 1)):
             med = {k: statistics.median(r["times"][(k, mode)]) for k in ("ours", "diffusers")}
             ratios = [d / o for o, d in zip(r["times"][("ours", mode)], r["times"][("diffusers", mode)])]
+            cpu_ratio = statistics.median(d / o for o, d in zip(r["cpu"][("ours", mode)], r["cpu"][("diffusers", mode)]))
             thr = {k: args.batch / med[k] for k in med}
             gfs = {k: r["flops"][k][fi] / med[k] / 1e9 for k in med}
             rows.append((case.name, mode, thr["ours"], thr["diffusers"], statistics.median(ratios), min(ratios),
-                         max(ratios), gfs["ours"], gfs["diffusers"]))
+                         max(ratios), cpu_ratio, gfs["ours"], gfs["diffusers"], ceiling))
         details.append(f"- {case.name}: params ours {r['params']['ours'] / 1e6:.2f}M, diffusers "
                        f"{r['params']['diffusers'] / 1e6:.2f}M; GFLOP per train step ours "
                        f"{r['flops']['ours'][0] / 1e9:.1f}, diffusers {r['flops']['diffusers'][0] / 1e9:.1f}; "
                        f"per forward ours {r['flops']['ours'][1] / 1e9:.1f}, diffusers {r['flops']['diffusers'][1] / 1e9:.1f}")
-    ceiling = max(ceiling_before, matmul_ceiling())
     lines = [
         f"torch {torch.__version__}, diffusers {diffusers.__version__}, {platform.processor() or platform.machine()}, "
         f"threads={torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, batch {args.batch}, "
-        f"{args.repeats} repeats (median), fp32 matmul ceiling {ceiling:.1f} GFLOP/s (2048² matmul, best of 2 runs)",
+        f"{args.repeats} repeats (median). fp32 ceiling: a 2048² matmul timed once per round (best of 3), "
+        f"{min(ceilings):.0f}-{max(ceilings):.0f} GFLOP/s over the run (other processes share the cores); "
+        "each config's % uses the median of its own rounds.",
         "",
-        "| config | step | ours samples/s | diffusers samples/s | ratio (median, min-max) | ours GFLOP/s (% ceiling) "
-        "| diffusers GFLOP/s (% ceiling) |",
-        "|---|---|---|---|---|---|---|",
+        "| config | step | ours samples/s | diffusers samples/s | speed ratio, wall (median, min-max) | "
+        "ratio, CPU time | ceiling GFLOP/s | ours GFLOP/s (% ceiling) | diffusers GFLOP/s (% ceiling) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, mode, to, td, rm, rlo, rhi, go, gd in rows:
-        lines.append(f"| {name} | {mode} | {to:.1f} | {td:.1f} | **{rm:.2f}×** ({rlo:.2f}-{rhi:.2f}) | "
+    for name, mode, to, td, rm, rlo, rhi, rc, go, gd, ceiling in rows:
+        lines.append(f"| {name} | {mode} | {to:.1f} | {td:.1f} | **{rm:.2f}×** ({rlo:.2f}-{rhi:.2f}) | {rc:.2f}× | {ceiling:.0f} | "
                      f"{go:.1f} ({100 * go / ceiling:.0f}%) | {gd:.1f} ({100 * gd / ceiling:.0f}%) |")
     lines += [""] + details
     text = "\n".join(lines)

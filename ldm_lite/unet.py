@@ -150,13 +150,15 @@ class Upsample(nn.Module):
 class UNet(nn.Module, Pretrained):
     """ε_θ(z_t, t, context): (B, C_in + concat, H, W), (B,) long, (B, L, context_dim) | None -> (B, C_out, H, W).
 
-    Activations run in channels-last memory layout on CPU and CUDA (`channels_last = True`): oneDNN/cuDNN convolve
-    it faster, and image -> token reshapes for attention become free views. Weights and outputs keep the standard
-    layout, so nothing outside the UNet sees the difference.
+    Activations of inputs with at least `channels_last_from` pixels (default 16×16) run in channels-last memory
+    layout on CPU and CUDA: oneDNN/cuDNN convolve it faster, and image -> token reshapes for attention become free
+    views (measured 1.1-1.3× faster training at 32×32 on a CPU; at 8×8 GroupNorm and SiLU are slower in that
+    layout, so small latents stay NCHW). Weights and outputs keep the standard layout, so nothing outside the UNet
+    sees the difference.
     """
 
     config_class = UNetConfig
-    channels_last: bool = True
+    channels_last_from: int = 256  # H·W from which activations use channels-last memory (math is unchanged)
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -245,7 +247,7 @@ class UNet(nn.Module, Pretrained):
         """x (B, C_in + concat, H, W), t (B,) timesteps, context (B, L, context_dim) or None -> ε̂ (B, C_out, H, W)."""
         t = self.check_inputs(x, t, context)
         emb = self.time_mlp(timestep_embedding(t, self.config.model_channels).to(x.dtype))  # (B, 4·mc)
-        if self.channels_last and x.device.type in ("cpu", "cuda"):
+        if x.shape[-2] * x.shape[-1] >= self.channels_last_from and x.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)  # (B, H, W, C) in memory; see the class doc
         h = self.conv_in(x)
         skips = [h]
