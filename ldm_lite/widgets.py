@@ -336,13 +336,13 @@ def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Calla
                          "with its callback")
     if not 0 <= sample < steps[0].z_t.shape[0]:
         raise ValueError(f"sample={sample} is outside the batch of {steps[0].z_t.shape[0]} trajectories")
-    slider = widgets.IntSlider(value=0, min=0, max=len(steps) - 1, step=1, description="step",
+    slider = widgets.IntSlider(value=1, min=1, max=len(steps), step=1, description="step",  # 1-based, as printed
                                continuous_update=False)
     decoded: dict[int, Tensor] = {}
     c = steps[0].z_t.shape[1]
 
     def draw() -> tuple[Figure, str]:
-        i = slider.value
+        i = slider.value - 1
         rec = steps[i]
         if i not in decoded:
             decoded[i] = _call_model(decode, rec.z0_hat[sample:sample + 1].float(), "decode")

@@ -112,10 +112,11 @@ def test_reverse_scrubber_shows_every_recorded_step():
     panel = W.reverse_scrubber(trajectory, decode, sample=1)
     main, image, readout = assert_panel_convention(panel)
     seen = {image.value}
-    for i in range(1, 5):
+    assert main.min == 1 and main.max == 5  # steps are numbered from 1, as printed
+    for i in range(2, 6):
         main.value = i
         seen.add(image.value)
-        assert f"t = {trajectory[i].t} " in readout.value
+        assert f"step {i}/5" in readout.value and f"t = {trajectory[i - 1].t} " in readout.value
     assert len(seen) == 5
 
 
