@@ -313,14 +313,15 @@ class VectorQuantizer(nn.Module):
         self.ema_count[dead] = self.ema_count.mean()
 
     def forward(self, z_e: torch.Tensor) -> QuantizedLatent:
-        if self.training and self.dead_code_threshold > 0:
+        learning = self.training and torch.is_grad_enabled()  # no codebook changes during inference
+        if learning and self.dead_code_threshold > 0:
             self._restart_dead_codes(z_e.detach())
         idx = self.nearest(z_e.detach())
         z_q = self.lookup(idx)
         codebook_loss = F.mse_loss(z_q, z_e.detach())
         commitment_loss = self.beta * F.mse_loss(z_e, z_q.detach())
         counts = torch.bincount(idx.flatten(), minlength=self.codebook_size).float()
-        if self.training:
+        if learning:
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         p = counts / counts.sum()
         perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
@@ -367,6 +368,11 @@ class Autoencoder(Pretrained, nn.Module):
         self.post_quant_conv = nn.Conv2d(c, c, 1)
         self.decoder = Decoder(cfg)
         self.register_buffer("scale_factor", torch.tensor(1.0))  # 1/std(z); see estimate_scale_factor
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str | torch.device = "cpu") -> Autoencoder:
+        """Load a `save_pretrained` folder; the model comes back in eval mode (call .train() to fine-tune)."""
+        return super().from_pretrained(directory, map_location).eval()
 
     @property
     def f(self) -> int:
