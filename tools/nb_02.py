@@ -16,7 +16,7 @@ different rate in the autoencoder's latent space than in pixel space, and why LD
 (the scale factor); the forward process is DDPM's eq. 4 (Ho et al. 2020); the cosine schedule is Nichol & Dhariwal 2021.
 
 *Time:* about a minute on a laptop CPU or a GPU with the shipped autoencoder `ae-kl-f4-shapes32`; if it is missing,
-the notebook first trains a small one here (about 5–10 minutes on a CPU, under a minute on a GPU).
+the notebook first trains one here, once (10–20 minutes on a CPU, a few minutes on a GPU).
 """),
     ("params", r"""
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -25,7 +25,8 @@ SMOKE = ll.runtime.smoke_mode()
 RESOLUTION = 32
 N_IMAGES = 8 if SMOKE else 64        # candidate images in the identification test
 N_T = 8 if SMOKE else 40             # timesteps on those curves
-AE_STEPS = 2 if SMOKE else 300       # only used when the shipped autoencoder is missing
+DEVICE = ll.runtime.pick_device("auto")
+CFG = ll.pipeline.MainConfig.for_device(DEVICE, smoke=SMOKE)   # sizes of the fallback autoencoder (if not shipped)
 """),
     ("code", r"""
 import matplotlib.pyplot as plt
@@ -58,22 +59,14 @@ We use the KL-regularised autoencoder with downsampling factor $f=4$ from notebo
 3×8×8 latent. `ae.to_latent(x)` returns the latent the diffusion model sees, already multiplied by the scale factor
 $1/\mathrm{std}(z)$ so that it has unit variance; `ae.from_latent(z)` undoes the scaling and decodes.
 
-If the shipped checkpoint is missing, the next cell says so and **trains a small one here instead** (pixel loss only,
-`AE_STEPS` steps): its reconstructions are blurrier, but every comparison below still holds.
+If the shipped checkpoint `ae-kl-f4-shapes32` is missing, the next cell says so and **trains one here instead**, with
+the same code as the main job (`ll.pipeline.get_autoencoder`: reconstruction + KL loss, no LPIPS/GAN; saved under
+`outputs/nb02/ae` and resumed from there next time): its reconstructions are blurrier, but every comparison below holds.
 """),
     ("code", r"""
-AE_NAME = "ae-kl-f4-shapes32"
-if (ll.paths.PRETRAINED_DIR / AE_NAME).is_dir():
-    ae = ll.autoencoder.Autoencoder.from_pretrained(ll.paths.pretrained(AE_NAME))
-    AE_SOURCE = f"shipped checkpoint {AE_NAME}"
-else:
-    ae = ll.autoencoder.Autoencoder(ll.autoencoder.AutoencoderConfig.kl(f=4))
-    ll.train.train_autoencoder(ae, ds, steps=AE_STEPS,
-                               loss_config=ll.losses.AutoencoderLossConfig(perceptual_weight=0.0))
-    ll.autoencoder.estimate_scale_factor(ae, ds, max_images=256)
-    AE_SOURCE = f"FALLBACK: {AE_NAME} is not shipped here, so a KL-f4 autoencoder was trained for {AE_STEPS} steps"
+ae, AE_SOURCE = ll.pipeline.get_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb02", device=DEVICE)
 ae = ae.cpu().eval()
-print(AE_SOURCE)
+print("autoencoder:", AE_SOURCE if AE_SOURCE.startswith("shipped") else f"FALLBACK, not shipped here: {AE_SOURCE}")
 print(f"latent shape {ae.latent_shape(RESOLUTION, RESOLUTION)}, scale factor 1/std(z) = {float(ae.scale_factor):.3f}")
 """),
     ("md", r"""
