@@ -76,8 +76,12 @@ LAB_SETTINGS = {
 
 GOOD_FIXTURE = """
 import torch, ldm_lite as ll
+from IPython.display import display
 image = ll.datasets.shapes(resolution=16, n=2, seed=0)[0]["image"]
-ll.widgets.forward_noise_panel(image, lambda x: x, lambda z: z, ll.schedule.Schedule.linear(T=100))
+# t starts at its maximum, so the checker must fall back to ArrowLeft; the second panel has a dropdown
+display(ll.widgets.forward_noise_panel(image, lambda x: x, lambda z: z, ll.schedule.Schedule.linear(T=100), t=99))
+maps = torch.softmax(torch.randn(2, 16, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+ll.widgets.attention_panel(image, maps, ["a", "red", "square"])
 """
 BROKEN_FIXTURE = """
 import torch, ldm_lite as ll
@@ -243,10 +247,13 @@ def _move_main_control(panel) -> str:
         before = readout.first.inner_text() if readout.count() else None
         handle.focus()
         handle.press("ArrowRight")
-        time.sleep(0.3)
-        if readout.count() and readout.first.inner_text() == before:  # already at its maximum
-            handle.press("ArrowLeft")
-            return "slider: ArrowLeft"
+        if readout.count():
+            try:  # the readout follows the key press in the browser itself
+                readout.first.page.wait_for_function("([el, old]) => el.textContent !== old",
+                                                     arg=[readout.first.element_handle(), before], timeout=3_000)
+            except Exception:  # already at its maximum
+                handle.press("ArrowLeft")
+                return "slider: ArrowLeft"
         return "slider: ArrowRight"
     select = control.locator("select")
     if select.count():
@@ -309,6 +316,8 @@ def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
             if not image.count():
                 problems.append(f"panel {i}: no img.ldm-panel-image")
                 continue
+            if not image.evaluate("img => img.complete && img.naturalWidth > 0"):
+                problems.append(f"panel {i}: its image did not load")
             old = image.get_attribute("src")
             how = _move_main_control(panel)
             err = panel.locator(".ldm-panel-error").first
