@@ -100,6 +100,8 @@ def cmd_main(args) -> None:
     cfg = MainConfig.for_device(pick_device(args.device), smoke_mode())
     if args.steps is not None:
         cfg = replace(cfg, ldm_steps=args.steps)
+    if args.budget_minutes is not None:
+        cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None)
     metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
     if args.ship:
         _ship(out / "ldm" / "model", PRETRAINED_DIR / args.ship, metrics, _command_line(),
@@ -235,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--train-ae", action="store_true", help="train the autoencoder too (default: use the shipped one)")
     m.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
     m.add_argument("--steps", type=int, default=None, help="LDM training steps (default: sized for the device)")
+    m.add_argument("--budget-minutes", type=float, default=None,
+                   help="wall-clock budget for LDM training (default 7 on a CPU, none on a GPU; 0 = none)")
     m.add_argument("--ship", default=None, help="also copy the trained LDM to data/pretrained/<SHIP>")
     m.set_defaults(func=cmd_main)
 
