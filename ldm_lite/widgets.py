@@ -10,6 +10,7 @@ Panels (each returns a `widgets.VBox`):
     attention_panel(image, attn_maps, tokens)              token control: cross-attention map over the image
 
     callback, trajectory = record_trajectory(schedule)     collect a sampler's steps for `reverse_scrubber`
+    noise_stats(schedule, t)                               ᾱ_t, √ᾱ_t, σ_t, SNR, log SNR as printed by the t panel
 
 Conventions (tests/test_browser.py relies on them; keep them when adding a panel):
 
