@@ -15,8 +15,9 @@ objective, and have judged its samples with the shapes classifier.
 *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 2: $L_{LDM} = \mathbb{E}\,\lVert \varepsilon - \varepsilon_\theta(z_t, t)\rVert^2$),
 §3.3 (the UNet backbone) and App. D; the UNet follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021).
 
-*Time:* about 8 minutes on a laptop CPU (a short training run), about 1 minute on a GPU. The shipped model
-`ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
+*Time:* about 8 minutes on a laptop CPU (training stops after a 7-minute budget), a few minutes on a GPU. If the
+shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a CPU).
+The shipped model `ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
 """),
     ("params", r"""
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -59,7 +60,7 @@ emb = ll.unet.timestep_embedding(t, 64)
 fig, ax = plt.subplots(figsize=(6, 3))
 im = ax.imshow(emb.T, aspect="auto", cmap="RdBu", extent=[0, 1000, 64, 0])
 ax.set_title("sinusoidal timestep embedding"); ax.set_xlabel("timestep t"); ax.set_ylabel("embedding dimension")
-fig.colorbar(im, ax=ax); fig.tight_layout()
+fig.colorbar(im, ax=ax, label="value"); fig.tight_layout()
 """),
     ("code", r"""
 ldm = ll.pipeline.build_ldm(CFG, ae).to(DEVICE)
@@ -94,7 +95,8 @@ atomic checkpoints and exact resume. The curve below updates while it trains.
     ("code", r"""
 live = ll.plotting.LiveCurve(title="L_LDM = ||eps - eps_theta(z_t, t)||^2 while training", every=20)
 history = ll.train.train_ldm(ldm, ds, steps=TRAIN_STEPS, batch_size=CFG.batch_size, lr=CFG.lr, warmup=CFG.warmup,
-                             ema=CFG.ema, device=DEVICE, step_callback=live)
+                             ema=CFG.ema, device=DEVICE, step_callback=live, max_seconds=CFG.max_train_seconds)
+print(f"trained {history['step'][-1] + 1} steps")
 live.redraw()
 """),
     ("md", r"""
@@ -105,7 +107,7 @@ DDIM with 50 steps; notebook 04 compares samplers) and decodes $\hat z_0$ with t
 """),
     ("code", r"""
 samples = ldm.sample(N_SAMPLES, sampler="ddim", steps=50 if not SMOKE else 5, generator=torch.Generator().manual_seed(0))
-fig = ll.plotting.image_grid(samples.cpu(), ncols=8, title=f"samples after {TRAIN_STEPS} training steps")
+fig = ll.plotting.image_grid(samples.cpu(), ncols=8, title=f"samples after {history['step'][-1] + 1} training steps")
 """),
     ("md", r"""
 How good are they? The shapes classifier (`ll.classifier.ShapesClassifier`, trained on real `shapes`) says for each
