@@ -235,12 +235,11 @@ def plms(
         eps = denoiser(z, _t(t, z), cond)
         if callback is not None:
             callback(i, t, z, _x0(z, eps, ab, None))
-        history = (history + [eps])[-4:]
-        e = history
-        if len(e) == 1:  # improved Euler: average the slopes at both ends (second call at t_prev)
+        e = history = (history + [eps])[-4:]
+        if len(e) == 1:  # pseudo improved Euler: average ε̂ at both ends of the step (one extra call at t_prev)
             z_next = _ddim_transfer(z, eps, ab, ab_prev)
-            eps_prime = (eps + denoiser(z_next, _t(max(t_prev, 0), z), cond)) / 2 if t_prev >= 0 else eps
-        elif len(e) == 2:
+            eps_prime = (eps + denoiser(z_next, _t(t_prev, z), cond)) / 2 if t_prev >= 0 else eps
+        elif len(e) == 2:  # Adams-Bashforth, orders 2, 3, 4 (PNDM eq. 12)
             eps_prime = (3 * e[-1] - e[-2]) / 2
         elif len(e) == 3:
             eps_prime = (23 * e[-1] - 16 * e[-2] + 5 * e[-3]) / 12

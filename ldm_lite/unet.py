@@ -109,7 +109,7 @@ class ResBlock(nn.Module):
         else:
             h = self.norm2(h + e)
         h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+        return h.add_(self.skip(x))  # in place: conv backward does not need its output
 
 
 class Block(nn.Module):
