@@ -101,7 +101,8 @@ def main() -> None:
     out = PRETRAINED_DIR / args.name
     ae.save_pretrained(out)
     write_json(out / "metrics.json", metrics)
-    command = "OMP_WAIT_POLICY=PASSIVE python " + " ".join(shlex.quote(a) for a in sys.argv)
+    argv = [a for a in sys.argv if a != "--eval-only"]  # the README names the training command
+    command = "OMP_WAIT_POLICY=PASSIVE python " + " ".join(shlex.quote(a) for a in argv)
     (out / "README.md").write_text(_readme(args, config, loss_config, metrics, command))
     logging.info("wrote %s: %s", out, {k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics})
 
@@ -111,18 +112,33 @@ def _eval_name(dataset: str) -> str:
         "mnist(split='test', source='offline') (500 held-out digits)"
 
 
+def _loss_text(loss_config: AutoencoderLossConfig, regularizer: str, steps: int) -> str:
+    reg = f"KL weight {loss_config.kl_weight}" if regularizer == "kl" else "VQ codebook + commitment terms"
+    parts = ["L1"]
+    if loss_config.perceptual_weight > 0:
+        parts.append(f"LPIPS-{loss_config.lpips_net} x {loss_config.perceptual_weight}")
+    text = " + ".join(parts) + f" with a learned log-variance, {reg}"
+    if loss_config.disc_start < steps:
+        text += f", PatchGAN hinge loss with the adaptive weight from step {loss_config.disc_start}"
+    else:
+        text += "; no GAN (reconstruction + regularizer only, the short schedule of the f sweep)"
+    return text
+
+
 def _readme(args, config, loss_config, metrics: dict, command: str) -> str:
     return f"""# {args.name}
 
 A {config.regularizer.upper()} autoencoder, f={config.f}, latent {config.latent_channels} channels
-({config.compression():.0f}x fewer numbers than the image), trained on `{args.dataset}` {args.resolution}x{args.resolution}
-with the LDM first-stage loss (L1 + LPIPS-{loss_config.lpips_net} x {loss_config.perceptual_weight}, learned
-log-variance, KL weight {loss_config.kl_weight} / VQ terms, PatchGAN hinge loss from step {loss_config.disc_start}
-with the adaptive weight).
+({config.compression():.0f}x fewer numbers than the image), {metrics['params']:,} parameters, trained on `{args.dataset}`
+{args.resolution}x{args.resolution} for {args.steps} steps of batch {args.batch_size} (EMA {args.ema} weights shipped) with
+{_loss_text(loss_config, config.regularizer, args.steps)}.
 
 Made by (from the repository root, CPU, {args.threads} thread(s)):
 
     {command}
+
+Training state is kept in outputs/ae/{args.name}/ and the command resumes from it when run again; a resumed run
+ends with the same weights as an uninterrupted one (tests/test_train_autoencoder.py).
 
 Held-out reconstruction ({metrics['eval_data']}, {metrics['eval_images']} images, posterior mode):
 PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, LPIPS-alex {metrics.get('lpips', float('nan')):.4f}.
