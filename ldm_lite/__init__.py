@@ -37,6 +37,7 @@ _SUBMODULES = (
     "classifier",
     "introspect",
     "evaluation",
+    "compression",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]
