@@ -17,10 +17,11 @@ model-zoo table like the paper's, and seen why LDM rescales the latent by $1/\ma
 *Paper:* Rombach et al., CVPR 2022, §3.1 (perceptual image compression), §4.1 and Table 8 (the autoencoder model
 zoo: rFID / PSNR per f), App. D.1 (the scale factor) and App. G (the loss: L1 + LPIPS + PatchGAN, Esser et al. 2021).
 
-*Time:* with the shipped checkpoints, 5–10 minutes on a laptop CPU: the f sweep trains five small KL autoencoders
-for 300 steps each (plus MNIST, and VQ-f4 if it is not shipped). Models trained here are cached under
-`outputs/nb01/`, so a second run takes about a minute. On a GPU, about 2 minutes. `TRAIN = True` retrains the f=4 KL
-and VQ models with the full loss: about 1 s per step on a CPU, so roughly 1.5 hours for both (10 minutes on a GPU).
+*Time:* 10–15 minutes on a 2-core laptop CPU the first time (measured: 16 minutes on a 2-core machine shared
+with other training jobs), almost all of it in the f sweep, which trains five small KL autoencoders for 300 steps each
+(and VQ-f4 too when it is not shipped). Models trained here are cached under `outputs/nb01/`, so a second run takes
+about 1.5 minutes. On a GPU, a few minutes. `TRAIN = True` retrains the f=4 KL and VQ models with the full loss: about
+1 s per step on a CPU, so roughly 1.5 hours for both (minutes on a GPU).
 """),
     ("params", r"""
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -70,8 +71,9 @@ discriminator (switched on late, weighted adaptively), plus a regulariser on the
 - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K = 512$ entries (straight-through gradient; the codebook and commitment terms of VQ-VAE).
 
 The next cell loads the shipped checkpoints `ae-kl-f4-shapes32` and `ae-vq-f4-shapes32` when they are in
-`data/pretrained/`. A missing one is **trained here instead with the sweep's short schedule** (reconstruction + KL,
-no LPIPS/GAN), and the cell says so. With `TRAIN = True` both are retrained here with the full loss.
+`data/pretrained/`. A missing one is **trained here instead with the sweep's short schedule** (reconstruction + KL
+or VQ terms, no LPIPS/GAN, `SWEEP_STEPS` steps: far blurrier, VQ especially), and the cell says so. With
+`TRAIN = True` both are retrained here with the full loss.
 """),
     ("code", r"""
 loss = compression.full_loss(FULL_STEPS) if TRAIN else None     # None: the short schedule, used only as a fallback
