@@ -74,7 +74,7 @@ def get_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.devic
 
     shipped = PRETRAINED_DIR / SHIPPED_AE
     if not train and shipped.is_dir():
-        return Autoencoder.from_pretrained(shipped).to(device), f"shipped ({shipped})"
+        return Autoencoder.from_pretrained(shipped).to(device), f"shipped ({SHIPPED_AE})"
     log.info("training a kl-f4 autoencoder (%d steps, reconstruction + KL)", cfg.ae_steps)
     ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
     ae = Autoencoder(AutoencoderConfig.kl(f=4))
