@@ -235,3 +235,19 @@ def test_codebook_usage_counts_every_latent_position() -> None:
     assert torch.equal(counts, ref)
     with pytest.raises(ValueError, match="VQ"):
         codebook_usage(Autoencoder(tiny("kl")), data)
+
+
+@pytest.mark.parametrize("name,min_psnr", [("ae-kl-f4-shapes32", 30.0), ("ae-vq-f4-shapes32", 25.0),
+                                           ("ae-kl-f8-shapes32", 24.0)])
+def test_shipped_checkpoints_reconstruct_held_out_shapes(name: str, min_psnr: float) -> None:
+    from ldm_lite import datasets
+    from ldm_lite.metrics import psnr
+    from ldm_lite.paths import PRETRAINED_DIR
+
+    if not (PRETRAINED_DIR / name).is_dir():
+        pytest.skip(f"{name} is not shipped")
+    ae = Autoencoder.from_pretrained(PRETRAINED_DIR / name)
+    assert not ae.training and 0.05 < ae.scale_factor.item() < 20
+    ds = datasets.shapes(32, n=32, seed=1)  # held out: the checkpoints were trained on seed 0
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    assert psnr(x, reconstruct(ae, x).x_hat).mean() > min_psnr
