@@ -26,13 +26,13 @@ test: install-test browser-deps lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check ldm_lite tests benchmarks notebooks tools
+	$(PYTHON) -m ruff check ldm_lite tests benchmarks notebooks tools scripts
 
 lab: install
 	$(PYTHON) -m jupyter lab notebooks/
 
 bench: install-test
-	$(PYTHON) benchmarks/bench_datasets.py
+	$(PYTHON) -m ldm_lite.cli bench
 
 clean:
 	rm -rf outputs .pytest_cache

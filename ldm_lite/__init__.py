@@ -19,6 +19,7 @@ _SUBMODULES = (
     "paths",
     "runtime",
     "checkpoint",
+    "training",
     "datasets",
     "autoencoder",
     "losses",

@@ -227,3 +227,8 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+
+# the one classifier behind every shapes score, re-exported here as DESIGN's Metrics convention names it
+from .classifier import ShapesClassifier  # noqa: E402, F401
