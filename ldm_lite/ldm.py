@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from . import samplers as _samplers
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
 from .checkpoint import CheckpointError, Pretrained, config_from_dict, load_state_into, read_config, save_model
-from .conditioning import CONDITIONERS
+from .conditioning import CONDITIONERS, Condition
 from .schedule import Schedule
 from .unet import UNet, UNetConfig
 
@@ -49,6 +49,18 @@ class LDMConfig:
     unet: dict = field(default_factory=dict)  # UNetConfig fields
     conditioner_kind: str | None = None  # class of the conditioner, None = unconditional
     conditioner: dict | None = None  # its config
+
+
+def _check_conditioner(conditioner: nn.Module | None, unet: UNet) -> None:
+    """The conditioner's context width and spatial channels must be what the UNet was built for."""
+    ctx_dim = None if conditioner is None else conditioner.context_dim
+    if ctx_dim != unet.config.context_dim:
+        raise ValueError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
+                         f"{unet.config.context_dim}; set UNetConfig(context_dim={ctx_dim})")
+    concat = 0 if conditioner is None else conditioner.concat_channels
+    if concat != unet.config.concat_channels:
+        raise ValueError(f"the conditioner concatenates {concat} channels to z_t but the UNet expects "
+                         f"{unet.config.concat_channels}; set UNetConfig(concat_channels={concat})")
 
 
 def _as_json(config: Any) -> dict:
@@ -79,12 +91,11 @@ class LatentDiffusion(Pretrained, nn.Module):
         if unet.config.in_channels != c or unet.config.out_channels != c:
             raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
                              f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
-        ctx_dim = getattr(conditioner, "context_dim", None)
-        if ctx_dim != unet.config.context_dim:
-            raise ValueError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
-                             f"{unet.config.context_dim}; set UNetConfig(context_dim={ctx_dim})")
+        _check_conditioner(conditioner, unet)
         self.autoencoder = autoencoder.eval().requires_grad_(False)  # frozen first stage
         self.unet, self.conditioner = unet, conditioner
+        if conditioner is not None:
+            conditioner.attach_autoencoder(self.autoencoder)
         self.schedule = SCHEDULES[schedule](T=T)
         self.config = LDMConfig(
             image_size=image_size, schedule=schedule, T=T, prediction=prediction, cond_drop_prob=cond_drop_prob,
@@ -122,17 +133,17 @@ class LatentDiffusion(Pretrained, nn.Module):
         """ẑ_0 (B, c, h, w) -> x̂ (B, C, h·f, w·f) in [-1, 1]."""
         return self.autoencoder.from_latent(z0).clamp(-1, 1)
 
-    def context(self, batch: dict[str, Any] | None, batch_size: int, drop_prob: float = 0.0,
-                generator: torch.Generator | None = None) -> Tensor | None:
-        """τ_θ(y) (B, L, d) for a batch; each row replaced by ∅ with probability `drop_prob` (guidance training)."""
+    def condition(self, batch: dict[str, Any] | None, batch_size: int, drop_prob: float = 0.0,
+                  generator: torch.Generator | None = None) -> Condition | None:
+        """τ_θ(y) for a batch (a `Condition`); each row replaced by ∅ with probability `drop_prob` (guidance
+        training). None for an unconditional model."""
         if self.conditioner is None:
             return None
-        ctx = self.conditioner(batch)
+        cond = self.conditioner(batch)
         if drop_prob > 0:
             drop = torch.rand(batch_size, generator=generator, device=generator.device if generator else None)
-            drop = (drop < drop_prob).to(ctx.device)[:, None, None]
-            ctx = torch.where(drop, self.conditioner.null(batch_size), ctx)
-        return ctx
+            cond = cond.where(drop < drop_prob, self.conditioner.null_like(cond))
+        return cond
 
     def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None, t: Tensor | None = None,
              noise: Tensor | None = None) -> Tensor:
@@ -153,8 +164,8 @@ class LatentDiffusion(Pretrained, nn.Module):
             noise = torch.randn(z0.shape, generator=generator, device=dev)
         t, noise = t.to(self.device), noise.to(self.device, z0.dtype)
         z_t = self.schedule.q_sample(z0, t, noise)  # DDPM eq. 4
-        ctx = self.context(batch, b, self.config.cond_drop_prob if self.training else 0.0, generator)
-        pred = self.unet(z_t, t, ctx)
+        cond = self.condition(batch, b, self.config.cond_drop_prob if self.training else 0.0, generator)
+        pred = self.denoiser(z_t, t, cond)
         target = noise if self.config.prediction == "eps" else self.schedule.v_target(z0, t, noise)
         return F.mse_loss(pred.float(), target.float())
 
@@ -164,9 +175,12 @@ class LatentDiffusion(Pretrained, nn.Module):
         return self.loss(batch, generator, t, noise)
 
     # ------------------------------------------------------------------------------------------------ sampling
-    def denoiser(self, z_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
-        """The UNet as a sampler sees it: (z_t, t, context) -> ε̂ (or v̂ with prediction="v")."""
-        return self.unet(z_t, t, cond)
+    def denoiser(self, z_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        """The UNet as a sampler sees it: ε_θ([z_t, c_concat], t, c_context) -> ε̂ (or v̂ with prediction="v")."""
+        if cond is None:
+            return self.unet(z_t, t, None)
+        x = z_t if cond.concat is None else torch.cat([z_t, cond.concat.to(z_t.dtype)], dim=1)  # §3.3 concat
+        return self.unet(x, t, cond.context)
 
     @torch.no_grad()
     def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
@@ -201,10 +215,10 @@ class LatentDiffusion(Pretrained, nn.Module):
                 dev = generator.device if generator is not None else torch.device("cpu")
                 noise = torch.randn((b, *self.latent_shape), generator=generator, device=dev)
             noise = noise.to(self.device)
-            cond = self.context(batch, b) if self.conditioner is not None else None
+            cond = self.condition(batch, b)
             denoiser = self.denoiser
             if cond is not None and guidance_scale != 1.0:
-                denoiser = _samplers.guided(denoiser, guidance_scale, self.conditioner.null(1))
+                denoiser = _samplers.guided(denoiser, guidance_scale, self.conditioner.null_like(cond))
             z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise, steps, cond=cond, generator=generator,
                                              callback=callback, prediction=self.config.prediction, **sampler_options)
             return z0 if return_latents else self.decode(z0)

@@ -35,6 +35,7 @@ stream diffusers' schedulers draw, so one seed gives the same samples in both.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -70,8 +71,14 @@ def guided(denoiser: Denoiser, scale: float, uncond: Any) -> Denoiser:
 
 
 def _cat_cond(uncond: Any, cond: Any, batch: int) -> Any:
+    if cond is None:
+        return None
     if isinstance(cond, dict):
         return {k: _cat_cond(uncond[k], v, batch) for k, v in cond.items()}
+    if dataclasses.is_dataclass(cond):  # e.g. conditioning.Condition(context, concat): field by field
+        parts = {f.name: _cat_cond(getattr(uncond, f.name), getattr(cond, f.name), batch)
+                 for f in dataclasses.fields(cond)}
+        return dataclasses.replace(cond, **parts)
     if not isinstance(cond, Tensor):
         raise TypeError(f"guided() needs tensor (or dict of tensor) conditioning, got {type(cond).__name__}")
     u = uncond.to(cond.device, cond.dtype)

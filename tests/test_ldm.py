@@ -1,5 +1,7 @@
 """LatentDiffusion: the loss is LDM eq. 2, sampling runs every sampler, files round-trip, errors name the fix."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,14 +9,14 @@ import torch.nn.functional as F
 import ldm_lite as ll
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder
 from ldm_lite.checkpoint import CheckpointError
-from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
+from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig, Condition, Conditioner
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.unet import UNet, UNetConfig
 
 
-def unet_cfg(c=3, ctx=None):
+def unet_cfg(c=3, ctx=None, **kw):
     return UNetConfig(in_channels=c, out_channels=c, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(2,), head_dim=32, context_dim=ctx)
+                      attention_resolutions=(2,), head_dim=32, context_dim=ctx, **kw)
 
 
 def kl_ldm(prediction="eps"):
@@ -87,8 +89,10 @@ def test_class_conditioning_and_guidance():
         ldm.sample(labels=[9])
     # condition dropout: with p=1 every row of the training context is the null token
     b = batch()
-    ctx = ldm.context(b, 4, drop_prob=1.0)
-    assert torch.equal(ctx, cond.null(4))
+    dropped = ldm.condition(b, 4, drop_prob=1.0)
+    assert torch.equal(dropped.context, cond.null(4).context)
+    kept = ldm.condition(b, 4, drop_prob=0.0)
+    assert torch.equal(kept.context, cond(b).context) and not torch.equal(kept.context, dropped.context)
 
 
 def test_save_and_load_round_trip_and_clear_errors(tmp_path):
@@ -119,3 +123,40 @@ def test_mismatched_parts_name_the_fix():
         ldm.loss(batch(2, res=32))
     with pytest.raises(ValueError, match="unknown sampler"):
         ldm.sample(1, sampler="euler")
+
+
+class _MapConditioner(Conditioner):
+    """A spatial conditioner for the test: the batch's "map" (B, 2, h, w) is concatenated to z_t."""
+
+    concat_channels = 2
+
+    @dataclasses.dataclass
+    class Config:
+        key: str = "map"
+
+    config = Config()
+
+    def forward(self, batch):
+        return Condition(concat=batch["map"])
+
+
+def test_concat_condition_reaches_the_unet_and_guidance_uses_zeros_as_null():
+    torch.manual_seed(0)
+    ldm = LatentDiffusion(IdentityAutoencoder(), UNet(unet_cfg(3, concat_channels=2)), _MapConditioner(), "cosine",
+                          image_size=16)
+    for p in ldm.unet.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    m = torch.randn(2, 2, 16, 16)
+    z, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    # the denoiser is the UNet on [z_t, c_concat] (§3.3 concatenation)
+    assert torch.equal(ldm.denoiser(z, t, Condition(concat=m)), ldm.unet(torch.cat([z, m], 1), t, None))
+    null = ldm.conditioner.null_like(Condition(concat=m))
+    assert null.context is None and torch.equal(null.concat, torch.zeros_like(m))
+    g = lambda: torch.Generator().manual_seed(0)
+    a = ldm.sample(batch={"map": m}, steps=3, generator=g())
+    assert not torch.equal(a, ldm.sample(batch={"map": -m}, steps=3, generator=g()))
+    assert not torch.equal(a, ldm.sample(batch={"map": m}, steps=3, generator=g(), guidance_scale=3.0))
+    dropped = ldm.condition({"map": m}, 2, drop_prob=1.0)
+    assert torch.equal(dropped.concat, torch.zeros_like(m))
+    with pytest.raises(ValueError, match="concat_channels=2"):
+        LatentDiffusion(IdentityAutoencoder(), UNet(unet_cfg(3)), _MapConditioner(), image_size=16)

@@ -84,9 +84,15 @@ def test_matches_diffusers_every_step(kind, beta_schedule, spacing, steps):
     ref_seen, ref_z0 = reference_trajectory(kind, diffusers_scheduler(kind, beta_schedule, spacing), noise, steps, seed)
     our_seen, our_z0 = ours(kind, SCHEDULES[beta_schedule](T), noise, steps, spacing, seed)
     assert len(our_seen) == len(ref_seen) == steps
+    # float32 round-off grows with the values (|z| reaches ~165 with the toy denoiser): the tolerance is relative
+    # to the trajectory's magnitude, 1e-5 of it, far below any error in an update (those are O(1) relative).
     for i, (a, b) in enumerate(zip(our_seen, ref_seen)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"step {i}")
-    torch.testing.assert_close(our_z0, ref_z0, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=_atol(b), rtol=1e-5, msg=f"step {i}")
+    torch.testing.assert_close(our_z0, ref_z0, atol=_atol(ref_z0), rtol=1e-5)
+
+
+def _atol(ref: torch.Tensor) -> float:
+    return 1e-5 * max(1.0, float(ref.abs().max()))
 
 
 def test_ddim_eta_one_with_generator_matches_diffusers():
