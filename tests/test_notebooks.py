@@ -1,20 +1,68 @@
-"""Every notebook in notebooks/ runs top to bottom in smoke mode, is committed without outputs, and defines no
-library code (new notebooks are picked up automatically)."""
+"""Every notebook in notebooks/ runs top to bottom in smoke mode, is committed without outputs, defines no
+library code, and agrees with its jupytext source NN_name.py (new notebooks are picked up automatically)."""
 
 import ast
-import os
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 IDS = [p.name for p in NOTEBOOKS]
+STEMS = sorted({p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")} | {p.stem for p in NOTEBOOK_DIR.glob("*.py")})
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no notebooks"
+
+
+def _cells(nb) -> list[tuple[str, str, list]]:
+    """(type, source, tags) of each cell: what a pair must agree on (ids, outputs and metadata may differ)."""
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def pair_disagreement(ipynb: Path, py: Path) -> str | None:
+    """None when the .ipynb and the jupytext source hold the same cells, else a message naming the first difference."""
+    sync = f"run `python -m jupytext --sync notebooks/{py.name}` (or open the pair in JupyterLab and save) and commit both"
+    if not py.exists():
+        return f"{ipynb.name} has no source {py.name}; {sync.replace('--sync', '--set-formats ipynb,py:percent')}"
+    if not ipynb.exists():
+        return f"{py.name} has no notebook {ipynb.name}; run `python -m jupytext --to ipynb notebooks/{py.name}`"
+    a, b = _cells(nbformat.read(ipynb, as_version=4)), _cells(jupytext.read(py))
+    for i, (ca, cb) in enumerate(zip(a, b)):
+        if ca != cb:
+            return f"cell {i} differs: {ipynb.name} has {ca!r:.200}, {py.name} has {cb!r:.200}; {sync}"
+    if len(a) != len(b):
+        return f"{ipynb.name} has {len(a)} cells, {py.name} has {len(b)}; {sync}"
+    return None
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_and_its_source_agree(stem):
+    problem = pair_disagreement(NOTEBOOK_DIR / f"{stem}.ipynb", NOTEBOOK_DIR / f"{stem}.py")
+    assert problem is None, problem
+
+
+def test_pair_check_catches_an_edit_a_missing_source_and_a_missing_notebook(tmp_path):
+    ipynb, py = tmp_path / "x.ipynb", tmp_path / "x.py"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("a = 1")])
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, ipynb)
+    assert "has no source x.py" in pair_disagreement(ipynb, py)
+    jupytext.write(nb, py, fmt="py:percent")
+    assert pair_disagreement(ipynb, py) is None
+    good = py.read_text()
+    py.write_text(good.replace("a = 1", "a = 2"))
+    assert "cell 1 differs" in pair_disagreement(ipynb, py)
+    py.write_text(good.replace('tags=["parameters"]', ""))
+    assert "cell 1 differs" in pair_disagreement(ipynb, py)
+    py.write_text(good + "\n# %%\nb = 3\n")
+    assert "has 2 cells, x.py has 3" in pair_disagreement(ipynb, py)
+    ipynb.unlink()
+    assert "has no notebook x.ipynb" in pair_disagreement(ipynb, py)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -50,7 +98,9 @@ def test_runs_top_to_bottom_in_smoke_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")
     monkeypatch.setenv("LDM_LITE_OUTPUTS", str(tmp_path / "outputs"))
     nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('SMOKE =', SMOKE)"))  # the notebook's own flag, read in its kernel
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert os.environ["LDM_LITE_SMOKE"] == "1"
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert printed.strip() == "SMOKE = True", f"{path.name} did not run in smoke mode (its kernel printed {printed!r})"
