@@ -27,6 +27,7 @@ _SUBMODULES = (
     "attention",
     "unet",
     "conditioning",
+    "spatial",
     "ldm",
     "samplers",
     "train",

@@ -115,3 +115,6 @@ class ClassConditioner(Pretrained, Conditioner):
 
 
 CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner}
+
+# the spatial conditioners (super-resolution, inpainting, semantic maps) register themselves on import
+from . import spatial as _spatial  # noqa: E402,F401

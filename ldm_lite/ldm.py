@@ -186,13 +186,16 @@ class LatentDiffusion(Pretrained, nn.Module):
     def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
                sampler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
                generator: torch.Generator | None = None, noise: Tensor | None = None, callback=None,
-               return_latents: bool = False, **sampler_options: Any) -> Tensor:
+               return_latents: bool = False, size: int | None = None, **sampler_options: Any) -> Tensor:
         """Generate images (B, C, H, W) in [-1, 1].
 
         n: number of images (unconditional); labels / batch: the condition (class labels, or a batch dict the
         conditioner reads); guidance_scale s > 1 applies classifier-free guidance ε̃ = ε̂(∅) + s(ε̂(c) - ε̂(∅));
         sampler: one of `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp");
         callback(step, t, z_t, z0_hat) is called at every reverse step (latents, before decoding).
+        size: the image side to sample (default: `config.image_size`; the UNet is convolutional, so a model trained
+        at 32 can sample 64). A spatial condition (c_concat) sets the latent size itself: larger maps give larger
+        images.
         """
         if sampler not in _samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
@@ -208,14 +211,26 @@ class LatentDiffusion(Pretrained, nn.Module):
             raise ValueError("pass n (the number of images) for an unconditional model")
         else:
             b = n
+        f = self.autoencoder.f
+        if size is not None and size % f:
+            raise ValueError(f"sampling size {size} is not divisible by the autoencoder's f={f}; "
+                             f"use {max(f, size // f * f)} or {size // f * f + f}")
         was_training = self.training
         self.eval()
         try:
+            cond = self.condition(batch, b)
+            shape = self.latent_shape
+            if size is not None:
+                shape = (shape[0], size // f, size // f)
+            if cond is not None and cond.concat is not None:  # a spatial condition fixes the latent size
+                if size is not None and tuple(cond.concat.shape[-2:]) != shape[1:]:
+                    raise ValueError(f"size={size} but the spatial condition is for images of "
+                                     f"{cond.concat.shape[-2] * f}x{cond.concat.shape[-1] * f}; leave size out")
+                shape = (shape[0], *cond.concat.shape[-2:])
             if noise is None:
                 dev = generator.device if generator is not None else torch.device("cpu")
-                noise = torch.randn((b, *self.latent_shape), generator=generator, device=dev)
+                noise = torch.randn((b, *shape), generator=generator, device=dev)
             noise = noise.to(self.device)
-            cond = self.condition(batch, b)
             denoiser = self.denoiser
             if cond is not None and guidance_scale != 1.0:
                 denoiser = _samplers.guided(denoiser, guidance_scale, self.conditioner.null_like(cond))
@@ -248,6 +263,7 @@ class LatentDiffusion(Pretrained, nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentDiffusion:
+        """Load a saved model (config.json + model.safetensors), in eval mode."""
         model = cls.from_config(read_config(directory, cls.__name__, LDMConfig))
         load_state_into(model, directory)
-        return model.to(map_location)
+        return model.to(map_location).eval()

@@ -1,0 +1,363 @@
+"""Spatial conditioning by concatenation (LDM §3.3 "concatenation", §4.3.2, §4.4, §4.5).
+
+A spatially aligned condition y is mapped to a tensor c_concat at the latent's resolution and concatenated to z_t:
+
+    ε_θ([z_t, c_concat], t)        z_t (B, c, h, w), c_concat (B, c_cond, h, w), h = H / f
+
+| task                       | conditioner                     | c_concat                                          |
+|----------------------------|---------------------------------|---------------------------------------------------|
+| super-resolution ×s (§4.4) | `SuperResolutionConditioner`    | the low-res image y (B, 3, H/s, W/s) resized to h |
+|                            |                                 | (a no-op when s = f, as in LDM-SR: ×4 on f=4)     |
+| inpainting (§4.5)          | `InpaintingConditioner`         | [s·E(x ⊙ (1-m)), m↓] : masked image's latent + mask|
+| semantic synthesis (§4.3.2)| `SemanticConditioner`           | one-hot segmentation map, area-pooled to h        |
+
+Because the UNet is convolutional, a concat model trained on 32×32 samples a larger image from a larger condition
+(`LatentDiffusion.sample` takes the latent size from c_concat).
+
+Batch fields the conditioners read (names are config fields): `lowres` (B, 3, H/s, W/s) in [-1, 1]; `image`
+(B, 3, H, W) and `inpaint_mask` (B, H, W) with 1 = missing (to fill), 0 = known; `mask` (B, H, W) long, the
+`shapes` segmentation map (0 = background, 1 + kind index; see `ldm_lite.datasets.Shapes`).
+
+Training data: `SuperResolutionPairs` adds `lowres` (bicubic or realistic degradation, `ldm_lite.datasets`) and
+`InpaintingMasks` adds `inpaint_mask` (box, strokes or "remove one shape") to a dataset's items.
+`sdedit` is image-to-image by partial noising (Meng et al. 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from . import samplers as _samplers
+from .checkpoint import Pretrained
+from .conditioning import CONDITIONERS, Condition, Conditioner
+from .datasets import KINDS, bicubic_degradation, realistic_degradation
+from .schedule import Schedule
+
+SEMANTIC_CLASSES = ("background", *KINDS)  # class k of a `shapes` mask: 0 = background, 1 + kind index
+
+
+def _field(batch: dict[str, Any], key: str, what: str) -> Tensor:
+    if batch is None or key not in batch:
+        raise ValueError(f"this model is conditioned on {what}: pass batch={{{key!r}: ...}}")
+    return torch.as_tensor(batch[key])
+
+
+class _SpatialConditioner(Pretrained, Conditioner):
+    """Keeps the first stage's f (and the autoencoder itself, unregistered: LatentDiffusion owns its weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first_stage: tuple[nn.Module, ...] = ()  # a tuple, so the autoencoder is not a submodule
+
+    def attach_autoencoder(self, autoencoder: nn.Module) -> None:
+        self._first_stage = (autoencoder,)
+
+    @property
+    def autoencoder(self) -> nn.Module:
+        if not self._first_stage:
+            raise RuntimeError(f"{type(self).__name__} needs the autoencoder: use it inside a LatentDiffusion "
+                               "(which calls attach_autoencoder) or call attach_autoencoder(ae)")
+        return self._first_stage[0]
+
+    @property
+    def f(self) -> int:
+        return int(self.autoencoder.f)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.autoencoder.buffers()).device
+
+    def latent_side(self, side: int, what: str) -> int:
+        if side % self.f:
+            raise ValueError(f"{what} side {side} is not divisible by the autoencoder's f={self.f}; "
+                             f"use {max(self.f, side // self.f * self.f)} or pad")
+        return side // self.f
+
+
+# ----------------------------------------------------------------------------------------------- super-resolution
+@dataclass
+class SuperResolutionConfig:
+    factor: int = 4  # s: the low-res image is (H/s, W/s)
+    channels: int = 3  # channels of the low-res image (= of the images)
+    lowres_key: str = "lowres"  # batch field holding the low-res images (B, channels, H/s, W/s) in [-1, 1]
+
+
+class SuperResolutionConditioner(_SpatialConditioner):
+    """y (B, 3, H/s, W/s) -> c_concat (B, 3, H/f, W/f): the low-res image resized (bicubic) to the latent's size
+    (identity when s = f, the LDM-SR setting)."""
+
+    config_class = SuperResolutionConfig
+
+    def __init__(self, config: SuperResolutionConfig | None = None):
+        super().__init__()
+        self.config = config or SuperResolutionConfig()
+
+    @property
+    def concat_channels(self) -> int:
+        return self.config.channels
+
+    def null(self, batch_size: int) -> Condition:
+        return Condition()
+
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        c = self.config
+        y = _field(batch, c.lowres_key, f"a low-resolution image (×{c.factor} super-resolution)").float()
+        if y.ndim != 4 or y.shape[1] != c.channels:
+            raise ValueError(f"low-res images must be (B, {c.channels}, H/{c.factor}, W/{c.factor}), "
+                             f"got {tuple(y.shape)}")
+        lh, lw = y.shape[-2:]
+        if "image" in batch:  # training: the pair must match the factor
+            h, w = torch.as_tensor(batch["image"]).shape[-2:]
+            if (lh * c.factor, lw * c.factor) != (h, w):
+                raise ValueError(f"low-res images are {lh}x{lw} but the images are {h}x{w}: with factor={c.factor} "
+                                 f"the low-res side must be {h // c.factor}; degrade with "
+                                 f"ll.datasets.bicubic_degradation(x, {c.factor})")
+        size = (self.latent_side(lh * c.factor, "output image"), self.latent_side(lw * c.factor, "output image"))
+        y = y.to(self.device)
+        if size != (lh, lw):
+            y = F.interpolate(y, size=size, mode="bicubic", align_corners=False, antialias=size[0] < lh)
+        return Condition(concat=y)  # (B, 3, H/f, W/f)
+
+
+# ----------------------------------------------------------------------------------------------- inpainting
+@dataclass
+class InpaintingConfig:
+    latent_channels: int = 3  # c of the autoencoder the masked image is encoded with
+    image_key: str = "image"  # batch field: images (B, 3, H, W) in [-1, 1] (the known pixels are read)
+    mask_key: str = "inpaint_mask"  # batch field: (B, H, W) with 1 = missing (to fill), 0 = known
+
+
+class InpaintingConditioner(_SpatialConditioner):
+    """(x, m) -> c_concat = [s·E(x ⊙ (1 - m)), m↓] (B, c + 1, H/f, W/f), as LDM's inpainting model (§4.5): the
+    masked image's latent (posterior mean) and the mask area-pooled to the latent size (share of missing pixels)."""
+
+    config_class = InpaintingConfig
+
+    def __init__(self, config: InpaintingConfig | None = None):
+        super().__init__()
+        self.config = config or InpaintingConfig()
+
+    @property
+    def concat_channels(self) -> int:
+        return self.config.latent_channels + 1
+
+    def attach_autoencoder(self, autoencoder: nn.Module) -> None:
+        if autoencoder.latent_channels != self.config.latent_channels:
+            raise ValueError(f"the autoencoder has {autoencoder.latent_channels} latent channels but the inpainting "
+                             f"conditioner was built for {self.config.latent_channels}; set "
+                             f"InpaintingConfig(latent_channels={autoencoder.latent_channels})")
+        super().attach_autoencoder(autoencoder)
+
+    def null(self, batch_size: int) -> Condition:
+        return Condition()
+
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        c = self.config
+        x = _field(batch, c.image_key, "an image to inpaint").float()
+        m = check_inpaint_mask(_field(batch, c.mask_key, "an inpainting mask (1 = fill)"), x)
+        x, m = x.to(self.device), m.to(self.device)[:, None]  # m (B, 1, H, W)
+        h = self.latent_side(x.shape[-2], "image")
+        w = self.latent_side(x.shape[-1], "image")
+        with torch.no_grad():
+            z = self.autoencoder.to_latent(x * (1 - m), sample=False)  # (B, c, h, w); 0 = grey in the hole
+        return Condition(concat=torch.cat([z, F.adaptive_avg_pool2d(m, (h, w))], dim=1))
+
+
+def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:
+    """A mask (B, H, W) or (B, 1, H, W) of 0/1 (bool or numbers) matching images (B, C, H, W) -> float (B, H, W)."""
+    m = torch.as_tensor(mask)
+    if m.ndim == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.ndim != 3 or m.shape[0] != images.shape[0] or m.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"the inpainting mask must be (B, H, W) = ({images.shape[0]}, {images.shape[-2]}, "
+                         f"{images.shape[-1]}) like the images, got {tuple(m.shape)}")
+    m = m.float()
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError(f"the inpainting mask must be binary (1 = fill, 0 = keep), got values in "
+                         f"[{float(m.min()):.3g}, {float(m.max()):.3g}]; threshold it, e.g. (mask > 0.5)")
+    return m
+
+
+# ----------------------------------------------------------------------------------------------- semantic synthesis
+@dataclass
+class SemanticConfig:
+    num_classes: int = len(SEMANTIC_CLASSES)  # K: classes of the map (shapes: background + 6 kinds)
+    map_key: str = "mask"  # batch field: class map (B, H, W) of integers in 0..K-1
+
+
+class SemanticConditioner(_SpatialConditioner):
+    """A class map (B, H, W) -> c_concat (B, K, H/f, W/f): the one-hot map, area-pooled to the latent size (each
+    latent cell gets the share of its f×f pixels in each class, so sub-cell edges survive)."""
+
+    config_class = SemanticConfig
+
+    def __init__(self, config: SemanticConfig | None = None):
+        super().__init__()
+        self.config = config or SemanticConfig()
+
+    @property
+    def concat_channels(self) -> int:
+        return self.config.num_classes
+
+    def null(self, batch_size: int) -> Condition:
+        return Condition()
+
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        k = self.config.num_classes
+        y = check_semantic_map(_field(batch, self.config.map_key, "a segmentation map"), k)
+        h, w = self.latent_side(y.shape[-2], "map"), self.latent_side(y.shape[-1], "map")
+        onehot = F.one_hot(y.to(self.device), k).permute(0, 3, 1, 2).float()  # (B, K, H, W)
+        return Condition(concat=F.adaptive_avg_pool2d(onehot, (h, w)))  # (B, K, H/f, W/f)
+
+
+def check_semantic_map(seg: Any, num_classes: int = len(SEMANTIC_CLASSES)) -> Tensor:
+    """A class map (B, H, W) of integers in 0..K-1 -> LongTensor; clear errors otherwise."""
+    y = torch.as_tensor(seg)
+    if y.ndim != 3:
+        raise ValueError(f"a segmentation map must be (B, H, W) of class indices, got shape {tuple(y.shape)}")
+    if y.is_floating_point():
+        if not bool((y == y.round()).all()):
+            raise ValueError("a segmentation map holds class indices (integers), got fractional values")
+    y = y.long()
+    bad = torch.unique(y[(y < 0) | (y >= num_classes)])
+    if len(bad):
+        names = ", ".join(f"{i}={n}" for i, n in enumerate(SEMANTIC_CLASSES[:num_classes]))
+        raise ValueError(f"the map holds unknown classes {bad[:5].tolist()}; this model knows 0..{num_classes - 1} "
+                         f"({names})")
+    return y
+
+
+CONDITIONERS.update({cls.__name__: cls for cls in (SuperResolutionConditioner, InpaintingConditioner,
+                                                   SemanticConditioner)})
+
+
+# ----------------------------------------------------------------------------------------------- training data
+DEGRADATIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
+    "bicubic": lambda x, s, g: bicubic_degradation(x, s),  # LDM-SR trained on bicubic down-sampling only
+    "realistic": realistic_degradation,  # LDM-BSR: random blur / resize / noise / JPEG
+}
+
+
+class SuperResolutionPairs(Dataset):
+    """Adds `lowres` (3, H/s, W/s) to every item of `dataset`: its image degraded by `degradation` ("bicubic" or
+    "realistic"), drawn reproducibly from (seed, index)."""
+
+    def __init__(self, dataset: Dataset, degradation: str = "bicubic", factor: int = 4, seed: int = 0):
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
+        self.dataset, self.degrade, self.factor, self.seed = dataset, DEGRADATIONS[degradation], factor, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
+        item["lowres"] = self.degrade(item["image"][None], self.factor, g)[0]
+        return item
+
+
+MASK_KINDS = ("box", "strokes", "shape")
+
+
+def inpaint_mask(kind: str, size: int, rng: np.random.Generator, seg: np.ndarray | None = None) -> np.ndarray:
+    """A binary mask (size, size) of float32, 1 = missing. kind: "box" (a rectangle of 25-55% of the side),
+    "strokes" (2-4 thick random lines), "shape" (one shape of the segmentation map `seg`, grown by ~1/16 of the
+    side: "remove one shape"; a box when `seg` shows no shape)."""
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size
+    gx, gy = np.meshgrid(u, u)
+    if kind == "shape" and seg is not None and (seg > 0).any():
+        k = rng.choice(np.unique(seg[seg > 0]))
+        m = torch.from_numpy((seg == k).astype(np.float32))[None, None]
+        grow = max(1, round(size / 16))
+        return (F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0).numpy().astype(np.float32)
+    if kind == "strokes":
+        m = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(2, 5))):
+            (ax, ay), (bx, by) = rng.uniform(0.1, 0.9, size=(2, 2))
+            width = rng.uniform(0.04, 0.09)
+            dx, dy = bx - ax, by - ay
+            s = np.clip(((gx - ax) * dx + (gy - ay) * dy) / (dx * dx + dy * dy + 1e-8), 0, 1)
+            m |= (gx - ax - s * dx) ** 2 + (gy - ay - s * dy) ** 2 < width**2
+        return m.astype(np.float32)
+    if kind in ("box", "shape"):
+        w, h = rng.uniform(0.25, 0.55, size=2)
+        x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+        return ((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h)).astype(np.float32)
+    raise ValueError(f"unknown mask kind {kind!r}; known: {MASK_KINDS}")
+
+
+class InpaintingMasks(Dataset):
+    """Adds `inpaint_mask` (H, W) to every item of `dataset`, of a kind drawn from `kinds`, reproducibly from
+    (seed, index). "shape" reads the item's `mask` (the `shapes` segmentation map)."""
+
+    def __init__(self, dataset: Dataset, kinds: tuple[str, ...] = MASK_KINDS, seed: int = 0):
+        for k in kinds:
+            if k not in MASK_KINDS:
+                raise ValueError(f"unknown mask kind {k!r}; known: {MASK_KINDS}")
+        self.dataset, self.kinds, self.seed = dataset, tuple(kinds), seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        rng = np.random.default_rng([self.seed, 7, int(i)])
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        seg = item["mask"].numpy() if "mask" in item else None
+        item["inpaint_mask"] = torch.from_numpy(inpaint_mask(kind, item["image"].shape[-1], rng, seg))
+        return item
+
+
+# ----------------------------------------------------------------------------------------------- SDEdit
+@torch.no_grad()
+def sdedit(ldm: Any, images: Tensor, strength: float, *, batch: dict[str, Any] | None = None,
+           sampler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
+           generator: torch.Generator | None = None, noise: Tensor | None = None, callback=None,
+           **sampler_options: Any) -> Tensor:
+    """Image-to-image by partial noising (SDEdit, Meng et al. 2022) with any trained LatentDiffusion.
+
+    z_0 = s·E(x) (posterior mean); t_0 = round(strength · (T - 1)); z_{t_0} = √ᾱ_{t_0} z_0 + √(1-ᾱ_{t_0}) ε
+    (DDPM eq. 4); then the sampler runs on the schedule cut at t_0 (β_1..β_{t_0}: the same ᾱ_t), visiting
+    max(1, round(strength · steps)) timesteps from t_0 down ("trailing" spacing, so it starts exactly at t_0).
+    strength 0 returns D(z_0), the autoencoder's reconstruction; strength 1 starts from (almost) pure noise.
+    images (B, C, H, W) in [-1, 1] -> (B, C, H, W) in [-1, 1]. `batch` is the condition of a conditional model.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must lie in [0, 1] (0 = the input, 1 = a new sample), got {strength}")
+    if sampler not in _samplers.SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
+    was_training = ldm.training
+    ldm.eval()
+    try:
+        z0 = ldm.autoencoder.to_latent(images.to(ldm.device), sample=False)  # (B, c, h, w)
+        t0 = round(strength * (ldm.schedule.T - 1))
+        if t0 == 0:
+            return ldm.decode(z0)
+        if noise is None:
+            dev = generator.device if generator is not None else torch.device("cpu")
+            noise = torch.randn(z0.shape, generator=generator, device=dev)
+        b = z0.shape[0]
+        z_t = ldm.schedule.q_sample(z0, torch.full((b,), t0, dtype=torch.long, device=z0.device),
+                                    noise.to(z0.device, z0.dtype))
+        cut = Schedule(ldm.schedule.betas[: t0 + 1], name=f"{ldm.schedule.name}[:{t0 + 1}]")
+        cond = ldm.condition(batch, b)
+        denoiser = ldm.denoiser
+        if cond is not None and guidance_scale != 1.0:
+            denoiser = _samplers.guided(denoiser, guidance_scale, ldm.conditioner.null_like(cond))
+        n = max(1, min(t0 + 1, math.ceil(strength * steps)))
+        sampler_options.setdefault("spacing", "trailing")
+        z = _samplers.SAMPLERS[sampler](denoiser, cut, z_t, n, cond=cond, generator=generator, callback=callback,
+                                        prediction=ldm.config.prediction, **sampler_options)
+        return ldm.decode(z)
+    finally:
+        ldm.train(was_training)

@@ -1,0 +1,183 @@
+"""Spatial (concat) conditioners: shapes and values of c_concat, the UNet sees [z_t, c_concat], checkpoints round-trip,
+sampling larger than the training size, clear errors, training data, and SDEdit."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import default_collate
+
+import ldm_lite as ll
+from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
+from ldm_lite.conditioning import CONDITIONERS, Condition
+from ldm_lite.ldm import LatentDiffusion
+from ldm_lite.spatial import (
+    InpaintingConditioner,
+    InpaintingMasks,
+    SemanticConditioner,
+    SuperResolutionConditioner,
+    SuperResolutionConfig,
+    SuperResolutionPairs,
+    inpaint_mask,
+    sdedit,
+)
+from ldm_lite.unet import UNet, UNetConfig
+
+
+def tiny_ldm(conditioner, f_levels=(1, 1, 1)):
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(base_channels=16, channel_mult=f_levels, norm_groups=8))  # f = 4
+    ae.scale_factor.fill_(0.7)
+    unet = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                           attention_resolutions=(2,), head_dim=16, norm_groups=8,
+                           concat_channels=conditioner.concat_channels))
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.02)  # not the zero init: the output depends on the input
+    return LatentDiffusion(ae, unet, conditioner, image_size=16, cond_drop_prob=0.0).eval()
+
+
+def shapes_batch(n=2, res=16):
+    ds = ll.datasets.shapes(res, n=n, seed=3)
+    return default_collate([ds[i] for i in range(n)])
+
+
+def test_conditioners_are_registered():
+    for cls in (SuperResolutionConditioner, InpaintingConditioner, SemanticConditioner):
+        assert CONDITIONERS[cls.__name__] is cls
+
+
+def test_super_resolution_is_a_no_op_resize_when_factor_equals_f():
+    ldm = tiny_ldm(SuperResolutionConditioner())  # factor 4 on f = 4
+    lowres = torch.rand(2, 3, 4, 4) * 2 - 1
+    cond = ldm.conditioner({"lowres": lowres})
+    assert cond.context is None and torch.equal(cond.concat, lowres)
+    # factor 2 on f = 4: an 8x8 low-res image for a 16x16 output is resized (bicubic) to the 4x4 latent
+    ldm2 = tiny_ldm(SuperResolutionConditioner(SuperResolutionConfig(factor=2)))
+    y = torch.rand(2, 3, 8, 8) * 2 - 1
+    c2 = ldm2.conditioner({"lowres": y}).concat
+    ref = F.interpolate(y, size=(4, 4), mode="bicubic", align_corners=False, antialias=True)
+    assert c2.shape == (2, 3, 4, 4) and torch.allclose(c2, ref)
+
+
+def test_inpainting_condition_is_masked_latent_and_pooled_mask():
+    ldm = tiny_ldm(InpaintingConditioner())
+    b = shapes_batch()
+    m = torch.zeros(2, 16, 16)
+    m[:, :8, :4] = 1  # top-left: latent cells (0,0), (1,0) fully missing
+    cond = ldm.conditioner({"image": b["image"], "inpaint_mask": m})
+    assert cond.concat.shape == (2, 4, 4, 4)
+    z = ldm.autoencoder.to_latent(b["image"] * (1 - m[:, None]), sample=False)
+    assert torch.allclose(cond.concat[:, :3], z)
+    expected = torch.zeros(2, 4, 4)
+    expected[:, :2, 0] = 1
+    assert torch.equal(cond.concat[:, 3], expected)
+    # the hole's content does not reach the condition
+    other = b["image"].clone()
+    other[:, :, :8, :4] = 0.5
+    assert torch.allclose(ldm.conditioner({"image": other, "inpaint_mask": m}).concat, cond.concat)
+
+
+def test_semantic_condition_is_area_pooled_one_hot():
+    ldm = tiny_ldm(SemanticConditioner())
+    seg = torch.zeros(1, 16, 16, dtype=torch.long)
+    seg[0, :2, :4] = 3  # half of latent cell (0, 0) is class 3 (triangle)
+    c = ldm.conditioner({"mask": seg}).concat
+    assert c.shape == (1, 7, 4, 4)
+    assert c[0, 3, 0, 0] == 0.5 and c[0, 0, 0, 0] == 0.5 and c[0, 0, 1:, :].eq(1).all()
+    assert torch.allclose(c.sum(1), torch.ones(1, 4, 4))
+
+
+@pytest.mark.parametrize("make", [SuperResolutionConditioner, InpaintingConditioner, SemanticConditioner])
+def test_concat_reaches_the_unet_and_round_trips(tmp_path, make):
+    ldm = tiny_ldm(make())
+    b = shapes_batch()
+    b["lowres"] = ll.datasets.bicubic_degradation(b["image"], 4)
+    b["inpaint_mask"] = torch.zeros(2, 16, 16)
+    b["inpaint_mask"][:, 4:12, 4:12] = 1
+    cond = ldm.condition(b, 2)
+    z, t = torch.randn(2, 3, 4, 4), torch.tensor([10, 500])
+    assert torch.equal(ldm.denoiser(z, t, cond), ldm.unet(torch.cat([z, cond.concat], 1), t, None))
+    changed = Condition(concat=cond.concat + 1)
+    assert not torch.allclose(ldm.denoiser(z, t, changed), ldm.denoiser(z, t, cond))  # the condition matters
+    loss = ldm.loss(b, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    ldm.save_pretrained(tmp_path / "m")
+    again = LatentDiffusion.from_pretrained(tmp_path / "m")
+    assert type(again.conditioner) is type(ldm.conditioner) and not again.training
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    sample_batch = {k: b[k] for k in ("lowres", "image", "inpaint_mask", "mask")}
+    x1 = ldm.sample(batch=sample_batch, steps=3, generator=g())
+    x2 = again.sample(batch=sample_batch, steps=3, generator=g())
+    assert x1.shape == (2, 3, 16, 16) and torch.allclose(x1, x2, atol=1e-5)
+
+
+def test_spatial_condition_sets_the_sampling_size():
+    ldm = tiny_ldm(SemanticConditioner())
+    seg = torch.zeros(1, 32, 32, dtype=torch.long)  # trained at 16: sample 32 from a larger map
+    seg[0, 8:20, 8:20] = 2
+    z = ldm.sample(batch={"mask": seg}, steps=2, return_latents=True, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match="not divisible by the autoencoder's f=4"):
+        ldm.sample(batch={"mask": torch.zeros(1, 30, 30, dtype=torch.long)}, steps=2)
+    with pytest.raises(ValueError, match="leave size out"):
+        ldm.sample(batch={"mask": seg}, steps=2, size=16)
+    with pytest.raises(ValueError, match="sampling size 30 is not divisible by the autoencoder's f=4; use 28"):
+        ldm.sample(batch={"mask": seg}, steps=2, size=30)
+
+
+def test_clear_errors_for_bad_inputs():
+    sr = tiny_ldm(SuperResolutionConditioner())
+    with pytest.raises(ValueError, match=r"low-res images must be \(B, 3"):
+        sr.conditioner({"lowres": torch.zeros(1, 1, 4, 4)})
+    with pytest.raises(ValueError, match="the low-res side must be 4"):
+        sr.conditioner({"lowres": torch.zeros(1, 3, 8, 8), "image": torch.zeros(1, 3, 16, 16)})
+    with pytest.raises(ValueError, match="pass batch"):
+        sr.conditioner({"image": torch.zeros(1, 3, 16, 16)})
+    inp = tiny_ldm(InpaintingConditioner())
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="must be binary"):
+        inp.conditioner({"image": x, "inpaint_mask": torch.full((1, 16, 16), 0.5)})
+    with pytest.raises(ValueError, match="like the images"):
+        inp.conditioner({"image": x, "inpaint_mask": torch.zeros(1, 8, 8)})
+    sem = tiny_ldm(SemanticConditioner())
+    bad = torch.zeros(1, 16, 16, dtype=torch.long)
+    bad[0, 0, 0] = 9
+    with pytest.raises(ValueError, match=r"unknown classes \[9\].*0=background"):
+        sem.conditioner({"mask": bad})
+    with pytest.raises(ValueError, match="latent channels"):
+        InpaintingConditioner(ll.spatial.InpaintingConfig(latent_channels=4)).attach_autoencoder(inp.autoencoder)
+
+
+def test_training_data_adds_the_condition_fields():
+    ds = ll.datasets.shapes(16, n=4, seed=0)
+    bic = SuperResolutionPairs(ds, "bicubic")[1]
+    assert torch.equal(bic["lowres"], ll.datasets.bicubic_degradation(ds[1]["image"][None], 4)[0])
+    real = SuperResolutionPairs(ds, "realistic")
+    assert real[1]["lowres"].shape == (3, 4, 4) and torch.equal(real[1]["lowres"], real[1]["lowres"])  # reproducible
+    assert not torch.allclose(real[1]["lowres"], bic["lowres"])
+    items = [InpaintingMasks(ds, kinds=(k,))[2] for k in ("box", "strokes", "shape")]
+    for it in items:
+        m = it["inpaint_mask"]
+        assert m.shape == (16, 16) and set(m.unique().tolist()) <= {0.0, 1.0} and m.sum() > 0
+    # "remove one shape": the mask covers every pixel of one kind present in the segmentation map
+    seg = items[2]["mask"]
+    covered = [k for k in seg.unique().tolist() if k > 0 and bool(items[2]["inpaint_mask"][seg == k].eq(1).all())]
+    assert covered
+    with pytest.raises(ValueError, match="unknown mask kind"):
+        inpaint_mask("blob", 16, np.random.default_rng(0))
+
+
+def test_sdedit_strength_zero_is_the_reconstruction_and_one_forgets_the_input():
+    ldm = tiny_ldm(SemanticConditioner())
+    b = shapes_batch()
+    x = b["image"]
+    rec = ldm.decode(ldm.autoencoder.to_latent(x, sample=False))
+    assert torch.allclose(sdedit(ldm, x, 0.0, batch=b), rec)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    small = sdedit(ldm, x, 0.1, batch=b, steps=10, generator=g())
+    big = sdedit(ldm, x, 1.0, batch=b, steps=10, generator=g())
+    assert (small - rec).abs().mean() < (big - rec).abs().mean()  # more strength, further from the input
+    # strength 1 starts from z_T ≈ noise: two different inputs give nearly the same image from the same noise
+    other = sdedit(ldm, -x, 1.0, batch=b, steps=10, generator=g())
+    assert (other - big).abs().mean() < 0.1 * (rec - ldm.decode(ldm.autoencoder.to_latent(-x, sample=False))).abs().mean()
+    with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
+        sdedit(ldm, x, 1.5, batch=b)
