@@ -165,7 +165,7 @@ def load_state_into(model: torch.nn.Module, directory: str | os.PathLike) -> Non
 
 
 class Pretrained:
-    """Mixin: `save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config`."""
+    """Mixin: `save_pretrained(dir)` / `from_pretrained(dir)` (eval mode) for a module with a dataclass `config`."""
 
     config: Any
     config_class: type
@@ -178,4 +178,4 @@ class Pretrained:
         config = read_config(directory, cls.__name__, cls.config_class)
         model = cls(config)  # type: ignore[call-arg]
         load_state_into(model, directory)  # type: ignore[arg-type]
-        return model.to(map_location)  # type: ignore[attr-defined]
+        return model.to(map_location).eval()  # type: ignore[attr-defined]

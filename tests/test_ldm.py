@@ -66,10 +66,10 @@ def test_sample_every_sampler_with_callback(sampler):
     seen = []
     x = ldm.sample(3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0),
                    callback=lambda step, t, z_t, z0: seen.append((step, t, z_t.shape, z0.shape)))
-    assert x.shape == (3, 3, 16, 16) and x.abs().max() <= 1
+    assert x.shape == (3, 3, 16, 16)
     assert [s[0] for s in seen] == [0, 1, 2, 3] and seen[0][2] == (3, 3, 4, 4)
-    again = ldm.sample(3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x, again)
+    z0 = ldm.sample(3, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0), return_latents=True)
+    assert torch.equal(x, ldm.autoencoder.decode(z0 / 0.7).clamp(-1, 1))  # the image is D(z0 / scale)
 
 
 def test_class_conditioning_and_guidance():
