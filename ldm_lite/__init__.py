@@ -28,6 +28,7 @@ _SUBMODULES = (
     "unet",
     "conditioning",
     "spatial",
+    "text",
     "ldm",
     "samplers",
     "train",

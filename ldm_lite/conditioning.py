@@ -15,8 +15,12 @@ A conditioner declares `context_dim` (None = no context) and `concat_channels` (
 `attach_autoencoder(ae)` is called once by `LatentDiffusion` (a conditioner that encodes images, e.g. the masked
 image for inpainting, keeps a reference; the default does nothing).
 
-`ClassConditioner` (class-conditional LDMs, paper §4.3.1) maps `batch["label"]` to one learned token; a reserved
-last row of its table is ∅.
+Conditioners here (text ones are in `ldm_lite.text`):
+- `ClassConditioner` (class-conditional LDMs, paper §4.3.1) maps `batch["label"]` to one learned token; a reserved
+  last row of its table is ∅.
+- `LayoutConditioner` (layout-to-image, §4.3.2 on COCO/OpenImages layouts) maps a set of objects, each a box
+  (x0, y0, x1, y1) in [0, 1] (y down) and a class, to one token per object through a small transformer; ∅ is
+  the empty layout (every slot "no object").
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Conditioner(nn.Module):
 
     context_dim: int | None = None  # width d of the context tokens; None = no cross-attention
     concat_channels: int = 0  # channels of the spatial condition; 0 = no concatenation
+    usage: str = "batch={...}"  # how a caller of LatentDiffusion.sample passes this condition (for error messages)
 
     def attach_autoencoder(self, autoencoder: nn.Module) -> None:
         """Called by LatentDiffusion with its frozen first stage; conditioners that encode images keep it."""
@@ -89,6 +94,7 @@ class ClassConditioner(Pretrained, Conditioner):
     """y -> one token e_y (B, 1, d); row `num_classes` is the null class ∅ used for guidance."""
 
     config_class = ClassConditionerConfig
+    usage = "labels=[...] (class indices)"
 
     def __init__(self, config: ClassConditionerConfig | None = None):
         super().__init__()
@@ -100,6 +106,8 @@ class ClassConditioner(Pretrained, Conditioner):
         return self.config.dim
 
     def forward(self, batch: dict[str, Any]) -> Condition:
+        if self.config.label_key not in batch:
+            raise ValueError(f"a class-conditional model reads batch[{self.config.label_key!r}]; pass labels=[...]")
         labels = torch.as_tensor(batch[self.config.label_key], device=self.embedding.weight.device).long()
         if labels.ndim != 1:
             raise ValueError(f"class labels must be a 1-D tensor (B,), got shape {tuple(labels.shape)}")
@@ -114,7 +122,108 @@ class ClassConditioner(Pretrained, Conditioner):
         return Condition(context=self.embedding(idx)[:, None, :])  # (B, 1, d)
 
 
-CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner}
+@dataclass
+class LayoutConditionerConfig:
+    num_classes: int = 6  # object classes (shapes: the 6 kinds)
+    max_objects: int = 3  # L: one token per object slot (fewer objects are padded with "no object")
+    dim: int = 128  # d: width of the transformer and of the context tokens (= the UNet's context_dim)
+    depth: int = 2  # transformer layers over the object tokens
+    head_dim: int = 32  # channels per attention head
+    fourier_bands: int = 6  # box coordinates enter as sin/cos at frequencies 2^k·π, k < fourier_bands
 
-# the spatial conditioners (super-resolution, inpainting, semantic maps) register themselves on import
+
+def boxes_from_attrs(attrs: Tensor) -> tuple[Tensor, Tensor]:
+    """`shapes` attribute rows (B, N, 5) = (kind, color, size, x, y) -> boxes (B, N, 4) = (x0, y0, x1, y1) in [0, 1]
+    around each shape's circumcircle, and classes (B, N) = kind (-1 for padded rows)."""
+    from .datasets import SIZE_NAMES, SIZES
+
+    attrs = torch.as_tensor(attrs).long()
+    radius = torch.tensor([SIZES[n] for n in SIZE_NAMES])[attrs[..., 2].clamp(min=0)]  # (B, N)
+    cx, cy = attrs[..., 3].float() / 1000, attrs[..., 4].float() / 1000
+    boxes = torch.stack([cx - radius, cy - radius, cx + radius, cy + radius], -1).clamp(0, 1)
+    present = attrs[..., 0] >= 0
+    return torch.where(present[..., None], boxes, torch.zeros_like(boxes)), torch.where(present, attrs[..., 0], -1)
+
+
+class LayoutConditioner(Pretrained, Conditioner):
+    """A layout (boxes (B, N, 4), classes (B, N), -1 = no object) -> one token per object slot (B, max_objects, d).
+
+    Token = Linear(Fourier(box)) + class embedding (row `num_classes` = no object), then a transformer over the
+    tokens so each object sees the others. Reads `batch["boxes"]` and `batch["box_labels"]`, or, when those are
+    absent, derives them from the `shapes` dataset's `batch["attrs"]` (`boxes_from_attrs`)."""
+
+    config_class = LayoutConditionerConfig
+    usage = "batch={'boxes': (B, N, 4) as (x0, y0, x1, y1) in [0, 1], 'box_labels': (B, N) class indices}"
+
+    def __init__(self, config: LayoutConditionerConfig | None = None):
+        super().__init__()
+        c = self.config = config or LayoutConditionerConfig()
+        self.register_buffer("freqs", 2.0 ** torch.arange(c.fourier_bands) * torch.pi, persistent=False)
+        self.box_embedding = nn.Linear(4 * 2 * c.fourier_bands, c.dim)
+        self.class_embedding = nn.Embedding(c.num_classes + 1, c.dim)
+        self.slot_embedding = nn.Parameter(torch.randn(c.max_objects, c.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(c.dim, c.dim // c.head_dim, 4 * c.dim, 0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, c.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.dim)
+
+    @property
+    def context_dim(self) -> int:
+        return self.config.dim
+
+    def layout(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The checked layout: boxes (B, max_objects, 4) and classes (B, max_objects) with -1 for empty slots."""
+        if "boxes" in batch:
+            if "box_labels" not in batch:
+                raise ValueError("batch has 'boxes' but no 'box_labels'; pass one class index per box (-1 = none)")
+            boxes, labels = torch.as_tensor(batch["boxes"]).float(), torch.as_tensor(batch["box_labels"]).long()
+        elif "attrs" in batch:
+            boxes, labels = boxes_from_attrs(batch["attrs"])
+        else:
+            raise ValueError(f"a layout-conditional model reads boxes; pass {self.usage}")
+        if boxes.ndim != 3 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:2]:
+            raise ValueError(f"boxes must be (B, N, 4) and box_labels (B, N); got {tuple(boxes.shape)} and "
+                             f"{tuple(labels.shape)}")
+        n, c = boxes.shape[1], self.config
+        if n > c.max_objects:
+            raise ValueError(f"{n} objects per layout but this model takes at most max_objects={c.max_objects}")
+        bad = (labels < -1) | (labels >= c.num_classes)
+        if bool(bad.any()):
+            raise ValueError(f"box classes must lie in 0..{c.num_classes - 1} (or -1 for no object); "
+                             f"got {labels[bad][:5].tolist()}")
+        real = labels >= 0
+        b = boxes[real]
+        if bool(((b < 0) | (b > 1)).any()):
+            raise ValueError(f"boxes must lie inside [0, 1] (fractions of the image side); got {b[((b < 0) | (b > 1)).any(-1)][:3].tolist()}")
+        if bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
+            raise ValueError("a box has zero area: boxes are (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
+        pad = c.max_objects - n
+        boxes = torch.cat([boxes, boxes.new_zeros(boxes.shape[0], pad, 4)], 1)
+        labels = torch.cat([labels, labels.new_full((labels.shape[0], pad), -1)], 1)
+        return torch.where(labels[..., None] >= 0, boxes, torch.zeros_like(boxes)), labels
+
+    def encode(self, boxes: Tensor, labels: Tensor) -> Tensor:
+        """boxes (B, L, 4), classes (B, L) (-1 = none) -> context (B, L, d)."""
+        dev = self.class_embedding.weight.device
+        boxes, labels = boxes.to(dev), labels.to(dev)
+        angles = boxes[..., None] * self.freqs  # (B, L, 4, bands)
+        fourier = torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)  # (B, L, 8·bands)
+        present = (labels >= 0)[..., None]
+        h = torch.where(present, self.box_embedding(fourier), 0.0)
+        h = h + self.class_embedding(torch.where(labels >= 0, labels, self.config.num_classes)) + self.slot_embedding
+        return self.norm(self.encoder(h))
+
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        return Condition(context=self.encode(*self.layout(batch)))
+
+    def null(self, batch_size: int) -> Condition:
+        L = self.config.max_objects
+        return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
+
+
+CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner,
+                                            "LayoutConditioner": LayoutConditioner}
+
+# the text conditioners and the spatial ones (super-resolution, inpainting, semantic maps) register themselves on import
 from . import spatial as _spatial  # noqa: E402,F401
+from . import text as _text  # noqa: E402,F401

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,14 +185,18 @@ class LatentDiffusion(Pretrained, nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
-               sampler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
-               generator: torch.Generator | None = None, noise: Tensor | None = None, callback=None,
-               return_latents: bool = False, size: int | None = None, **sampler_options: Any) -> Tensor:
+               prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
+               negative_batch: dict[str, Any] | None = None, sampler: str = "ddim", steps: int = 50,
+               guidance_scale: float = 1.0, generator: torch.Generator | None = None, noise: Tensor | None = None,
+               callback=None, return_latents: bool = False, size: int | None = None,
+               **sampler_options: Any) -> Tensor:
         """Generate images (B, C, H, W) in [-1, 1].
 
-        n: number of images (unconditional); labels / batch: the condition (class labels, or a batch dict the
-        conditioner reads); guidance_scale s > 1 applies classifier-free guidance ε̃ = ε̂(∅) + s(ε̂(c) - ε̂(∅));
-        sampler: one of `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp");
+        n: number of images (unconditional); the condition: `labels` (class indices -> batch["label"]), `prompts`
+        (strings -> batch["caption"]) or a `batch` dict the conditioner reads (e.g. boxes); guidance_scale s > 1
+        applies classifier-free guidance ε̃ = ε̂(u) + s(ε̂(c) - ε̂(u)) with u = ∅, or u = the condition of
+        `negative_prompts` / `negative_batch` (guidance away from it); sampler: one of
+        `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp");
         callback(step, t, z_t, z0_hat) is called at every reverse step (latents, before decoding).
         size: the image side to sample (default: `config.image_size`; the UNet is convolutional, so a model trained
         at 32 can sample 64). A spatial condition (c_concat) sets the latent size itself: larger maps give larger
@@ -201,8 +206,17 @@ class LatentDiffusion(Pretrained, nn.Module):
             raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
         if labels is not None:
             batch = {**(batch or {}), "label": torch.as_tensor(labels)}
+        if prompts is not None:
+            batch = {**(batch or {}), "caption": [prompts] if isinstance(prompts, str) else list(prompts)}
+        if negative_prompts is not None:
+            negative = [negative_prompts] if isinstance(negative_prompts, str) else list(negative_prompts)
+            negative_batch = {**(negative_batch or {}), "caption": negative}
+        if self.conditioner is None and (batch is not None or negative_batch is not None):
+            raise ValueError(f"this model is unconditional: it cannot follow {sorted(batch or negative_batch)}; "
+                             "call sample(n=...) or load a conditional model")
         if self.conditioner is not None and batch is None:
-            raise ValueError("this model is conditional: pass labels=[...] or batch={...}")
+            raise ValueError(f"this model is conditional ({type(self.conditioner).__name__}): pass "
+                             f"{self.conditioner.usage}")
         if batch is not None:
             b = len(next(v for v in batch.values() if hasattr(v, "__len__")))
             if n is not None and n != b:
@@ -233,7 +247,10 @@ class LatentDiffusion(Pretrained, nn.Module):
             noise = noise.to(self.device)
             denoiser = self.denoiser
             if cond is not None and guidance_scale != 1.0:
-                denoiser = _samplers.guided(denoiser, guidance_scale, self.conditioner.null_like(cond))
+                uncond = self.conditioner.null_like(cond) if negative_batch is None else self.condition(negative_batch, b)
+                if uncond.batch_size != b:
+                    raise ValueError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
+                denoiser = _samplers.guided(denoiser, guidance_scale, uncond)
             z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise, steps, cond=cond, generator=generator,
                                              callback=callback, prediction=self.config.prediction, **sampler_options)
             return z0 if return_latents else self.decode(z0)

@@ -1,0 +1,190 @@
+"""Conditional LDMs end to end: build, train (resumably) and judge text-to-image, layout-to-image and
+class-conditional models (LDM §3.3, §4.3; classifier-free guidance, Ho & Salimans 2022).
+
+    ldm = build("text", autoencoder)                       # UNet with cross-attention + TextConditioner
+    ldm = train("text", "outputs/t2i", steps=3000)         # resumable: run it again to continue
+    x = ldm.sample(prompts=["a large red circle"], guidance_scale=3.0)
+
+A `Recipe` per condition names the dataset, the shipped autoencoder and the conditioner; `build` never switches
+inside the model: the conditioner object is the only thing that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .autoencoder import Autoencoder
+from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
+from .ldm import LatentDiffusion
+from .paths import PRETRAINED_DIR
+from .text import (
+    FrozenTextConditioner,
+    FrozenTextConditionerConfig,
+    TextConditioner,
+    TextConditionerConfig,
+    mnist_vocabulary,
+)
+from .unet import UNet, UNetConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recipe:
+    """How one kind of conditional model is made."""
+
+    dataset: str  # "shapes" or "mnist"
+    autoencoder: str  # shipped first stage under data/pretrained/
+    conditioner: Callable[[int], nn.Module]  # context_dim -> a fresh conditioner
+    max_shapes: int = 2  # shapes per image (shapes only)
+
+
+RECIPES: dict[str, Recipe] = {
+    "text": Recipe("shapes", "ae-kl-f4-shapes32",
+                   lambda d: TextConditioner(TextConditionerConfig(dim=d, max_length=16))),
+    "frozen-text": Recipe("shapes", "ae-kl-f4-shapes32",
+                          lambda d: FrozenTextConditioner(FrozenTextConditionerConfig(dim=d, max_length=16))),
+    "layout": Recipe("shapes", "ae-kl-f4-shapes32",
+                     lambda d: LayoutConditioner(LayoutConditionerConfig(dim=d, max_objects=2)), max_shapes=2),
+    "class": Recipe("mnist", "ae-kl-f4-mnist32",
+                    lambda d: ClassConditioner(ClassConditionerConfig(num_classes=10, dim=d))),
+    "mnist-text": Recipe("mnist", "ae-kl-f4-mnist32",
+                         lambda d: TextConditioner(TextConditionerConfig(dim=d, max_length=6,
+                                                                         vocabulary=mnist_vocabulary()))),
+}
+
+
+def _recipe(condition: str) -> Recipe:
+    if condition not in RECIPES:
+        raise ValueError(f"unknown condition {condition!r}; use one of {sorted(RECIPES)}")
+    return RECIPES[condition]
+
+
+def build(condition: str, autoencoder: nn.Module, *, context_dim: int = 128, model_channels: int = 64,
+          image_size: int = 32, cond_drop_prob: float = 0.1, **unet_overrides: Any) -> LatentDiffusion:
+    """A fresh conditional LDM: `UNetConfig.small` with cross-attention of width `context_dim` + the recipe's
+    conditioner, on `autoencoder` (frozen)."""
+    cond = _recipe(condition).conditioner(context_dim)
+    unet = UNet(UNetConfig.small(in_channels=autoencoder.latent_channels, context_dim=context_dim,
+                                 model_channels=model_channels, **unet_overrides))
+    return LatentDiffusion(autoencoder, unet, cond, image_size=image_size, cond_drop_prob=cond_drop_prob)
+
+
+def dataset(condition: str, n: int = 20_000, seed: int = 0, split: str = "train", resolution: int = 32):
+    """The training (or held-out) data of a recipe. Held-out shapes use another seed; MNIST its test split."""
+    from . import datasets
+
+    r = _recipe(condition)
+    if r.dataset == "mnist":
+        return datasets.mnist(resolution, channels=3, split=split, source="offline")
+    return datasets.shapes(resolution, n=n, seed=seed if split == "train" else seed + 1, max_shapes=r.max_shapes)
+
+
+def shipped_autoencoder(condition: str) -> Autoencoder:
+    path = PRETRAINED_DIR / _recipe(condition).autoencoder
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; train it first (scripts/train_pretrained_ae.py)")
+    return Autoencoder.from_pretrained(path)
+
+
+class LatentCache(torch.utils.data.Dataset):
+    """A dataset's items with "image" replaced by the scaled latent z_0 = s·E(x) (B, c, h, w), encoded once.
+
+    The posterior mean is cached (the KL posterior's spread is small next to the latents' unit scale), so
+    training skips the encoder and the shapes renderer: a step costs the UNet and the conditioner only.
+    Kept fields: caption, label, attrs (what the conditioners read)."""
+
+    KEEP = ("caption", "label", "attrs")
+
+    def __init__(self, latents: torch.Tensor, fields: dict[str, Any]):
+        self.latents, self.fields = latents, fields
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, data: Any, autoencoder: nn.Module, batch_size: int = 256, path: str | os.PathLike | None = None,
+              progress: bool = True) -> LatentCache:
+        """Encode every item of `data` (or load `path`, a safetensors file written by an earlier call)."""
+        from safetensors.torch import load_file, save_file
+        from torch.utils.data import default_collate
+        from tqdm.auto import tqdm
+
+        if path is not None and Path(path).exists():
+            saved = load_file(str(path))
+            meta = json.loads(Path(path).with_suffix(".json").read_text())
+            return cls(saved.pop("latents"), {**saved, **meta})
+        autoencoder.eval()
+        zs, fields = [], {}
+        for i in tqdm(range(0, len(data), batch_size), desc="latent cache", disable=not progress):
+            items = default_collate([data[j] for j in range(i, min(len(data), i + batch_size))])
+            zs.append(autoencoder.to_latent(items["image"], sample=False))
+            for k in cls.KEEP:
+                if k in items:
+                    fields.setdefault(k, []).append(items[k])
+        latents = torch.cat(zs)
+        fields = {k: (sum(v, []) if isinstance(v[0], list) else torch.cat(v)) for k, v in fields.items()}
+        if path is not None:
+            tensors = {k: v for k, v in fields.items() if isinstance(v, torch.Tensor)}
+            save_file({"latents": latents.contiguous(), **{k: v.contiguous() for k, v in tensors.items()}}, str(path))
+            Path(path).with_suffix(".json").write_text(json.dumps({k: v for k, v in fields.items() if k not in tensors}))
+        return cls(latents, fields)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.latents[i], **{k: v[i] for k, v in self.fields.items()}}
+
+
+def latent_view(ldm: LatentDiffusion) -> LatentDiffusion:
+    """The same UNet and conditioner (shared modules) behind an identity first stage at latent resolution:
+    trains on a `LatentCache` with exactly L_LDM (eq. 2) of the full model, z_0 given."""
+    from .autoencoder import IdentityAutoencoder, IdentityAutoencoderConfig
+
+    c, h, _ = ldm.latent_shape
+    return LatentDiffusion(IdentityAutoencoder(IdentityAutoencoderConfig(in_channels=c)), ldm.unet, ldm.conditioner,
+                           ldm.config.schedule, image_size=h, prediction=ldm.config.prediction,
+                           cond_drop_prob=ldm.config.cond_drop_prob, T=ldm.config.T)
+
+
+def train(condition: str, out_dir: str | os.PathLike, steps: int = 3_000, *, batch_size: int = 64, lr: float = 5e-4,
+          warmup: int = 100, ema: float | None = 0.995, context_dim: int = 128, model_channels: int = 64,
+          n_train: int = 20_000, seed: int = 0, resume: bool = True, max_seconds: float | None = None,
+          checkpoint_every: int = 250, device: str = "auto", progress: bool = True) -> LatentDiffusion:
+    """Train a conditional LDM of kind `condition` ("text", "frozen-text", "layout", "class", "mnist-text") on the
+    shipped autoencoder, from latents cached once in `<out_dir>/latents.safetensors`. `<out_dir>/checkpoint` is
+    written every `checkpoint_every` steps and `resume=True` continues from it (same weights as an uninterrupted
+    run). The final EMA model (with its autoencoder) is saved to `<out_dir>/model`."""
+    from .train import train_ldm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ldm = build(condition, shipped_autoencoder(condition), context_dim=context_dim, model_channels=model_channels)
+    cache = LatentCache.build(dataset(condition, n=n_train, seed=seed), ldm.autoencoder,
+                              path=out / "latents.safetensors", progress=progress)
+    t0 = time.perf_counter()
+    history = train_ldm(latent_view(ldm), cache, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema,
+                        out_dir=out, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
+                        max_seconds=max_seconds, device=device, progress=progress)
+    ldm.save_pretrained(out / "model")  # the full model (autoencoder included) over train_ldm's latent view
+    steps_done = int(history["step"][-1]) + 1 if history.get("step") else 0
+    record = {"condition": condition, "steps": steps, "batch_size": batch_size, "lr": lr, "ema": ema,
+              "context_dim": context_dim, "model_channels": model_channels, "n_train": n_train, "seed": seed,
+              "steps_done": steps_done, "seconds_this_call": round(time.perf_counter() - t0, 1),
+              "final_loss_mean_last_10_logs": float(sum(history["loss"][-10:]) / max(1, len(history["loss"][-10:])))}
+    (out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+    return ldm.eval()
+
+
+def recipe_dict(condition: str) -> dict:
+    r = _recipe(condition)
+    return {k: v for k, v in asdict(r).items() if k != "conditioner"}
