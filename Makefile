@@ -26,7 +26,7 @@ test: install-test browser-deps lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check ldm_lite tests benchmarks notebooks scripts
+	$(PYTHON) -m ruff check ldm_lite tests benchmarks notebooks scripts solutions
 
 lab: install
 	$(PYTHON) -m jupyter lab notebooks/

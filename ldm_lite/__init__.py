@@ -41,6 +41,8 @@ _SUBMODULES = (
     "introspect",
     "evaluation",
     "compression",
+    "checking",
+    "exercises",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

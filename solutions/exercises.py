@@ -1,0 +1,86 @@
+"""Reference solutions of the checked exercises in notebooks/ (`ldm_lite.exercises`), written the way a learner
+would: plain torch, a few lines each. Not shown in the notebooks; the tests check that every one passes its check,
+and in smoke mode (`LDM_LITE_SMOKE=1`) a notebook's unsolved stub is checked with the solution from here."""
+
+import torch
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------ 01 the autoencoder
+def kl_sample(mean, logvar, noise):
+    return mean + torch.exp(0.5 * logvar) * noise
+
+
+def kl_divergence(mean, logvar):
+    return 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))
+
+
+def vq_lookup(z_e, codebook):
+    b, c, h, w = z_e.shape
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, c)                     # (B·h·w, c)
+    dist = torch.cdist(flat, codebook)                                # (B·h·w, K)
+    indices = dist.argmin(dim=1).view(b, h, w)
+    codes = codebook[indices].permute(0, 3, 1, 2)                     # (B, c, h, w)
+    return z_e + (codes - z_e).detach(), indices                      # straight-through
+
+
+# ------------------------------------------------------------------------------------------ 02 the forward process
+def q_sample(alpha_bar, z0, t, noise):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return ab.sqrt() * z0 + (1 - ab).sqrt() * noise
+
+
+def snr(alpha_bar):
+    return alpha_bar / (1 - alpha_bar)
+
+
+def scale_factor(latents):
+    return 1.0 / latents.std().item()
+
+
+# ------------------------------------------------------------------------------------------ 03 the denoiser
+def ldm_loss(eps_model, alpha_bar, z0, t, noise):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    z_t = ab.sqrt() * z0 + (1 - ab).sqrt() * noise
+    return F.mse_loss(eps_model(z_t, t), noise)
+
+
+def timestep_embedding(t, dim):
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(half) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+def resblock_forward(block, x, emb):
+    h = block.conv1(F.silu(block.norm1(x)))
+    h = h + block.emb(F.silu(emb))[:, :, None, None]
+    h = block.conv2(block.dropout(F.silu(block.norm2(h))))
+    return h + block.skip(x)
+
+
+def attention(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+    return weights @ v
+
+
+# ------------------------------------------------------------------------------------------ 04 the samplers
+def predict_x0(alpha_bar, z_t, t, eps):
+    ab = alpha_bar[t].view(-1, 1, 1, 1)
+    return (z_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+    x0 = (z_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
+    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t)) ** 0.5 * (1 - alpha_bar_t / alpha_bar_prev) ** 0.5
+    return alpha_bar_prev**0.5 * x0 + (1 - alpha_bar_prev - sigma**2) ** 0.5 * eps + sigma * noise
+
+
+def cfg(eps_uncond, eps_cond, scale):
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+# ------------------------------------------------------------------------------------------ 05 conditioning
+def cross_attention(x, context, w_q, w_k, w_v):
+    q, k, v = x @ w_q, context @ w_k, context @ w_v
+    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
