@@ -172,3 +172,81 @@ def shapes_score(images: Tensor, classifier: ShapesClassifier, threshold: float 
         "kinds": dict(zip(KINDS, kinds)),
         "colors": dict(zip(COLOR_NAMES, colors)),
     }
+
+
+# --------------------------------------------------------------------------------------------- MNIST judge
+@dataclass
+class MNISTClassifierConfig:
+    resolution: int = 32  # inputs are resized to this side before the CNN
+    width: int = 32  # channels of the first conv level (x2 per level)
+    feature_dim: int = 128  # penultimate features (FID on MNIST samples)
+
+
+class MNISTClassifier(Pretrained, nn.Module):
+    """Judges class-conditional MNIST samples: x (B, C, H, W) in [-1, 1] (C = 1 or 3, channels averaged) ->
+    digit logits (B, 10); `features(x)` (B, feature_dim) for FID. Validated on held-out digits before use."""
+
+    config_class = MNISTClassifierConfig
+
+    def __init__(self, config: MNISTClassifierConfig | None = None):
+        super().__init__()
+        self.config = c = config or MNISTClassifierConfig()
+        w = c.width
+
+        def level(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.SiLU(), nn.MaxPool2d(2))
+
+        self.body = nn.Sequential(level(1, w), level(w, 2 * w), level(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(4 * w, c.feature_dim), nn.SiLU())
+        self.head = nn.Linear(c.feature_dim, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"expected digit images (B, 1 or 3, H, W), got {tuple(x.shape)}")
+        x = x.mean(1, keepdim=True)
+        r = self.config.resolution
+        if x.shape[-1] != r or x.shape[-2] != r:
+            x = F.interpolate(x, size=(r, r), mode="bilinear", antialias=True, align_corners=False)
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 256) -> Tensor:
+        """Predicted digit per image (B,)."""
+        self.eval()
+        dev = next(self.parameters()).device
+        return torch.cat([self(x[i:i + batch_size].to(dev)).argmax(-1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def train_mnist_classifier(epochs: int = 8, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                           progress: bool = True) -> tuple[MNISTClassifier, dict]:
+    """Train on the offline MNIST train split (random shifts of up to 2 pixels); returns the model and its
+    accuracy on the held-out test split (`mnist(split="test")`, never seen in training)."""
+    from .datasets import mnist
+
+    torch.manual_seed(seed)
+    train, test = mnist(32, channels=1, split="train", source="offline"), mnist(32, channels=1, split="test",
+                                                                               source="offline")
+    x = torch.stack([train[i]["image"] for i in range(len(train))])
+    y = torch.tensor([train[i]["label"] for i in range(len(train))])
+    model = MNISTClassifier()
+    steps = epochs * (len(x) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in tqdm(range(steps), disable=not progress, desc="MNIST classifier"):
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
+        xb = torch.roll(x[idx], (dy, dx), dims=(2, 3))  # small shifts: samples are not perfectly centred
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    xt = torch.stack([test[i]["image"] for i in range(len(test))])
+    yt = torch.tensor([test[i]["label"] for i in range(len(test))])
+    acc = float((model.predict(xt) == yt).float().mean())
+    return model.eval(), {"heldout_accuracy": acc, "n_heldout": len(xt), "steps": steps, "n_train": len(x)}

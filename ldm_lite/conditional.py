@@ -188,3 +188,98 @@ def train(condition: str, out_dir: str | os.PathLike, steps: int = 3_000, *, bat
 def recipe_dict(condition: str) -> dict:
     r = _recipe(condition)
     return {k: v for k, v in asdict(r).items() if k != "conditioner"}
+
+
+# ============================================================================================== judging samples
+HELDOUT_SEED = 10_001  # shapes seed of held-out captions / layouts / real images (training uses seed 0)
+
+
+def heldout_shapes(n: int, shapes_per_image: int, seed: int = HELDOUT_SEED) -> dict[str, Any]:
+    """A batch of `n` held-out `shapes` items with exactly `shapes_per_image` shapes (image, caption, attrs, mask)."""
+    from torch.utils.data import default_collate
+
+    from .datasets import shapes
+
+    ds = shapes(32, n=n, seed=seed, max_shapes=shapes_per_image, min_shapes=shapes_per_image)
+    return default_collate([ds[i] for i in range(n)])
+
+
+@torch.no_grad()
+def sample_many(ldm: LatentDiffusion, batch: dict[str, Any], batch_size: int = 64, seed: int = 0,
+                **sample_options: Any) -> torch.Tensor:
+    """ldm.sample over a large condition batch in chunks of `batch_size` (chunk i seeded with seed + i)."""
+    n = len(next(v for v in batch.values() if hasattr(v, "__len__")))
+    out = []
+    for i in range(0, n, batch_size):
+        part = {k: v[i:i + batch_size] for k, v in batch.items()}
+        out.append(ldm.sample(batch=part, generator=torch.Generator().manual_seed(seed + i), **sample_options).cpu())
+    return torch.cat(out)
+
+
+def _fid(real: torch.Tensor, fake: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    from .metrics import fid
+
+    with torch.no_grad():
+        return float(fid(torch.cat([features(b) for b in real.split(256)]),
+                         torch.cat([features(b) for b in fake.split(256)])))
+
+
+def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Module | None = None, n: int = 100,
+                  guidance_scales: tuple[float, ...] = (1.0, 3.0), n_real: int = 1000, seed: int = 0,
+                  **sample_options: Any) -> dict:
+    """Text-to-image on held-out captions at each guidance scale.
+
+    Single-shape captions: the share of samples whose kind and colour (and size) the frozen `ShapesClassifier`
+    reads as asked, and FID on its features against `n_real` held-out real single-shape images. Two-shape
+    captions (with a segmenter, `ldm_lite.grounding`): the share where every stated shape and the relation are
+    found. Each scorer is first run on held-out real images (`scorer_on_real`): its agreement with the truth."""
+    from . import grounding
+
+    one, real = heldout_shapes(n, 1), heldout_shapes(n_real, 1, seed=HELDOUT_SEED + 1)
+    judged = classifier.judge(one["image"])
+    truth = one["attrs"][:, 0]
+    out: dict[str, Any] = {"n": n, "n_real": n_real, "sample_options": sample_options, "scorer_on_real": {
+        "classifier_kind_and_color": float(((judged["kind"] == truth[:, 0]) & (judged["color"] == truth[:, 1]))
+                                           .float().mean())}}
+    two = heldout_shapes(n, 2) if segmenter is not None else None
+    if two is not None:
+        found = grounding.find_objects(two["image"], segmenter.predict(two["image"]))
+        out["scorer_on_real"]["segmenter_two_shapes"] = grounding.caption_agreement(two["attrs"], found)[
+            "all_and_relation"]
+    for s in guidance_scales:
+        row: dict[str, Any] = {}
+        x = sample_many(ldm, {"caption": one["caption"]}, guidance_scale=s, seed=seed, **sample_options)
+        j = classifier.judge(x)
+        kind, color, size = (j["kind"] == truth[:, 0]), (j["color"] == truth[:, 1]), (j["size"] == truth[:, 2])
+        row.update(single_kind_and_color=float((kind & color).float().mean()),
+                   single_kind_color_size=float((kind & color & size).float().mean()),
+                   single_kind=float(kind.float().mean()), single_color=float(color.float().mean()),
+                   recognisable=float(j["recognisable"].float().mean()),
+                   fid_classifier_features=_fid(real["image"], x, classifier.features))
+        if two is not None:
+            x2 = sample_many(ldm, {"caption": two["caption"]}, guidance_scale=s, seed=seed, **sample_options)
+            agree = grounding.caption_agreement(two["attrs"], grounding.find_objects(x2, segmenter.predict(x2)))
+            row.update(two_all_attributes=agree["all_attributes"], two_all_and_relation=agree["all_and_relation"])
+        out[f"guidance_{s:g}"] = row
+        log.info("guidance %g: %s", s, row)
+    return out
+
+
+def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int = 10,
+                   guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, **sample_options: Any) -> dict:
+    """Class-conditional MNIST: the share of samples the MNIST classifier reads as the requested digit, and FID on
+    its features against the held-out test digits, at each guidance scale."""
+    from .datasets import mnist
+
+    test = mnist(32, channels=3, split="test", source="offline")
+    real = torch.stack([test[i]["image"] for i in range(len(test))])
+    truth = torch.tensor([test[i]["label"] for i in range(len(test))])
+    out: dict[str, Any] = {"n": 10 * n_per_class, "n_real": len(real), "sample_options": sample_options,
+                           "scorer_on_real": float((classifier.predict(real) == truth).float().mean())}
+    labels = torch.arange(10).repeat_interleave(n_per_class)
+    for s in guidance_scales:
+        x = sample_many(ldm, {"label": labels}, guidance_scale=s, seed=seed, **sample_options)
+        out[f"guidance_{s:g}"] = {"accuracy": float((classifier.predict(x) == labels).float().mean()),
+                                  "fid_mnist_classifier_features": _fid(real, x, classifier.features)}
+        log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
+    return out

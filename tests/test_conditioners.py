@@ -239,3 +239,21 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     conditional.train("text", out, steps=3, n_train=8, batch_size=4, model_channels=32, context_dim=32,
                       progress=False)  # resumes from step 2
     assert json.loads((out / "train.json").read_text())["steps_done"] == 3
+
+
+def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():
+    from ldm_lite import conditional
+    from ldm_lite.classifier import MNISTClassifier, ShapesClassifier
+    from ldm_lite.paths import pretrained
+
+    ldm = conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+    clf = ShapesClassifier.from_pretrained(pretrained("shapes-classifier-32"))
+    out = conditional.evaluate_text(ldm, clf, n=6, n_real=12, guidance_scales=(1.0, 3.0), steps=2)
+    assert out["scorer_on_real"]["classifier_kind_and_color"] >= 0.95  # the judge reads real captions right
+    for s in ("guidance_1", "guidance_3"):
+        row = out[s]
+        assert 0 <= row["single_kind_and_color"] <= row["single_kind"] <= 1
+        assert row["fid_classifier_features"] > 0  # an untrained model is far from real images
+    labels_model = conditional.build("class", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+    res = conditional.evaluate_class(labels_model, MNISTClassifier(), n_per_class=1, guidance_scales=(2.0,), steps=2)
+    assert res["n"] == 10 and 0 <= res["guidance_2"]["accuracy"] <= 1 and res["n_real"] == 500
