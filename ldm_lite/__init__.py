@@ -43,6 +43,7 @@ _SUBMODULES = (
     "compression",
     "checking",
     "exercises",
+    "tradeoff",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -124,3 +124,82 @@ class LiveCurve:
         self.ax.set_ylabel(self.ylabel)
         if self.handle is not None:
             self.handle.update(self.fig)
+
+
+# ----------------------------------------------------------------------------------------------- trade-off (§4.1)
+def _by_f(rows: Sequence[dict], kind: str) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == kind:
+            out.setdefault(int(r["f"]), []).append(r)
+    return out
+
+
+def tradeoff_training(rows: Sequence[dict], title: str | None = None) -> Figure:
+    """Paper Fig. 6: quality of LDM-f during training against steps and against training time (one line per f);
+    FID on classifier features with its bootstrap interval (top), share of recognisable shapes (bottom)."""
+    runs = _by_f(rows, "training")
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.2), squeeze=False)
+    clock = next((r.get("clock", "") for r in rows), "")
+    for f, rs in sorted(runs.items()):
+        rs = sorted(rs, key=lambda r: r["step"])
+        for col, key in enumerate(("step", "train_seconds")):
+            x = [r[key] for r in rs]
+            fid = np.array([r["fid"] for r in rs])
+            err = np.array([[r["fid"] - r["fid_lo"] for r in rs], [r["fid_hi"] - r["fid"] for r in rs]]).clip(0)
+            axes[0, col].errorbar(x, fid, yerr=err, marker="o", capsize=2, label=f"LDM-{f}")
+            axes[1, col].plot(x, [100 * r["recognisable"] for r in rs], marker="o", label=f"LDM-{f}")
+    for col, xlabel in enumerate(("training steps", f"training time [s, {clock}]" if clock else "training time [s]")):
+        axes[0, col].set_yscale("log")
+        axes[0, col].set_ylabel("FID (classifier features)")
+        axes[1, col].set_ylabel("recognisable shapes [%]")
+        axes[1, col].set_ylim(0, 100)
+        for row in range(2):
+            axes[row, col].set_xlabel(xlabel)
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "Quality during training at equal budget (LDM paper Fig. 6)")
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_sampling(rows: Sequence[dict], title: str | None = None) -> Figure:
+    """Paper Fig. 7: quality against sampling throughput; one line per f, one marker per number of DDIM steps."""
+    runs = _by_f(rows, "sampling")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    for f, rs in sorted(runs.items()):
+        rs = sorted(rs, key=lambda r: r["sampler_steps"])
+        x = [r["samples_per_second"] for r in rs]
+        for ax, y in zip(axes[0], ([r["fid"] for r in rs], [100 * r["recognisable"] for r in rs])):
+            ax.plot(x, y, marker="o", label=f"LDM-{f}")
+            for xi, yi, r in zip(x, y, rs):
+                ax.annotate(str(r["sampler_steps"]), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    clock = next((r.get("clock", "") for r in rows), "")
+    for ax, ylabel in zip(axes[0], ("FID (classifier features)", "recognisable shapes [%]")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"samples / s ({clock})" if clock else "samples / s")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "Quality vs sampling throughput, DDIM steps at the markers (LDM paper Fig. 7)")
+    fig.tight_layout()
+    return fig
+
+
+def samples_by_f(samples: dict[int, torch.Tensor], ncols: int = 8, title: str | None = None) -> Figure:
+    """One row of samples (N, 3, H, W) per f."""
+    fs = sorted(samples)
+    fig, axes = plt.subplots(len(fs), ncols, figsize=(1.1 * ncols, 1.2 * len(fs) + 0.4), squeeze=False)
+    for row, f in enumerate(fs):
+        for col in range(ncols):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(samples[f]):
+                ax.imshow(to_display(samples[f][col]), interpolation="nearest")
+        axes[row, 0].set_ylabel(f"LDM-{f}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,416 @@
+"""The compression trade-off (LDM paper §4.1, Fig. 6-7, Table 6): LDM-{1, 2, 4, 8, 16} side by side.
+
+For each downsampling factor f one `LatentDiffusion` is trained on the same data with the same budget:
+
+    x (B, 3, H, W) --E_f--> z (B, c_f, H/f, W/f) --UNet_f (same parameter count, depth follows H/f)--> ε̂
+
+f = 1 is pixel space (`IdentityAutoencoder`, LDM-1). The claim under test: small f trains and samples slowly,
+large f loses detail in the first stage, f = 4..8 is the sweet spot at equal compute.
+
+Budget. `budget="time"` (default) gives every model the same training compute: the seconds per step of each
+LDM-f are measured first (a few steps, `calibration.json`), and LDM-f trains for budget_seconds / (s per step)
+steps. On a CPU the clock is this process's CPU time (`time.process_time`), which other programs sharing the
+machine do not inflate; on a GPU it is wall-clock time (synchronised). `budget="steps"` trains every model for
+the same number of steps instead.
+
+Quality is measured at `eval_points` evenly spaced points of each run: `n_eval` DDIM samples, the shapes score
+(share of recognisable shapes) and FID on `ShapesClassifier` features against held-out real images
+(`ldm_lite.evaluation`). At the end, each model samples `n_eval` images with DDIM at every step count of
+`sampling_steps`: quality against sampling throughput (Fig. 7).
+
+Resumable: every result is its own JSON file under `<out>/f<f>/`, written atomically; training continues from
+`<out>/f<f>/ldm/checkpoint` (`train_ldm(resume=True)`, exact). Running the sweep again skips what is done.
+
+    cfg = TradeoffConfig(budget_seconds=300)
+    rows = run_tradeoff(cfg, out="outputs/tradeoff")        # list of dicts, also results.csv / results.json
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .checkpoint import read_json, write_json
+from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+from .unet import UNet, UNetConfig
+
+log = logging.getLogger(__name__)
+
+# The first stages of the sweep at 32x32: the paper's latent channels per f (Table 8: kl-f4 c=3, kl-f8 c=4,
+# kl-f16 c=16). f=2 keeps the shipped c=3 (compression 4x).
+SHIPPED_AUTOENCODERS: dict[int, str] = {2: "ae-kl-f2-shapes32", 4: "ae-kl-f4-shapes32",
+                                        8: "ae-kl-f8-c4-shapes32", 16: "ae-kl-f16-c16-shapes32"}
+PAPER_LATENT_CHANNELS: dict[int, int] = {1: 3, 2: 3, 4: 3, 8: 4, 16: 16, 32: 64}
+
+CSV_COLUMNS = ("kind", "f", "latent", "unet_params", "step", "total_steps", "train_seconds", "train_wall_seconds",
+               "sampler_steps", "n", "fid", "fid_lo", "fid_hi", "recognisable", "sample_seconds",
+               "samples_per_second", "train_samples_per_second", "flops_per_train_step", "budget", "clock")
+
+
+@dataclass
+class TradeoffConfig:
+    fs: tuple[int, ...] = (1, 2, 4, 8, 16)  # downsampling factors to compare (1 = pixel space)
+    resolution: int = 32  # image side (64 is the GPU default of `for_device`)
+    n_train: int = 20_000  # shapes images to train on (seed 0); real images for FID use seed 1
+    autoencoders: dict = field(default_factory=lambda: dict(SHIPPED_AUTOENCODERS))  # f -> data/pretrained name/path
+    target_params: int = 1_300_000  # UNet parameters of every model (matched within `param_tolerance`)
+    param_tolerance: float = 0.10  # allowed relative deviation from target_params
+    width_multiple: int = 4  # model_channels moves in steps of this (fine enough to hit ±10%)
+    budget: str = "time"  # "time": equal training compute per model; "steps": equal steps
+    budget_seconds: float = 120.0  # budget="time": training seconds per model (CPU time on a CPU)
+    steps: int = 1_000  # budget="steps": training steps per model
+    calibration_steps: int = 4  # steps timed (after one warm-up step) to measure seconds per step
+    eval_points: int = 3  # quality is measured after 1/k, 2/k, ..., k/k of the budget
+    batch_size: int = 32  # training batch
+    lr: float = 5e-4  # AdamW learning rate after warm-up
+    warmup: int = 50  # linear warm-up steps
+    ema: float = 0.995  # EMA decay (the evaluated weights); LitEma's warm-up makes it usable after few steps
+    n_eval: int = 256  # samples per quality measurement
+    eval_sampler_steps: int = 20  # DDIM steps of the quality measurements during training
+    n_real: int = 1_000  # held-out real images for FID
+    sampling_steps: tuple[int, ...] = (10, 20, 50, 100)  # DDIM steps of the throughput/quality sweep (Fig. 7)
+    n_sampling: int = 128  # samples per point of that sweep (FID grows as n shrinks: compare at equal n only)
+    sample_batch: int = 128  # images per sampling batch
+    n_keep: int = 16  # samples kept per evaluation (samples.safetensors) for the figures and the notebook
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.fs = tuple(int(f) for f in self.fs)
+        self.sampling_steps = tuple(int(s) for s in self.sampling_steps)
+        self.autoencoders = {int(k): v for k, v in self.autoencoders.items()}
+        if self.budget not in ("time", "steps"):
+            raise ValueError(f"budget must be 'time' or 'steps', got {self.budget!r}")
+        bad = [f for f in self.fs if f < 1 or f & (f - 1) or self.resolution % f]
+        if bad:
+            raise ValueError(f"f={bad} must be powers of two dividing resolution={self.resolution}; use 1, 2, 4, 8, 16")
+
+    @classmethod
+    def smoke(cls, **overrides) -> TradeoffConfig:
+        """Tiny sizes for tests and the notebook's smoke mode (seconds)."""
+        return cls(**{"fs": (1, 4), "n_train": 256, "target_params": 150_000, "width_multiple": 4, "budget": "steps",
+                      "steps": 4, "calibration_steps": 1, "eval_points": 2, "batch_size": 4, "warmup": 2,
+                      "n_eval": 8, "eval_sampler_steps": 2, "n_real": 16, "sampling_steps": (2, 4), "n_sampling": 8,
+                      "sample_batch": 8,
+                      "n_keep": 4, **overrides})
+
+    @classmethod
+    def for_device(cls, device: torch.device, **overrides) -> TradeoffConfig:
+        """64x64 on a GPU (f = 8 and 16 then keep 8x8 and 4x4 latents), 32x32 on a CPU."""
+        if device.type == "cuda":
+            return cls(**{"resolution": 64, "n_train": 50_000, "target_params": 8_000_000, "batch_size": 64,
+                          "budget_seconds": 90.0, "n_eval": 1_000, "n_real": 5_000,
+                          "autoencoders": {}, **overrides})
+        return cls(**overrides)
+
+
+# ============================================================================================== matched UNets
+def unet_for_latent(latent_channels: int, latent_size: int, model_channels: int, norm_groups: int = 4) -> UNetConfig:
+    """The sweep's UNet for a (latent_channels, latent_size, latent_size) latent.
+
+    Depth follows the latent: one level per halving down to 4x4 (32 -> 4 levels, 16 -> 3, 8 -> 2, 4 and 2 -> 1),
+    widths model_channels x (1, 2, 2, ...), attention at every level of 8x8 or less and in the middle block (as
+    LDM's configs attend at the small resolutions). One head per model_channels channels.
+    """
+    levels = max(1, int(math.log2(latent_size)) - 1)
+    mult = (1,) + (2,) * (levels - 1)
+    attention = tuple(2**i for i in range(levels) if latent_size // 2**i <= 8)
+    return UNetConfig(in_channels=latent_channels, out_channels=latent_channels, model_channels=model_channels,
+                      channel_mult=mult, num_res_blocks=2, attention_resolutions=attention, head_dim=model_channels,
+                      norm_groups=norm_groups)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def match_width(build: Callable[[int], UNetConfig], target: int, multiple: int = 4,
+                tolerance: float = 0.10) -> UNetConfig:
+    """The config `build(model_channels)` whose UNet parameter count is closest to `target`, with model_channels a
+    multiple of `multiple`. Raises ValueError when the closest is off by more than `tolerance` (relative)."""
+    best, best_err, width = None, math.inf, multiple
+    while True:
+        cfg = build(width)
+        n = count_parameters(UNet(cfg))
+        err = abs(n - target) / target
+        if err < best_err:
+            best, best_err = cfg, err
+        if n >= target or width > 4096:
+            break
+        width += multiple
+    if best_err > tolerance:
+        raise ValueError(f"no model_channels (multiple of {multiple}) gives {target:,} parameters within "
+                         f"{tolerance:.0%} (closest is off by {best_err:.0%}); use a smaller width multiple or another "
+                         "target_params")
+    return best
+
+
+# ============================================================================================== pieces of a run
+def _clock(device: torch.device) -> Callable[[], float]:
+    """Seconds: process CPU time on a CPU (not inflated by other programs), synchronised wall-clock on a GPU."""
+    if device.type == "cuda":
+        def wall() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        return wall
+    return time.process_time
+
+
+def load_first_stage(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] | None = None) -> nn.Module:
+    """The autoencoder of LDM-f: identity for f = 1, else the one passed in, else the shipped one."""
+    from .autoencoder import Autoencoder, IdentityAutoencoder
+
+    if autoencoders and f in autoencoders:
+        return autoencoders[f].eval()
+    if f == 1:
+        return IdentityAutoencoder()
+    name = cfg.autoencoders.get(f)
+    path = Path(name) if name and Path(name).is_dir() else PRETRAINED_DIR / str(name)
+    if name is None or not path.is_dir():
+        c = PAPER_LATENT_CHANNELS.get(f, 3)
+        raise FileNotFoundError(
+            f"no autoencoder for f={f} at {cfg.resolution}x{cfg.resolution} (looked for {path}); train one with "
+            f"ll.train.train_autoencoder(Autoencoder(AutoencoderConfig.kl(f={f}, latent_channels={c})), ...), "
+            f"save it and pass TradeoffConfig(autoencoders={{{f}: 'its/folder'}}) or run_tradeoff(autoencoders=...)")
+    return Autoencoder.from_pretrained(path)
+
+
+def build_model(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] | None = None):
+    """LDM-f: its first stage and a UNet with `cfg.target_params` parameters (±tolerance)."""
+    from .ldm import LatentDiffusion
+
+    ae = load_first_stage(f, cfg, autoencoders)
+    c, h, _ = ae.latent_shape(cfg.resolution, cfg.resolution)
+    unet_cfg = match_width(lambda mc: unet_for_latent(c, h, mc), cfg.target_params, cfg.width_multiple,
+                           cfg.param_tolerance)
+    return LatentDiffusion(ae, UNet(unet_cfg), schedule="scaled_linear", image_size=cfg.resolution)
+
+
+def train_flops(ldm, batch_size: int = 1) -> int:
+    """FLOPs of one training step's UNet forward + backward for `batch_size` images (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = copy.deepcopy(ldm.unet).cpu().train()
+    z = torch.randn(batch_size, *ldm.latent_shape)
+    t = torch.zeros(batch_size, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        unet(z, t).pow(2).mean().backward()
+    return int(counter.get_total_flops())
+
+
+def _train_kwargs(cfg: TradeoffConfig, device: torch.device) -> dict:
+    return dict(batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, ema=cfg.ema, device=device, seed=cfg.seed,
+                precision="fp32")
+
+
+def calibrate(ldm, data, cfg: TradeoffConfig, device: torch.device) -> dict:
+    """Seconds per training step of this model (after one warm-up step), on a throw-away copy."""
+    from .train import train_ldm
+
+    clock = _clock(device)
+    trial = copy.deepcopy(ldm)
+    train_ldm(trial, data, steps=1, progress=False, **_train_kwargs(cfg, device))
+    c0, w0 = clock(), time.perf_counter()
+    train_ldm(trial, data, steps=cfg.calibration_steps, progress=False, **_train_kwargs(cfg, device))
+    per_step = (clock() - c0) / cfg.calibration_steps
+    return {"seconds_per_step": per_step, "wall_seconds_per_step": (time.perf_counter() - w0) / cfg.calibration_steps,
+            "train_samples_per_second": cfg.batch_size / per_step, "calibration_steps": cfg.calibration_steps}
+
+
+def plan_steps(cfg: TradeoffConfig, seconds_per_step: float | None) -> list[int]:
+    """The training steps after which quality is measured; the last is the model's whole budget."""
+    total = cfg.steps if cfg.budget == "steps" else max(cfg.eval_points, round(cfg.budget_seconds / seconds_per_step))
+    return sorted({max(1, round(total * k / cfg.eval_points)) for k in range(1, cfg.eval_points + 1)})
+
+
+@torch.no_grad()
+def sample_and_score(ldm, n: int, steps: int, real_features: Tensor, classifier, cfg: TradeoffConfig,
+                     clock: Callable[[], float]) -> tuple[dict, Tensor]:
+    """n DDIM samples from fixed noise seeds; shapes score, FID (with a bootstrap interval) and sampling times."""
+    from .classifier import shapes_score
+    from .evaluation import classifier_features, fid_bootstrap
+
+    images, c0, w0 = [], clock(), time.perf_counter()
+    for i in range(0, n, cfg.sample_batch):
+        g = torch.Generator().manual_seed(cfg.seed + 1_000 + i)
+        images.append(ldm.sample(min(cfg.sample_batch, n - i), sampler="ddim", steps=steps, generator=g).cpu())
+    seconds, wall = clock() - c0, time.perf_counter() - w0
+    images = torch.cat(images)
+    score = shapes_score(images, classifier)
+    fid = fid_bootstrap(real_features, classifier_features(images, classifier), n_boot=20, seed=cfg.seed)
+    row = {"sampler_steps": steps, "n": n, "fid": fid["fid"], "fid_lo": fid["fid_lo"], "fid_hi": fid["fid_hi"],
+           "recognisable": score["recognisable"], "sample_seconds": seconds, "sample_wall_seconds": wall,
+           "samples_per_second": n / max(seconds, 1e-9)}
+    return row, images[: cfg.n_keep]
+
+
+def _save_samples(path: Path, images: Tensor) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"images": images.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_samples(path: str | os.PathLike) -> Tensor:
+    """Samples kept by the sweep: (n_keep, 3, H, W) in [-1, 1]."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["images"]
+
+
+# ============================================================================================== the sweep
+def run_one(f: int, cfg: TradeoffConfig, out: Path, data, real_features: Tensor, classifier, device: torch.device,
+            autoencoders: dict[int, nn.Module] | None = None, progress: bool = True) -> list[dict]:
+    """Train and measure LDM-f; every result is written to `<out>/f<f>/` and skipped when it already exists."""
+    from .train import train_ldm
+
+    run_dir = out / f"f{f}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    ldm = build_model(f, cfg, autoencoders).to(device)
+    clock = _clock(device)
+    c, h, w = ldm.latent_shape
+    info_path = run_dir / "model.json"
+    info = read_json(info_path) if info_path.exists() else None
+    if info is None:
+        cal = calibrate(ldm, data, cfg, device)
+        info = {"f": f, "latent": f"{c}x{h}x{w}", "unet_params": count_parameters(ldm.unet),
+                "unet": asdict(ldm.unet.config), "flops_per_train_step": train_flops(ldm) * cfg.batch_size,
+                "batch_size": cfg.batch_size, "budget": cfg.budget, "clock": _clock_name(device), **cal}
+        info["plan"] = plan_steps(cfg, cal["seconds_per_step"])
+        write_json(info_path, info)
+    base = {k: info[k] for k in ("f", "latent", "unet_params", "flops_per_train_step", "train_samples_per_second",
+                                 "budget", "clock")}
+    base["total_steps"] = info["plan"][-1]
+    rows: list[dict] = []
+    spent, spent_wall = 0.0, 0.0
+    for step in tqdm(info["plan"], desc=f"LDM-{f} checkpoints", disable=not progress, leave=False):
+        path = run_dir / f"eval_step{step:06d}.json"
+        if path.exists():
+            row = read_json(path)
+            spent, spent_wall = row["train_seconds"], row["train_wall_seconds"]
+            rows.append(row)
+            continue
+        c0, w0 = clock(), time.perf_counter()
+        train_ldm(ldm, data, steps=step, out_dir=run_dir / "ldm", checkpoint_every=max(50, step // 4), resume=True,
+                  progress=progress, **_train_kwargs(cfg, device))
+        spent, spent_wall = spent + clock() - c0, spent_wall + time.perf_counter() - w0
+        scores, keep = sample_and_score(ldm, cfg.n_eval, cfg.eval_sampler_steps, real_features, classifier, cfg, clock)
+        row = {"kind": "training", **base, "step": step, "train_seconds": spent, "train_wall_seconds": spent_wall,
+               **scores}
+        _save_samples(run_dir / f"samples_step{step:06d}.safetensors", keep)
+        write_json(path, row)
+        rows.append(row)
+    # ldm now holds the final EMA weights (the last train_ldm call ends with them, also when it resumed 0 steps)
+    if any(not (run_dir / f"sampling_ddim{s:03d}.json").exists() for s in cfg.sampling_steps):
+        train_ldm(ldm, data, steps=info["plan"][-1], out_dir=run_dir / "ldm", resume=True, progress=False,
+                  **_train_kwargs(cfg, device))  # no steps left: loads the final weights when this process resumed
+    for s in tqdm(cfg.sampling_steps, desc=f"LDM-{f} DDIM steps", disable=not progress, leave=False):
+        path = run_dir / f"sampling_ddim{s:03d}.json"
+        if path.exists():
+            rows.append(read_json(path))
+            continue
+        scores, keep = sample_and_score(ldm, cfg.n_sampling, s, real_features, classifier, cfg, clock)
+        row = {"kind": "sampling", **base, "step": info["plan"][-1], "train_seconds": spent,
+               "train_wall_seconds": spent_wall, **scores}
+        _save_samples(run_dir / f"samples_ddim{s:03d}.safetensors", keep)
+        write_json(path, row)
+        rows.append(row)
+    return rows
+
+
+def _clock_name(device: torch.device) -> str:
+    return "wall (GPU, synchronised)" if device.type == "cuda" else f"process CPU time ({torch.get_num_threads()} threads)"
+
+
+def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | None = None,
+                 device: str | torch.device = "auto", autoencoders: dict[int, nn.Module] | None = None,
+                 classifier=None, progress: bool = True) -> list[dict]:
+    """Run (or continue) the sweep; returns every result row and writes `<out>/results.csv`, `results.json`.
+
+    autoencoders: first stages by f, used instead of the shipped ones (tests, notebooks). classifier: the judge
+    (default: the shipped `ShapesClassifier`)."""
+    from . import datasets
+    from .evaluation import classifier_features
+    from .runtime import pick_device
+
+    dev = pick_device(device)
+    cfg = cfg or TradeoffConfig.for_device(dev)
+    out = Path(out) if out is not None else OUTPUTS_DIR / "tradeoff"
+    out.mkdir(parents=True, exist_ok=True)
+    saved, mine = out / "config.json", _json({k: v for k, v in asdict(cfg).items() if k != "fs"})
+    if saved.exists() and read_json(saved) != mine:  # fs may differ: processes can share a sweep, f by f
+        raise ValueError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
+    write_json(saved, mine)
+    if classifier is None:
+        from .classifier import ShapesClassifier
+
+        classifier = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
+    data = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=1)
+    real_ds = datasets.shapes(cfg.resolution, n=cfg.n_real, seed=cfg.seed + 1, max_shapes=1)
+    real = torch.stack([real_ds[i]["image"] for i in range(cfg.n_real)])
+    real_features = classifier_features(real, classifier)
+    for f in tqdm(cfg.fs, desc="trade-off sweep (f)", disable=not progress):
+        run_one(f, cfg, out, data, real_features, classifier, dev, autoencoders, progress)
+    rows = collect(out)  # also the f's that another process of the same sweep has finished
+    write_results(rows, out)
+    return rows
+
+
+def _json(data: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(data))
+
+
+def collect(out: str | os.PathLike) -> list[dict]:
+    """Every result row written under `out` so far (also from a sweep that is still running or was stopped)."""
+    out = Path(out)
+    rows = [read_json(p) for p in sorted(out.glob("f*/eval_step*.json"))]
+    rows += [read_json(p) for p in sorted(out.glob("f*/sampling_ddim*.json"))]
+    return sorted(rows, key=lambda r: (r["f"], r["kind"] != "training", r["step"], r["sampler_steps"]))
+
+
+def write_results(rows: Sequence[dict], out: str | os.PathLike) -> None:
+    """`results.json` (all fields) and `results.csv` (CSV_COLUMNS) under `out`, both written atomically."""
+    out = Path(out)
+    write_json(out / "results.json", list(rows))
+    tmp = out / "results.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, out / "results.csv")
+
+
+def table6(rows: Sequence[dict], final_steps: int | None = None) -> list[dict]:
+    """A Table-6-like summary per f: training and sampling throughput, quality at the end of the equal budget."""
+    table = []
+    for f in sorted({r["f"] for r in rows}):
+        mine = [r for r in rows if r["f"] == f]
+        train = [r for r in mine if r["kind"] == "training"]
+        end = max(train, key=lambda r: r["step"]) if train else None
+        samp = {r["sampler_steps"]: r for r in mine if r["kind"] == "sampling"}
+        any_row = mine[0]
+        row = {"f": f, "latent": any_row["latent"], "unet_params": any_row["unet_params"],
+               "train_samples_per_s": any_row["train_samples_per_second"],
+               "GFLOPs_per_train_step": any_row["flops_per_train_step"] / 1e9,
+               "steps_in_budget": any_row["total_steps"]}
+        for s, r in sorted(samp.items()):
+            row[f"samples_per_s_ddim{s}"] = r["samples_per_second"]
+        if end is not None:
+            row.update(fid=end["fid"], fid_lo=end["fid_lo"], fid_hi=end["fid_hi"], recognisable=end["recognisable"])
+        table.append(row)
+    return table

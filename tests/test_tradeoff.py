@@ -1,0 +1,107 @@
+"""The compression trade-off sweep (ldm_lite.tradeoff): matched UNets, the budget plan, resumable results."""
+
+import csv
+
+import pytest
+import torch
+
+import ldm_lite.train
+from ldm_lite import plotting, tradeoff
+from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
+from ldm_lite.checkpoint import read_json
+from ldm_lite.unet import UNet
+
+
+@pytest.mark.parametrize("latent_size,channels,levels", [(32, 3, 4), (16, 3, 3), (8, 3, 2), (4, 4, 1), (2, 16, 1)])
+def test_matched_unet_hits_target_and_depth_follows_latent(latent_size, channels, levels):
+    target = tradeoff.TradeoffConfig().target_params  # the sweep's default
+    cfg = tradeoff.match_width(lambda mc: tradeoff.unet_for_latent(channels, latent_size, mc), target)
+    n = tradeoff.count_parameters(UNet(cfg))
+    assert abs(n - target) / target <= 0.10
+    assert len(cfg.channel_mult) == levels
+    assert cfg.in_channels == cfg.out_channels == channels
+    lowest = latent_size // 2 ** (levels - 1)
+    assert lowest == min(latent_size, 4)
+    # attention only where the feature map is 8x8 or smaller
+    assert all(latent_size // r <= 8 for r in cfg.attention_resolutions)
+    # the next width up would be farther from the target (closest match, not just any within tolerance)
+    wider = tradeoff.count_parameters(UNet(tradeoff.unet_for_latent(channels, latent_size, cfg.model_channels + 4)))
+    assert abs(wider - target) >= abs(n - target)
+
+
+def test_match_width_says_what_to_change_when_the_target_is_unreachable():
+    with pytest.raises(ValueError, match="target_params"):
+        tradeoff.match_width(lambda mc: tradeoff.unet_for_latent(3, 32, mc), 1_000)
+
+
+def test_plan_gives_equal_time_or_equal_steps():
+    cfg = tradeoff.TradeoffConfig(budget="time", budget_seconds=100.0, eval_points=4)
+    assert tradeoff.plan_steps(cfg, 0.5) == [50, 100, 150, 200]  # 100 s / 0.5 s per step
+    assert tradeoff.plan_steps(cfg, 2.0) == [12, 25, 38, 50]
+    cfg = tradeoff.TradeoffConfig(budget="steps", steps=90, eval_points=3)
+    assert tradeoff.plan_steps(cfg, 0.5) == tradeoff.plan_steps(cfg, 7.0) == [30, 60, 90]
+    with pytest.raises(ValueError, match="powers of two"):
+        tradeoff.TradeoffConfig(fs=(3,))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tradeoff")
+    torch.manual_seed(0)
+    tiny_f4 = Autoencoder(AutoencoderConfig.kl(f=4, base_channels=8, norm_groups=4))
+    cfg = tradeoff.TradeoffConfig.smoke(fs=(1, 4), steps=4, eval_points=2, sampling_steps=(1, 2), n_eval=6,
+                                        n_sampling=6, sample_batch=6, n_real=12)
+    kwargs = dict(device="cpu", autoencoders={4: tiny_f4}, progress=False)
+    rows = tradeoff.run_tradeoff(cfg, out, **kwargs)
+    return cfg, out, rows, kwargs
+
+
+def test_sweep_writes_every_result_with_the_csv_columns(sweep):
+    cfg, out, rows, _ = sweep
+    assert len(rows) == 2 * (2 + 2)  # per f: 2 training checkpoints + 2 DDIM step counts
+    with open(out / "results.csv") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == tradeoff.CSV_COLUMNS
+        table = list(reader)
+    assert {(r["f"], r["kind"], r["step"], r["sampler_steps"]) for r in table} == {
+        (f, "training", s, str(cfg.eval_sampler_steps)) for f in ("1", "4") for s in ("2", "4")} | {
+        (f, "sampling", "4", s) for f in ("1", "4") for s in ("1", "2")}
+    params = {int(r["f"]): int(r["unet_params"]) for r in table}
+    assert all(abs(n - cfg.target_params) / cfg.target_params <= 0.10 for n in params.values())
+    latents = {int(r["f"]): r["latent"] for r in table}
+    assert latents == {1: "3x32x32", 4: "3x8x8"}
+    assert read_json(out / "f4" / "ldm" / "checkpoint" / "state.json")["step"] == 4
+    assert tradeoff.load_samples(out / "f1" / "samples_step000004.safetensors").shape == (cfg.n_keep, 3, 32, 32)
+    t6 = tradeoff.table6(rows)
+    assert [r["f"] for r in t6] == [1, 4] and {"samples_per_s_ddim1", "fid", "recognisable"} <= set(t6[0])
+
+
+def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically(sweep, monkeypatch):
+    cfg, out, rows, kwargs = sweep
+    calls = []
+    real_train = ldm_lite.train.train_ldm
+    monkeypatch.setattr(ldm_lite.train, "train_ldm", lambda *a, **k: calls.append(k["steps"]) or real_train(*a, **k))
+    again = tradeoff.run_tradeoff(cfg, out, **kwargs)
+    assert calls == [] and again == rows  # nothing retrained, nothing resampled
+
+    lost = out / "f4" / "eval_step000004.json"
+    before = read_json(lost)
+    lost.unlink()
+    tradeoff.run_tradeoff(cfg, out, **kwargs)
+    after = read_json(lost)
+    assert calls == [4]  # resumed at the checkpoint of step 4: no step trained twice
+    assert after["fid"] == pytest.approx(before["fid"]) and after["recognisable"] == before["recognisable"]
+
+    with pytest.raises(ValueError, match="another config"):
+        tradeoff.run_tradeoff(tradeoff.TradeoffConfig.smoke(fs=(1, 4), steps=8), out, **kwargs)
+
+
+def test_tradeoff_figures_have_one_line_per_f(sweep):
+    _, out, rows, _ = sweep
+    fig6 = plotting.tradeoff_training(rows)
+    assert fig6.axes[0].get_legend_handles_labels()[1] == ["LDM-1", "LDM-4"]
+    assert len(fig6.axes[2].lines) == 2
+    fig7 = plotting.tradeoff_sampling(rows)
+    assert [len(line.get_xdata()) for line in fig7.axes[0].lines] == [2, 2]  # one marker per DDIM step count
+    samples = {f: tradeoff.load_samples(out / f"f{f}" / "samples_step000004.safetensors") for f in (1, 4)}
+    assert len(plotting.samples_by_f(samples, ncols=4).axes) == 8
