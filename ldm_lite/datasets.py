@@ -56,11 +56,17 @@ _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", 
 class ShapesConfig:
     resolution: int = 32  # image side in pixels, 16..256
     min_shapes: int = 1  # fewest shapes per image
-    max_shapes: int = 3  # most shapes per image (1..3); also the number of rows of `attrs`
+    max_shapes: int = 3  # most shapes per base scene (1..3); `attrs` has max_shapes·canvas² rows
     kinds: tuple[str, ...] = KINDS  # which kinds may appear
     colors: tuple[str, ...] = COLOR_NAMES  # which colours may appear
     background: str = "black"  # one of BACKGROUNDS
     seed: int = 0  # item i of a given seed is identical on every call and machine
+    canvas: int = 1  # scene side in base scenes: shapes are 1/canvas as large, up to max_shapes·canvas² of them
+
+    @property
+    def slots(self) -> int:
+        """Rows of `attrs`: the most shapes one item can hold."""
+        return self.max_shapes * self.canvas**2
 
 
 def _sdf(kind: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
@@ -106,8 +112,8 @@ class Shapes(Dataset):
     """Procedural images of 1 to 3 coloured shapes with captions, semantic masks and attribute labels.
 
     Item fields: `image` (3,H,W) in [-1,1]; `caption` ("a large red circle left of a small blue triangle");
-    `label` (kind of the first shape); `attrs` LongTensor (max_shapes, 5) = (kind, color, size, x, y) per shape,
-    rows padded with -1; `mask` LongTensor (H,W) with 0 = background and 1 + kind index per pixel.
+    `label` (kind of the first shape); `attrs` LongTensor (max_shapes·canvas², 5) = (kind, color, size, x, y) per
+    shape, rows padded with -1; `mask` LongTensor (H,W) with 0 = background and 1 + kind index per pixel.
     All random draws are in resolution-free units, so an item looks the same at every resolution.
     """
 
@@ -125,6 +131,9 @@ class Shapes(Dataset):
                 raise ValueError(f"unknown colour {col!r}; known: {COLOR_NAMES}")
         if c.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {c.background!r}; known: {BACKGROUNDS}")
+        if c.canvas < 1 or c.resolution % c.canvas:
+            raise ValueError(f"canvas={c.canvas} must be >= 1 and divide the resolution {c.resolution} "
+                             f"(e.g. resolution=64, canvas=2: a 64x64 scene of shapes at the 32x32 scale)")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         self.config, self.n = c, n
@@ -144,6 +153,8 @@ class Shapes(Dataset):
         pos = [np.array([r[3], r[4]], dtype=np.float32) for r in rows]
         if len(rows) == 1:
             return words[0]
+        if len(rows) > 3:  # canvas scenes: a list
+            return ", ".join(words[:-1]) + f" and {words[-1]}"
         caption = f"{words[0]} {_relation(pos[0], pos[1])} {words[1]}"
         if len(rows) == 3:
             caption += f", which is {_relation(pos[1], pos[2])} {words[2]}"
@@ -151,17 +162,19 @@ class Shapes(Dataset):
 
     def _layout(self, rng: np.random.Generator) -> np.ndarray:
         c = self.config
-        count = int(rng.integers(c.min_shapes, c.max_shapes + 1))
-        rows = np.full((c.max_shapes, len(ATTRIBUTES)), -1, dtype=np.int64)
+        k = c.canvas**2  # canvas = 1: the base scene (the draws below are unchanged by k = 1)
+        count = int(rng.integers(c.min_shapes * k, c.max_shapes * k + 1))
+        rows = np.full((c.slots, len(ATTRIBUTES)), -1, dtype=np.int64)
         placed: list[tuple[float, float, float]] = []
+        gap, margin = 0.03 / c.canvas, 0.02 / c.canvas
         for s in range(count):
             kind = self._kind_ids[int(rng.integers(len(self._kind_ids)))]
             color = self._color_ids[int(rng.integers(len(self._color_ids)))]
             size = int(rng.integers(len(SIZE_NAMES)))
-            r = SIZES[SIZE_NAMES[size]]
+            r = SIZES[SIZE_NAMES[size]] / c.canvas
             for _ in range(50):  # rejection-sample a centre that keeps shapes apart and inside the frame
-                x, y = rng.uniform(r + 0.02, 1 - r - 0.02, size=2)
-                if all((x - px) ** 2 + (y - py) ** 2 > (r + pr + 0.03) ** 2 for px, py, pr in placed):
+                x, y = rng.uniform(r + margin, 1 - r - margin, size=2)
+                if all((x - px) ** 2 + (y - py) ** 2 > (r + pr + gap) ** 2 for px, py, pr in placed):
                     break
             else:
                 if s > 0:  # no room: keep fewer shapes (still deterministic)
@@ -194,7 +207,7 @@ class Shapes(Dataset):
         for kind, color, size, x, y in rows:
             if kind < 0:
                 continue
-            r = SIZES[SIZE_NAMES[size]]
+            r = SIZES[SIZE_NAMES[size]] / self.config.canvas
             d = _sdf(KINDS[kind], self._gx - float(x) / 1000, self._gy - float(y) / 1000, r)
             cover = np.clip(0.5 - d / aa, 0.0, 1.0)[..., None]  # fractional pixel coverage
             img = img * (1 - cover) + _PALETTE[color] * cover
@@ -213,16 +226,20 @@ class Shapes(Dataset):
             "image": image,  # (3, H, W) in [-1, 1]
             "caption": self.describe(rows),
             "label": int(rows[0, 0]),
-            "attrs": torch.from_numpy(rows),  # (max_shapes, 5)
+            "attrs": torch.from_numpy(rows),  # (max_shapes·canvas², 5)
             "mask": torch.from_numpy(mask),  # (H, W)
         }
 
 
 def shapes(resolution: int = 32, n: int = 20_000, seed: int = 0, *, max_shapes: int = 3, min_shapes: int = 1,
-           kinds: Sequence[str] = KINDS, colors: Sequence[str] = COLOR_NAMES, background: str = "black") -> Shapes:
-    """The built-in dataset: `n` procedural images of 1..3 shapes at `resolution` (16..256)."""
+           kinds: Sequence[str] = KINDS, colors: Sequence[str] = COLOR_NAMES, background: str = "black",
+           canvas: int = 1) -> Shapes:
+    """The built-in dataset: `n` procedural images of 1..3 shapes at `resolution` (16..256).
+
+    canvas > 1 draws a larger scene instead of a scaled-up one: e.g. `shapes(64, canvas=2)` holds 4..12 shapes at
+    the size they have in `shapes(32)` (for sampling a model beyond its training size, LDM §4.3.2)."""
     cfg = ShapesConfig(resolution=resolution, min_shapes=min_shapes, max_shapes=max_shapes, kinds=tuple(kinds),
-                       colors=tuple(colors), background=background, seed=seed)
+                       colors=tuple(colors), background=background, seed=seed, canvas=canvas)
     return Shapes(cfg, n)
 
 

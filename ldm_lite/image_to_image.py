@@ -6,6 +6,14 @@ on the shipped kl-f4 autoencoder, their training entry point and the shipped-mod
     ldm = load("sr", degradation="bicubic")            # the shipped model (data/pretrained/ldm-sr4-bicubic-shapes32)
 
 Command line (script form of `train`): `python -m ldm_lite.image_to_image sr --degradation realistic --steps 3000`.
+
+Evaluation (the issue's studies; `benchmarks/bench_image_to_image.py` runs them and writes the tables):
+- `sr_study`: the paper's degradation finding, PSNR / SSIM / LPIPS / FID (ShapesClassifier features) of each SR
+  model on bicubic and on realistic low-res inputs, beside bicubic up-sampling;
+- `inpainting_study`: PSNR outside the mask (decoded output vs the input; the autoencoder's reconstruction as the
+  reference) and how often the filled region is a valid shape or clean background, per mask kind;
+- `semantic_study`: mask agreement (mIoU of `ShapesSegmenter` on the samples vs the requested map) at 32×32 and
+  on larger canvases (sampling beyond the training size).
 """
 
 from __future__ import annotations
@@ -17,8 +25,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from .autoencoder import Autoencoder
@@ -26,6 +38,7 @@ from .datasets import shapes
 from .ldm import LatentDiffusion
 from .paths import pretrained
 from .spatial import (
+    DEGRADATIONS,
     MASK_KINDS,
     InpaintingConditioner,
     InpaintingConfig,
@@ -34,6 +47,7 @@ from .spatial import (
     SuperResolutionConditioner,
     SuperResolutionConfig,
     SuperResolutionPairs,
+    inpaint_mask,
 )
 from .unet import UNet, UNetConfig
 
@@ -126,6 +140,114 @@ def train(task: str, out_dir: str | os.PathLike, *, degradation: str = "bicubic"
 def load(task: str, degradation: str = "bicubic", path: str | os.PathLike | None = None) -> LatentDiffusion:
     """The shipped model for `task` (or the one saved at `path`), in eval mode."""
     return LatentDiffusion.from_pretrained(path or pretrained(shipped_name(task, degradation)))
+
+
+# ============================================================================================== evaluation
+def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tensor, Tensor]:
+    ds = shapes(resolution=resolution, n=n, seed=seed, **kw)
+    items = [ds[i] for i in range(n)]
+    return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
+
+
+def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128) -> Tensor:
+    n = len(next(iter(batch.values())))
+    out = []
+    for i in range(0, n, batch_size):
+        part = {k: v[i:i + batch_size] for k, v in batch.items()}
+        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps,
+                              generator=torch.Generator().manual_seed(seed + i)).cpu())
+    return torch.cat(out)
+
+
+def degrade(images: Tensor, degradation: str, seed: int = 0, factor: int = 4) -> Tensor:
+    """Low-res test inputs (B, C, H/s, W/s): every image degraded as `SuperResolutionPairs` does (item i drawn
+    from (seed, i)), so a test set is the same on every run."""
+    return torch.stack([DEGRADATIONS[degradation](x[None], factor, torch.Generator().manual_seed(seed * 1_000_003 + i))[0]
+                        for i, x in enumerate(images)])
+
+
+def image_scores(out: Tensor, target: Tensor, real_features: Tensor | None, classifier: Any) -> dict[str, float]:
+    """Mean PSNR, SSIM, LPIPS of out vs target (B, 3, H, W), and FID on classifier features vs real features."""
+    from .evaluation import classifier_features
+    from .metrics import fid, lpips_distance, psnr, ssim
+
+    row = {"psnr": float(psnr(out, target).mean()), "ssim": float(ssim(out, target).mean()),
+           "lpips": float(lpips_distance(out, target).mean())}
+    if classifier is not None and real_features is not None:
+        row["fid"] = fid(real_features, classifier_features(out, classifier))
+    return row
+
+
+@torch.no_grad()
+def sr_study(models: dict[str, LatentDiffusion], n: int = 256, seed: int = 12345, steps: int = 25,
+             classifier: Any = None, n_real: int = 1000) -> list[dict]:
+    """The 2×2 degradation study (+ baselines): every model and bicubic up-sampling, on bicubic and on realistic
+    ×4 low-res versions of `n` held-out images; FID against `n_real` other held-out images."""
+    from .evaluation import classifier_features
+
+    hr, _ = _held_out(n, seed)
+    real_f = classifier_features(_held_out(n_real, seed + 1)[0], classifier) if classifier is not None else None
+    rows = []
+    for test in ("bicubic", "realistic"):
+        low = degrade(hr, test, seed)
+        up = F.interpolate(low, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+        rows.append({"method": "bicubic up-sampling", "test": test, **image_scores(up, hr, real_f, classifier)})
+        for name, ldm in models.items():
+            out = _sample(ldm, {"lowres": low}, steps, seed)
+            rows.append({"method": name, "test": test, **image_scores(out, hr, real_f, classifier)})
+    return rows
+
+
+def _psnr_where(x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
+    """PSNR per image (B,) over the pixels where keep (B, H, W) is 1, images in [-1, 1] mapped to [0, 1]."""
+    se = ((x - y) / 2).pow(2).mean(1)  # (B, H, W)
+    mse = (se * keep).sum((1, 2)) / keep.sum((1, 2)).clamp_min(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: int = 128, seed: int = 12345,
+                     steps: int = 25, kinds: tuple[str, ...] = MASK_KINDS) -> list[dict]:
+    """Per mask kind, on `n` held-out single-shape images: PSNR outside the mask of the decoded output and of the
+    autoencoder's reconstruction; the share of pasted results (known pixels put back) that are *valid*: a
+    recognisable shape (ShapesClassifier) or clean background (the segmenter finds at most 2 shape pixels)."""
+    x, seg = _held_out(n, seed, max_shapes=1)
+    rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
+    rows = []
+    for kind in kinds:
+        m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
+                                                       seg[i].numpy())) for i in range(n)])
+        out = _sample(ldm, {"image": x, "inpaint_mask": m}, steps, seed)
+        pasted = out * m[:, None] + x * (1 - m[:, None])
+        recognisable = classifier.judge(pasted)["recognisable"]
+        empty = (segmenter.predict(pasted) > 0).sum((1, 2)) <= 2
+        rows.append({"mask": kind, "n": n, "hole_share": float(m.mean()),
+                     "psnr_outside_output": float(_psnr_where(out, x, 1 - m).mean()),
+                     "psnr_outside_ae_reconstruction": float(_psnr_where(rec, x, 1 - m).mean()),
+                     "psnr_hole_pasted": float(_psnr_where(pasted, x, m).mean()),
+                     "valid": float((recognisable | empty).float().mean()),
+                     "valid_shape": float(recognisable.float().mean()), "valid_empty": float(empty.float().mean())})
+    return rows
+
+
+@torch.no_grad()
+def semantic_study(ldm: LatentDiffusion, segmenter: Any, sizes: tuple[tuple[int, int, int], ...] = (
+        (32, 1, 128), (64, 2, 48), (64, 1, 48), (128, 4, 8)), seed: int = 12345, steps: int = 25) -> list[dict]:
+    """Mask agreement at each (side, canvas, n): maps of `shapes(side, canvas=canvas)`; the model samples an image
+    of that side from each map; the segmenter's map of the sample is compared with the requested one (mIoU).
+    The segmenter's score on the real images of the same maps is the ceiling of the judge."""
+    from .segmenter import iou_scores
+
+    rows = []
+    for side, canvas, n in sizes:
+        real, maps = _held_out(n, seed, resolution=side, canvas=canvas)
+        out = _sample(ldm, {"mask": maps}, steps, seed, batch_size=max(1, 65536 // side**2))
+        got, ceiling = iou_scores(segmenter.predict(out), maps), iou_scores(segmenter.predict(real), maps)
+        rows.append({"size": f"{side}x{side}", "scene": "canvas" if canvas > 1 else
+                     ("training scale" if side == ldm.config.image_size else "scaled up"), "n": n,
+                     "mean_iou": got["mean_iou"], "foreground_iou": got["foreground_iou"],
+                     "pixel_accuracy": got["pixel_accuracy"], "judge_ceiling_mean_iou": ceiling["mean_iou"]})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

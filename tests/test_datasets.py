@@ -203,3 +203,17 @@ def test_degradations():
     assert (r1 - lr).abs().mean() > 0.01  # blur/noise/JPEG change more than bicubic alone
     with pytest.raises(ValueError, match="divisible"):
         ll.datasets.bicubic_degradation(torch.zeros(1, 3, 30, 30), 4)
+
+
+def test_canvas_draws_a_larger_scene_at_the_base_scale():
+    base, big = ll.datasets.shapes(32, n=40, seed=2), ll.datasets.shapes(64, n=40, seed=2, canvas=2)
+    assert big[0]["attrs"].shape == (12, 5) and ll.datasets.shapes(32, n=1, canvas=1)[0]["attrs"].shape == (3, 5)
+    # shapes keep their pixel size: mean foreground pixels per shape agree within 15%
+    def per_shape(ds):
+        fg = sum(int((ds[i]["mask"] > 0).sum()) for i in range(len(ds)))
+        return fg / sum(int((ds[i]["attrs"][:, 0] >= 0).sum()) for i in range(len(ds)))
+    assert abs(per_shape(big) / per_shape(base) - 1) < 0.15
+    counts = [int((big[i]["attrs"][:, 0] >= 0).sum()) for i in range(40)]
+    assert max(counts) > 3 and min(counts) >= 1
+    with pytest.raises(ValueError, match="canvas=3 must be >= 1 and divide the resolution 64"):
+        ll.datasets.shapes(64, canvas=3)

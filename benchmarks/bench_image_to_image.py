@@ -1,0 +1,89 @@
+"""Image-to-image studies on `shapes` (issue 12): the SR degradation table, inpainting, semantic synthesis.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_image_to_image.py                       # shipped models
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_image_to_image.py --models outputs/i2i  # <dir>/<run>/model
+
+Runs `ldm_lite.image_to_image.sr_study / inpainting_study / semantic_study` on held-out seeds and writes
+benchmarks/results/image_to_image.json and .md (tables). DDIM with --steps steps for every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ldm_lite import image_to_image as i2i  # noqa: E402
+from ldm_lite.classifier import ShapesClassifier  # noqa: E402
+from ldm_lite.metrics import format_table  # noqa: E402
+from ldm_lite.paths import pretrained  # noqa: E402
+from ldm_lite.segmenter import load_segmenter  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = {"sr-bicubic": ("sr", "bicubic"), "sr-realistic": ("sr", "realistic"), "inpaint": ("inpaint", "bicubic"),
+        "semantic": ("semantic", "bicubic")}
+
+
+def load(models: str | None, run: str):
+    task, degradation = RUNS[run]
+    path = Path(models) / run / "model" if models else pretrained(i2i.shipped_name(task, degradation))
+    return i2i.load(task, degradation, path=path), str(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=None, help="folder with <run>/model for each run (default: shipped models)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps per sample")
+    p.add_argument("--n-sr", type=int, default=256)
+    p.add_argument("--n-inpaint", type=int, default=128)
+    p.add_argument("--only", nargs="*", default=["sr", "inpaint", "semantic"])
+    p.add_argument("--out", default=str(RESULTS / "image_to_image"))
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    classifier = ShapesClassifier.from_pretrained(pretrained("shapes-classifier-32")).eval()
+    segmenter = load_segmenter()
+    out_json = Path(a.out + ".json")
+    results = json.loads(out_json.read_text()) if out_json.exists() else {}
+    results["command"] = "python benchmarks/bench_image_to_image.py " + " ".join(sys.argv[1:])
+    results["sampler"] = f"ddim, {a.steps} steps"
+    md = []
+    if "sr" in a.only:
+        t = time.perf_counter()
+        (bic, pb), (real, pr) = load(a.models, "sr-bicubic"), load(a.models, "sr-realistic")
+        rows = i2i.sr_study({"LDM-SR trained on bicubic": bic, "LDM-SR trained on realistic": real}, n=a.n_sr,
+                            steps=a.steps, classifier=classifier)
+        results["sr"] = {"rows": rows, "models": [pb, pr], "seconds": round(time.perf_counter() - t, 1)}
+    if "inpaint" in a.only:
+        t = time.perf_counter()
+        ldm, path = load(a.models, "inpaint")
+        rows = i2i.inpainting_study(ldm, classifier, segmenter, n=a.n_inpaint, steps=a.steps)
+        results["inpaint"] = {"rows": rows, "model": path, "seconds": round(time.perf_counter() - t, 1)}
+    if "semantic" in a.only:
+        t = time.perf_counter()
+        ldm, path = load(a.models, "semantic")
+        rows = i2i.semantic_study(ldm, segmenter, steps=a.steps)
+        results["semantic"] = {"rows": rows, "model": path, "seconds": round(time.perf_counter() - t, 1)}
+    for key, title in (("sr", "Super-resolution x4 (held-out shapes 32x32, FID on ShapesClassifier features)"),
+                       ("inpaint", "Inpainting (held-out single-shape images)"),
+                       ("semantic", "Semantic synthesis: mask agreement (ShapesSegmenter mIoU)")):
+        if key in results:
+            md += [f"## {title}", "", format_table(results[key]["rows"]), ""]
+    md = [f"# Image-to-image on shapes\n\nCommand: `{results['command']}` ({results['sampler']}).", ""] + md
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=1))
+    Path(a.out + ".md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
