@@ -29,6 +29,8 @@ _SUBMODULES = (
     "conditioning",
     "spatial",
     "text",
+    "image_to_image",
+    "segmenter",
     "ldm",
     "samplers",
     "train",

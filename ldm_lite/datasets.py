@@ -7,7 +7,8 @@
   Hugging Face `datasets` when online (cached under `data/cache/`).
 - `from_hub(name)`: any image dataset on the Hugging Face hub (or a local parquet file / image folder).
 - `image_folder(path)`: your own images, optionally captioned.
-- `bicubic_degradation`, `realistic_degradation`: low-resolution inputs for super-resolution (paper §4.4).
+- `bicubic_degradation`, `realistic_degradation`, `fixed_degradation`: low-resolution inputs for super-resolution
+  (paper §4.4).
 """
 
 from __future__ import annotations
@@ -542,4 +543,22 @@ def realistic_degradation(x: torch.Tensor, factor: int = 4, generator: torch.Gen
     x = F.interpolate(x, size=(h // factor, w // factor), mode=mode, **kw)
     x = x + torch.randn(x.shape, generator=g).to(x.device) * u(0.0, 0.1)
     x = _jpeg(x, int(u(30, 95)))
+    return x.clamp(-1, 1)
+
+
+def fixed_degradation(x: torch.Tensor, factor: int = 4, blur: float = 0.0, noise: float = 0.0,
+                      jpeg: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One chosen degradation (for a control): Gaussian blur of std `blur` (high-res pixels), bicubic down-sampling
+    by `factor`, Gaussian noise of std `noise` (in [-1, 1] units), JPEG at quality `jpeg` (None = none).
+    With every option off it is `bicubic_degradation`. (B,C,H,W) in [-1,1] -> (B,C,H/factor,W/factor)."""
+    if blur > 0:
+        x = _gaussian_blur(x, blur)
+    x = bicubic_degradation(x, factor)
+    if noise > 0:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        x = x + torch.randn(x.shape, generator=g).to(x.device) * noise
+    if jpeg is not None:
+        if not 1 <= jpeg <= 100:
+            raise ValueError(f"jpeg quality must lie in 1..100, got {jpeg}")
+        x = _jpeg(x, int(jpeg))
     return x.clamp(-1, 1)

@@ -34,9 +34,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .autoencoder import Autoencoder
-from .datasets import shapes
+from .datasets import KINDS, SIZE_NAMES, fixed_degradation, shapes
 from .ldm import LatentDiffusion
-from .paths import pretrained
+from .paths import OUTPUTS_DIR, pretrained
 from .spatial import (
     DEGRADATIONS,
     MASK_KINDS,
@@ -48,6 +48,7 @@ from .spatial import (
     SuperResolutionConfig,
     SuperResolutionPairs,
     inpaint_mask,
+    sdedit,
 )
 from .unet import UNet, UNetConfig
 
@@ -140,6 +141,119 @@ def train(task: str, out_dir: str | os.PathLike, *, degradation: str = "bicubic"
 def load(task: str, degradation: str = "bicubic", path: str | os.PathLike | None = None) -> LatentDiffusion:
     """The shipped model for `task` (or the one saved at `path`), in eval mode."""
     return LatentDiffusion.from_pretrained(path or pretrained(shipped_name(task, degradation)))
+
+
+def load_or_train(task: str, degradation: str = "bicubic", steps: int = 1_000, out_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> tuple[LatentDiffusion, str]:
+    """The shipped model for `task` if present, else one trained here for `steps` steps (resumable under
+    `out_dir`, default outputs/i2i/<name>); returns (model, where it came from)."""
+    name = shipped_name(task, degradation)
+    try:
+        return load(task, degradation), f"shipped ({name})"
+    except FileNotFoundError:
+        out = Path(out_dir) if out_dir is not None else OUTPUTS_DIR / "i2i" / name
+        log.warning("no shipped %s: training one here for %d steps (%s)", name, steps, out)
+        cfg = ImageToImageConfig(task=task, degradation=degradation, steps=steps, warmup=min(100, steps))
+        return train(task, out, config=cfg, progress=progress), f"trained here ({steps} steps, {out})"
+
+
+# ============================================================================================== demos (notebook 06)
+SR_CONTROLS = ("bicubic", "blur", "noise", "jpeg", "realistic")  # degradation kinds of the notebook's control
+
+
+def sr_degrade(hr: Tensor, kind: str, strength: float = 0.5, seed: int = 0) -> Tensor:
+    """A ×4 low-res version of hr (B, 3, H, W) for a degradation control: "bicubic" (strength unused), "blur"
+    (σ = 0.3 + 2.2·strength before down-sampling), "noise" (std 0.2·strength), "jpeg" (quality 95 - 75·strength)
+    or "realistic" (the random training pipeline, drawn from seed)."""
+    if kind not in SR_CONTROLS:
+        raise ValueError(f"unknown degradation {kind!r}; known: {SR_CONTROLS}")
+    if kind == "realistic":
+        return degrade(hr, "realistic", seed)
+    opts = {"bicubic": {}, "blur": {"blur": 0.3 + 2.2 * strength}, "noise": {"noise": 0.2 * strength},
+            "jpeg": {"jpeg": int(round(95 - 75 * strength))}}[kind]
+    return fixed_degradation(hr, 4, generator=torch.Generator().manual_seed(seed), **opts)
+
+
+@torch.no_grad()
+def sr_pictures(hr: Tensor, lowres: Tensor, models: dict[str, LatentDiffusion], steps: int = 25,
+                seed: int = 0) -> tuple[dict[str, Tensor], str]:
+    """For one image: the pictures of a super-resolution panel (high-res, low-res, bicubic, each model) and a
+    readout of PSNR / LPIPS against the high-res image. hr (1, 3, H, W), lowres (1, 3, H/4, W/4)."""
+    from .metrics import lpips_distance, psnr
+
+    outs = {"bicubic x4": F.interpolate(lowres, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)}
+    for name, ldm in models.items():
+        outs[name] = _sample(ldm, {"lowres": lowres}, steps, seed)
+    text = " &nbsp; ".join(f"{k}: PSNR {float(psnr(v, hr)):.1f} dB, LPIPS {float(lpips_distance(v, hr)):.3f}"
+                           for k, v in outs.items())
+    pics = {"high-res (target)": hr[0], "low-res input": F.interpolate(lowres, scale_factor=4, mode="nearest")[0]}
+    return {**pics, **{k: v[0] for k, v in outs.items()}}, text
+
+
+@torch.no_grad()
+def inpaint_pictures(ldm: LatentDiffusion, image: Tensor, mask: Tensor, steps: int = 25,
+                     seed: int = 0) -> tuple[dict[str, Tensor], str]:
+    """Pictures of an inpainting panel for image (1, 3, H, W) and mask (1, H, W) (1 = fill): the masked input,
+    the decoded output, the output with the known pixels pasted back; readout: PSNR outside the mask."""
+    m = mask.float()
+    out = _sample(ldm, {"image": image, "inpaint_mask": m}, steps, seed)
+    rec = ldm.decode(ldm.autoencoder.to_latent(image.to(ldm.device), sample=False)).cpu()
+    pasted = out * m[:, None] + image * (1 - m[:, None])
+    text = (f"PSNR outside the mask: output {float(_psnr_where(out, image, 1 - m)):.1f} dB, autoencoder "
+            f"reconstruction {float(_psnr_where(rec, image, 1 - m)):.1f} dB, pasted: exact &nbsp; hole "
+            f"{float(m.mean()):.0%} of the image")
+    masked = image * (1 - m[:, None]) + m[:, None] * 0.0
+    return {"input": image[0], "masked input (grey = fill)": masked[0], "output D(z_0)": out[0],
+            "known pixels pasted back": pasted[0]}, text
+
+
+def scene_map(layout: list[tuple[str, float, float, str]], side: int = 32, canvas: int = 1) -> Tensor:
+    """A `shapes` class map (side, side) from a layout [(kind, x, y, size), ...]: kind in KINDS, centre x, y in
+    [0, 1] of the image, size "small" or "large" (at the scale of a `shapes(side // canvas)` image); later shapes
+    are drawn on top. What a learner edits in the semantic-synthesis panel."""
+    ds = shapes(resolution=side, n=1, canvas=canvas)
+    rows = []
+    for kind, x, y, size in layout:
+        if kind not in KINDS or size not in SIZE_NAMES:
+            raise ValueError(f"a layout entry is (kind, x, y, size) with kind in {KINDS} and size in {SIZE_NAMES}; "
+                             f"got {(kind, x, y, size)}")
+        rows.append((KINDS.index(kind), 0, SIZE_NAMES.index(size), int(x * 1000), int(y * 1000)))
+    _, seg = ds.render(np.array(rows, dtype=np.int64).reshape(-1, 5), np.random.default_rng(0))
+    return torch.from_numpy(seg)
+
+
+@torch.no_grad()
+def semantic_pictures(ldm: LatentDiffusion, seg: Tensor, segmenter: Any = None, steps: int = 25,
+                      seed: int = 0) -> tuple[dict[str, Tensor], str]:
+    """Pictures of a semantic-synthesis panel for a map (H, W): the map, the sample of that size and (with a
+    segmenter) its segmentation; readout: mIoU between requested and generated shapes."""
+    from .segmenter import iou_scores
+
+    out = _sample(ldm, {"mask": seg[None]}, steps, seed)
+    pics = {f"requested map {seg.shape[-1]}x{seg.shape[-2]}": seg, "sample": out[0]}
+    text = f"sampled {out.shape[-1]}x{out.shape[-2]} from a model trained at {ldm.config.image_size}"
+    if segmenter is not None:
+        pred = segmenter.predict(out)
+        pics["segmenter's map of the sample"] = pred[0]
+        s = iou_scores(pred, seg[None])
+        text += f" &nbsp; mIoU {s['mean_iou']:.2f}, foreground IoU {s['foreground_iou']:.2f}"
+    return pics, text
+
+
+@torch.no_grad()
+def sdedit_pictures(ldm: LatentDiffusion, image: Tensor, strength: float, steps: int = 50, seed: int = 0,
+                    batch: dict[str, Any] | None = None, classifier: Any = None) -> tuple[dict[str, Tensor], str]:
+    """Pictures of an SDEdit panel: the input (1, 3, H, W) and the result at `strength`; readout: t_0, PSNR to the
+    input (faithfulness) and, with a classifier, whether the result is a recognisable shape (realism)."""
+    from .metrics import psnr
+
+    out = sdedit(ldm, image, strength, batch=batch, steps=steps, generator=torch.Generator().manual_seed(seed)).cpu()
+    t0 = round(strength * (ldm.schedule.T - 1))
+    text = f"strength {strength:.2f} → t_0 = {t0} &nbsp; PSNR to the input {float(psnr(out, image)):.1f} dB"
+    if classifier is not None:
+        j = classifier.judge(out)
+        text += f" &nbsp; recognisable shape: {'yes' if bool(j['recognisable'][0]) else 'no'}"
+    return {"input": image[0], f"SDEdit, strength {strength:.2f}": out[0]}, text
 
 
 # ============================================================================================== evaluation

@@ -4,6 +4,7 @@ It is the judge of *mask agreement* (semantic synthesis, layouts): segment a gen
 with the one that was asked for.
 
     seg = ll.segmenter.load_segmenter()                 # the shipped one (data/pretrained/shapes-segmenter-32)
+    seg = ll.segmenter.load_or_train_segmenter()        # ... or, when it is missing, one trained now
     pred = seg.predict(images)                          # images (B, 3, H, W) in [-1, 1] -> (B, H, W) long
     scores = ll.segmenter.iou_scores(pred, target_map)  # {"mean_iou", "pixel_accuracy", "iou": per class}
 
@@ -79,6 +80,15 @@ class ShapesSegmenter(Pretrained, nn.Module):
 def load_segmenter(path: str | None = None, map_location: str | torch.device = "cpu") -> ShapesSegmenter:
     """The shipped segmenter (data/pretrained/shapes-segmenter-32) or the one saved at `path`, in eval mode."""
     return ShapesSegmenter.from_pretrained(path or pretrained(SHIPPED), map_location).eval()
+
+
+def load_or_train_segmenter(steps: int = 600, progress: bool = True) -> ShapesSegmenter:
+    """The shipped segmenter if present, else one trained here for `steps` steps (a warning says so)."""
+    try:
+        return load_segmenter()
+    except FileNotFoundError:
+        log.warning("no shipped %s: training a segmenter here for %d steps", SHIPPED, steps)
+        return train_segmenter(steps=steps, progress=progress)[0]
 
 
 # --------------------------------------------------------------------------------------------- scores

@@ -8,6 +8,7 @@ Panels (each returns a `widgets.VBox`):
     f_panel(recon_fn, images, fs, kinds)                   f control + KL/VQ toggle: reconstruction, latent, metrics
     reverse_scrubber(trajectory, decode)                   step control: z_t, ε̂ and D(ẑ_0) at every reverse step
     attention_panel(image, attn_maps, tokens)              token control: cross-attention map over the image
+    images_panel(title, main, others, render)              any controls -> a row of images / class maps (notebook 06)
 
     callback, trajectory = record_trajectory(schedule)     collect a sampler's steps for `reverse_scrubber`
     noise_stats(schedule, t)                               ᾱ_t, √ᾱ_t, σ_t, SNR, log SNR as printed by the t panel
@@ -55,7 +56,7 @@ ERROR_CLASS = "ldm-panel-error"
 
 LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
 
-__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "record_trajectory",
+__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel", "record_trajectory",
            "TrajectoryStep", "find", "figure_png", "noise_stats"]
 
 
@@ -396,3 +397,36 @@ def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
         return fig, text
 
     return _panel("Cross-attention: where does each token look?", token_ctrl, [], draw)
+
+
+# ---------------------------------------------------------------------------------------------- image rows
+def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
+                 render: Callable[[], tuple[dict[str, Tensor], str]], size: float = 2.0) -> widgets.VBox:
+    """A generic panel: whenever a control moves, `render()` -> ({caption: picture}, readout text) is drawn as one
+    row. A picture is an image (C, H, W) in [-1, 1] or a class map (H, W) of integers (drawn with a fixed
+    categorical palette, class 0 black). Used by notebook 06 (super-resolution, inpainting, semantic maps, SDEdit)."""
+
+    def draw() -> tuple[Figure, str]:
+        pictures, text = render()
+        if not pictures:
+            raise ValueError("render() returned no pictures")
+        fig, axes = _grid(1, len(pictures), title, size=size)
+        for ax, (caption, pic) in zip(axes[0], pictures.items()):
+            pic = pic.detach().cpu()
+            if pic.ndim == 2:
+                _show(_on(ax), pic.numpy(), caption, cmap=_CLASS_CMAP, vmin=0, vmax=_CLASS_CMAP.N - 1)
+            else:
+                _show(_on(ax), _rgb(_as_image_batch(pic, caption)[0]), caption)
+        return fig, text
+
+    return _panel(title, main, others, draw)
+
+
+def _class_cmap():
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(["black", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan",
+                           "tab:pink", "tab:olive", "tab:brown"])
+
+
+_CLASS_CMAP = _class_cmap()

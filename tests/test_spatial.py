@@ -181,3 +181,22 @@ def test_sdedit_strength_zero_is_the_reconstruction_and_one_forgets_the_input():
     assert (other - big).abs().mean() < 0.1 * (rec - ldm.decode(ldm.autoencoder.to_latent(-x, sample=False))).abs().mean()
     with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
         sdedit(ldm, x, 1.5, batch=b)
+
+
+def test_scene_map_and_sr_controls():
+    from ldm_lite import image_to_image as i2i
+
+    seg = i2i.scene_map([("star", 0.25, 0.25, "large"), ("circle", 0.75, 0.75, "small")], 32)
+    assert seg.shape == (32, 32) and seg[8, 8] == 1 + ll.datasets.KINDS.index("star") and seg[24, 24] == 1
+    assert seg[8, 24] == 0 and seg[24, 8] == 0
+    big = i2i.scene_map([("circle", 0.5, 0.5, "large")], 64, canvas=2)
+    small = i2i.scene_map([("circle", 0.5, 0.5, "large")], 32)
+    assert int((big > 0).sum()) == pytest.approx(int((small > 0).sum()), rel=0.1)  # canvas: the same pixel size
+    with pytest.raises(ValueError, match="kind in"):
+        i2i.scene_map([("blob", 0.5, 0.5, "large")])
+    hr = ll.datasets.shapes(32, n=2, seed=0)[0]["image"][None]
+    lows = {k: i2i.sr_degrade(hr, k, 1.0) for k in i2i.SR_CONTROLS}
+    assert all(v.shape == (1, 3, 8, 8) for v in lows.values())
+    for k in ("blur", "noise", "jpeg"):  # each control changes the input away from plain bicubic
+        assert not torch.allclose(lows[k], lows["bicubic"], atol=1e-3)
+    assert torch.allclose(i2i.sr_degrade(hr, "blur", 0.0), ll.datasets.fixed_degradation(hr, blur=0.3))

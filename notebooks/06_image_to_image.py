@@ -1,0 +1,210 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Image-to-image: super-resolution, inpainting, semantic synthesis and SDEdit
+#
+# **By the end of this notebook you will** be able to condition a latent diffusion model on a *spatial* input by
+# concatenating it to $z_t$, explain why one model family serves super-resolution, inpainting and semantic synthesis,
+# reproduce the paper's degradation finding (a super-resolution model trained on bicubic down-sampling alone breaks
+# on other degradations), sample a convolutional model larger than it was trained, and trade faithfulness for
+# realism with SDEdit's strength.
+#
+# *Paper:* Rombach et al., CVPR 2022, §3.3 (conditioning by concatenation), §4.3.2 (semantic synthesis, sampling
+# beyond the training size), §4.4 (super-resolution, LDM-SR vs LDM-BSR) and §4.5 (inpainting); SDEdit is Meng et al.,
+# ICLR 2022.
+#
+# *Time:* about two minutes on a laptop CPU with the shipped models (`ldm-sr4-bicubic-shapes32`,
+# `ldm-sr4-realistic-shapes32`, `ldm-inpaint-shapes32`, `ldm-semantic-shapes32`, `shapes-segmenter-32`,
+# `ldm-kl-f4-shapes32`); a model that is missing is trained here first (about 30 minutes each on a CPU).
+
+# %% tags=["parameters"]
+# Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
+import ldm_lite as ll
+SMOKE = ll.runtime.smoke_mode()
+STEPS = 2 if SMOKE else 25           # DDIM steps per sample
+TRAIN_STEPS = 2 if SMOKE else 1_000  # only used when a shipped model is missing
+N_STUDY = 4 if SMOKE else 64         # held-out images per row of the small studies run here
+SEED = 0
+
+# %%
+import json
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+import ipywidgets as widgets
+import numpy as np
+from ldm_lite import image_to_image as i2i
+# %matplotlib inline
+torch.manual_seed(SEED);
+
+# %% [markdown]
+# ## One route for every spatial condition: concatenate it to $z_t$
+#
+# Cross-attention (notebook 05) reads a *sequence* $\tau_\theta(y)$. When the condition is itself an image aligned with
+# the output (a low-resolution photo, a masked image, a segmentation map), LDM takes a simpler route (§3.3): bring it to
+# the latent's resolution and concatenate it to $z_t$ along the channels,
+#
+# $$\hat\varepsilon = \varepsilon_\theta([z_t, c_\text{concat}],\, t), \qquad z_t \in \mathbb{R}^{c\times h\times w},\;
+# c_\text{concat} \in \mathbb{R}^{c'\times h\times w}.$$
+#
+# Only the UNet's first convolution changes (it takes $c + c'$ channels). `ll.spatial` holds one conditioner per task:
+#
+# | task | $c_\text{concat}$ | channels |
+# |---|---|---|
+# | super-resolution ×4 | the low-res image, resized to $h\times w$ (a no-op: ×4 on an $f=4$ latent) | 3 |
+# | inpainting | $s\cdot\mathcal{E}(x \odot (1-m))$ and the mask $m$ pooled to $h\times w$ | 3 + 1 |
+# | semantic synthesis | the one-hot class map, area-pooled to $h\times w$ | 7 |
+
+# %%
+sr_bicubic, SRC_B = i2i.load_or_train("sr", "bicubic", steps=TRAIN_STEPS)
+sr_realistic, SRC_R = i2i.load_or_train("sr", "realistic", steps=TRAIN_STEPS)
+inpainter, SRC_I = i2i.load_or_train("inpaint", steps=TRAIN_STEPS)
+semantic, SRC_S = i2i.load_or_train("semantic", steps=TRAIN_STEPS)
+for name, src in [("SR bicubic", SRC_B), ("SR realistic", SRC_R), ("inpainting", SRC_I), ("semantic", SRC_S)]:
+    print(f"{name:13s} {src}")
+
+# %%
+ds = ll.datasets.shapes(32, n=64, seed=12345)            # held out: the models trained on seed 0
+batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+batch["lowres"] = ll.datasets.bicubic_degradation(batch["image"], 4)
+batch["inpaint_mask"] = torch.zeros(4, 32, 32); batch["inpaint_mask"][:, 8:24, 8:24] = 1
+for model in (sr_bicubic, inpainter, semantic):
+    cond = model.condition(batch, 4)
+    print(f"{type(model.conditioner).__name__:27s} z_t {tuple(model.latent_shape)}  "
+          f"c_concat {tuple(cond.concat.shape[1:])}  "
+          f"UNet input channels {model.unet.config.in_channels + model.unet.config.concat_channels}")
+
+# %% [markdown]
+# ## Super-resolution ×4 and the degradation finding (§4.4)
+#
+# Two models, same architecture, same budget: one trained on bicubic down-sampling only (LDM-SR), one on a random
+# pipeline of blur, resize, noise and JPEG (LDM-BSR, `ll.datasets.realistic_degradation`). Pick a **degradation**:
+# the bicubic model is sharp on what it was trained for and falls apart as soon as the input is blurred, noisy or
+# compressed; the realistic model holds up. The strength slider sets how strong the blur / noise / JPEG is.
+
+# %%
+hr = torch.stack([ds[i]["image"] for i in range(8)])
+kind = widgets.Dropdown(options=i2i.SR_CONTROLS, value="bicubic", description="degradation")
+strength = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="strength",
+                               continuous_update=False)
+which = widgets.IntSlider(value=0, min=0, max=len(hr) - 1, description="image", continuous_update=False)
+sr_models = {"trained bicubic": sr_bicubic, "trained realistic": sr_realistic}
+ll.widgets.images_panel("Super-resolution x4: bicubic-trained vs realistic-trained", kind, [strength, which],
+                        lambda: i2i.sr_pictures(hr[which.value:which.value + 1],
+                                                i2i.sr_degrade(hr[which.value:which.value + 1], kind.value,
+                                                               strength.value),
+                                                sr_models, steps=STEPS))
+
+# %% [markdown]
+# ### The 2×2 study
+#
+# Both models on bicubic and on realistic low-res versions of held-out images, beside bicubic up-sampling. PSNR and
+# SSIM reward blur (the mean of the plausible answers); LPIPS and FID (here on `ShapesClassifier` features) reward
+# sharp, plausible detail, which is what the paper's table looks at. This cell runs a small version (`N_STUDY`
+# images); the full table with its command is `benchmarks/results/image_to_image.md`.
+
+# %%
+rows = i2i.sr_study(sr_models, n=N_STUDY, steps=STEPS, classifier=ll.pipeline.load_classifier(),
+                    n_real=4 * N_STUDY)
+print(ll.metrics.format_table(rows))
+results = ll.paths.REPO_ROOT / "benchmarks" / "results" / "image_to_image.json"
+if results.exists():
+    print("\nfull study (", json.loads(results.read_text())["command"], "):")
+    print(ll.metrics.format_table(json.loads(results.read_text()).get("sr", {}).get("rows", [])))
+
+# %% [markdown]
+# ## Inpainting (§4.5)
+#
+# The condition is the latent of the *masked* image plus the mask itself, so the model knows both what is kept and
+# where to invent. Choose a **mask**: a box, random strokes, or "remove one shape" (the shape's pixels, grown a
+# little). Outside the mask the decoded output can only be as good as the autoencoder (compare the two PSNRs);
+# pasting the known pixels back makes it exact.
+
+# %%
+mask_kind = widgets.Dropdown(options=ll.spatial.MASK_KINDS, value="box", description="mask")
+mask_seed = widgets.IntSlider(value=0, min=0, max=20, description="mask seed", continuous_update=False)
+img_i = widgets.IntSlider(value=1, min=0, max=len(hr) - 1, description="image", continuous_update=False)
+make_mask = lambda: torch.from_numpy(ll.spatial.inpaint_mask(
+    mask_kind.value, 32, np.random.default_rng(mask_seed.value), ds[img_i.value]["mask"].numpy()))[None]
+ll.widgets.images_panel("Inpainting: fill the masked region", mask_kind, [mask_seed, img_i],
+                        lambda: i2i.inpaint_pictures(inpainter, hr[img_i.value:img_i.value + 1], make_mask(),
+                                                     steps=STEPS))
+
+# %% [markdown]
+# ## Semantic synthesis from a map you edit, at 32 and at 64 pixels (§4.3.2)
+#
+# Place three shapes (kind, position) and choose the output **size**. The model was trained on 32×32 images only; at
+# 64×64 the map is a larger *canvas* with shapes at the training scale, and the same convolutional UNet simply runs
+# on a 16×16 latent. The segmenter (`ll.segmenter`, validated on real images) reads the generated image back, and the
+# readout gives the agreement (mIoU) with the map you asked for.
+
+# %%
+segmenter = ll.segmenter.load_or_train_segmenter(steps=TRAIN_STEPS)
+kinds = [widgets.Dropdown(options=ll.datasets.KINDS, value=k, description=f"shape {i + 1}")
+         for i, k in enumerate(["circle", "star", "square"])]
+xs = [widgets.FloatSlider(value=v, min=0.15, max=0.85, step=0.05, description="x", continuous_update=False)
+      for v in (0.3, 0.7, 0.5)]
+ys = [widgets.FloatSlider(value=v, min=0.15, max=0.85, step=0.05, description="y", continuous_update=False)
+      for v in (0.3, 0.35, 0.72)]
+side = widgets.Dropdown(options=[32, 64], value=32, description="size")
+seg_map = lambda: i2i.scene_map([(k.value, x.value, y.value, "large") for k, x, y in zip(kinds, xs, ys)],
+                                side.value, side.value // 32)
+ll.widgets.images_panel("Semantic synthesis: map -> image", kinds[0],
+                        [widgets.VBox(kinds[1:] + [side]), widgets.VBox(xs), widgets.VBox(ys)],
+                        lambda: i2i.semantic_pictures(semantic, seg_map(), segmenter, steps=STEPS))
+
+# %% [markdown]
+# The same measurement on held-out maps: at the training size, on a 64×64 canvas, on a 64×64 *scaled-up* scene
+# (shapes twice as large as any seen in training) and on a 128×128 canvas. The last column is the segmenter on the
+# real images of the same maps: the ceiling of the judge.
+
+# %%
+sizes = ((32, 1, N_STUDY), (64, 2, 2)) if SMOKE else ((32, 1, N_STUDY), (64, 2, 32), (64, 1, 32), (128, 4, 4))
+print(ll.metrics.format_table(i2i.semantic_study(semantic, segmenter, sizes=sizes, steps=STEPS)))
+
+# %% [markdown]
+# ## SDEdit: image-to-image with any model, by partial noising
+#
+# No condition at all: encode the input, noise it to $t_0 = \text{strength}\cdot(T-1)$ with the forward process
+# (DDPM eq. 4), and run the sampler from $t_0$ down (`ll.spatial.sdedit`). Small strength keeps the input; large
+# strength keeps only its coarse layout, then nothing. The input here is a crude "painting": a shape reduced to 4×4
+# blocks. The model is the unconditional LDM of notebook 03.
+
+# %%
+uncond, SRC_U = ll.pipeline.load_or_train_ldm(device="cpu")
+single = ll.datasets.shapes(32, n=8, seed=12345, max_shapes=1)
+shapes8 = torch.stack([single[i]["image"] for i in range(8)])
+painting = F.interpolate(F.avg_pool2d(shapes8, 8), scale_factor=8, mode="nearest")   # 4x4 blocks
+print("unconditional LDM:", SRC_U)
+s_strength = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="strength",
+                                 continuous_update=False)
+s_img = widgets.IntSlider(value=0, min=0, max=7, description="image", continuous_update=False)
+ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
+                        lambda: i2i.sdedit_pictures(uncond, painting[s_img.value:s_img.value + 1], s_strength.value,
+                                                    steps=max(STEPS, 2), classifier=ll.pipeline.load_classifier()))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **The no-op.** With `f = 4` and ×4 super-resolution the condition is the low-res image itself. Build a
+#    `ll.spatial.SuperResolutionConditioner(ll.spatial.SuperResolutionConfig(factor=2))`, attach the f=4 autoencoder
+#    (`cond.attach_autoencoder(sr_bicubic.autoencoder)`) and check by hand that a (1, 3, 16, 16) low-res image becomes
+#    `F.interpolate(y, size=(8, 8), mode="bicubic", antialias=True)`: `torch.allclose(cond({"lowres": y}).concat, ...)`.
+# 2. **SDEdit by hand.** Encode an image (`z0 = uncond.autoencoder.to_latent(x, sample=False)`), noise it to
+#    $t_0 = 600$ with `uncond.schedule.q_sample`, and run `ll.samplers.ddim` on the schedule cut at $t_0$
+#    (`ll.schedule.Schedule(uncond.schedule.betas[:601])`, `spacing="trailing"`, `math.ceil(600 / 999 * 50)` = 31
+#    steps), then decode. Check your image equals `ll.spatial.sdedit(uncond, x, 600 / 999, steps=50, noise=...)`
+#    with the same noise (`torch.allclose`).
+# 3. **The degradation finding.** In the SR panel, find the smallest blur strength at which the bicubic-trained model's
+#    LPIPS becomes worse than bicubic up-sampling. Does the realistic-trained model cross that line too?
+# 4. **Where inpainting cannot be exact.** Compute the PSNR *outside* the mask of the decoded output and of
+#    `inpainter.decode(inpainter.encode(x))`. Why can the first never beat the second by much? What does pasting fix,
+#    and what new artefact can pasting create at the mask's edge?
+# 5. **Beyond the training size.** Sample a 128×128 canvas from a map with 20 shapes (`i2i.scene_map(..., 128, 4)`).
+#    Which mistakes appear that do not appear at 32×32? Relate them to the receptive field of an 8×8-latent UNet.
