@@ -156,6 +156,12 @@ def match_width(build: Callable[[int], UNetConfig], target: int, multiple: int =
     return best
 
 
+def matched_unet(latent_channels: int, latent_size: int, target_params: int, multiple: int = 4,
+                 tolerance: float = 0.10) -> UNetConfig:
+    """`unet_for_latent` with the width that gives `target_params` parameters (within `tolerance`)."""
+    return match_width(lambda mc: unet_for_latent(latent_channels, latent_size, mc), target_params, multiple, tolerance)
+
+
 # ============================================================================================== pieces of a run
 def _clock(device: torch.device) -> Callable[[], float]:
     """Seconds: process CPU time on a CPU (not inflated by other programs), synchronised wall-clock on a GPU."""
@@ -192,8 +198,7 @@ def build_model(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] 
 
     ae = load_first_stage(f, cfg, autoencoders)
     c, h, _ = ae.latent_shape(cfg.resolution, cfg.resolution)
-    unet_cfg = match_width(lambda mc: unet_for_latent(c, h, mc), cfg.target_params, cfg.width_multiple,
-                           cfg.param_tolerance)
+    unet_cfg = matched_unet(c, h, cfg.target_params, cfg.width_multiple, cfg.param_tolerance)
     return LatentDiffusion(ae, UNet(unet_cfg), schedule="scaled_linear", image_size=cfg.resolution)
 
 

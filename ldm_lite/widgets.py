@@ -9,6 +9,7 @@ Panels (each returns a `widgets.VBox`):
     reverse_scrubber(trajectory, decode)                   step control: z_t, ε̂ and D(ẑ_0) at every reverse step
     attention_panel(image, attn_maps, tokens)              token control: cross-attention map over the image
     images_panel(title, main, others, render)              any controls -> a row of images / class maps (notebook 06)
+    tradeoff_panel(rows, samples)                          f control over trained LDM-f: samples, cost, curves
 
     callback, trajectory = record_trajectory(schedule)     collect a sampler's steps for `reverse_scrubber`
     noise_stats(schedule, t)                               ᾱ_t, √ᾱ_t, σ_t, SNR, log SNR as printed by the t panel
@@ -57,7 +58,7 @@ ERROR_CLASS = "ldm-panel-error"
 LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
 
 __all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel", "record_trajectory",
-           "TrajectoryStep", "find", "figure_png", "noise_stats"]
+           "TrajectoryStep", "find", "figure_png", "noise_stats", "tradeoff_panel"]
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -430,3 +431,61 @@ def _class_cmap():
 
 
 _CLASS_CMAP = _class_cmap()
+
+
+# ---------------------------------------------------------------------------------------------- trade-off (§4.1)
+def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size: int | None = None,
+                   max_images: int = 8) -> widgets.VBox:
+    """An f control over the LDM-f of a trade-off sweep (`ldm_lite.tradeoff`, paper §4.1, Fig. 6).
+
+    rows: the sweep's result rows (`tradeoff.collect(out)`); samples: {f: (N, 3, H, W) in [-1, 1]} from each trained
+    LDM-f. Shows the samples of the chosen f beside every f's FID-vs-training-time curve (the chosen one
+    highlighted), and reads out the latent size, UNet parameters, measured cost of a training step (ms with
+    `batch_size`, FLOPs), the steps the budget bought and the quality at its end.
+    """
+    runs: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "training":
+            runs.setdefault(int(r["f"]), []).append(r)
+    fs = sorted(set(runs) | set(samples))
+    if not fs:
+        raise ValueError("tradeoff_panel needs result rows or samples of at least one f; run tradeoff.run_tradeoff")
+    f_ctrl = widgets.SelectionSlider(options=fs, value=4 if 4 in fs else fs[0], description="f",
+                                     continuous_update=False)
+
+    def draw() -> tuple[Figure, str]:
+        f = f_ctrl.value
+        imgs = samples.get(f)
+        n = 0 if imgs is None else min(max_images, len(imgs))
+        cols = max(1, (n + 1) // 2)
+        fig = Figure(figsize=(1.2 * cols + 4.2, 3.0))
+        grid = fig.add_gridspec(2, cols + 3)
+        for i in range(n):
+            ax = fig.add_subplot(grid[i // cols, i % cols])
+            ax.imshow(_rgb(imgs[i].detach().cpu()), interpolation="nearest")
+            ax.axis("off")
+        ax = fig.add_subplot(grid[:, cols:])
+        for g, rs in sorted(runs.items()):
+            rs = sorted(rs, key=lambda r: r["step"])
+            ax.plot([r["train_seconds"] for r in rs], [r["fid"] for r in rs], marker="o", label=f"LDM-{g}",
+                    lw=2.5 if g == f else 0.8, alpha=1.0 if g == f else 0.4)
+        ax.set_yscale("log")
+        ax.set_xlabel("training time [s]")
+        ax.set_ylabel("FID (classifier features)")
+        ax.set_title("quality during training", fontsize=8)
+        if runs:
+            ax.legend(fontsize=6)
+        fig.suptitle(f"LDM-{f}: samples" + ("" if n else " (none kept for this f)") + " and the quality curves")
+        fig.tight_layout()
+        mine = sorted(runs.get(f, []), key=lambda r: r["step"])
+        if not mine:
+            return fig, f"<b>LDM-{f}</b>: no results in these rows"
+        end = mine[-1]
+        ms = f"{1000 * batch_size / end['train_samples_per_second']:.0f} ms, " if batch_size else ""
+        text = (f"<b>LDM-{f}</b> &nbsp; latent {end['latent']} &nbsp; UNet {end['unet_params'] / 1e6:.2f} M parameters"
+                f" &nbsp; training step: {ms}{end['flops_per_train_step'] / 1e9:.1f} GFLOPs &nbsp; "
+                f"{end['step']} steps in the budget &nbsp; at the end: FID {end['fid']:.1f}, "
+                f"{100 * end['recognisable']:.0f}% recognisable")
+        return fig, text
+
+    return _panel("The compression trade-off: move f", f_ctrl, [], draw)

@@ -163,3 +163,21 @@ def test_a_failing_callback_raises_and_leaves_the_image():
     state["broken"] = False
     main.value = 800
     assert image.value != before and error.value == ""
+
+
+def test_tradeoff_panel_switches_between_the_models_of_each_f():
+    def row(f, step, fid):
+        return {"kind": "training", "f": f, "step": step, "train_seconds": step * f, "fid": fid, "recognisable": 0.5,
+                "latent": f"3x{32 // f}x{32 // f}", "unet_params": 1_300_000, "flops_per_train_step": 2e9 / f,
+                "train_samples_per_second": 32.0 * f}
+    rows = [row(f, s, 100.0 / s) for f in (1, 4) for s in (10, 20)] + [{"kind": "sampling", "f": 4}]
+    samples = {1: IMAGES, 4: -IMAGES}
+    panel = W.tradeoff_panel(rows, samples, batch_size=32)
+    main, image, readout = assert_panel_convention(panel)
+    assert list(main.options) == [1, 4] and main.value == 4
+    assert "latent 3x8x8" in readout.value and "250 ms" in readout.value and "FID 5.0" in readout.value
+    before = image.value
+    main.value = 1
+    assert image.value != before and "latent 3x32x32" in readout.value and "1000 ms, 2.0 GFLOPs" in readout.value
+    with pytest.raises(ValueError, match="run_tradeoff"):
+        W.tradeoff_panel([], {})
