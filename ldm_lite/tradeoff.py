@@ -55,7 +55,7 @@ SHIPPED_AUTOENCODERS: dict[int, str] = {2: "ae-kl-f2-shapes32", 4: "ae-kl-f4-sha
 PAPER_LATENT_CHANNELS: dict[int, int] = {1: 3, 2: 3, 4: 3, 8: 4, 16: 16, 32: 64}
 
 CSV_COLUMNS = ("kind", "f", "latent", "unet_params", "step", "total_steps", "train_seconds", "train_wall_seconds",
-               "sampler_steps", "n", "fid", "fid_lo", "fid_hi", "recognisable", "sample_seconds",
+               "untimed_steps", "sampler_steps", "n", "fid", "fid_lo", "fid_hi", "recognisable", "sample_seconds",
                "samples_per_second", "train_samples_per_second", "flops_per_train_step", "budget", "clock")
 
 
@@ -81,7 +81,7 @@ class TradeoffConfig:
     eval_sampler_steps: int = 20  # DDIM steps of the quality measurements during training
     n_real: int = 1_000  # held-out real images for FID
     sampling_steps: tuple[int, ...] = (10, 20, 50, 100)  # DDIM steps of the throughput/quality sweep (Fig. 7)
-    n_sampling: int = 128  # samples per point of that sweep (FID grows as n shrinks: compare at equal n only)
+    n_sampling: int = 64  # samples per point of that sweep (FID grows as n shrinks: compare at equal n only)
     sample_batch: int = 128  # images per sampling batch
     n_keep: int = 16  # samples kept per evaluation (samples.safetensors) for the figures and the notebook
     seed: int = 0
@@ -300,21 +300,27 @@ def run_one(f: int, cfg: TradeoffConfig, out: Path, data, real_features: Tensor,
                                  "budget", "clock")}
     base["total_steps"] = info["plan"][-1]
     rows: list[dict] = []
-    spent, spent_wall = 0.0, 0.0
+    spent, spent_wall, untimed = 0.0, 0.0, 0
     for step in tqdm(info["plan"], desc=f"LDM-{f} checkpoints", disable=not progress, leave=False):
         path = run_dir / f"eval_step{step:06d}.json"
         if path.exists():
             row = read_json(path)
             spent, spent_wall = row["train_seconds"], row["train_wall_seconds"]
+            untimed = row.get("untimed_steps", 0)
             rows.append(row)
             continue
+        # steps a stopped process trained after the last result (resumed from its checkpoint) were not timed
+        # here: they count at the calibrated seconds per step
+        done = _checkpoint_step(run_dir / "ldm") - (rows[-1]["step"] if rows else 0)
+        untimed += max(0, done)
         c0, w0 = clock(), time.perf_counter()
         train_ldm(ldm, data, steps=step, out_dir=run_dir / "ldm", checkpoint_every=max(50, step // 4), resume=True,
                   progress=progress, **_train_kwargs(cfg, device))
-        spent, spent_wall = spent + clock() - c0, spent_wall + time.perf_counter() - w0
+        spent = spent + clock() - c0 + max(0, done) * info["seconds_per_step"]
+        spent_wall = spent_wall + time.perf_counter() - w0 + max(0, done) * info["wall_seconds_per_step"]
         scores, keep = sample_and_score(ldm, cfg.n_eval, cfg.eval_sampler_steps, real_features, classifier, cfg, clock)
         row = {"kind": "training", **base, "step": step, "train_seconds": spent, "train_wall_seconds": spent_wall,
-               **scores}
+               "untimed_steps": untimed, **scores}
         _save_samples(run_dir / f"samples_step{step:06d}.safetensors", keep)
         write_json(path, row)
         rows.append(row)
@@ -334,6 +340,12 @@ def run_one(f: int, cfg: TradeoffConfig, out: Path, data, real_features: Tensor,
         write_json(path, row)
         rows.append(row)
     return rows
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    """The step of the training checkpoint under `run_dir` (0 when there is none)."""
+    state = run_dir / "checkpoint" / "state.json"
+    return int(read_json(state)["step"]) if state.exists() else 0
 
 
 def _clock_name(device: torch.device) -> str:

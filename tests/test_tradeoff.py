@@ -91,6 +91,11 @@ def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically
     after = read_json(lost)
     assert calls == [4]  # resumed at the checkpoint of step 4: no step trained twice
     assert after["fid"] == pytest.approx(before["fid"]) and after["recognisable"] == before["recognisable"]
+    # the 2 steps after the previous result were trained by the first run: counted at the calibrated cost
+    info = read_json(out / "f4" / "model.json")
+    assert after["untimed_steps"] == 2
+    assert after["train_seconds"] == pytest.approx(read_json(out / "f4" / "eval_step000002.json")["train_seconds"]
+                                                   + 2 * info["seconds_per_step"], abs=0.5)
 
     with pytest.raises(ValueError, match="another config"):
         tradeoff.run_tradeoff(tradeoff.TradeoffConfig.smoke(fs=(1, 4), steps=8), out, **kwargs)
