@@ -364,6 +364,56 @@ def semantic_study(ldm: LatentDiffusion, segmenter: Any, sizes: tuple[tuple[int,
     return rows
 
 
+# ============================================================================================== files (CLI)
+def read_png(path: str | os.PathLike, what: str, channels: int | None = 3) -> Tensor:
+    """A PNG as it is (no resizing): channels=3 -> (3, H, W) in [-1, 1]; channels=None -> (H, W) integer values."""
+    from PIL import Image
+
+    img = Image.open(path)
+    arr = np.asarray(img)
+    if channels is None:
+        if arr.ndim != 2:
+            raise ValueError(f"{what} {path} must be a one-channel (greyscale / palette) PNG of integer values, "
+                             f"got shape {arr.shape}")
+        return torch.from_numpy(arr.astype(np.int64))
+    got = 1 if arr.ndim == 2 else arr.shape[2]
+    if got != channels:
+        raise ValueError(f"{what} {path} has {got} channel(s) but the model expects {channels} (RGB); "
+                         f"convert it, e.g. Image.open(p).convert('RGB')")
+    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
+
+
+def sample_to_file(task: str, out: str | os.PathLike, *, lowres: str | None = None, image: str | None = None,
+                   mask: str | None = None, seg_map: str | None = None, degradation: str = "bicubic",
+                   model: str | os.PathLike | None = None, steps: int = 50, seed: int = 0) -> Path:
+    """One image-to-image sample from files, written as a PNG (what `ldm-lite sample --lowres/--mask/--map` does).
+
+    sr: `lowres` an RGB PNG (h, w) -> a (4h, 4w) image; inpaint: `image` an RGB PNG and `mask` a PNG of 0 / 255
+    (or 0 / 1; white = fill) of the same size; semantic: `seg_map` a greyscale PNG of class indices 0..6
+    (0 background, 1 + kind in KINDS), any side divisible by 4."""
+    from PIL import Image
+
+    ldm = load(task, degradation, path=model)
+    if task == "sr":
+        if lowres is None:
+            raise ValueError("super-resolution needs --lowres <low-res RGB PNG>")
+        batch = {"lowres": read_png(lowres, "the low-res image")[None]}
+    elif task == "inpaint":
+        if image is None or mask is None:
+            raise ValueError("inpainting needs --image <RGB PNG> and --mask <PNG, white = fill>")
+        x, m = read_png(image, "the image")[None], read_png(mask, "the mask", channels=None)
+        batch = {"image": x, "inpaint_mask": (m / 255 if int(m.max()) == 255 else m)[None]}
+    else:
+        if seg_map is None:
+            raise ValueError("semantic synthesis needs --map <greyscale PNG of class indices>")
+        batch = {"mask": read_png(seg_map, "the map", channels=None)[None]}
+    x = _sample(ldm, batch, steps, seed)[0]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()).save(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="train an image-to-image LDM on shapes (super-resolution, "
                                 "inpainting, semantic synthesis)")

@@ -200,3 +200,41 @@ def test_scene_map_and_sr_controls():
     for k in ("blur", "noise", "jpeg"):  # each control changes the input away from plain bicubic
         assert not torch.allclose(lows[k], lows["bicubic"], atol=1e-3)
     assert torch.allclose(i2i.sr_degrade(hr, "blur", 0.0), ll.datasets.fixed_degradation(hr, blur=0.3))
+
+
+def test_sample_to_file_reads_pngs_and_names_bad_inputs(tmp_path):
+    from PIL import Image
+
+    from ldm_lite import image_to_image as i2i
+
+    for make, task in ((SuperResolutionConditioner, "sr"), (InpaintingConditioner, "inpaint"),
+                       (SemanticConditioner, "semantic")):
+        tiny_ldm(make()).save_pretrained(tmp_path / task)
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(tmp_path / "low.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(tmp_path / "grey.png")
+    out = i2i.sample_to_file("sr", tmp_path / "sr.png", lowres=str(tmp_path / "low.png"), model=tmp_path / "sr", steps=2)
+    assert Image.open(out).size == (16, 16)
+    with pytest.raises(ValueError, match="has 1 channel"):
+        i2i.sample_to_file("sr", tmp_path / "x.png", lowres=str(tmp_path / "grey.png"), model=tmp_path / "sr")
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(tmp_path / "img.png")
+    m = np.zeros((16, 16), np.uint8)
+    m[4:12, 4:12] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    i2i.sample_to_file("inpaint", tmp_path / "in.png", image=str(tmp_path / "img.png"), mask=str(tmp_path / "mask.png"),
+                       model=tmp_path / "inpaint", steps=2)
+    m[0, 0] = 7
+    Image.fromarray(m).save(tmp_path / "bad_mask.png")
+    with pytest.raises(ValueError, match="must be binary"):
+        i2i.sample_to_file("inpaint", tmp_path / "x.png", image=str(tmp_path / "img.png"),
+                           mask=str(tmp_path / "bad_mask.png"), model=tmp_path / "inpaint")
+    seg = np.zeros((32, 32), np.uint8)
+    seg[8:16, 8:16] = 2
+    Image.fromarray(seg).save(tmp_path / "map.png")
+    out = i2i.sample_to_file("semantic", tmp_path / "sem.png", seg_map=str(tmp_path / "map.png"),
+                             model=tmp_path / "semantic", steps=2)
+    assert Image.open(out).size == (32, 32)  # a tiny model trained at 16 samples 32 from a 32x32 map
+    seg[0, 0] = 12
+    Image.fromarray(seg).save(tmp_path / "bad_map.png")
+    with pytest.raises(ValueError, match=r"unknown classes \[12\]"):
+        i2i.sample_to_file("semantic", tmp_path / "x.png", seg_map=str(tmp_path / "bad_map.png"),
+                           model=tmp_path / "semantic")

@@ -1,0 +1,116 @@
+"""Ship the image-to-image models and the shapes segmenter to data/pretrained/ (issue 12).
+
+    python scripts/ship_image_to_image.py            # after training (outputs/i2i/<run>/model) and the benchmark
+
+Copies config.json + model.safetensors of each trained run, writes metrics.json (training config, loss at the end,
+and the run's rows of benchmarks/results/image_to_image.json) and a README.md with the commands that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
+
+RUNS = {  # run folder -> (shipped name, task, what it is)
+    "sr-bicubic": ("ldm-sr4-bicubic-shapes32", "sr --degradation bicubic",
+                   "x4 super-resolution (LDM-SR), trained on bicubic down-sampling only"),
+    "sr-realistic": ("ldm-sr4-realistic-shapes32", "sr --degradation realistic",
+                     "x4 super-resolution (LDM-BSR style), trained on the realistic degradation pipeline"),
+    "inpaint": ("ldm-inpaint-shapes32", "inpaint", "inpainting (masked-image latent + mask, box / strokes / one shape)"),
+    "semantic": ("ldm-semantic-shapes32", "semantic", "semantic synthesis from the shapes class map"),
+}
+BENCH = "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_image_to_image.py --models outputs/i2i --threads 1"
+
+
+def tail_mean(history: dict, last: int = 100) -> float:
+    steps, loss = history["step"], history["loss"]
+    tail = [v for s, v in zip(steps, loss) if s > steps[-1] - last]
+    return sum(tail) / len(tail)
+
+
+def ship_run(run: str, bench: dict) -> None:
+    name, args, what = RUNS[run]
+    src = REPO / "outputs" / "i2i" / run
+    dst = PRETRAINED_DIR / name
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / "model" / f, dst / f)
+    cfg = json.loads((src / "train_config.json").read_text())
+    hist = json.loads((src / "history.json").read_text())
+    key = {"sr-bicubic": "sr", "sr-realistic": "sr", "inpaint": "inpaint", "semantic": "semantic"}[run]
+    rows = bench.get(key, {}).get("rows", [])
+    if key == "sr":
+        rows = [r for r in rows if run.split("-")[1] in r["method"] or r["method"].startswith("bicubic")]
+    metrics = {"what": what, "train_config": cfg, "steps_done": int(hist["step"][-1]) + 1,
+               "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
+               "evaluation_command": bench.get("command"), "evaluation_sampler": bench.get("sampler")}
+    (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    steps = metrics["steps_done"]
+    (dst / "README.md").write_text(f"""# {name}
+
+A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {what} (paper §3.3, §4.3-4.5).
+UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained {steps} steps of batch {cfg['batch_size']} on
+`shapes(32, n={cfg['n_train']}, seed={cfg['seed']})` (lr {cfg['lr']}, EMA {cfg['ema']}; the EMA weights are shipped), on a
+shared 2-core CPU with 1 thread.
+
+Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`):
+
+    OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.image_to_image {args} --steps {steps} --threads 1 --out outputs/i2i/{run}
+
+Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
+
+    {BENCH}
+
+Load it with `ldm_lite.image_to_image.load("{key}"{', degradation="' + run.split('-')[1] + '"' if key == 'sr' else ''})`
+or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
+""")
+    print("shipped", dst)
+
+
+def ship_segmenter() -> None:
+    src, dst = REPO / "outputs" / "segmenter", PRETRAINED_DIR / "shapes-segmenter-32"
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / "model" / f, dst / f)
+    m = json.loads((src / "metrics.json").read_text())
+    m.pop("history", None)
+    (dst / "metrics.json").write_text(json.dumps(m, indent=1))
+    h32 = m["held_out_32"]
+    canvas = m.get("held_out_64_canvas") or m.get("held_out_64_scaled_scenes", {})
+    (dst / "README.md").write_text(f"""# shapes-segmenter-32
+
+`ldm_lite.segmenter.ShapesSegmenter`: a small fully convolutional net (three-level UNet, width 16) predicting the
+`shapes` class of every pixel (0 background, 1..6 circle, square, triangle, diamond, cross, star). The judge of mask
+agreement for semantic synthesis (and layouts). Trained {m.get('steps', 600)} steps of batch 32 on `shapes(32, seed=0)`
+with mild blur/noise on half of each batch.
+
+Made by (from the repository root, CPU, 1 thread):
+
+    OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.segmenter --steps 600 --threads 1 --out outputs/segmenter
+
+Validated on held-out real images (`evaluate_segmenter`, shapes(32, n=1000, seed=12345)): pixel accuracy
+{h32['pixel_accuracy']:.4f}, mean IoU {h32['mean_iou']:.4f}; on 64x64 scenes: mean IoU {canvas.get('mean_iou', float('nan')):.4f}
+(see metrics.json).
+
+Load it with `ldm_lite.segmenter.load_segmenter()`.
+""")
+    print("shipped", dst)
+
+
+def main() -> None:
+    bench_path = REPO / "benchmarks" / "results" / "image_to_image.json"
+    bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+    which = sys.argv[1:] or [*RUNS, "segmenter"]
+    for run in which:
+        ship_segmenter() if run == "segmenter" else ship_run(run, bench)
+
+
+if __name__ == "__main__":
+    main()
