@@ -19,7 +19,7 @@ _SUBMODULES = (
     "paths",
     "runtime",
     "checkpoint",
-    "training",
+    "fit",
     "datasets",
     "autoencoder",
     "losses",
@@ -46,6 +46,8 @@ _SUBMODULES = (
     "checking",
     "exercises",
     "tradeoff",
+    "perceptual",
+    "recipes",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

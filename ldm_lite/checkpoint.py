@@ -179,3 +179,101 @@ class Pretrained:
         model = cls(config)  # type: ignore[call-arg]
         load_state_into(model, directory)  # type: ignore[arg-type]
         return model.to(map_location).eval()  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- training state (resumable checkpoints)
+TRAINING_FILE = "training.safetensors"  # optimizer/EMA/extra-module tensors, RNG states
+STATE_FILE = "state.json"  # step, history, optimizer hyper-parameters, LR schedulers, EMA counters
+
+
+def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state dict -> tensors "{name}.{param}.{key}" + JSON (param_groups, non-tensor values)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = name + "."
+    for k, v in tensors.items():
+        if k.startswith(prefix):
+            pid, key = k[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[key] = v
+    for k, v in meta["scalars"].items():
+        pid, key = k.split(".", 1)
+        state.setdefault(int(pid), {})[key] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(directory: str | os.PathLike, model: torch.nn.Module, *, step: int,
+                        optimizers: dict[str, torch.optim.Optimizer], modules: dict[str, torch.nn.Module] | None = None,
+                        ema: Any = None, generators: dict[str, torch.Generator] | None = None,
+                        schedulers: dict[str, Any] | None = None, history: dict[str, list] | None = None,
+                        extra: dict | None = None) -> Path:
+    """Write the model (config.json + model.safetensors) and its training state to `directory` atomically:
+    tensors of the optimizers, extra modules, EMA and RNGs in training.safetensors, the rest in state.json."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    tensors.update({f"rng.gen.{name}": g.get_state() for name, g in (generators or {}).items()})
+    meta: dict[str, Any] = {"step": step, "history": history or {}, "extra": extra or {}, "optimizers": {},
+                            "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()}}
+    for name, opt in optimizers.items():
+        t, m = _flatten_optimizer(f"opt.{name}", opt)
+        tensors.update(t)
+        meta["optimizers"][name] = m
+    for name, module in (modules or {}).items():
+        tensors.update({f"module.{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+        meta["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
+    with atomic_dir(directory) as tmp:
+        save_model(model, model.config, tmp)  # type: ignore[arg-type]
+        save_file(tensors, str(tmp / TRAINING_FILE))
+        write_json(tmp / STATE_FILE, meta)
+    return directory
+
+
+def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
+                        optimizers: dict[str, torch.optim.Optimizer], modules: dict[str, torch.nn.Module] | None = None,
+                        ema: Any = None, generators: dict[str, torch.Generator] | None = None,
+                        schedulers: dict[str, Any] | None = None) -> dict:
+    """Restore what `save_training_state` wrote, in place; returns state.json (step, history, extra)."""
+    directory = Path(directory)
+    meta = read_json(directory / STATE_FILE)
+    saved = read_config(directory, type(model).__name__, type(model.config))  # type: ignore[attr-defined]
+    if saved != model.config:
+        raise CheckpointError(f"{directory} was trained with {saved}, not this model's {model.config}; "
+                              "build the model from that config or start afresh")
+    load_state_into(model, directory)
+    tensors = load_weights(directory / TRAINING_FILE)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for name, opt in optimizers.items():
+        opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, meta["optimizers"][name]))
+    for name, module in (modules or {}).items():
+        prefix = f"module.{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    if ema is not None:
+        if not any(k.startswith("ema.") for k in tensors):
+            raise CheckpointError(f"{directory} has no EMA weights; resume with ema=None or start afresh")
+        ema.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")},
+                            meta["ema"]["num_updates"])
+    for name, g in (generators or {}).items():
+        g.set_state(tensors[f"rng.gen.{name}"])
+    for name, s in (schedulers or {}).items():
+        s.load_state_dict(meta["schedulers"][name])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return meta

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .checkpoint import Pretrained
 from .datasets import COLOR_NAMES, KINDS, SIZE_NAMES, shapes
@@ -102,49 +101,16 @@ def corrupt(x: Tensor, generator: torch.Generator) -> Tensor:
     return options[kind, torch.arange(b)]
 
 
-def _batch(ds, idx: Tensor) -> tuple[Tensor, Tensor]:
+def labelled_batch(ds, idx: Tensor) -> tuple[Tensor, Tensor]:
     items = [ds[int(i)] for i in idx]
     return torch.stack([it["image"] for it in items]), torch.stack([it["attrs"][0] for it in items])
-
-
-def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution: int = 32, seed: int = 0,
-                            lr: float = 2e-3, device: str | torch.device = "cpu",
-                            progress: bool = True) -> tuple[ShapesClassifier, dict[str, list]]:
-    """Train on `shapes(max_shapes=1)` (half of every batch corrupted for the `valid` head); returns the model and
-    its history. Held-out accuracy: `evaluate_classifier`."""
-    torch.manual_seed(seed)
-    model = ShapesClassifier(ShapesClassifierConfig(resolution=resolution)).to(device)
-    ds = shapes(resolution=resolution, n=steps * batch_size, seed=seed, max_shapes=1)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
-    history: dict[str, list] = {"step": [], "loss": []}
-    model.train()
-    for step in tqdm(range(steps), disable=not progress, desc="shapes classifier"):
-        x, attrs = _batch(ds, torch.arange(step * batch_size, (step + 1) * batch_size))
-        bad = corrupt(x[: batch_size // 2], g)
-        x_all = torch.cat([x, bad]).to(device)
-        out = model(x_all)
-        n = len(x)
-        valid = torch.cat([torch.ones(n), torch.zeros(len(bad))]).long().to(device)
-        attrs = attrs.to(device)
-        loss = (F.cross_entropy(out["kind"][:n], attrs[:, 0]) + F.cross_entropy(out["color"][:n], attrs[:, 1])
-                + F.cross_entropy(out["size"][:n], attrs[:, 2]) + F.cross_entropy(out["valid"], valid))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 10 == 0 or step == steps - 1:
-            history["step"].append(step)
-            history["loss"].append(loss.item())
-    return model.eval(), history
 
 
 @torch.no_grad()
 def evaluate_classifier(model: ShapesClassifier, n: int = 2000, seed: int = 12345, resolution: int = 32) -> dict:
     """Accuracy per head on held-out seeds, and the rate at which real and corrupted images are `recognisable`."""
     ds = shapes(resolution=resolution, n=n, seed=seed, max_shapes=1)
-    x, attrs = _batch(ds, torch.arange(n))
+    x, attrs = labelled_batch(ds, torch.arange(n))
     j = model.judge(x)
     bad = model.judge(corrupt(x, torch.Generator().manual_seed(seed)))
     return {

@@ -2,7 +2,7 @@
 
     ldm-lite main                   # the README's main job: LDM-4 on shapes 32x32, end to end -> outputs/main/
     ldm-lite tour                   # the datasets: grids, captions, masks -> outputs/tour/
-    ldm-lite train-ae --preset kl-f4 --dataset shapes
+    ldm-lite train-ae --preset kl-f4 --dataset shapes --steps 2500 --ship ae-kl-f4-shapes32
     ldm-lite train-ldm --ae data/pretrained/ae-kl-f4-shapes32
     ldm-lite sample --model data/pretrained/ldm-kl-f4-shapes32 --sampler dpm_solver_pp --steps 20
     ldm-lite evaluate --model data/pretrained/ldm-kl-f4-shapes32 --samplers ddim:100,dpm_solver_pp:20
@@ -21,78 +21,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see README: CPU threads)
 
 log = logging.getLogger("ldm_lite")
-
-
-def tour(out: Path, resolution: int = 32) -> dict:
-    """Grids of every offline dataset with captions (and masks for shapes); returns what it wrote."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from tqdm.auto import tqdm
-
-    from . import datasets, plotting
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    jobs = {
-        "shapes": lambda: datasets.shapes(resolution=resolution, n=10_000, seed=0),
-        "shapes_bg_noise": lambda: datasets.shapes(resolution=resolution, n=10_000, seed=0, background="noise"),
-        "mnist": lambda: datasets.mnist(resolution=resolution, channels=3, source="offline"),
-    }
-    for name, make in tqdm(jobs.items(), desc="dataset tour"):
-        ds = make()
-        fig = plotting.dataset_grid(ds, n=16, title=f"{name}: {len(ds):,} items at {resolution}x{resolution}",
-                                    show_masks=name.startswith("shapes"))
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        written[name] = {"items": len(ds), "figure": str(path), "captions": [ds[i]["caption"] for i in range(4)]}
-    (out / "tour.json").write_text(json.dumps(written, indent=2))
-    return written
-
-
-def train_classifier(out: Path, steps: int, batch_size: int, seed: int) -> dict:
-    """Train the ShapesClassifier and write it with its held-out metrics and a README."""
-    from .checkpoint import write_json
-    from .classifier import evaluate_classifier, train_shapes_classifier
-
-    model, _ = train_shapes_classifier(steps=steps, batch_size=batch_size, seed=seed)
-    metrics = evaluate_classifier(model)
-    model.save_pretrained(out)
-    write_json(out / "metrics.json", metrics)
-    cmd = f"ldm-lite train-classifier --steps {steps} --batch-size {batch_size} --seed {seed}"
-    (out / "README.md").write_text(
-        "# ShapesClassifier (32x32)\n\nJudges `shapes` images: kind, colour, size, and whether an image is a valid "
-        "single-colour shape. Used for the shapes score, conditioning accuracy and FID features.\n\n"
-        f"Made by:\n\n    {cmd}\n\nHeld-out metrics (seed 12345, 2,000 images): see metrics.json.\n")
-    log.info("classifier metrics: %s", metrics)
-    return metrics
-
-
-def _ship(model_dir: Path, dest: Path, metrics: dict, command: str, title: str) -> None:
-    """Copy a trained model folder to data/pretrained/<name>/ with metrics.json and a README naming the command."""
-    import shutil
-
-    from .checkpoint import atomic_dir, write_json
-
-    with atomic_dir(dest) as tmp:
-        for f in model_dir.iterdir():
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
-        write_json(tmp / "metrics.json", metrics)
-        (tmp / "README.md").write_text(f"# {title}\n\nMade by (from the repository root):\n\n    {command}\n\n"
-                                       "Measured metrics of this run: metrics.json.\n")
-    log.info("shipped %s", dest)
-
-
-def _command_line() -> str:
-    return "ldm-lite " + " ".join(sys.argv[1:])
+DATASET_HELP = "shapes, mnist, a folder of images (captions from name.txt / metadata.jsonl), or hub:<name or path>"
 
 
 def cmd_main(args) -> None:
     from dataclasses import replace
 
-    from .paths import OUTPUTS_DIR, PRETRAINED_DIR
-    from .pipeline import MainConfig, run_main
+    from .paths import OUTPUTS_DIR
+    from .pipeline import MainConfig, run_main, tour
+    from .recipes import command_line, ship
     from .runtime import pick_device, smoke_mode
 
     out = args.out or OUTPUTS_DIR / "main"
@@ -104,54 +41,49 @@ def cmd_main(args) -> None:
         cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None)
     metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
     if args.ship:
-        _ship(out / "ldm" / "model", PRETRAINED_DIR / args.ship, metrics, _command_line(),
-              f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
+        ship(out / "ldm" / "model", args.ship, metrics, command_line(),
+             f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
 
 
 def cmd_train_ae(args) -> None:
-    import torch
-
-    from . import datasets
-    from .autoencoder import Autoencoder, AutoencoderConfig, estimate_scale_factor
-    from .checkpoint import write_json
     from .losses import AutoencoderLossConfig
-    from .metrics import reconstruction_metrics
-    from .paths import OUTPUTS_DIR
-    from .train import FINAL_DIR, train_autoencoder
+    from .recipes import autoencoder_recipe, full_loss, short_loss
 
-    out = args.out or OUTPUTS_DIR / "ae" / args.preset
-    ds = datasets.get(args.dataset, resolution=args.resolution, **({"channels": 3} if args.dataset == "mnist" else {}))
-    held_out = (datasets.shapes(args.resolution, n=256, seed=1) if args.dataset == "shapes"
-                else datasets.mnist(args.resolution, channels=3, split="test"))
-    ae = Autoencoder(AutoencoderConfig.preset(args.preset))
-    loss = AutoencoderLossConfig(perceptual_weight=0.0 if args.no_lpips else 1.0,
-                                 disc_start=args.disc_start if args.disc_start is not None else 10**9)
-    train_autoencoder(ae, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, loss_config=loss,
-                      ema=args.ema, device=args.device, out_dir=out, resume=True)
-    estimate_scale_factor(ae, ds, max_images=512)
-    ae.save_pretrained(out / FINAL_DIR)
-    x = torch.stack([held_out[i]["image"] for i in range(len(held_out))])
-    metrics = reconstruction_metrics(ae.cpu(), x, lpips_net=None)
-    metrics["scale_factor"] = float(ae.scale_factor)
-    write_json(out / FINAL_DIR / "metrics.json", metrics)
-    log.info("autoencoder %s: %s", args.preset, metrics)
+    loss = short_loss(args.kl_weight) if args.loss == "short" else full_loss(args.steps, lpips_net=args.lpips_net,
+                                                                             kl_weight=args.kl_weight)
+    if args.perceptual_weight is not None:
+        loss = AutoencoderLossConfig(**{**loss.__dict__, "perceptual_weight": args.perceptual_weight})
+    if args.disc_start is not None:
+        loss = AutoencoderLossConfig(**{**loss.__dict__, "disc_start": None if args.disc_start < 0 else args.disc_start})
+    metrics = autoencoder_recipe(args.name or args.ship or f"{args.preset}-{_dataset_tag(args.dataset)}{args.resolution}",
+                                 args.preset, args.dataset, resolution=args.resolution, n_train=args.n_train,
+                                 latent_channels=args.latent_channels, base_channels=args.base_channels,
+                                 codebook_size=args.codebook_size, steps=args.steps, batch_size=args.batch_size,
+                                 lr=args.lr, ema=args.ema or None, loss=loss, seed=args.seed, threads=args.threads,
+                                 device=args.device, ship_as=args.ship)
+    log.info("autoencoder %s: %s", args.preset, {k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics})
+
+
+def _dataset_tag(name: str) -> str:
+    return Path(name.removeprefix("hub:")).name.replace("/", "-") or "data"
 
 
 def cmd_train_ldm(args) -> None:
-    from . import datasets
     from .autoencoder import Autoencoder
     from .ldm import LatentDiffusion
     from .paths import OUTPUTS_DIR
+    from .recipes import training_data
     from .train import train_ldm
     from .unet import UNet, UNetConfig
 
     ae = Autoencoder.from_pretrained(args.ae)
+    ds, _ = training_data(args.dataset, args.resolution, args.n_train, max_shapes=args.max_shapes,
+                          channels=ae.config.in_channels)
     ldm = LatentDiffusion(ae, UNet(UNetConfig.small(in_channels=ae.latent_channels,
                                                     model_channels=args.model_channels)),
                           image_size=args.resolution, prediction=args.prediction)
-    ds = datasets.shapes(args.resolution, n=args.n_train, seed=0, max_shapes=args.max_shapes)
     train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
-              out_dir=args.out or OUTPUTS_DIR / "ldm", resume=True)
+              out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True)
 
 
 def _load_ldm(path: Path, device: str):
@@ -167,15 +99,17 @@ def cmd_sample(args) -> None:
     matplotlib.use("Agg")
     import torch
 
+    from .paths import OUTPUTS_DIR
     from .plotting import image_grid
 
     ldm = _load_ldm(args.model, args.device)
     labels = [int(v) for v in args.labels.split(",")] if args.labels else None
     x = ldm.sample(None if labels else args.n, labels=labels, sampler=args.sampler, steps=args.steps,
                    guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed)).cpu()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, ncols=8, title=f"{args.model.name}: {args.sampler}, {args.steps} steps").savefig(args.out, dpi=110)
-    log.info("wrote %s", args.out)
+    out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(x, ncols=8, title=f"{args.model.name}: {args.sampler}, {args.steps} steps").savefig(out, dpi=110)
+    log.info("wrote %s", out)
 
 
 def cmd_evaluate(args) -> None:
@@ -184,7 +118,7 @@ def cmd_evaluate(args) -> None:
     from . import datasets
     from .checkpoint import write_json
     from .evaluation import evaluate_samples
-    from .pipeline import load_classifier
+    from .recipes import command_line, get_classifier
 
     ldm = _load_ldm(args.model, args.device)
     results = {}
@@ -195,9 +129,9 @@ def cmd_evaluate(args) -> None:
         imgs = torch.cat([ldm.sample(min(256, args.n - i), sampler=sampler, steps=int(steps),
                                      generator=torch.Generator().manual_seed(args.seed + i)).cpu()
                           for i in range(0, args.n, 256)])
-        results[spec] = evaluate_samples(imgs, real, load_classifier(), n_boot=args.n_boot)
+        results[spec] = evaluate_samples(imgs, real, get_classifier(), n_boot=args.n_boot)
         log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, dict)})
-    results["command"] = _command_line()
+    results["command"] = command_line()
     if args.out:
         write_json(args.out, results)
     print(json.dumps(results, indent=2))
@@ -218,12 +152,14 @@ def cmd_bench(args) -> None:
 
 def cmd_train_classifier(args) -> None:
     from .paths import PRETRAINED_DIR
+    from .recipes import train_classifier
 
     train_classifier(args.out or PRETRAINED_DIR / "shapes-classifier-32", args.steps, args.batch_size, args.seed)
 
 
 def cmd_tour(args) -> None:
     from .paths import OUTPUTS_DIR
+    from .pipeline import tour
 
     tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
 
@@ -247,22 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=int, default=32)
     t.set_defaults(func=cmd_tour)
 
-    a = sub.add_parser("train-ae", help="train a KL/VQ autoencoder (first stage)")
+    a = sub.add_parser("train-ae", help="train a KL/VQ autoencoder (first stage); --ship writes it to data/pretrained")
     a.add_argument("--preset", default="kl-f4", help="kl-f4, kl-f8, vq-f4, ...")
-    a.add_argument("--dataset", default="shapes", help="shapes or mnist")
+    a.add_argument("--dataset", default="shapes", help=DATASET_HELP)
+    a.add_argument("--name", default=None, help="run name: state under outputs/ae/<name> (default: --ship, else <preset>-<dataset><resolution>)")
+    a.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
     a.add_argument("--resolution", type=int, default=32)
-    a.add_argument("--steps", type=int, default=2_000)
+    a.add_argument("--n-train", type=int, default=20_000, help="shapes: number of training images")
+    a.add_argument("--latent-channels", type=int, default=3)
+    a.add_argument("--base-channels", type=int, default=32)
+    a.add_argument("--codebook-size", type=int, default=256, help="VQ presets only")
+    a.add_argument("--steps", type=int, default=3_000)
     a.add_argument("--batch-size", type=int, default=16)
     a.add_argument("--lr", type=float, default=4e-4)
-    a.add_argument("--ema", type=float, default=None)
-    a.add_argument("--no-lpips", action="store_true", help="reconstruction + KL only (no ImageNet weights needed)")
-    a.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN starts (default: never)")
+    a.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights (0 = none)")
+    a.add_argument("--loss", choices=["full", "short"], default="full",
+                   help="full: L1 + LPIPS + KL/VQ + PatchGAN from 3/4 of the steps (the paper's); short: L1 + KL/VQ")
+    a.add_argument("--perceptual-weight", type=float, default=None, help="override the preset's LPIPS weight")
+    a.add_argument("--lpips-net", default="vgg")
+    a.add_argument("--kl-weight", type=float, default=1e-6)
+    a.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN starts (-1 = never)")
+    a.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto")
-    a.add_argument("--out", type=Path, default=None, help="default outputs/ae/<preset>")
     a.set_defaults(func=cmd_train_ae)
 
-    lt = sub.add_parser("train-ldm", help="train an LDM on shapes on top of a trained autoencoder")
+    lt = sub.add_parser("train-ldm", help="train an LDM on top of a trained autoencoder")
     lt.add_argument("--ae", type=Path, required=True, help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32)")
+    lt.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     lt.add_argument("--steps", type=int, default=5_000)
     lt.add_argument("--batch-size", type=int, default=64)
     lt.add_argument("--lr", type=float, default=5e-4)
@@ -272,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--n-train", type=int, default=20_000)
     lt.add_argument("--max-shapes", type=int, default=1)
     lt.add_argument("--device", default="auto")
-    lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm (resumes from its checkpoint)")
+    lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
     lt.set_defaults(func=cmd_train_ldm)
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
@@ -284,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", type=Path, default=Path("outputs/samples.png"))
+    s.add_argument("--out", type=Path, default=None, help="default <outputs>/samples/<model>-<sampler><steps>-seed<seed>.png")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="shapes score + FID on classifier features (with a bootstrap interval)")

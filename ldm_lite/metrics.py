@@ -65,7 +65,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
 
 @lru_cache(maxsize=2)
 def _lpips_model(net: str):
-    from .losses import LPIPS
+    from .perceptual import LPIPS
 
     return LPIPS(net)
 
@@ -227,8 +227,3 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
-
-
-
-# the one classifier behind every shapes score, re-exported here as DESIGN's Metrics convention names it
-from .classifier import ShapesClassifier  # noqa: E402, F401

@@ -9,6 +9,7 @@ and the number of steps grow. Every number it reports comes from the run itself 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -16,20 +17,16 @@ from pathlib import Path
 
 import torch
 
-from . import datasets
-from .autoencoder import Autoencoder, AutoencoderConfig, estimate_scale_factor
+from . import datasets, recipes
+from .autoencoder import Autoencoder
 from .checkpoint import write_json
 from .evaluation import evaluate_samples
 from .ldm import LatentDiffusion
-from .paths import PRETRAINED_DIR
 from .runtime import on_gpu, pick_device, smoke_mode
 from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
 
-SHIPPED_AE = "ae-kl-f4-shapes32"
-SHIPPED_LDM = "ldm-kl-f4-shapes32"
-SHIPPED_CLASSIFIER = "shapes-classifier-32"
 
 
 @dataclass
@@ -67,37 +64,17 @@ def _images(ds, n: int) -> torch.Tensor:
     return torch.stack([ds[i]["image"] for i in range(n)])
 
 
-def get_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.device) -> tuple[Autoencoder, str]:
-    """The shipped kl-f4 autoencoder, or one trained here (`train=True` or nothing shipped)."""
-    from .losses import AutoencoderLossConfig
-    from .train import train_autoencoder
-
-    shipped = PRETRAINED_DIR / SHIPPED_AE
-    if not train and shipped.is_dir():
-        return Autoencoder.from_pretrained(shipped).to(device), f"shipped ({SHIPPED_AE})"
-    log.info("training a kl-f4 autoencoder (%d steps, reconstruction + KL)", cfg.ae_steps)
+def main_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.device) -> tuple[Autoencoder, str]:
+    """The shipped kl-f4 autoencoder, or one trained here with the short loss (`train=True` or nothing shipped)."""
     ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    ae = Autoencoder(AutoencoderConfig.kl(f=4))
-    loss = AutoencoderLossConfig(perceptual_weight=0.0, disc_start=10**9)
-    train_autoencoder(ae, ds, steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, lr=4e-4, loss_config=loss,
-                      device=device, out_dir=out / "ae", checkpoint_every=max(100, cfg.ae_steps // 4), resume=True,
-                      seed=cfg.seed)
-    estimate_scale_factor(ae, ds, max_images=512)
-    ae.save_pretrained(out / "ae" / "model")
-    return ae, f"trained here ({cfg.ae_steps} steps)"
+    return recipes.get_autoencoder("kl", 4, "shapes", ds, steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, lr=4e-4,
+                                   prefer_shipped=not train, out=out / "ae", device=device, seed=cfg.seed)
 
 
 def build_ldm(cfg: MainConfig, ae: Autoencoder) -> LatentDiffusion:
     c = ae.latent_channels
     unet = UNet(UNetConfig.small(in_channels=c, model_channels=cfg.model_channels))
     return LatentDiffusion(ae, unet, schedule="scaled_linear", image_size=cfg.resolution)
-
-
-def load_classifier():
-    from .classifier import ShapesClassifier
-
-    path = PRETRAINED_DIR / SHIPPED_CLASSIFIER
-    return ShapesClassifier.from_pretrained(path) if path.is_dir() else None
 
 
 def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None) -> dict:
@@ -113,7 +90,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    ae, ae_source = get_autoencoder(cfg, train_ae, out, dev)
+    ae, ae_source = main_autoencoder(cfg, train_ae, out, dev)
     ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
     ldm = build_ldm(cfg, ae)
     t_train = time.perf_counter()
@@ -143,7 +120,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         "ldm_steps_done": steps_done,
         "train_steps_per_second": round(steps_done / max(train_s, 1e-9), 3),
         f"sample_seconds_{cfg.n_samples}_{cfg.sampler}{cfg.sample_steps}": round(sample_s, 2),
-        **evaluate_samples(samples, real, load_classifier()),
+        **evaluate_samples(samples, real, recipes.get_classifier()),
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json(out / "metrics.json", metrics)
@@ -158,22 +135,28 @@ def _tail_mean(values: list, steps: list, last: int) -> float:
     return float(sum(tail) / max(1, len(tail)))
 
 
-def load_or_train_ldm(cfg: MainConfig | None = None, device: str = "auto", out: Path | None = None,
-                      prefer_shipped: bool = True) -> tuple[LatentDiffusion, str]:
-    """The shipped LDM (`data/pretrained/ldm-kl-f4-shapes32`) when present, else one trained now with `cfg`
-    (notebooks use this so they open on a trained model when there is one)."""
-    from .paths import OUTPUTS_DIR
-    from .train import train_ldm
+def tour(out: Path, resolution: int = 32) -> dict:
+    """Grids of every offline dataset with captions (and masks for shapes); returns what it wrote."""
+    import matplotlib
 
-    dev = pick_device(device)
-    shipped = PRETRAINED_DIR / SHIPPED_LDM
-    if prefer_shipped and shipped.is_dir():
-        return LatentDiffusion.from_pretrained(shipped).to(dev).eval(), f"shipped ({shipped.name})"
-    cfg = cfg or MainConfig.for_device(dev, smoke_mode())
-    out = out or OUTPUTS_DIR / "notebook-ldm"
-    ae, _ = get_autoencoder(cfg, train=False, out=out, device=dev)
-    ldm = build_ldm(cfg, ae)
-    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    train_ldm(ldm, ds, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, ema=cfg.ema,
-              device=dev, seed=cfg.seed)
-    return ldm.eval(), f"trained now ({cfg.ldm_steps} steps; no shipped LDM found)"
+    matplotlib.use("Agg")
+    from tqdm.auto import tqdm
+
+    from . import plotting
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    jobs = {
+        "shapes": lambda: datasets.shapes(resolution=resolution, n=10_000, seed=0),
+        "shapes_bg_noise": lambda: datasets.shapes(resolution=resolution, n=10_000, seed=0, background="noise"),
+        "mnist": lambda: datasets.mnist(resolution=resolution, channels=3, source="offline"),
+    }
+    for name, make in tqdm(jobs.items(), desc="dataset tour"):
+        ds = make()
+        fig = plotting.dataset_grid(ds, n=16, title=f"{name}: {len(ds):,} items at {resolution}x{resolution}",
+                                    show_masks=name.startswith("shapes"))
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        written[name] = {"items": len(ds), "figure": str(path), "captions": [ds[i]["caption"] for i in range(4)]}
+    (out / "tour.json").write_text(json.dumps(written, indent=2))
+    return written

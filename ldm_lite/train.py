@@ -1,52 +1,55 @@
-"""Training loops. Shared pieces (batch order, EMA, checkpoints with exact resume, NaN guard) live in
-`ldm_lite.training`; this module holds the loops themselves.
+"""What is trained, as step functions on the one loop `ldm_lite.fit.fit` (which owns batch order, warm-up,
+clipping, EMA, the NaN guard, atomic checkpoints, exact resume, the time budget, DDP, progress and history).
 
-`train_autoencoder` trains the first stage as LDM does (§3.1, App. G): each step updates the autoencoder on
-the generator loss of `ldm_lite.losses.AutoencoderLoss`, then, once the GAN is on (`disc_start`), the PatchGAN
-discriminator on the hinge loss.
+- `train_autoencoder`: the first stage as LDM trains it (§3.1, App. G): each step updates the autoencoder on the
+  generator loss of `ldm_lite.losses.AutoencoderLoss`, then, once the GAN is on (`disc_start`), the PatchGAN
+  discriminator on the hinge loss.
+- `train_ldm`: the UNet (and conditioner) on L_LDM (eq. 2); the autoencoder stays frozen.
+- `train_shapes_classifier`: the judge of the `shapes` dataset (`ldm_lite.classifier`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 from .autoencoder import Autoencoder
+from .fit import StepContext, distributed, fit, resolve_device
 from .losses import AutoencoderLossConfig, autoencoder_loss
-from .training import (
-    EMA,
-    History,
-    ImageSource,
-    batch_indices,
-    check_finite,
-    load_training_state,
-    resolve_device,
-    save_training_state,
-)
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoint"  # <out_dir>/checkpoint: latest model + training state (resumable)
-FINAL_DIR = "model"  # <out_dir>/model: the final model (EMA weights when ema is set)
 
 
-def _resume_dir(resume: bool | str | os.PathLike | None, out_dir: Path | None) -> Path | None:
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        if out_dir is None:
-            raise ValueError("resume=True needs out_dir (the checkpoint is read from <out_dir>/checkpoint)")
-        path = out_dir / CHECKPOINT_DIR
-        return path if path.exists() else None  # nothing to resume yet: start afresh
-    return Path(resume)
+class ImageSource:
+    """Random access to images (N, C, H, W): from a tensor, or from a dataset of dicts with an "image" key."""
+
+    def __init__(self, data: Any):
+        self.data = data
+        if not isinstance(data, torch.Tensor) and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            raise TypeError(f"expected an image tensor (N, C, H, W) or a map-style dataset, got {type(data).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.data, torch.Tensor):
+            return self.data[idx]
+        items = [self.data[int(i)] for i in idx]
+        return torch.stack([it["image"] if isinstance(it, dict) else it for it in items])
 
 
+def _check_hyper(steps: int, batch_size: int, lr: float) -> None:
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"the learning rate must be > 0, got lr={lr}")
+
+
+# ============================================================================================== autoencoder
 def train_autoencoder(
     ae: Autoencoder,
     dataset: Any,
@@ -72,72 +75,32 @@ def train_autoencoder(
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder. A resumed run ends with
     the same weights, bit for bit, as an uninterrupted one.
     """
+    _check_hyper(steps, batch_size, lr)
     device = resolve_device(device)
-    out = Path(out_dir) if out_dir is not None else None
     source = ImageSource(dataset)
     ae.to(device)
     loss_fn = autoencoder_loss(ae, loss_config)
-    opt_ae = torch.optim.Adam(list(ae.parameters()) + loss_fn.generator_parameters(), lr=lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
-    optimizers = {"ae": opt_ae, "d": opt_d}
-    modules = {"loss": _TrainableLossState(loss_fn)}
-    ema_model = EMA(ae, ema) if ema else None
+    opts = {"ae": torch.optim.Adam(list(ae.parameters()) + loss_fn.generator_parameters(), lr=lr, betas=(0.5, 0.9)),
+            "d": torch.optim.Adam(loss_fn.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))}
 
-    history = History({})
-    start, last_ckpt, last_ckpt_step = 0, None, None
-    ckpt_from = _resume_dir(resume, out)
-    if ckpt_from is not None:
-        meta = load_training_state(ckpt_from, ae, optimizers=optimizers, modules=modules, ema=ema_model)
-        start, history, last_ckpt, last_ckpt_step = meta["step"], History(meta["history"]), ckpt_from, meta["step"]
-        log.info("resumed from %s at step %d", ckpt_from, start)
-    else:
-        torch.manual_seed(seed)  # posterior noise, VQ restarts: the global RNG, saved with each checkpoint
-
-    def checkpoint(step: int) -> None:
-        nonlocal last_ckpt, last_ckpt_step
-        if out is None:
-            return
-        if not all(torch.isfinite(p).all() for p in ae.parameters()):  # never overwrite a good checkpoint with NaN
-            check_finite(torch.tensor(float("nan")), step, history.data, last_ckpt, last_ckpt_step, what="weights")
-        last_ckpt = save_training_state(out / CHECKPOINT_DIR, ae, step=step, optimizers=optimizers, modules=modules,
-                                        ema=ema_model, history=history.data,
-                                        extra={"seed": seed, "batch_size": batch_size, "lr": lr})
-        last_ckpt_step = step
-
-    ae.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="autoencoder")
-    for step in bar:
-        x = source.batch(batch_indices(len(source), batch_size, seed, step)).to(device)
+    def step_fn(ctx: StepContext) -> dict[str, float]:
+        x = source.batch(ctx.indices()).to(device)
         output = ae(x)
-        loss, logs = loss_fn(x, output, step, ae.last_layer())
-        check_finite(loss, step, history.data, last_ckpt, last_ckpt_step)
-        opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ae.step()
-        if loss_fn.gan_active(step):
+        loss, logs = loss_fn(x, output, ctx.step, ae.last_layer())
+        ctx.check(loss)
+        ctx.optimize("ae", loss)
+        if loss_fn.gan_active(ctx.step):
             d_loss, d_logs = loss_fn.discriminator_loss(x, output.sample)
-            check_finite(d_loss, step, history.data, last_ckpt, last_ckpt_step)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            ctx.check(d_loss)
+            ctx.optimize("d", d_loss)
             logs.update(d_logs)
-        if ema_model is not None:
-            ema_model.update(ae)
-        if step % log_every == 0 or step == steps - 1:
-            history.log(step=step, **logs)
-        if progress and step % 10 == 0:
-            bar.set_postfix({k: f"{logs[k]:.3g}" for k in ("rec", "kl", "perplexity", "g", "d") if k in logs})
-        if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
-    bar.close()
-    if start < steps or last_ckpt_step != steps:
-        checkpoint(steps)
-    if ema_model is not None:
-        ema_model.copy_to(ae)
-    if out is not None:
-        ae.save_pretrained(out / FINAL_DIR)
-    ae.eval()
-    return history.data
+        return logs
+
+    return fit(ae, step_fn, steps=steps, optimizers=opts, dataset_size=len(source), batch_size=batch_size, seed=seed,
+               ema=(ae, ema) if ema else None, modules={"loss": _TrainableLossState(loss_fn)}, out_dir=out_dir,
+               checkpoint_every=checkpoint_every, resume=resume, device=device, log_every=log_every,
+               show=("rec", "kl", "perplexity", "g", "d"), progress=progress, desc="autoencoder",
+               extra={"lr": lr})
 
 
 class _TrainableLossState(torch.nn.Module):
@@ -159,36 +122,6 @@ class _TrainableLossState(torch.nn.Module):
 
 
 # ============================================================================================== latent diffusion
-def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Under `torchrun` (WORLD_SIZE > 1) joins the process group: NCCL on GPUs (one
-    per LOCAL_RANK), gloo on CPUs."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _out_of_time(t_start: float, max_seconds: float, world: int, device: torch.device) -> bool:
-    """Whether the time budget is spent; under torchrun rank 0 decides for all, so every rank stops together."""
-    flag = torch.tensor([float(time.perf_counter() - t_start > max_seconds)], device=device)
-    if world > 1:
-        torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
-def _collate(dataset: Any, idx: torch.Tensor) -> dict[str, Any]:
-    from torch.utils.data import default_collate
-
-    return default_collate([dataset[int(i)] for i in idx])
-
-
 def train_ldm(
     ldm: Any,
     dataset: Any,
@@ -224,90 +157,81 @@ def train_ldm(
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    from .training import TrainingDiverged
-
+    _check_hyper(steps, batch_size, lr)
     device = resolve_device(device)
-    rank, world, device = _distributed(device)
+    rank, world, device = distributed(device)
     if batch_size % world:
         raise ValueError(f"batch_size={batch_size} is not divisible by the {world} processes; use a multiple of {world}")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    out = Path(out_dir) if out_dir is not None else None
     ldm.to(device)
     trainable = torch.nn.ModuleDict({"unet": ldm.unet, **({"conditioner": ldm.conditioner} if ldm.conditioner else {})})
     fused = device.type in ("cuda", "cpu") and hasattr(torch.optim, "AdamW")
     opt = torch.optim.AdamW(trainable.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
-    ema_model = EMA(trainable, ema) if ema else None
     model = DistributedDataParallel(ldm) if world > 1 else ldm
 
-    history = History({})
-    start, last_ckpt, last_ckpt_step = 0, None, None
-    ckpt_from = _resume_dir(resume, out)
-    if ckpt_from is not None:
-        meta = load_training_state(ckpt_from, ldm, optimizers={"unet": opt}, ema=ema_model)
-        start, history, last_ckpt, last_ckpt_step = meta["step"], History(meta["history"]), ckpt_from, meta["step"]
-        log.info("resumed from %s at step %d", ckpt_from, start)
-
-    def checkpoint(step: int) -> None:
-        nonlocal last_ckpt, last_ckpt_step
-        if out is not None and rank == 0:
-            last_ckpt = save_training_state(out / CHECKPOINT_DIR, ldm, step=step, optimizers={"unet": opt},
-                                            ema=ema_model, history=history.data,
-                                            extra={"seed": seed, "batch_size": batch_size, "lr": lr})
-        last_ckpt_step = step
-
-    ldm.train()
-    t_start = time.perf_counter()
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0, desc="LDM")
-    end = steps
-    for step in bar:
+    def step_fn(ctx: StepContext) -> dict[str, float]:
         # the global batch, its t and ε are pure functions of (seed, step); each process takes every world-th item
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = batch_indices(len(dataset), batch_size, seed, step)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + ctx.step)
+        idx = ctx.indices()
         t = torch.randint(0, ldm.schedule.T, (batch_size,), generator=g)
         noise = torch.randn((batch_size, *ldm.latent_shape), generator=g)
-        batch = _collate(dataset, idx[rank::world])
-        g.manual_seed(seed * 1_000_003 + step + 7_919 * (rank + 1))  # posterior sampling, condition dropout
-        for group in opt.param_groups:  # linear warm-up: a pure function of the step (exact resume)
-            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+        batch = default_collate([dataset[int(i)] for i in idx[rank::world]])
+        g.manual_seed(seed * 1_000_003 + ctx.step + 7_919 * (rank + 1))  # posterior sampling, condition dropout
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(batch, g, t[rank::world], noise[rank::world])
         avg = loss.detach().clone()
         if world > 1:
             torch.distributed.all_reduce(avg)
             avg /= world
-        try:
-            check_finite(avg, step, history.data, last_ckpt, last_ckpt_step)
-        except TrainingDiverged:
-            bar.close()
-            raise
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip if grad_clip else float("inf"))
-        opt.step()
-        if ema_model is not None:
-            ema_model.update(trainable)
-        if step % log_every == 0 or step == steps - 1:
-            history.log(step=step, loss=avg.item(), lr=opt.param_groups[0]["lr"], grad_norm=float(norm))
-            if rank == 0 and progress:
-                bar.set_postfix(loss=f"{avg.item():.4f}")
-        if step_callback is not None and rank == 0:
-            step_callback(step, avg.item())
-        if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
-        if max_seconds is not None and step + 1 < steps and _out_of_time(t_start, max_seconds, world, device):
-            end = step + 1
-            log.warning("time budget of %.0f s spent after %d of %d steps; stopping (resume=True continues)",
-                        max_seconds, end, steps)
-            break
-    bar.close()
-    if start < end or last_ckpt_step != end:
-        checkpoint(end)
-    if ema_model is not None:
-        ema_model.copy_to(trainable)
-    if out is not None and rank == 0:
-        ldm.save_pretrained(out / FINAL_DIR)
-    ldm.eval()
-    return history.data
+        ctx.check(avg)
+        norm = ctx.optimize("unet", loss)
+        return {"loss": avg.item(), "lr": opt.param_groups[0]["lr"], "grad_norm": norm}
+
+    return fit(ldm, step_fn, steps=steps, optimizers={"unet": opt}, dataset_size=len(dataset), batch_size=batch_size,
+               seed=seed, warmup=warmup, grad_clip=grad_clip if grad_clip else float("inf"),
+               ema=(trainable, ema) if ema else None, out_dir=out_dir, checkpoint_every=checkpoint_every,
+               resume=resume, max_seconds=max_seconds, rank=rank, world=world, device=device, log_every=log_every,
+               step_callback=step_callback, progress=progress, desc="LDM", extra={"lr": lr})
+
+
+# ============================================================================================== shapes classifier
+def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution: int = 32, seed: int = 0,
+                            lr: float = 2e-3, device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                            checkpoint_every: int = 500, resume: bool | str | os.PathLike | None = None,
+                            progress: bool = True) -> tuple[Any, dict[str, list]]:
+    """Train the `ShapesClassifier` on `shapes(max_shapes=1)` (half of every batch corrupted for the `valid` head);
+    returns the model and its history. Held-out accuracy: `ldm_lite.classifier.evaluate_classifier`."""
+    from .classifier import ShapesClassifier, ShapesClassifierConfig, corrupt, labelled_batch
+    from .datasets import shapes
+
+    _check_hyper(steps, batch_size, lr)
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    model = ShapesClassifier(ShapesClassifierConfig(resolution=resolution)).to(device)
+    ds = shapes(resolution=resolution, n=max(steps, 1) * batch_size, seed=seed, max_shapes=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
+    g = torch.Generator().manual_seed(seed)
+
+    def step_fn(ctx: StepContext) -> dict[str, float]:
+        x, attrs = labelled_batch(ds, torch.arange(ctx.step * batch_size, (ctx.step + 1) * batch_size))  # one pass
+        bad = corrupt(x[: batch_size // 2], g)
+        out = model(torch.cat([x, bad]).to(device))
+        n = len(x)
+        valid = torch.cat([torch.ones(n), torch.zeros(len(bad))]).long().to(device)
+        attrs = attrs.to(device)
+        loss = (F.cross_entropy(out["kind"][:n], attrs[:, 0]) + F.cross_entropy(out["color"][:n], attrs[:, 1])
+                + F.cross_entropy(out["size"][:n], attrs[:, 2]) + F.cross_entropy(out["valid"], valid))
+        ctx.check(loss)
+        ctx.optimize("model", loss)
+        sched.step()
+        return {"loss": loss.item()}
+
+    history = fit(model, step_fn, steps=steps, optimizers={"model": opt}, dataset_size=len(ds), batch_size=batch_size,
+                  seed=seed, generators={"corrupt": g}, schedulers={"lr": sched}, out_dir=out_dir,
+                  checkpoint_every=checkpoint_every, resume=resume, device=device, log_every=10, progress=progress,
+                  desc="shapes classifier", extra={"lr": lr})
+    return model, history

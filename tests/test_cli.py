@@ -11,9 +11,9 @@ import ldm_lite as ll
 from ldm_lite.autoencoder import IdentityAutoencoder
 
 
-def run(*args, tmp_path, smoke=True):
+def run(*args, tmp_path, smoke=True, **env_extra):
     env = {**os.environ, "LDM_LITE_SMOKE": "1" if smoke else "0", "LDM_LITE_OUTPUTS": str(tmp_path / "outputs"),
-           "MPLBACKEND": "Agg"}
+           "MPLBACKEND": "Agg", **env_extra}
     return subprocess.run([sys.executable, "-m", "ldm_lite.cli", *args], env=env, capture_output=True, text=True,
                           timeout=600, check=True)
 
@@ -24,7 +24,7 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     for name in ("samples.png", "curves.png", "metrics.json", "tour/shapes.png", "ldm/model/model.safetensors"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["autoencoder"].startswith("trained here") and metrics["config"]["ldm_steps"] == 6
+    assert metrics["autoencoder"].startswith("trained now (5 steps") and metrics["config"]["ldm_steps"] == 6
     assert metrics["final_loss_mean_last_100_steps"] > 0
     model = ll.ldm.LatentDiffusion.from_pretrained(out / "ldm" / "model")
     assert model.latent_shape == (3, 8, 8)
@@ -32,6 +32,7 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     before = (out / "ldm" / "model" / "model.safetensors").read_bytes()
     run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
     assert (out / "ldm" / "model" / "model.safetensors").read_bytes() == before
+    assert json.loads((out / "metrics.json").read_text())["autoencoder"].startswith("trained here earlier")
 
 
 def test_sample_and_evaluate_a_saved_model(tmp_path):
@@ -42,6 +43,8 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
     run("sample", "--model", str(tmp_path / "m"), "--n", "4", "--steps", "3", "--out", str(tmp_path / "g.png"),
         tmp_path=tmp_path)
     assert (tmp_path / "g.png").stat().st_size > 1000
+    run("sample", "--model", str(tmp_path / "m"), "--n", "2", "--steps", "2", tmp_path=tmp_path)  # default: outputs
+    assert (tmp_path / "outputs" / "samples" / "m-ddim2-seed0.png").stat().st_size > 1000
     res = run("evaluate", "--model", str(tmp_path / "m"), "--samplers", "ddim:3,dpm_solver_pp:2", "--n", "16",
               "--n-real", "32", "--n-boot", "5", "--out", str(tmp_path / "e.json"), tmp_path=tmp_path)
     data = json.loads((tmp_path / "e.json").read_text())
@@ -56,3 +59,30 @@ def test_bad_model_path_gives_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "sample", "--model", str(tmp_path / "nope")],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "is not a folder" in proc.stderr
+
+
+def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    run("train-ae", "--preset", "kl-f4", "--steps", "2", "--batch-size", "2", "--n-train", "8", "--loss", "short",
+        "--base-channels", "16", "--ship", "ae-test", tmp_path=tmp_path, LDM_LITE_DATA=str(data))
+    shipped = data / "pretrained" / "ae-test"
+    assert "ldm-lite train-ae --preset kl-f4" in (shipped / "README.md").read_text()
+    assert {"psnr", "ssim", "scale_factor"} <= set(json.loads((shipped / "metrics.json").read_text()))
+    ae = ll.autoencoder.Autoencoder.from_pretrained(shipped)
+    assert (tmp_path / "outputs" / "ae" / "ae-test" / "checkpoint" / "state.json").exists()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (40, 40), (20 * i, 100, 0)).save(folder / f"{i:02d}.png")
+    run("train-ldm", "--ae", str(shipped), "--dataset", str(folder), "--steps", "2", "--batch-size", "4",
+        "--model-channels", "32", tmp_path=tmp_path)
+    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs" / "model")
+    assert model.latent_shape == (ae.latent_channels, 8, 8)
+
+
+def test_unknown_dataset_names_the_choices(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "train-ldm", "--ae", "data/pretrained/ae-kl-f4-shapes32",
+                           "--dataset", "cifar"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown dataset 'cifar'" in proc.stderr and "hub:" in proc.stderr

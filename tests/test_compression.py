@@ -1,4 +1,4 @@
-"""ldm_lite.compression: shipped-or-trained autoencoders for notebook 01 and the f panel's recon_fn."""
+"""ldm_lite.compression: the f panel's recon_fn, effective SNR, model-zoo rows (notebook 01)."""
 
 import torch
 
@@ -11,47 +11,6 @@ IMAGES = torch.stack([ll.datasets.shapes(resolution=16, n=8, seed=0)[i]["image"]
 
 def tiny(kind="kl", f=4):
     return Autoencoder(AutoencoderConfig.preset(f"{kind}-f{f}", base_channels=16, codebook_size=16))
-
-
-def test_shipped_name_matches_the_shipping_script():
-    assert C.shipped_name("kl", 4, "shapes") == "ae-kl-f4-shapes32"
-    assert C.shipped_name("vq", 8, "mnist", 64) == "ae-vq-f8-mnist64"
-
-
-def test_short_loss_has_no_lpips_and_no_gan_and_full_loss_has_both():
-    s, full = C.short_loss(), C.full_loss(1000)
-    assert s.perceptual_weight == 0 and s.disc_start >= 10**9
-    assert full.perceptual_weight > 0 and full.disc_start == 800
-
-
-def test_trains_when_nothing_is_shipped_then_reuses_the_cached_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "PRETRAINED_DIR", tmp_path / "none")
-    ae, source = C.get_autoencoder("kl", 2, "shapes", IMAGES, steps=2, batch_size=4, out=tmp_path, progress=False)
-    assert source.startswith("trained now (2 steps, short-loss")
-    assert ae.f == 2 and not ae.training
-    with torch.no_grad():
-        z = ae.encode(IMAGES).sample(torch.Generator().manual_seed(0))
-    assert abs(float(ae.scale_factor) * float(z.std()) - 1) < 0.3  # scale factor estimated: 1/std(z)
-    again, source2 = C.get_autoencoder("kl", 2, "shapes", IMAGES, steps=2, batch_size=4, out=tmp_path)
-    assert source2.startswith("trained here earlier")
-    for (k, a), b in zip(ae.state_dict().items(), again.state_dict().values()):
-        assert torch.equal(a, b), k
-    # other settings -> another run, not the cached one
-    _, source3 = C.get_autoencoder("kl", 2, "shapes", IMAGES, steps=3, batch_size=4, out=tmp_path, progress=False)
-    assert source3.startswith("trained now (3 steps")
-
-
-def test_loads_the_shipped_checkpoint_unless_told_not_to(tmp_path, monkeypatch):
-    shipped = tiny("vq", 4)
-    shipped.scale_factor.fill_(0.25)
-    shipped.save_pretrained(tmp_path / "ae-vq-f4-shapes32")
-    monkeypatch.setattr(C, "PRETRAINED_DIR", tmp_path)
-    ae, source = C.get_autoencoder("vq", 4, "shapes", IMAGES, steps=2, out=tmp_path / "out")
-    assert source == "shipped (ae-vq-f4-shapes32)"
-    assert float(ae.scale_factor) == 0.25 and ae.config.codebook_size == 16
-    _, source = C.get_autoencoder("vq", 4, "shapes", IMAGES, steps=1, batch_size=4, prefer_shipped=False,
-                                  out=tmp_path / "out", progress=False)
-    assert source.startswith("trained now")
 
 
 def test_recon_fn_returns_scaled_latent_and_metrics_or_none():

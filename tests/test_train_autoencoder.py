@@ -9,17 +9,10 @@ import pytest
 import torch
 
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
-from ldm_lite.checkpoint import CheckpointError
+from ldm_lite.checkpoint import CheckpointError, _flatten_optimizer, _unflatten_optimizer, load_training_state
+from ldm_lite.fit import EMA, TrainingDiverged, batch_indices
 from ldm_lite.losses import AutoencoderLossConfig
 from ldm_lite.train import train_autoencoder
-from ldm_lite.training import (
-    EMA,
-    TrainingDiverged,
-    _flatten_optimizer,
-    _unflatten_optimizer,
-    batch_indices,
-    load_training_state,
-)
 
 
 def _cfg(kind: str = "kl") -> AutoencoderConfig:

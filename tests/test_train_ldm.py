@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import ldm_lite as ll
-from ldm_lite.training import TrainingDiverged
+from ldm_lite.fit import TrainingDiverged
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from ddp_train import tiny_ldm  # noqa: E402
