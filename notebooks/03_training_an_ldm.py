@@ -42,7 +42,7 @@ torch.manual_seed(0);
 # (notebook 01) and then frozen. With $f=4$ a 32×32×3 image becomes a 8×8×3 latent: 16× fewer numbers to denoise.
 
 # %%
-ae, ae_source = ll.pipeline.get_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb03", device=DEVICE)
+ae, ae_source = ll.pipeline.main_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb03", device=DEVICE)
 print("autoencoder:", ae_source, "| f =", ae.f, "| scale factor s =", round(float(ae.scale_factor), 3))
 ds = ll.datasets.shapes(resolution=CFG.resolution, n=CFG.n_train, seed=0, max_shapes=CFG.max_shapes)
 x = torch.stack([ds[i]["image"] for i in range(8)]).to(DEVICE)
@@ -115,7 +115,7 @@ fig = ll.plotting.image_grid(samples.cpu(), ncols=8, title=f"samples after {hist
 # sample whether it is one recognisable single-colour shape of a known kind and colour.
 
 # %%
-clf = ll.pipeline.load_classifier()
+clf = ll.recipes.get_classifier()
 if clf is None:
     print("no shipped classifier: run `ldm-lite train-classifier`")
 else:
@@ -130,7 +130,7 @@ else:
 # command and its metrics.json the measured scores).
 
 # %%
-path = ll.paths.PRETRAINED_DIR / ll.pipeline.SHIPPED_LDM
+path = ll.paths.PRETRAINED_DIR / ll.recipes.SHIPPED_LDM
 if path.is_dir():
     shipped = ll.ldm.LatentDiffusion.from_pretrained(path).to(DEVICE)
     s2 = shipped.sample(N_SAMPLES, steps=50 if not SMOKE else 5, generator=torch.Generator().manual_seed(0))

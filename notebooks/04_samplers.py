@@ -35,7 +35,7 @@ import torch
 # %matplotlib inline
 
 # %%
-ldm, source = ll.pipeline.load_or_train_ldm(device=DEVICE)
+ldm, source = ll.recipes.get_ldm(device=DEVICE)
 sched = ldm.schedule
 print("model:", source, "| latent shape:", ldm.latent_shape, "| schedule:", sched)
 
@@ -86,7 +86,7 @@ fig = ll.plotting.image_grid(rows, titles, ncols=N_COMPARE, title="same starting
 # shapes classifier finds recognisable and (b) FID on the classifier's features against held-out real images.
 
 # %%
-clf = ll.pipeline.load_classifier()
+clf = ll.recipes.get_classifier()
 real = torch.stack([it["image"] for it in (ll.datasets.shapes(32, n=N_REAL, seed=1, max_shapes=1)[i] for i in range(N_REAL))])
 sweep = ll.evaluation.sampler_sweep(ldm, ["ddpm", "ddim", "plms", "dpm_solver_pp"], SWEEP_STEPS, N_SWEEP, real, clf)
 print(ll.metrics.format_table(sweep))
