@@ -184,35 +184,3 @@ class MNISTClassifier(Pretrained, nn.Module):
         self.eval()
         dev = next(self.parameters()).device
         return torch.cat([self(x[i:i + batch_size].to(dev)).argmax(-1).cpu() for i in range(0, len(x), batch_size)])
-
-
-def train_mnist_classifier(epochs: int = 8, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                           progress: bool = True) -> tuple[MNISTClassifier, dict]:
-    """Train on the offline MNIST train split (random shifts of up to 2 pixels); returns the model and its
-    accuracy on the held-out test split (`mnist(split="test")`, never seen in training)."""
-    from .datasets import mnist
-
-    torch.manual_seed(seed)
-    train, test = mnist(32, channels=1, split="train", source="offline"), mnist(32, channels=1, split="test",
-                                                                               source="offline")
-    x = torch.stack([train[i]["image"] for i in range(len(train))])
-    y = torch.tensor([train[i]["label"] for i in range(len(train))])
-    model = MNISTClassifier()
-    steps = epochs * (len(x) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="MNIST classifier"):
-        idx = torch.randint(len(x), (batch_size,), generator=g)
-        dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
-        xb = torch.roll(x[idx], (dy, dx), dims=(2, 3))  # small shifts: samples are not perfectly centred
-        loss = F.cross_entropy(model(xb), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    xt = torch.stack([test[i]["image"] for i in range(len(test))])
-    yt = torch.tensor([test[i]["label"] for i in range(len(test))])
-    acc = float((model.predict(xt) == yt).float().mean())
-    return model.eval(), {"heldout_accuracy": acc, "n_heldout": len(xt), "steps": steps, "n_train": len(x)}

@@ -5,7 +5,7 @@ clipping, EMA, the NaN guard, atomic checkpoints, exact resume, the time budget,
   generator loss of `ldm_lite.losses.AutoencoderLoss`, then, once the GAN is on (`disc_start`), the PatchGAN
   discriminator on the hinge loss.
 - `train_ldm`: the UNet (and conditioner) on L_LDM (eq. 2); the autoencoder stays frozen.
-- `train_shapes_classifier`: the judge of the `shapes` dataset (`ldm_lite.classifier`).
+- `train_shapes_classifier`, `train_mnist_classifier`: the judges of `shapes` and MNIST samples (`ldm_lite.classifier`).
 """
 
 from __future__ import annotations
@@ -235,3 +235,40 @@ def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution
                   checkpoint_every=checkpoint_every, resume=resume, device=device, log_every=10, progress=progress,
                   desc="shapes classifier", extra={"lr": lr})
     return model, history
+
+
+def train_mnist_classifier(epochs: int = 8, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                           out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike | None = None,
+                           progress: bool = True) -> tuple[Any, dict]:
+    """Train the `MNISTClassifier` on the offline MNIST train split (random shifts of up to 2 pixels); returns the
+    model and its accuracy on the held-out test split (`mnist(split="test")`, never seen in training)."""
+    from .classifier import MNISTClassifier
+    from .datasets import mnist
+
+    torch.manual_seed(seed)
+    train, test = (mnist(32, channels=1, split=s, source="offline") for s in ("train", "test"))
+    x = torch.stack([train[i]["image"] for i in range(len(train))])
+    y = torch.tensor([train[i]["label"] for i in range(len(train))])
+    model = MNISTClassifier()
+    steps = epochs * (len(x) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+
+    def step_fn(ctx: StepContext) -> dict[str, float]:
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
+        xb = torch.roll(x[idx], (dy, dx), dims=(2, 3))  # small shifts: samples are not perfectly centred
+        loss = F.cross_entropy(model(xb), y[idx])
+        ctx.check(loss)
+        ctx.optimize("model", loss)
+        sched.step()
+        return {"loss": loss.item()}
+
+    fit(model, step_fn, steps=steps, optimizers={"model": opt}, dataset_size=len(x), batch_size=batch_size, seed=seed,
+        generators={"batches": g}, schedulers={"lr": sched}, out_dir=out_dir, resume=resume, log_every=10,
+        progress=progress, desc="MNIST classifier")
+    xt = torch.stack([test[i]["image"] for i in range(len(test))])
+    yt = torch.tensor([test[i]["label"] for i in range(len(test))])
+    acc = float((model.predict(xt) == yt).float().mean())
+    return model.eval(), {"heldout_accuracy": acc, "n_heldout": len(xt), "steps": steps, "n_train": len(x)}

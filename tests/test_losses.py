@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldm_lite import losses, perceptual
+from ldm_lite import perceptual
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
 from ldm_lite.losses import AutoencoderLoss, AutoencoderLossConfig, NLayerDiscriminator, adaptive_weight, hinge_d_loss
 from ldm_lite.perceptual import LPIPS, LPIPSWeightsError
