@@ -113,7 +113,7 @@ ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigne
 # ## 3 · A KL sweep over f
 #
 # Now one KL autoencoder per $f \in \{1, 2, 4, 8, 16\}$, all with the same short schedule so that only $f$ differs:
-# reconstruction + KL only (`AutoencoderLossConfig(perceptual_weight=0, disc_start=10**9)`), `SWEEP_STEPS` steps.
+# reconstruction + KL only (`ll.recipes.short_loss()`: no LPIPS, `disc_start=None` = no GAN), `SWEEP_STEPS` steps.
 # $f = 1$ is the pixel-space baseline: no compression at all. The results are far blurrier than the full-loss models
 # above (a few minutes of training instead of hours, no perceptual or adversarial loss), but the *trend* in $f$ is the
 # paper's. Each model is cached under `outputs/nb01/`.

@@ -110,7 +110,7 @@ ll.widgets.images_panel("Super-resolution x4: bicubic-trained vs realistic-train
 # images); the full table with its command is `benchmarks/results/image_to_image.md`.
 
 # %%
-rows = i2i.sr_study(sr_models, n=N_STUDY, steps=STEPS, classifier=ll.pipeline.load_classifier(),
+rows = i2i.sr_study(sr_models, n=N_STUDY, steps=STEPS, classifier=ll.recipes.get_classifier(),
                     n_real=4 * N_STUDY)
 print(ll.metrics.format_table(rows))
 results = ll.paths.REPO_ROOT / "benchmarks" / "results" / "image_to_image.json"
@@ -177,7 +177,7 @@ print(ll.metrics.format_table(i2i.semantic_study(semantic, segmenter, sizes=size
 # blocks. The model is the unconditional LDM of notebook 03.
 
 # %%
-uncond, SRC_U = ll.pipeline.load_or_train_ldm(device="cpu")
+uncond, SRC_U = ll.recipes.get_ldm(device="cpu")
 single = ll.datasets.shapes(32, n=8, seed=12345, max_shapes=1)
 shapes8 = torch.stack([single[i]["image"] for i in range(8)])
 painting = F.interpolate(F.avg_pool2d(shapes8, 8), scale_factor=8, mode="nearest")   # 4x4 blocks
@@ -187,7 +187,7 @@ s_strength = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, descrip
 s_img = widgets.IntSlider(value=0, min=0, max=7, description="image", continuous_update=False)
 ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
                         lambda: i2i.sdedit_pictures(uncond, painting[s_img.value:s_img.value + 1], s_strength.value,
-                                                    steps=max(STEPS, 2), classifier=ll.pipeline.load_classifier()))
+                                                    steps=max(STEPS, 2), classifier=ll.recipes.get_classifier()))
 
 # %% [markdown]
 # ## Exercises
