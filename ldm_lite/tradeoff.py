@@ -431,3 +431,50 @@ def table6(rows: Sequence[dict], final_steps: int | None = None) -> list[dict]:
             row.update(fid=end["fid"], fid_lo=end["fid_lo"], fid_hi=end["fid_hi"], recognisable=end["recognisable"])
         table.append(row)
     return table
+
+
+def machine() -> str:
+    """The GPU's name, or the CPU model and torch's thread count: recorded with every committed result."""
+    import platform
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+    return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None, command: str = "") -> list[dict]:
+    """Collect the sweep under `out` and write to `dest` (default `out`): results.csv/json, table6.md/json,
+    fig6_training.png, fig7_sampling.png, samples.png (last checkpoint of each f) and run.json (command, machine,
+    date). With `dest != out` the per-f result files and kept samples are copied too (what gets committed)."""
+    import json
+    import shutil
+
+    from . import plotting
+    from .metrics import format_table
+
+    out, dest = Path(out), Path(dest) if dest is not None else Path(out)
+    rows = collect(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    if dest.resolve() != out.resolve():
+        shutil.copy(out / "config.json", dest / "config.json")
+        for f_dir in sorted(out.glob("f*")):
+            (dest / f_dir.name).mkdir(exist_ok=True)
+            for p in [*f_dir.glob("*.json"), *f_dir.glob("*.safetensors")]:
+                shutil.copy(p, dest / f_dir.name / p.name)
+    write_results(rows, dest)
+    plotting.tradeoff_training(rows).savefig(dest / "fig6_training.png", dpi=110)
+    plotting.tradeoff_sampling(rows).savefig(dest / "fig7_sampling.png", dpi=110)
+    samples = {int(p.parent.name[1:]): load_samples(p) for p in sorted(out.glob("f*/samples_step*.safetensors"))}
+    if samples:
+        plotting.samples_by_f(samples, title="samples at the end of the budget (DDIM-20)").savefig(
+            dest / "samples.png", dpi=110)
+    table = table6(rows)
+    (dest / "table6.md").write_text(format_table(table) + "\n")
+    write_json(dest / "table6.json", table)
+    write_json(dest / "run.json", {"command": command, "machine": machine(),
+                                   "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                                   "config": json.loads((out / "config.json").read_text())})
+    return rows

@@ -110,3 +110,15 @@ def test_tradeoff_figures_have_one_line_per_f(sweep):
     assert [len(line.get_xdata()) for line in fig7.axes[0].lines] == [2, 2]  # one marker per DDIM step count
     samples = {f: tradeoff.load_samples(out / f"f{f}" / "samples_step000004.safetensors") for f in (1, 4)}
     assert len(plotting.samples_by_f(samples, ncols=4).axes) == 8
+
+
+def test_report_writes_the_committed_files(sweep, tmp_path):
+    _, out, rows, _ = sweep
+    tradeoff.write_report(out, tmp_path / "report", command="python benchmarks/run_tradeoff.py --smoke")
+    rep = tmp_path / "report"
+    for name in ("results.csv", "results.json", "table6.md", "fig6_training.png", "fig7_sampling.png", "samples.png"):
+        assert (rep / name).stat().st_size > 0, name
+    run = read_json(rep / "run.json")
+    assert run["command"].endswith("--smoke") and run["machine"] and run["config"]["budget"] == "steps"
+    assert tradeoff.collect(rep) == tradeoff.collect(out)  # the copied per-f results are the sweep's
+    assert "| f | latent |" in (rep / "table6.md").read_text()
