@@ -78,6 +78,8 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.attn = Attention(channels, head_dim)
+        nn.init.zeros_(self.attn.to_out.weight)  # starts as the identity, as the reference's zero_module(proj_out)
+        nn.init.zeros_(self.attn.to_out.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         h, w = x.shape[-2:]

@@ -7,6 +7,11 @@ version (VQ), mean/logvar the diagonal Gaussian posterior q(z|x) (KL). The diffu
 `scale_factor * z`, with scale_factor = 1/std(z) estimated on data (paper §4.3.2 and App. D.1), so that its
 latents have unit variance; `to_latent` / `from_latent` apply and undo it.
 
+Which z the diffusion model sees (`latent`): KL: a sample of q(z|x). VQ: by default z_e, the latent *before*
+quantization, and `decode` snaps it to the codebook: the reference's way (CompVis `VQModelInterface.encode` returns
+the pre-quantization latent, its `decode` quantizes), so the decoder absorbs the quantization of generated latents.
+`AutoencoderConfig(vq_latent="quantized")` hands the diffusion model z_q instead.
+
 The layer layout follows CompVis/diffusers (conv_in, down levels of ResNet blocks + stride-2 conv, a middle
 ResNet-attention-ResNet, GroupNorm + SiLU + conv_out, then 1x1 quant convs), so a KL model converts to and from
 diffusers' `AutoencoderKL` by renaming keys (`to_diffusers` / `from_diffusers`).
@@ -40,12 +45,16 @@ class AutoencoderConfig:
     regularizer: str = "kl"  # "kl" (diagonal Gaussian posterior) or "vq" (vector-quantized codebook)
     codebook_size: int = 512  # VQ: number of codebook vectors K
     vq_beta: float = 0.25  # VQ: commitment weight beta in beta * ||sg[z_q] - z_e||^2
+    vq_legacy: bool = False  # VQ: beta on the codebook term instead (taming's legacy=True, how LDM's VQ models trained)
+    vq_latent: str = "pre_quant"  # VQ: what the diffusion model sees: "pre_quant" z_e (reference) or "quantized" z_q
     dead_code_threshold: float = 0.1  # VQ: restart codes whose EMA usage (vectors/batch) falls below; 0 = never
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
         if self.regularizer not in ("kl", "vq"):
             raise ValueError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
+        if self.vq_latent not in ("pre_quant", "quantized"):
+            raise ValueError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
         if not 1 <= len(self.channel_mult) <= 6:
             raise ValueError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
         bad = [self.base_channels * m for m in self.channel_mult if (self.base_channels * m) % self.norm_groups]
@@ -254,10 +263,11 @@ class QuantizedLatent:
 
     z_q: torch.Tensor  # (B, c, h, w) quantized latent, straight-through gradient to z_e
     indices: torch.Tensor  # (B, h, w) codebook indices
-    codebook_loss: torch.Tensor  # ||z_q - sg[z_e]||^2 (moves the codebook)
-    commitment_loss: torch.Tensor  # beta * ||sg[z_q] - z_e||^2 (moves the encoder)
+    codebook_loss: torch.Tensor  # ||z_q - sg[z_e]||^2 (moves the codebook; x beta with legacy=True)
+    commitment_loss: torch.Tensor  # beta * ||sg[z_q] - z_e||^2 (moves the encoder; x 1 with legacy=True)
     perplexity: torch.Tensor  # exp(entropy of code usage in the batch); K when all codes are used equally
     usage: torch.Tensor  # fraction of the codebook used in this batch
+    z_e: torch.Tensor  # (B, c, h, w) the latent before quantization (what LDM diffuses)
 
     @property
     def loss(self) -> torch.Tensor:
@@ -274,17 +284,19 @@ class VectorQuantizer(nn.Module):
     """Nearest-neighbour codebook lookup with the straight-through estimator (van den Oord et al. 2017, eq. 3).
 
     Loss = ||z_q - sg[z_e]||^2 + beta * ||sg[z_q] - z_e||^2: the codebook term moves the codes towards the
-    encoder outputs, the commitment term (weighted by beta) keeps the encoder close to its codes. (Taming's
-    legacy quantizer puts beta on the codebook term instead.) Codes whose usage (an EMA of assignments per batch)
+    encoder outputs, the commitment term (weighted by beta) keeps the encoder close to its codes (van den Oord et
+    al.; taming's `VectorQuantizer2(legacy=False)`). `legacy=True` is taming's default, with which LDM's VQ
+    autoencoders were trained: beta * ||z_q - sg[z_e]||^2 + ||sg[z_q] - z_e||^2, beta on the codebook term (taming
+    calls it a bug kept for old checkpoints). Codes whose usage (an EMA of assignments per batch)
     drops below `dead_code_threshold` are restarted at random encoder outputs of the current batch.
     """
 
     def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, dead_code_threshold: float = 0.1,
-                 decay: float = 0.99):
+                 decay: float = 0.99, legacy: bool = False):
         super().__init__()
         self.codebook = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
-        self.beta, self.dead_code_threshold, self.decay = beta, dead_code_threshold, decay
+        self.beta, self.dead_code_threshold, self.decay, self.legacy = beta, dead_code_threshold, decay, legacy
         self.register_buffer("ema_count", torch.ones(codebook_size))  # assignments per batch, EMA
 
     @property
@@ -318,15 +330,16 @@ class VectorQuantizer(nn.Module):
             self._restart_dead_codes(z_e.detach())
         idx = self.nearest(z_e.detach())
         z_q = self.lookup(idx)
-        codebook_loss = F.mse_loss(z_q, z_e.detach())
-        commitment_loss = self.beta * F.mse_loss(z_e, z_q.detach())
+        w_codebook, w_commit = (self.beta, 1.0) if self.legacy else (1.0, self.beta)
+        codebook_loss = w_codebook * F.mse_loss(z_q, z_e.detach())
+        commitment_loss = w_commit * F.mse_loss(z_e, z_q.detach())
         counts = torch.bincount(idx.flatten(), minlength=self.codebook_size).float()
         if learning:
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         p = counts / counts.sum()
         perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
         z_q = z_e + (z_q - z_e).detach()  # straight-through: forward z_q, gradient to z_e
-        return QuantizedLatent(z_q, idx, codebook_loss, commitment_loss, perplexity, (counts > 0).float().mean())
+        return QuantizedLatent(z_q, idx, codebook_loss, commitment_loss, perplexity, (counts > 0).float().mean(), z_e)
 
 
 # ----------------------------------------------------------------------------------------------- the autoencoder
@@ -363,8 +376,8 @@ class Autoencoder(Pretrained, nn.Module):
         moments = 2 * c if cfg.regularizer == "kl" else c  # KL: mean and logvar; VQ: z_e
         self.encoder = Encoder(cfg, moments)
         self.quant_conv = nn.Conv2d(moments, moments, 1)
-        self.quantizer = (VectorQuantizer(cfg.codebook_size, c, cfg.vq_beta, cfg.dead_code_threshold)
-                          if cfg.regularizer == "vq" else None)
+        self.quantizer = (VectorQuantizer(cfg.codebook_size, c, cfg.vq_beta, cfg.dead_code_threshold,
+                                          legacy=cfg.vq_legacy) if cfg.regularizer == "vq" else None)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
         self.decoder = Decoder(cfg)
         self.register_buffer("scale_factor", torch.tensor(1.0))  # 1/std(z); see estimate_scale_factor
@@ -407,11 +420,17 @@ class Autoencoder(Pretrained, nn.Module):
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return AutoencoderOutput(self.decoder(self.post_quant_conv(z)), posterior, z)
 
+    def latent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The (unscaled) latent the diffusion model sees, (B, c, h, w): a sample (or the mode) of q(z|x) for KL;
+        for VQ z_e before quantization (`vq_latent="pre_quant"`, the reference's) or z_q (`"quantized"`)."""
+        posterior = self.encode(x)
+        if isinstance(posterior, QuantizedLatent) and self.config.vq_latent == "pre_quant":
+            return posterior.z_e
+        return posterior.sample(generator) if sample else posterior.mode()
+
     # the latent the diffusion model sees: scale_factor * z
     def to_latent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
-        return z * self.scale_factor
+        return self.latent(x, sample, generator) * self.scale_factor
 
     def from_latent(self, z_scaled: torch.Tensor) -> torch.Tensor:
         return self.decode(z_scaled / self.scale_factor)
@@ -455,8 +474,11 @@ class IdentityAutoencoder(Pretrained, nn.Module):
                 generator: torch.Generator | None = None) -> AutoencoderOutput:
         return AutoencoderOutput(x, self.encode(x), x)
 
-    def to_latent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def latent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.encode(x).mode()
+
+    def to_latent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.latent(x)
 
     def from_latent(self, z_scaled: torch.Tensor) -> torch.Tensor:
         return z_scaled
@@ -496,7 +518,7 @@ def estimate_scale_factor(ae: Autoencoder, data, max_images: int = 512, batch_si
     was_training = ae.training
     ae.eval()
     device = ae.scale_factor.device
-    zs = [ae.encode(x.to(device)).sample(generator).flatten() for x in _image_batches(data, batch_size, max_images)]
+    zs = [ae.latent(x.to(device), True, generator).flatten() for x in _image_batches(data, batch_size, max_images)]
     ae.train(was_training)
     scale = 1.0 / torch.cat(zs).float().std().item()
     if set_buffer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,16 @@ from torch import Tensor, nn
 
 from . import samplers as _samplers
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
-from .checkpoint import CheckpointError, Pretrained, config_from_dict, load_state_into, read_config, save_model
+from .checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    Pretrained,
+    config_from_dict,
+    load_state_into,
+    read_config,
+    read_json,
+    save_model,
+)
 from .conditioning import CONDITIONERS, Condition
 from .schedule import Schedule
 from .unet import UNet, UNetConfig
@@ -34,6 +44,11 @@ AUTOENCODERS: dict[str, tuple[type[nn.Module], type]] = {
     "IdentityAutoencoder": (IdentityAutoencoder, IdentityAutoencoderConfig),
 }
 SCHEDULES = {"linear": Schedule.linear, "scaled_linear": Schedule.scaled_linear, "cosine": Schedule.cosine}
+# what a config.json written before `schedule_params` existed means: the presets' defaults at that time
+# (scaled_linear was 0.00085 -> 0.012 then; the shipped ldm-kl-f4-shapes32 was trained with it)
+LEGACY_SCHEDULE_PARAMS = {"linear": {"beta_start": 1e-4, "beta_end": 0.02},
+                          "scaled_linear": {"beta_start": 0.00085, "beta_end": 0.012},
+                          "cosine": {"s": 0.008, "max_beta": 0.999}}
 
 
 @dataclass
@@ -43,6 +58,7 @@ class LDMConfig:
     image_size: int = 32  # pixel side of generated images (latent side = image_size / f)
     schedule: str = "scaled_linear"  # "linear", "scaled_linear" (LDM) or "cosine"
     T: int = 1000  # number of diffusion steps
+    schedule_params: dict = field(default_factory=lambda: {"beta_start": 0.0015, "beta_end": 0.0195})  # its arguments
     prediction: str = "eps"  # what the UNet predicts: "eps" (LDM eq. 2) or "v"
     cond_drop_prob: float = 0.1  # training: probability of replacing the condition by ∅ (for guidance)
     autoencoder_kind: str = "Autoencoder"  # class of the first stage
@@ -50,6 +66,18 @@ class LDMConfig:
     unet: dict = field(default_factory=dict)  # UNetConfig fields
     conditioner_kind: str | None = None  # class of the conditioner, None = unconditional
     conditioner: dict | None = None  # its config
+
+
+class ScaleFactorWarning(UserWarning):
+    """An autoencoder whose scale factor was never estimated (still 1.0) was given to LatentDiffusion."""
+
+
+def _warn_if_unscaled(autoencoder: nn.Module) -> None:
+    if isinstance(autoencoder, Autoencoder) and float(autoencoder.scale_factor) == 1.0:
+        warnings.warn("the autoencoder's scale_factor is 1.0, i.e. never estimated, so the diffusion model will not see "
+                      "unit-variance latents (paper §4.3.2, App. D.1); call "
+                      "ll.autoencoder.estimate_scale_factor(ae, dataset) before building LatentDiffusion",
+                      ScaleFactorWarning, stacklevel=3)
 
 
 def _check_conditioner(conditioner: nn.Module | None, unet: UNet) -> None:
@@ -77,12 +105,12 @@ class LatentDiffusion(Pretrained, nn.Module):
                  schedule: Schedule | str = "scaled_linear", *, image_size: int = 32, prediction: str = "eps",
                  cond_drop_prob: float = 0.1, T: int = 1000):
         super().__init__()
-        if isinstance(schedule, Schedule):
-            if schedule.name not in SCHEDULES:
-                raise ValueError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
-            T, schedule = schedule.T, schedule.name
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
+        if isinstance(schedule, str):
+            if schedule not in SCHEDULES:
+                raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
+            schedule = SCHEDULES[schedule](T=T)
+        if schedule.name not in SCHEDULES:
+            raise ValueError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
         if prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
         f = autoencoder.f
@@ -93,13 +121,15 @@ class LatentDiffusion(Pretrained, nn.Module):
             raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
                              f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
         _check_conditioner(conditioner, unet)
+        _warn_if_unscaled(autoencoder)
         self.autoencoder = autoencoder.eval().requires_grad_(False)  # frozen first stage
         self.unet, self.conditioner = unet, conditioner
         if conditioner is not None:
             conditioner.attach_autoencoder(self.autoencoder)
-        self.schedule = SCHEDULES[schedule](T=T)
+        self.schedule = schedule  # kept as given: every parameter is saved in the config
         self.config = LDMConfig(
-            image_size=image_size, schedule=schedule, T=T, prediction=prediction, cond_drop_prob=cond_drop_prob,
+            image_size=image_size, schedule=schedule.name, T=schedule.T, schedule_params=dict(schedule.params),
+            prediction=prediction, cond_drop_prob=cond_drop_prob,
             autoencoder_kind=type(autoencoder).__name__, autoencoder=_as_json(autoencoder.config),
             unet=_as_json(unet.config), conditioner_kind=type(conditioner).__name__ if conditioner else None,
             conditioner=_as_json(conditioner.config) if conditioner is not None else None)
@@ -183,6 +213,13 @@ class LatentDiffusion(Pretrained, nn.Module):
         x = z_t if cond.concat is None else torch.cat([z_t, cond.concat.to(z_t.dtype)], dim=1)  # §3.3 concat
         return self.unet(x, t, cond.context)
 
+    def check_guidance(self, guidance_scale: float) -> None:
+        """Classifier-free guidance needs ε̂(z_t, ∅): refuse it on a model trained without condition dropout."""
+        if guidance_scale != 1.0 and self.conditioner is not None and self.config.cond_drop_prob == 0:
+            raise ValueError(f"guidance_scale={guidance_scale} needs ε̂(z_t, ∅), but this model was trained with "
+                             "cond_drop_prob=0 and never saw ∅; sample with guidance_scale=1.0, or train with "
+                             "cond_drop_prob > 0 (the default 0.1) for classifier-free guidance")
+
     @torch.no_grad()
     def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
                prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
@@ -204,6 +241,7 @@ class LatentDiffusion(Pretrained, nn.Module):
         """
         if sampler not in _samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
+        self.check_guidance(guidance_scale)
         if labels is not None:
             batch = {**(batch or {}), "label": torch.as_tensor(labels)}
         if prompts is not None:
@@ -275,12 +313,21 @@ class LatentDiffusion(Pretrained, nn.Module):
                 raise CheckpointError(f"unknown conditioner {config.conditioner_kind!r}; known: {sorted(CONDITIONERS)}")
             cond_cls = CONDITIONERS[config.conditioner_kind]
             cond = cond_cls(config_from_dict(cond_cls.config_class, config.conditioner))
-        return cls(ae, unet, cond, config.schedule, image_size=config.image_size, prediction=config.prediction,
-                   cond_drop_prob=config.cond_drop_prob, T=config.T)
+        if config.schedule not in SCHEDULES:
+            raise CheckpointError(f"unknown schedule {config.schedule!r}; known: {sorted(SCHEDULES)}")
+        schedule = SCHEDULES[config.schedule](T=config.T, **config.schedule_params)
+        with warnings.catch_warnings():  # fresh parts: from_pretrained checks the loaded scale factor
+            warnings.simplefilter("ignore", ScaleFactorWarning)
+            return cls(ae, unet, cond, schedule, image_size=config.image_size, prediction=config.prediction,
+                       cond_drop_prob=config.cond_drop_prob)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentDiffusion:
         """Load a saved model (config.json + model.safetensors), in eval mode."""
-        model = cls.from_config(read_config(directory, cls.__name__, LDMConfig))
+        config = read_config(directory, cls.__name__, LDMConfig)
+        if "schedule_params" not in read_json(Path(directory) / CONFIG_FILE)["config"]:  # written before they were stored
+            config.schedule_params = dict(LEGACY_SCHEDULE_PARAMS.get(config.schedule, {}))
+        model = cls.from_config(config)
         load_state_into(model, directory)
+        _warn_if_unscaled(model.autoencoder)
         return model.to(map_location).eval()

@@ -23,6 +23,16 @@ LDM code, which also uses spacing="leading", offset=1). With T=1000 and 50 steps
     leading   980, 960, ..., 20, 0     (diffusers' default for DDPM/DDIM/PNDM)
     trailing  999, 979, ..., 39, 19    (starts at pure noise; Lin et al. 2023)
     linspace  999, 979, ..., 20, 0
+Two conventions, both tested step by step:
+    default        spacing="leading", offset=0, final_alpha_one=True: diffusers' `DDIMScheduler`/`PNDMScheduler`
+                   defaults (steps_offset=0, set_alpha_to_one=True). Chosen because diffusers is the oracle every
+                   sampler test compares with, and the last step lands on ᾱ = 1, i.e. returns ẑ_0 itself.
+    LDM reference  `**LDM_REFERENCE` = spacing="leading", offset=1, final_alpha_one=False: CompVis `DDIMSampler` /
+                   `PLMSSampler` (`make_ddim_timesteps` adds 1: 981, 961, ..., 1 for 50 steps; the last step goes to
+                   ᾱ_0, i.e. stops at noise level σ = √(1-ᾱ_0), 0.039 with β_1 = 0.0015). Use it to reproduce the
+                   reference's samples: `ldm.sample(..., sampler="ddim", **ll.samplers.LDM_REFERENCE)`.
+    The two differ by one timestep of 1000 and by the last step's target; on a trained model the samples agree
+    closely. (DDPM visits every t by default, as the reference; DPM-Solver++ has no final_alpha_one.)
 Tests configure diffusers' schedulers to the same spacing and check every step to 1e-5. Two differences to know:
 diffusers' DDIM/PNDM step from t to t - T // steps (not to the next visited t), which agrees with ours only when
 `steps` divides T; diffusers' DPMSolverMultistep defines "leading"/"linspace" over steps + 1 points (its
@@ -48,7 +58,10 @@ from ldm_lite.schedule import Schedule
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # (z_t (B,C,H,W), t (B,) long, cond) -> ε̂ (B,C,H,W)
 Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
 
-__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "SAMPLERS"]
+__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "SAMPLERS", "LDM_REFERENCE"]
+
+# the timestep convention of CompVis latent-diffusion's DDIMSampler / PLMSSampler (options of `ddim` and `plms`)
+LDM_REFERENCE: dict[str, Any] = {"spacing": "leading", "offset": 1, "final_alpha_one": False}
 
 
 # ---------------------------------------------------------------------------------------------- denoiser wrappers

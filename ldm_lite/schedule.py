@@ -16,10 +16,23 @@ Notation (paper symbol -> name here; all tensors have shape (T,), index t = 0 ..
 
 Schedules (values match diffusers' `DDPMScheduler` with the same `beta_schedule` to 1e-6, see tests):
     linear          β linear from 1e-4 to 0.02 (DDPM)
-    scaled_linear   √β linear from √0.00085 to √0.012 (the schedule LDM / Stable Diffusion use)
+    scaled_linear   √β linear from √β_start to √β_end; default 0.0015 -> 0.0195, the paper's models (`ldm(...)`)
+                    (CompVis calls it "linear"; diffusers calls it "scaled_linear")
     cosine          ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), β capped at 0.999 (Nichol & Dhariwal
                     2021; diffusers' "squaredcos_cap_v2")
 
+The paper's β endpoints (CompVis/latent-diffusion, `linear_start` / `linear_end` in each model's config.yaml):
+    0.0015 -> 0.0195   unconditional (celeba256, ffhq256, lsun_beds256), class-conditional (cin256) and the
+                       256² text-to-image model (text2img256)                         `Schedule.ldm()`
+    0.0015 -> 0.0155   super-resolution (bsr_sr) and LSUN churches (lsun_churches256)   `Schedule.ldm(0.0155)`
+    0.0015 -> 0.0205   layout (layout2img-openimages256), inpainting (inpainting_big), semantic synthesis
+                       (semantic_synthesis256/512)                                     `Schedule.ldm(0.0205)`
+    0.00085 -> 0.012   only the 1.4B text-to-image model (configs/latent-diffusion/txt2img-1p4B-eval.yaml) and
+                       Stable Diffusion                                                `Schedule.stable_diffusion()`
+The larger end leaves less signal at t = T (ᾱ_T ≈ 1.4e-4 for 0.0015 -> 0.0195 vs 4.7e-3 for 0.00085 -> 0.012), so
+z_T is closer to the pure noise a sampler starts from. `LatentDiffusion` defaults to the paper's 0.0015 -> 0.0195
+because the kit trains the paper's small unconditional / class-conditional models; the shipped `ldm-kl-f4-shapes32`
+was trained with 0.00085 -> 0.012 and its config.json says so (see `ldm_lite.ldm.LEGACY_SCHEDULE_PARAMS`).
 Values are computed and kept in float64 on the CPU; every method gathers them at `t`, casts them to the dtype of
 the tensor it scales and moves them to its device (float64 never reaches MPS, which lacks it).
 
@@ -33,13 +46,15 @@ the same definitions as diffusers' `DDPMScheduler`/`DDIMScheduler`/`PNDMSchedule
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 SPACINGS = ("leading", "trailing", "linspace")
+LDM_BETA_START = 0.0015  # β_1 of every reference LDM except the 1.4B text-to-image model
+LDM_BETA_ENDS = (0.0195, 0.0155, 0.0205)  # the reference configs' β_T values (see the module docstring)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +62,8 @@ class Schedule:
     """A discrete variance schedule β_1..β_T and the quantities derived from it (all (T,), float64, CPU)."""
 
     betas: Tensor  # (T,)
-    name: str = "custom"
+    name: str = "custom"  # the preset that made it ("linear", "scaled_linear", "cosine") or "custom"
+    params: dict = field(default_factory=dict)  # the preset's arguments besides T, e.g. {"beta_start": ..., "beta_end": ...}
 
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64).cpu()
@@ -61,13 +77,30 @@ class Schedule:
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
         """β linear in t (DDPM, Ho et al. 2020 §4)."""
-        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear")
+        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear",
+                   params={"beta_start": beta_start, "beta_end": beta_end})
 
     @classmethod
-    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Schedule:
-        """√β linear in t: the schedule of LDM (Rombach et al. 2022) and Stable Diffusion."""
+    def scaled_linear(cls, T: int = 1000, beta_start: float = LDM_BETA_START, beta_end: float = 0.0195) -> Schedule:
+        """√β linear in t: the schedule of LDM (Rombach et al. 2022; defaults: the paper's 0.0015 -> 0.0195)."""
         root = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)
-        return cls(root**2, name="scaled_linear")
+        return cls(root**2, name="scaled_linear", params={"beta_start": beta_start, "beta_end": beta_end})
+
+    @classmethod
+    def ldm(cls, beta_end: float = 0.0195, T: int = 1000) -> Schedule:
+        """The paper's schedule: √β linear from 0.0015 to `beta_end`, one of the reference configs' 0.0195
+        (unconditional, class-conditional, 256² text-to-image), 0.0155 (super-resolution, LSUN churches) or 0.0205
+        (layout, inpainting, semantic synthesis); see the module docstring for the config files."""
+        if beta_end not in LDM_BETA_ENDS:
+            raise ValueError(f"beta_end={beta_end} is not one of the reference LDM values {LDM_BETA_ENDS}; "
+                             "use Schedule.scaled_linear(beta_start=..., beta_end=...) for other endpoints")
+        return cls.scaled_linear(T, LDM_BETA_START, beta_end)
+
+    @classmethod
+    def stable_diffusion(cls, T: int = 1000) -> Schedule:
+        """√β linear from 0.00085 to 0.012: LDM's 1.4B text-to-image model and Stable Diffusion (not the paper's
+        other models)."""
+        return cls.scaled_linear(T, 0.00085, 0.012)
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
@@ -77,7 +110,7 @@ class Schedule:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
         betas = [min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)]
-        return cls(torch.tensor(betas, dtype=torch.float64), name="cosine")
+        return cls(torch.tensor(betas, dtype=torch.float64), name="cosine", params={"s": s, "max_beta": max_beta})
 
     # ------------------------------------------------------------------ derived tensors (T,)
     @property

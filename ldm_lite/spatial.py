@@ -336,6 +336,7 @@ def sdedit(ldm: Any, images: Tensor, strength: float, *, batch: dict[str, Any] |
         raise ValueError(f"strength must lie in [0, 1] (0 = the input, 1 = a new sample), got {strength}")
     if sampler not in _samplers.SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
+    ldm.check_guidance(guidance_scale)
     was_training = ldm.training
     ldm.eval()
     try:

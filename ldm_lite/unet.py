@@ -7,6 +7,10 @@
         ─► [concat skip, ResBlock (+ attention)] × (num_res_blocks + 1) ─► Upsample ─► ... (levels reversed)
         ─► GroupNorm, SiLU, conv_out (zero-initialised, so ε̂ = 0 at init) ─► ε̂ (B, C_out, H, W)
 
+Initialisation as in the reference (`openaimodel.py`, `zero_module`): every residual branch starts at zero, so each
+block starts as the identity (or its 1×1 skip): the ResBlock's second conv, the self-attention block's output
+projection, the SpatialTransformer's `proj_out` and `conv_out`.
+
 Attention: where `attention_resolutions` contains a level's downsampling rate (1 = full resolution, 2 = half, ...,
 as in LDM's configs), each block of that level ends with an attention layer: a self-attention `AttentionBlock`
 when `context_dim` is None, else a `SpatialTransformer` whose cross-attention reads the context sequence
@@ -48,8 +52,9 @@ class UNetConfig:
     use_checkpoint: bool = False  # gradient checkpointing per block (less memory, ~30% slower training)
 
     @classmethod
-    def small(cls, in_channels: int = 4, context_dim: int | None = None, **overrides) -> UNetConfig:
-        """For 8×8×4 latents (LDM-4 on 32×32 images): ~4M parameters, attention at 8×8 and 4×4, CPU-friendly."""
+    def small(cls, in_channels: int = 3, context_dim: int | None = None, **overrides) -> UNetConfig:
+        """For 8×8×3 latents (LDM-4 on 32×32 images with the kit's c = 3 autoencoders): ~4M parameters, attention
+        at 8×8 and 4×4, CPU-friendly."""
         return cls(**{"in_channels": in_channels, "out_channels": in_channels, "model_channels": 64,
                       "channel_mult": (1, 2), "num_res_blocks": 2, "attention_resolutions": (1, 2), "head_dim": 32,
                       "context_dim": context_dim, **overrides})
@@ -98,6 +103,8 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-6)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path, as in the reference (zero_module)
+        nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # x (B, c_in, H, W), emb (B, emb_dim) -> (B, c_out, H, W)

@@ -365,7 +365,8 @@ def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Calla
 # ---------------------------------------------------------------------------------------------- cross-attention
 def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
                     map_size: tuple[int, int] | None = None, alpha: float = 0.6) -> widgets.VBox:
-    """A token control overlaying the cross-attention map of one token on the image (paper §3.3, Fig. 6 style).
+    """A token control overlaying the cross-attention map of one token on the image (paper §3.3, eq. 3; the paper
+    shows no attention maps: per-token maps like these are how Prompt-to-Prompt, Hertz et al. 2022, inspects them).
 
     image: (C,H,W) in [-1,1]. attn_maps: softmax weights (..., Q, L): Q = h·w image queries, L = len(tokens) keys;
     leading dims (heads, layers, ...) are averaged. map_size: (h, w) of the query grid (default: square).

@@ -50,7 +50,7 @@ torch.manual_seed(0);
 # %%
 ds = ll.datasets.shapes(resolution=RESOLUTION, n=2_000, seed=0)
 images = torch.stack([ds[i]["image"] for i in range(N_IMAGES)])   # (N, 3, 32, 32) in [-1, 1]
-sched = ll.schedule.Schedule.scaled_linear(T=1000)                 # the schedule LDM uses
+sched = ll.schedule.Schedule.ldm()                                 # the paper's: √β linear, 0.0015 -> 0.0195
 print(sched, "| images", tuple(images.shape))
 
 # %% [markdown]
@@ -84,30 +84,42 @@ ll.widgets.forward_noise_panel(x0, lambda x: ae.to_latent(x, sample=False), ae.f
 # %% [markdown]
 # ## Three schedules
 #
-# The schedule decides how fast $\bar\alpha_t$ falls. DDPM's *linear* β reaches almost pure noise long before $t = T$;
-# LDM's *scaled-linear* (linear in $\sqrt\beta$, from 0.00085 to 0.012) keeps more signal at every $t$; the *cosine*
-# schedule makes $\log \mathrm{SNR}$ fall almost linearly in the middle.
+# The schedule decides how fast $\bar\alpha_t$ falls. DDPM's *linear* β reaches almost pure noise long before $t = T$.
+# LDM's *scaled-linear* β is linear in $\sqrt\beta$: the paper's models use it from 0.0015 to 0.0195
+# (`Schedule.ldm()`, the kit's default; 0.0155 for super-resolution, 0.0205 for layout, inpainting and semantic
+# synthesis), and only the 1.4B text-to-image model and Stable Diffusion use 0.00085 to 0.012
+# (`Schedule.stable_diffusion()`, the schedule of the shipped `ldm-kl-f4-shapes32`). Neither keeps more signal at
+# every $t$: near $t = 0$ linear's β is the smallest, so linear keeps the most (ᾱ_50 below); later the √β schedules
+# fall more slowly. At $t = T$ they differ 30-fold: ᾱ_T ≈ 1.4e-4 for the paper's, 4.7e-3 for Stable Diffusion's, whose
+# $z_T$ still carries $\sqrt{\bar\alpha_T}$ ≈ 7% of the signal that a sampler starting from pure noise leaves out. The
+# *cosine* schedule makes $\log \mathrm{SNR}$ fall almost linearly in the middle.
 
 # %%
-schedules = [ll.schedule.Schedule.linear(), ll.schedule.Schedule.scaled_linear(), ll.schedule.Schedule.cosine()]
+schedules = {"linear (DDPM)": ll.schedule.Schedule.linear(), "√β 0.0015→0.0195 (LDM)": ll.schedule.Schedule.ldm(),
+             "√β 0.00085→0.012 (SD)": ll.schedule.Schedule.stable_diffusion(), "cosine": ll.schedule.Schedule.cosine()}
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-for s in schedules:
-    ax1.plot(s.alpha_bar.numpy(), label=s.name)
-    ax2.plot(s.log_snr.numpy(), label=s.name)
+for name, s in schedules.items():
+    ax1.plot(s.alpha_bar.numpy(), label=name)
+    ax2.plot(s.log_snr.numpy(), label=name)
 ax1.set_title("signal kept: ᾱ_t"); ax1.set_xlabel("timestep t"); ax1.set_ylabel("ᾱ_t"); ax1.legend()
 ax2.set_title("log SNR(t) = log(ᾱ_t / (1 - ᾱ_t))"); ax2.set_xlabel("timestep t"); ax2.set_ylabel("log SNR")
 ax2.axhline(0, color="gray", lw=0.5); ax2.legend()
-fig.suptitle("the three noise schedules (T = 1000)"); fig.tight_layout()
+fig.suptitle("noise schedules (T = 1000)"); fig.tight_layout()
 
 # %%
-for s in schedules:
+for name, s in schedules.items():
     t_half = int((s.snr < 1).nonzero()[0])
-    print(f"{s.name:14s} SNR falls below 1 at t = {t_half:4d};  ᾱ at t = T-1: {float(s.alpha_bar[-1]):.2e}")
+    print(f"{name:24s} ᾱ_50 = {float(s.alpha_bar[50]):.3f};  SNR falls below 1 at t = {t_half:4d};  "
+          f"ᾱ_T = {float(s.alpha_bar[-1]):.1e}")
 
 # %% [markdown]
 # ## Why the latent loses information at a different rate
 #
-# At the same $t$ both spaces have the same SNR *per number*. But the latent has far fewer numbers: 3×8×8 = 192
+# At the same $t$ both spaces get the same noise per number, variance $1-\bar\alpha_t$, on a signal scaled by
+# $\sqrt{\bar\alpha_t}$. That is the same SNR per number only for data with unit variance: the scaled latent has it
+# (that is what the scale factor is for), the pixels of `shapes` do not: mostly black background, their std is about
+# 0.4 (printed below), so each pixel's SNR is roughly 0.4² ≈ 1/6 of the latent's at the same $t$. And the latent has
+# far fewer numbers: 3×8×8 = 192
 # instead of 3×32×32 = 3,072, because one latent value summarises a whole $f \times f$ patch. Pixels are redundant
 # (neighbours agree), so the image is still there after noise that drowns every single pixel; the latent has little
 # redundancy left to protect it.
@@ -123,6 +135,7 @@ with torch.no_grad():
     spaces = {"pixel space x (3x32x32)": images,
               "latent z, scaled to std 1 (3x8x8)": ae.to_latent(images, sample=False),
               "latent z, unscaled": ae.encode(images).mode()}
+print("std per space:", {name: round(float(v.std()), 2) for name, v in spaces.items()})
 g = torch.Generator().manual_seed(0)
 identified = {name: [] for name in spaces}
 for t in tqdm(ts, desc="noising at each t"):

@@ -9,9 +9,10 @@
 # %% [markdown]
 # # 03 · Training a latent diffusion model
 #
-# **By the end of this notebook you will** know every piece of the ε-prediction UNet (time embedding, ResBlocks,
-# down/up paths with skips, attention), have trained it on the latents of the `shapes` dataset with the LDM
-# objective, and have judged its samples with the shapes classifier.
+# **By the end of this notebook you will** have looked at the ε-prediction UNet from the outside (its timestep
+# embedding and the shape of every block's output along the down/up paths with skips; building it block by block is
+# for the exercises), have trained it on the latents of the `shapes` dataset with the LDM objective, and have judged
+# its samples with the shapes classifier.
 #
 # *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 2: $L_{LDM} = \mathbb{E}\,\lVert \varepsilon - \varepsilon_\theta(z_t, t)\rVert^2$),
 # §3.3 (the UNet backbone) and App. D; the UNet follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021).
@@ -40,6 +41,8 @@ torch.manual_seed(0);
 #
 # LDM trains the diffusion model on $z_0 = s\cdot\mathcal{E}(x)$, the latent of an autoencoder trained beforehand
 # (notebook 01) and then frozen. With $f=4$ a 32×32×3 image becomes a 8×8×3 latent: 16× fewer numbers to denoise.
+# The training images hold one shape each (`max_shapes=CFG.max_shapes`, which is 1): the shapes classifier that
+# judges the samples at the end recognises single shapes only.
 
 # %%
 ae, ae_source = ll.pipeline.main_autoencoder(CFG, train=False, out=ll.paths.OUTPUTS_DIR / "nb03", device=DEVICE)
@@ -50,7 +53,7 @@ z0 = ae.to_latent(x, sample=False)
 print("x:", tuple(x.shape), "-> z0:", tuple(z0.shape), f"| std(z0) = {z0.std():.2f} (about 1 thanks to s)")
 
 # %% [markdown]
-# ## 2 · The ε-prediction UNet, piece by piece
+# ## 2 · The ε-prediction UNet from the outside
 #
 # $\varepsilon_\theta(z_t, t)$ takes a noisy latent and the timestep and predicts the noise that was added.
 # First the timestep: a sinusoidal embedding (as in Transformers) followed by an MLP, added inside every ResBlock.
@@ -80,7 +83,9 @@ rows = trace_shapes(unet, z0[:2], torch.tensor([10, 900], device=DEVICE), depth=
 print(format_shapes([r for r in rows if r[0].count(".") <= 1 or r[0].startswith(("down.", "up."))]))
 
 # %% [markdown]
-# The last convolution starts at zero, so an untrained UNet predicts ε̂ = 0 and the loss starts at
+# The last convolution starts at zero (as do the second convolution of every ResBlock and the attention output
+# projections, as in the reference UNet: every block starts as its skip path), so an untrained UNet predicts ε̂ = 0
+# and the loss starts at
 # $\mathbb{E}\lVert\varepsilon\rVert^2 = 1$. Let us check that with the loss the training will minimise (eq. 2):
 
 # %%

@@ -60,9 +60,12 @@ ll.widgets.reverse_scrubber(trajectory, lambda z: ldm.decode(z.to(DEVICE)).cpu()
 #
 # ## 2 · Four samplers, one seed
 #
-# All four use the same network and the same starting noise $z_T$. DDPM (ancestral) adds fresh noise at every step;
-# DDIM with η = 0 is deterministic, η = 1 recovers DDPM-like stochasticity; PLMS reuses the last few ε̂ (a linear
-# multistep method); DPM-Solver++(2M) is a second-order solver of the probability-flow ODE.
+# All four use the same network and the same starting noise $z_T$. DDPM (ancestral) adds fresh noise at every step.
+# DDIM with η = 0 is deterministic. DDIM with η = 1 *is* DDPM's update: its noise level σ_t(η = 1) (DDIM eq. 16)
+# equals DDPM's posterior standard deviation $\sqrt{\tilde\beta_t}$ and its mean equals DDPM's posterior mean (eq. 7),
+# so with the same noise draws (the same generator seed, as below) the rows "DDPM" and "DDIM η=1" show the same images,
+# up to float rounding; η = 0.5 lies between. PLMS reuses the last few ε̂ (a linear multistep method);
+# DPM-Solver++(2M) is a second-order solver of the probability-flow ODE.
 
 # %%
 noise = torch.randn((N_COMPARE, *ldm.latent_shape), generator=torch.Generator().manual_seed(0))
@@ -78,7 +81,8 @@ fig = ll.plotting.image_grid(rows, titles, ncols=N_COMPARE, title="same starting
 
 # %% [markdown]
 # The deterministic samplers (DDIM η=0, PLMS, DPM-Solver++) land on nearly the same images: they solve the same
-# ODE. The stochastic ones (DDPM, DDIM η>0) wander off: more noise injected, more diversity per starting point.
+# ODE. The stochastic ones (DDPM = DDIM η=1, and DDIM η=0.5) wander off: more noise injected, more diversity per
+# starting point.
 #
 # ## 3 · Quality against the number of steps
 #

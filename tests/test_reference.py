@@ -1,0 +1,280 @@
+"""Faithful to the reference (CompVis latent-diffusion / taming-transformers) where a learner would be misled.
+
+One test (or more) per item of the "faithful to the paper" issue; the reference's updates are transcribed here from
+its code (`make_beta_schedule`, `make_ddim_timesteps`, `make_ddim_sampling_parameters`, `DDIMSampler.p_sample_ddim`,
+`PLMSSampler.p_sample_plms`, taming's `VectorQuantizer2`) so the tests need neither package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ldm_lite as ll
+from ldm_lite.attention import AttentionBlock
+from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, VectorQuantizer
+from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
+from ldm_lite.ldm import LatentDiffusion, ScaleFactorWarning
+from ldm_lite.paths import PRETRAINED_DIR
+from ldm_lite.samplers import LDM_REFERENCE
+from ldm_lite.schedule import Schedule
+from ldm_lite.unet import ResBlock, UNet, UNetConfig
+
+SHIPPED_LDM = PRETRAINED_DIR / "ldm-kl-f4-shapes32"
+
+
+def tiny_unet(c=3, ctx=None):
+    return UNet(UNetConfig(in_channels=c, out_channels=c, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                           attention_resolutions=(2,), head_dim=32, context_dim=ctx))
+
+
+def tiny_ae(regularizer="kl", **kw):
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(base_channels=16, channel_mult=(1, 1, 1), norm_groups=8, regularizer=regularizer,
+                                       codebook_size=16, **kw))  # f = 4
+    ae.scale_factor.fill_(0.7)
+    return ae.eval()
+
+
+def images(n=4, res=16):
+    ds = ll.datasets.shapes(res, n=n, seed=0)
+    return torch.stack([ds[i]["image"] for i in range(n)])
+
+
+# ------------------------------------------------------------------------------------------- 1. schedule bug
+def test_custom_schedule_survives_train_save_load_sample(tmp_path):
+    custom = Schedule.scaled_linear(T=200, beta_start=0.001, beta_end=0.03)
+    ldm = LatentDiffusion(tiny_ae(), tiny_unet(), schedule=custom, image_size=16)
+    torch.testing.assert_close(ldm.schedule.betas, custom.betas, rtol=0, atol=0)  # not rebuilt from a preset
+    ll.train.train_ldm(ldm, ll.datasets.shapes(16, n=8, seed=0), steps=2, batch_size=4, warmup=0, device="cpu",
+                       progress=False, ema=None)
+    torch.testing.assert_close(ldm.schedule.betas, custom.betas, rtol=0, atol=0)
+    ldm.save_pretrained(tmp_path / "m")
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert stored["T"] == 200 and stored["schedule_params"] == {"beta_start": 0.001, "beta_end": 0.03}
+    back = LatentDiffusion.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(back.schedule.betas, custom.betas, rtol=0, atol=0)
+    seen = []
+    loaded = back.sample(2, steps=4, generator=torch.Generator().manual_seed(0),
+                         callback=lambda i, t, z, x0: seen.append(t))
+    torch.testing.assert_close(loaded, ldm.sample(2, steps=4, generator=torch.Generator().manual_seed(0)))
+    assert seen == [150, 100, 50, 0]  # T = 200 (the preset's 1000 would give 750, 500, ...)
+
+
+def test_shipped_ldm_config_without_endpoints_keeps_0_00085_to_0_012(tmp_path):
+    raw = json.loads((SHIPPED_LDM / "config.json").read_text())["config"]
+    assert "schedule_params" not in raw  # written before endpoints were stored: must keep its old meaning
+    ldm = LatentDiffusion.from_pretrained(SHIPPED_LDM)
+    assert math.isclose(float(ldm.schedule.betas[0]), 0.00085) and math.isclose(float(ldm.schedule.betas[-1]), 0.012)
+    assert ldm.config.schedule_params == {"beta_start": 0.00085, "beta_end": 0.012}
+    ldm.save_pretrained(tmp_path / "again")  # re-saved: the endpoints are now written out and load the same
+    torch.testing.assert_close(LatentDiffusion.from_pretrained(tmp_path / "again").schedule.betas, ldm.schedule.betas)
+
+
+# ------------------------------------------------------------------------------------------- 2. the paper's β
+def reference_make_beta_schedule_linear(T: int, linear_start: float, linear_end: float) -> np.ndarray:
+    """CompVis `make_beta_schedule("linear", ...)`: linear in √β (what diffusers calls scaled_linear)."""
+    return (np.linspace(linear_start**0.5, linear_end**0.5, T, dtype=np.float64) ** 2)
+
+
+@pytest.mark.parametrize("end", [0.0195, 0.0155, 0.0205])
+def test_ldm_presets_are_the_reference_configs_schedules(end):
+    ours = Schedule.ldm(end)
+    np.testing.assert_allclose(ours.betas.numpy(), reference_make_beta_schedule_linear(1000, 0.0015, end), rtol=1e-12)
+    assert ours.name == "scaled_linear" and ours.params == {"beta_start": 0.0015, "beta_end": end}
+
+
+def test_paper_default_and_stable_diffusion_side_by_side():
+    paper, sd = Schedule.ldm(), Schedule.stable_diffusion()
+    assert f"{float(paper.alpha_bar[-1]):.1e}" == "1.4e-04" and f"{float(sd.alpha_bar[-1]):.1e}" == "4.7e-03"
+    np.testing.assert_allclose(sd.betas.numpy(), reference_make_beta_schedule_linear(1000, 0.00085, 0.012), rtol=1e-12)
+    torch.testing.assert_close(Schedule.scaled_linear().betas, paper.betas)  # the default is the paper's
+    ldm = LatentDiffusion(tiny_ae(), tiny_unet(), image_size=16)
+    torch.testing.assert_close(ldm.schedule.betas, paper.betas)
+    with pytest.raises(ValueError, match="scaled_linear"):
+        Schedule.ldm(0.02)  # not a reference value: the error names the general preset
+
+
+# ------------------------------------------------------------------------------------------- 3. VQ latent
+def test_vq_diffuses_the_latent_before_quantization_and_decoding_quantizes():
+    ae, x = tiny_ae("vq"), images()
+    with torch.no_grad():
+        q = ae.encode(x)
+        assert not torch.allclose(q.z_e, q.z_q)
+        torch.testing.assert_close(ae.to_latent(x), q.z_e * 0.7)  # LDM diffuses z_e (VQModelInterface.encode)
+        ldm = LatentDiffusion(ae, tiny_unet(), image_size=16)
+        torch.testing.assert_close(ldm.encode(x), q.z_e * 0.7)
+        torch.testing.assert_close(ae.decode(q.z_e), ae.decode(q.z_q))  # the decoder quantizes (VQModelInterface.decode)
+        ae_q = tiny_ae("vq", vq_latent="quantized")  # the other way, as an option
+        torch.testing.assert_close(ae_q.to_latent(x), ae_q.encode(x).z_q * 0.7)
+    with pytest.raises(ValueError, match="pre_quant"):
+        AutoencoderConfig.vq(vq_latent="z_q")
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_vq_beta_placement_matches_taming(legacy):
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 3, beta=0.25, dead_code_threshold=0.0, legacy=legacy).eval()
+    z_e = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = vq(z_e)
+    # taming VectorQuantizer2.forward: legacy puts β on the codebook term, legacy=False on the commitment term
+    e = vq.codebook.weight
+    z_q = vq.lookup(vq.nearest(z_e.detach()))
+    commit, codebook = torch.mean((z_q.detach() - z_e) ** 2), torch.mean((z_q - z_e.detach()) ** 2)
+    ref = commit + 0.25 * codebook if legacy else 0.25 * commit + codebook
+    torch.testing.assert_close(out.loss, ref)
+    g_ours = torch.autograd.grad(out.loss, [z_e, e], retain_graph=True)
+    g_ref = torch.autograd.grad(ref, [z_e, e])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b)
+    assert Autoencoder(AutoencoderConfig.vq(vq_legacy=legacy)).quantizer.legacy is legacy
+
+
+# ------------------------------------------------------------------------------------------- 5. initialisation
+def test_resblock_second_conv_and_self_attention_output_start_at_zero():
+    torch.manual_seed(0)
+    unet = tiny_unet()
+    blocks = [m for m in unet.modules() if isinstance(m, ResBlock)]
+    attns = [m for m in unet.modules() if isinstance(m, AttentionBlock)]
+    assert blocks and attns
+    for m in blocks:
+        assert not m.conv2.weight.any() and not m.conv2.bias.any()
+        x, emb = torch.randn(2, m.conv1.in_channels, 8, 8), torch.randn(2, m.emb.in_features)
+        torch.testing.assert_close(m(x, emb), m.skip(x))  # each block starts as its skip path
+    for m in attns:
+        x = torch.randn(2, m.norm.num_channels, 4, 4)
+        torch.testing.assert_close(m(x), x)
+
+
+# ------------------------------------------------------------------------------------------- 6. sampler conventions
+def toy_denoiser(z, t, cond):
+    """A deterministic ε̂ that depends on z and t nonlinearly (so every step of the update matters)."""
+    tf = t.float().view(-1, 1, 1, 1)
+    return torch.tanh(0.7 * z + 0.001 * tf) + 0.05 * torch.sin(tf / 100)
+
+
+def reference_ddim_parameters(alphas_cumprod: np.ndarray, steps: int):
+    c = len(alphas_cumprod) // steps
+    timesteps = np.asarray(list(range(0, len(alphas_cumprod), c))) + 1  # make_ddim_timesteps("uniform")
+    alphas = alphas_cumprod[timesteps]
+    alphas_prev = np.asarray([alphas_cumprod[0]] + alphas_cumprod[timesteps[:-1]].tolist())
+    return timesteps, alphas, alphas_prev
+
+
+def reference_ddim(ac: np.ndarray, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[int]]:
+    """DDIMSampler.ddim_sampling with eta = 0 (p_sample_ddim), transcribed."""
+    timesteps, alphas, alphas_prev = reference_ddim_parameters(ac, steps)
+    visited = []
+    for i, step in enumerate(np.flip(timesteps)):
+        index = steps - i - 1
+        e_t = toy_denoiser(x, torch.full((x.shape[0],), int(step)), None)
+        a_t, a_prev = float(alphas[index]), float(alphas_prev[index])
+        pred_x0 = (x - math.sqrt(1 - a_t) * e_t) / math.sqrt(a_t)
+        x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * e_t
+        visited.append(int(step))
+    return x, visited
+
+
+def reference_plms(ac: np.ndarray, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """PLMSSampler.plms_sampling / p_sample_plms, transcribed."""
+    timesteps, alphas, alphas_prev = reference_ddim_parameters(ac, steps)
+    time_range = np.flip(timesteps)
+    old_eps: list[torch.Tensor] = []
+
+    def x_prev_of(x, e_t, index):
+        a_t, a_prev = float(alphas[index]), float(alphas_prev[index])
+        pred_x0 = (x - math.sqrt(1 - a_t) * e_t) / math.sqrt(a_t)
+        return math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * e_t
+
+    for i, step in enumerate(time_range):
+        index = steps - i - 1
+        t = torch.full((x.shape[0],), int(step))
+        t_next = torch.full((x.shape[0],), int(time_range[min(i + 1, len(time_range) - 1)]))
+        e_t = toy_denoiser(x, t, None)
+        if len(old_eps) == 0:
+            e_t_prime = (e_t + toy_denoiser(x_prev_of(x, e_t, index), t_next, None)) / 2
+        elif len(old_eps) == 1:
+            e_t_prime = (3 * e_t - old_eps[-1]) / 2
+        elif len(old_eps) == 2:
+            e_t_prime = (23 * e_t - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
+        else:
+            e_t_prime = (55 * e_t - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+        x = x_prev_of(x, e_t_prime, index)
+        old_eps = (old_eps + [e_t])[-3:]
+    return x
+
+
+@pytest.mark.parametrize("steps", [10, 50])
+def test_ddim_and_plms_with_ldm_reference_options_match_the_reference_update(steps):
+    sched = Schedule.ldm()
+    ac = sched.alpha_bar.numpy()
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref_z, ref_visited = reference_ddim(ac, noise, steps)
+    visited = []
+    ours = ll.samplers.ddim(toy_denoiser, sched, noise, steps, callback=lambda i, t, z, x0: visited.append(t),
+                            **LDM_REFERENCE)
+    assert visited == ref_visited and visited[-1] == 1 and visited[0] == 1000 - 1000 // steps + 1
+    torch.testing.assert_close(ours, ref_z, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ll.samplers.plms(toy_denoiser, sched, noise, steps, **LDM_REFERENCE),
+                               reference_plms(ac, noise, steps), rtol=1e-10, atol=1e-10)
+    # the default (diffusers') convention is a different update: the options are what make the match
+    assert not torch.allclose(ll.samplers.ddim(toy_denoiser, sched, noise, steps), ref_z, atol=1e-4)
+
+
+def test_latent_diffusion_sample_passes_the_reference_options():
+    ldm = LatentDiffusion(tiny_ae(), tiny_unet(), image_size=16)
+    seen = []
+    ldm.sample(1, sampler="plms", steps=5, callback=lambda i, t, z, x0: seen.append(t), **LDM_REFERENCE)
+    assert seen == [801, 601, 401, 201, 1]
+
+
+# ------------------------------------------------------------------------------------------- 7. no silent fallbacks
+def test_unestimated_scale_factor_warns_with_the_fix():
+    ae = tiny_ae()
+    ae.scale_factor.fill_(1.0)
+    with pytest.warns(ScaleFactorWarning, match="estimate_scale_factor"):
+        LatentDiffusion(ae, tiny_unet(), image_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ScaleFactorWarning)
+        LatentDiffusion(tiny_ae(), tiny_unet(), image_size=16)  # estimated (0.7): quiet
+        LatentDiffusion(IdentityAutoencoder(), tiny_unet(), image_size=16)  # pixel space: s = 1 by definition
+        LatentDiffusion.from_pretrained(SHIPPED_LDM)  # loading builds fresh parts first: no false alarm
+
+
+def test_guidance_on_a_model_never_trained_with_the_null_condition_is_an_error():
+    torch.manual_seed(0)
+    cond = ClassConditioner(ClassConditionerConfig(num_classes=6, dim=32))
+    ldm = LatentDiffusion(IdentityAutoencoder(), tiny_unet(ctx=32), cond, image_size=16, cond_drop_prob=0.0)
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        ldm.sample(labels=[0, 1], steps=2, guidance_scale=3.0)
+    with pytest.raises(ValueError, match="cond_drop_prob"):  # image-to-image too
+        ll.spatial.sdedit(ldm, images(2), 0.5, batch={"label": torch.tensor([0, 1])}, steps=2, guidance_scale=3.0)
+    assert ldm.sample(labels=[0, 1], steps=2).shape == (2, 3, 16, 16)  # scale 1 needs no ∅
+    LatentDiffusion(IdentityAutoencoder(), tiny_unet(ctx=32), cond, image_size=16).sample(
+        labels=[0], steps=2, guidance_scale=3.0)  # trained with dropout: fine
+
+
+# ------------------------------------------------------------------------------------------- 8. sentences
+def test_no_scaled_linear_schedule_keeps_more_signal_than_linear_at_every_t():
+    """Notebook 02: linear keeps the most signal near t = 0, the √β schedules more later."""
+    linear, sd, paper = Schedule.linear().alpha_bar, Schedule.stable_diffusion().alpha_bar, Schedule.ldm().alpha_bar
+    assert f"{float(linear[50]):.3f} {float(sd[50]):.3f} {float(paper[50]):.3f}" == "0.970 0.952 0.917"
+    assert bool((sd[:100] < linear[:100]).all()) and bool((sd[200:] > linear[200:]).all())
+    assert bool((paper[:270] < linear[:270]).all()) and bool((paper[300:] > linear[300:]).all())
+
+
+@pytest.mark.parametrize("steps", [10, 50])
+def test_ddim_with_eta_one_is_the_ddpm_update(steps):
+    """Notebook 04: with the same noise draws, DDIM η = 1 and DDPM give the same samples."""
+    sched = Schedule.ldm()
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ddpm = ll.samplers.ddpm(toy_denoiser, sched, noise, steps, generator=torch.Generator().manual_seed(1))
+    ddim = ll.samplers.ddim(toy_denoiser, sched, noise, steps, eta=1.0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ddim, ddpm, rtol=1e-9, atol=1e-9)
+    eta_half = ll.samplers.ddim(toy_denoiser, sched, noise, steps, eta=0.5, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(eta_half, ddpm, atol=1e-3)
