@@ -31,6 +31,8 @@ _SUBMODULES = (
     "text",
     "image_to_image",
     "segmenter",
+    "conditional",
+    "grounding",
     "ldm",
     "samplers",
     "train",

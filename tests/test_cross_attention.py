@@ -1,0 +1,68 @@
+"""Cross-attention maps recorded during sampling, and the two notebook-05 panels (prompt box, token/step maps)."""
+
+import pytest
+import torch
+
+from ldm_lite import conditional, widgets
+from ldm_lite.autoencoder import IdentityAutoencoder
+
+
+@pytest.fixture(scope="module")
+def t2i():
+    torch.manual_seed(0)
+    ldm = conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=8)
+    for p in ldm.unet.parameters():  # non-trivial weights: attention that differs between tokens and steps
+        torch.nn.init.normal_(p, std=0.1)
+    return ldm
+
+
+def test_attention_over_steps_is_a_distribution_over_tokens_per_pixel(t2i):
+    rec = conditional.attention_over_steps(t2i, "a large red circle", steps=4, guidance_scale=3.0)
+    assert rec.tokens == ["[CLS]", "a", "large", "red", "circle", "[SEP]"]
+    assert rec.maps.shape == (4, 6, 8, 8) and rec.image.shape == (3, 8, 8) and len(rec.timesteps) == 4
+    assert rec.timesteps == sorted(rec.timesteps, reverse=True)
+    # softmax over all L = max_length keys: the real tokens' weights sum to at most 1 at every pixel
+    assert (rec.maps >= 0).all() and (rec.maps.sum(1) <= 1 + 1e-5).all() and rec.maps.sum(1).min() > 0
+    assert not torch.allclose(rec.maps[0], rec.maps[-1])  # the maps change with the step
+    assert all(m.store_attention is False for m in t2i.unet.cross_attentions().values())  # switched off again
+    again = conditional.attention_over_steps(t2i, "a large red circle", steps=4, guidance_scale=3.0)
+    assert torch.equal(rec.image, again.image)
+    plain = t2i.sample(prompts=["a large red circle"], steps=4, guidance_scale=3.0,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(plain[0], rec.image, atol=1e-5)  # recording does not change the sample
+
+
+def test_cross_attention_panel_token_and_step_controls_change_the_picture(t2i):
+    rec = conditional.attention_over_steps(t2i, "a blue star", steps=3)
+    panel = widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens, rec.timesteps)
+    image = widgets.find(panel, widgets.IMAGE_CLASS)
+    token = widgets.find(panel, widgets.MAIN_CONTROL_CLASS)
+    before = image.value
+    token.value = 3
+    assert image.value != before and "star" in widgets.find(panel, widgets.READOUT_CLASS).value
+    step = panel.children[1].children[1]
+    before = image.value
+    step.value = 1
+    assert image.value != before and "t = " in widgets.find(panel, widgets.READOUT_CLASS).value
+    with pytest.raises(ValueError, match="tokens"):
+        widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens[:-1], rec.timesteps)
+
+
+def test_prompt_panel_generates_on_prompt_and_guidance_changes(t2i):
+    calls = []
+
+    def generate(prompt, scale):
+        calls.append((prompt, scale))
+        return t2i.sample(prompts=[prompt] * 2, steps=2, guidance_scale=scale,
+                          generator=torch.Generator().manual_seed(0))
+
+    panel = widgets.prompt_panel(generate, "a red circle", guidance=3.0)
+    image = widgets.find(panel, widgets.IMAGE_CLASS)
+    box = widgets.find(panel, widgets.MAIN_CONTROL_CLASS)
+    before = image.value
+    box.value = "a small green cross"
+    assert image.value != before and calls[-1] == ("a small green cross", 3.0)
+    panel.children[1].children[1].value = 0.0
+    assert calls[-1] == ("a small green cross", 0.0)
+    with pytest.raises(ValueError, match="generate"):
+        widgets.prompt_panel(lambda p, s: torch.zeros(2, 3), "x")
