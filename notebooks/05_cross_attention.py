@@ -180,7 +180,7 @@ fig = ll.plotting.image_grid(torch.cat(rows), [f"{d} (s={s:g})" for s in grid_sc
 # (`scorer_on_real`): a score means little if the judge cannot read real images.
 
 # %%
-clf = ll.pipeline.load_classifier()
+clf = ll.recipes.get_classifier()
 scores = ll.conditional.evaluate_text(t2i, clf, n=N_EVAL, n_real=max(N_EVAL, 64 if SMOKE else 500),
                                       guidance_scales=(1.0, 3.0), sampler="dpm_solver_pp", steps=STEPS)
 print("judge on real images:", scores["scorer_on_real"])
