@@ -154,8 +154,25 @@ def latent_view(ldm: LatentDiffusion) -> LatentDiffusion:
 
     c, h, _ = ldm.latent_shape
     return LatentDiffusion(IdentityAutoencoder(IdentityAutoencoderConfig(in_channels=c)), ldm.unet, ldm.conditioner,
-                           ldm.config.schedule, image_size=h, prediction=ldm.config.prediction,
-                           cond_drop_prob=ldm.config.cond_drop_prob, T=ldm.config.T)
+                           ldm.schedule, image_size=h, prediction=ldm.config.prediction,
+                           cond_drop_prob=ldm.config.cond_drop_prob)
+
+
+def from_checkpoint(directory: str | os.PathLike, autoencoder: nn.Module, ema: bool = True) -> LatentDiffusion:
+    """The full model from a `train` checkpoint folder (`<out_dir>/checkpoint`, a latent view): its UNet and
+    conditioner (EMA weights by default) on `autoencoder`, with the schedule it was trained with."""
+    from safetensors.torch import load_file
+
+    view = LatentDiffusion.from_pretrained(directory)
+    if ema:
+        shadow = {k[len("ema."):]: v for k, v in load_file(str(Path(directory) / "training.safetensors")).items()
+                  if k.startswith("ema.")}
+        missing = view.load_state_dict(shadow, strict=False).missing_keys
+        if any(k.startswith(("unet.", "conditioner.")) for k in missing):
+            raise ValueError(f"{directory} holds no EMA weights for {missing[:3]}; pass ema=False")
+    return LatentDiffusion(autoencoder, view.unet, view.conditioner, view.schedule,
+                           image_size=view.config.image_size * autoencoder.f, prediction=view.config.prediction,
+                           cond_drop_prob=view.config.cond_drop_prob).eval()
 
 
 def train(condition: str, out_dir: str | os.PathLike, steps: int = 3_000, *, batch_size: int = 64, lr: float = 5e-4,

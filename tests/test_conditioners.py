@@ -229,6 +229,8 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     assert torch.allclose(cache.latents, z, atol=1e-5) and cache[3]["caption"] == items[3]["caption"]
     view = conditional.latent_view(ldm)  # shares the UNet and conditioner: eq. 2 on z_0 directly
     assert view.unet is ldm.unet and view.conditioner is ldm.conditioner
+    assert view.config.schedule_params == ldm.config.schedule_params and torch.equal(view.schedule.alpha_bar,
+                                                                                    ldm.schedule.alpha_bar)
     t, noise = torch.tensor([10, 500]), torch.randn(2, *ldm.latent_shape)
     batch = {"image": z[:2], "caption": [items[0]["caption"], items[1]["caption"]]}
     expected = torch.nn.functional.mse_loss(
@@ -239,6 +241,9 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     conditional.train("text", out, steps=3, n_train=8, batch_size=4, model_channels=32, context_dim=32,
                       progress=False)  # resumes from step 2
     assert json.loads((out / "train.json").read_text())["steps_done"] == 3
+    again = conditional.from_checkpoint(out / "checkpoint", ldm.autoencoder)  # the EMA weights of the last checkpoint
+    fresh = LatentDiffusion.from_pretrained(out / "model")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), fresh.state_dict().values()))
 
 
 def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():

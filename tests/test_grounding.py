@@ -51,3 +51,17 @@ def test_true_masks_ground_every_caption_and_layout(count):
         swapped = b["attrs"][keep].clone()
         swapped[:, [0, 1], 3:] = swapped[:, [1, 0], 3:]  # same shapes, positions exchanged: relation reversed
         assert caption_agreement(swapped, [found[i] for i in keep])["all_and_relation"] == 0.0
+
+
+def test_shipped_mnist_classifier_reads_held_out_digits():
+    from ldm_lite.classifier import MNISTClassifier
+    from ldm_lite.datasets import mnist
+    from ldm_lite.paths import pretrained
+
+    clf = MNISTClassifier.from_pretrained(pretrained("mnist-classifier-32"))
+    assert not clf.training
+    test = mnist(32, channels=3, split="test", source="offline")  # RGB like the LDM's samples: channels averaged
+    x = torch.stack([test[i]["image"] for i in range(len(test))])
+    y = torch.tensor([test[i]["label"] for i in range(len(test))])
+    assert float((clf.predict(x) == y).float().mean()) >= 0.95
+    assert clf.features(x[:4]).shape == (4, 128)
