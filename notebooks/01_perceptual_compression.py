@@ -23,6 +23,9 @@
 # (and VQ-f4 too when it is not shipped). Models trained here are cached under `outputs/nb01/`, so a second run takes
 # about 1.5 minutes. On a GPU, a few minutes. `TRAIN = True` retrains the f=4 KL and VQ models with the full loss: about
 # 1 s per step on a CPU, so roughly 1.5 hours for both (minutes on a GPU).
+#
+# *Your turn:* 4 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# model), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -44,6 +47,7 @@ import torch
 from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 from ldm_lite import compression
+from ldm_lite import exercises as ex
 # %matplotlib inline
 torch.manual_seed(0);
 
@@ -112,6 +116,54 @@ ax.bar(range(len(counts)), counts.sort(descending=True).values.numpy(), width=1.
 ax.set_title(f"VQ-f4 codebook usage on {N_EVAL} held-out images: {int((counts > 0).sum())} of {len(counts)} codes "
              f"used, perplexity {perplexity:.0f}")
 ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigned"); fig.tight_layout()
+
+# %% [markdown]
+# ### Your turn: the KL regulariser and the VQ lookup in code
+#
+# Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
+# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
+# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
+# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
+# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
+# solution in `solutions/exercises.py`: look there only when stuck.)
+
+# %% [markdown]
+# **1 · Sample the posterior** with the reparameterisation trick: $z = \mu + \sigma \odot \varepsilon$ with
+# $\sigma = \exp(\tfrac12 \log\sigma^2)$. The encoder outputs `mean` and `logvar` (each B×c×h×w); `noise` is
+# $\varepsilon \sim \mathcal{N}(0, I)$. Written this way the sample is differentiable in `mean` and `logvar`.
+
+# %%
+def kl_sample(mean, logvar, noise):
+    """mean, logvar, noise: (B, c, h, w) -> z (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_kl_sample(kl_sample);
+
+# %% [markdown]
+# **2 · The KL term** against the prior $\mathcal{N}(0, I)$, one number per image:
+# $\mathrm{KL} = \tfrac12 \sum_{c,h,w} \left(\mu^2 + \sigma^2 - 1 - \log\sigma^2\right)$.
+
+# %%
+def kl_divergence(mean, logvar):
+    """mean, logvar: (B, c, h, w) -> KL per image (B,)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_kl_divergence(kl_divergence);
+
+# %% [markdown]
+# **3 · The nearest-code lookup** of VQ: for every vector $z_e[b, :, i, j]$ (c numbers) pick the code $e_k$ with the
+# smallest $\lVert z_e - e_k \rVert^2$, and return $z_q = z_e + \mathrm{sg}[e_k - z_e]$ (`(codes - z_e).detach()`): the
+# forward pass sees the codes, the backward pass copies the decoder's gradient straight through to the encoder.
+
+# %%
+def vq_lookup(z_e, codebook):
+    """z_e (B, c, h, w), codebook (K, c) -> (z_q (B, c, h, w), indices (B, h, w) long)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_vq_lookup(vq_lookup);
 
 # %% [markdown]
 # ## 3 · A KL sweep over f
@@ -228,6 +280,21 @@ ax.set_xlabel("timestep t"); ax.set_ylabel("log SNR(t)"); ax.legend(fontsize=8);
 n_scaled, n_unscaled = int((sched.log_snr >= 0).sum()), int((unscaled >= 0).sum())
 print(f"SNR >= 1 for the first {n_scaled} of {sched.T} timesteps with the scale factor, for {n_unscaled} without it;")
 print(f"at t = T-1 the unscaled z_T still has log SNR {float(unscaled[-1]):.2f} instead of {float(sched.log_snr[-1]):.2f}.")
+
+# %% [markdown]
+# ### Your turn: the scale factor from data
+#
+# Write `scale_factor(latents)`: the number LDM multiplies every latent by so that it has unit variance, estimated
+# over all the entries of a batch of unscaled latents. The check compares it with `estimate_scale_factor` on the
+# shipped autoencoder's latents.
+
+# %%
+def scale_factor(latents):
+    """latents (B, c, h, w), unscaled -> the scale 1/std(z) as a float."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_scale_factor(scale_factor);
 
 # %% [markdown]
 # What goes wrong without it: with std(z) ≈ 2 every timestep is four times less noisy than the schedule says, so the

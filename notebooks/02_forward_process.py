@@ -18,6 +18,9 @@
 #
 # *Time:* about a minute on a laptop CPU or a GPU with the shipped autoencoder `ae-kl-f4-shapes32`; if it is missing,
 # the notebook first trains one here, once (10–20 minutes on a CPU, a few minutes on a GPU).
+#
+# *Your turn:* 2 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# model), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -33,6 +36,7 @@ CFG = ll.pipeline.MainConfig.for_device(DEVICE, smoke=SMOKE)   # sizes of the fa
 import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
+from ldm_lite import exercises as ex
 # %matplotlib inline
 torch.manual_seed(0);
 
@@ -52,6 +56,28 @@ ds = ll.datasets.shapes(resolution=RESOLUTION, n=2_000, seed=0)
 images = torch.stack([ds[i]["image"] for i in range(N_IMAGES)])   # (N, 3, 32, 32) in [-1, 1]
 sched = ll.schedule.Schedule.ldm()                                 # the paper's: √β linear, 0.0015 -> 0.0195
 print(sched, "| images", tuple(images.shape))
+
+# %% [markdown]
+# ### Your turn: the forward process in code
+#
+# Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
+# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
+# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
+# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
+# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
+# solution in `solutions/exercises.py`: look there only when stuck.)
+
+# %% [markdown]
+# **1 · `q_sample`**, DDPM eq. 4 above, for a batch in which every sample has its own $t$ (`alpha_bar[t]` has shape
+# (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1.
+
+# %%
+def q_sample(alpha_bar, z0, t, noise):
+    """alpha_bar (T,), z0 and noise (B, c, h, w), t (B,) long -> z_t (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_q_sample(q_sample);
 
 # %% [markdown]
 # ## The autoencoder
@@ -111,6 +137,21 @@ for name, s in schedules.items():
     t_half = int((s.snr < 1).nonzero()[0])
     print(f"{name:24s} ᾱ_50 = {float(s.alpha_bar[50]):.3f};  SNR falls below 1 at t = {t_half:4d};  "
           f"ᾱ_T = {float(s.alpha_bar[-1]):.1e}")
+
+# %% [markdown]
+# ### Your turn: the signal-to-noise ratio
+#
+# **2 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
+# the noise has power $1 - \bar\alpha_t$. Write SNR(t) for a whole schedule at once; the check then finds where each
+# schedule's SNR falls below 1 with your function.
+
+# %%
+def snr(alpha_bar):
+    """alpha_bar (T,) -> SNR(t) (T,)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_snr(snr);
 
 # %% [markdown]
 # ## Why the latent loses information at a different rate

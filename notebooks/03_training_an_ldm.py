@@ -20,6 +20,9 @@
 # *Time:* about 8 minutes on a laptop CPU (training stops after a 7-minute budget), a few minutes on a GPU. If the
 # shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a CPU).
 # The shipped model `ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
+#
+# *Your turn:* 4 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# model), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -33,6 +36,7 @@ N_SAMPLES = 16 if SMOKE else 64
 # %%
 import matplotlib.pyplot as plt
 import torch
+from ldm_lite import exercises as ex
 # %matplotlib inline
 torch.manual_seed(0);
 
@@ -66,6 +70,29 @@ im = ax.imshow(emb.T, aspect="auto", cmap="RdBu", extent=[0, 1000, 64, 0])
 ax.set_title("sinusoidal timestep embedding"); ax.set_xlabel("timestep t"); ax.set_ylabel("embedding dimension")
 fig.colorbar(im, ax=ax, label="value"); fig.tight_layout()
 
+# %% [markdown]
+# ### Your turn: the UNet's pieces and the LDM loss in code
+#
+# Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
+# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
+# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
+# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
+# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
+# solution in `solutions/exercises.py`: look there only when stuck.)
+
+# %% [markdown]
+# **1 · The sinusoidal time embedding** plotted above: with $\omega_i = 10000^{-i/(d/2)}$ for $i = 0 \ldots d/2-1$,
+# the embedding of $t$ is $[\cos(t\omega_0), \ldots, \cos(t\omega_{d/2-1}), \sin(t\omega_0), \ldots, \sin(t\omega_{d/2-1})]$
+# (cosines first). When right, the check runs the shipped UNet with your embedding.
+
+# %%
+def timestep_embedding(t, dim):
+    """t (B,) timesteps, dim even -> (B, dim): [cos(t w_i), sin(t w_i)]."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_timestep_embedding(timestep_embedding);
+
 # %%
 ldm = ll.pipeline.build_ldm(CFG, ae).to(DEVICE)
 unet = ldm.unet
@@ -83,6 +110,35 @@ rows = trace_shapes(unet, z0[:2], torch.tensor([10, 900], device=DEVICE), depth=
 print(format_shapes([r for r in rows if r[0].count(".") <= 1 or r[0].startswith(("down.", "up."))]))
 
 # %% [markdown]
+# ### Your turn: a ResBlock and attention
+#
+# **2 · A ResBlock's forward pass** from its parts (`block.norm1`, `.conv1`, `.emb`, `.norm2`, `.dropout`, `.conv2`,
+# `.skip`): $h = \mathrm{conv_1}(\mathrm{SiLU}(\mathrm{norm_1}(x)))$; the time embedding enters as
+# $h + \mathrm{emb}(\mathrm{SiLU}(e))$ broadcast over H×W; then $\mathrm{conv_2}(\mathrm{dropout}(\mathrm{SiLU}(\mathrm{norm_2}(h))))$
+# plus the skip path $\mathrm{skip}(x)$. When right, every ResBlock of the shipped UNet runs your code.
+
+# %%
+def resblock_forward(block, x, emb):
+    """block: ll.unet.ResBlock; x (B, C_in, H, W), emb (B, emb_dim) -> (B, C_out, H, W)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_resblock_forward(resblock_forward);
+
+# %% [markdown]
+# **3 · Scaled dot-product attention** (LDM eq. 3): $\mathrm{softmax}(QK^\top/\sqrt d)\,V$, the softmax over the $L$
+# keys. In self-attention $L = N$ (the image tokens); in cross-attention (notebook 05) the keys and values come from
+# the condition. When right, every attention layer of the shipped UNet runs your code.
+
+# %%
+def attention(q, k, v):
+    """q (B, heads, N, d), k and v (B, heads, L, d) -> (B, heads, N, d)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_attention(attention);
+
+# %% [markdown]
 # The last convolution starts at zero (as do the second convolution of every ResBlock and the attention output
 # projections, as in the reference UNet: every block starts as its skip path), so an untrained UNet predicts ε̂ = 0
 # and the loss starts at
@@ -91,6 +147,21 @@ print(format_shapes([r for r in rows if r[0].count(".") <= 1 or r[0].startswith(
 # %%
 batch = torch.utils.data.default_collate([ds[i] for i in range(16)])
 print("initial L_LDM:", round(ldm.loss(batch, torch.Generator(device=DEVICE).manual_seed(0)).item(), 3))
+
+# %% [markdown]
+# ### Your turn: the LDM objective
+#
+# **4 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for $\hat\varepsilon$, and
+# return the mean squared error. When right, the check trains a small UNet for 50 steps with your loss and compares
+# it with `LatentDiffusion.loss` (about 30 s on a laptop CPU).
+
+# %%
+def ldm_loss(eps_model, alpha_bar, z0, t, noise):
+    """eps_model(z_t, t) -> eps_hat; alpha_bar (T,); z0, noise (B, c, h, w); t (B,) long -> scalar loss."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_ldm_loss(ldm_loss);
 
 # %% [markdown]
 # ## 3 · Training

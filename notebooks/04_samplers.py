@@ -17,6 +17,9 @@
 # 2020), DDIM eq. 12 (Song et al. 2021), PLMS (Liu et al. 2022), DPM-Solver++(2M) (Lu et al. 2022).
 #
 # *Time:* about 3 minutes on a laptop CPU with the shipped model `ldm-kl-f4-shapes32`, under a minute on a GPU.
+#
+# *Your turn:* 3 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# model), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -32,6 +35,7 @@ N_REAL = 64 if SMOKE else 1_000           # held-out real images for FID
 # %%
 import matplotlib.pyplot as plt
 import torch
+from ldm_lite import exercises as ex
 # %matplotlib inline
 
 # %%
@@ -106,6 +110,57 @@ axes[1].set_title("recognisable shapes (%)"); axes[1].set_ylabel("% of samples")
 for ax in axes:
     ax.set_xscale("log"); ax.set_xlabel("number of sampler steps"); ax.legend()
 fig.tight_layout()
+
+# %% [markdown]
+# ## 4 · Your turn: ẑ_0, a DDIM step and guidance
+#
+# Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
+# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
+# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
+# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
+# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
+# solution in `solutions/exercises.py`: look there only when stuck.)
+
+# %% [markdown]
+# **1 · The model's guess of the clean latent** (DDPM eq. 15), what the scrubber above decodes:
+# $\hat z_0 = (z_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$.
+
+# %%
+def predict_x0(alpha_bar, z_t, t, eps):
+    """alpha_bar (T,), z_t and eps (B, c, h, w), t (B,) long -> x0_hat (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_predict_x0(predict_x0);
+
+# %% [markdown]
+# **2 · One DDIM step** (Song et al. 2021, eq. 12) from $t$ to the previous visited timestep:
+# $z_{prev} = \sqrt{\bar\alpha_{prev}}\,\hat z_0 + \sqrt{1-\bar\alpha_{prev}-\sigma_t^2}\,\hat\varepsilon + \sigma_t\,\varepsilon$ with
+# $\sigma_t = \eta\sqrt{(1-\bar\alpha_{prev})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{prev}}$ (eq. 16). The check tries
+# η = 0 and 1 and the last step (ᾱ_prev = 1); when right it samples images with your step and shows them.
+
+# %%
+def ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+    """z_t, eps, noise (B, c, h, w); alpha_bar_t, alpha_bar_prev floats; eta in [0, 1] -> z_prev (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+verdict = ex.check_ddim_step(ddim_step)
+if verdict.passed:
+    fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), title="sampled with your DDIM step")
+
+# %% [markdown]
+# **3 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
+# unconditional $\hat\varepsilon(z, \varnothing)$ predictions, extrapolate with scale $s$ so that $s = 0$ gives the
+# unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition.
+
+# %%
+def cfg(eps_uncond, eps_cond, scale):
+    """eps_uncond, eps_cond (B, c, h, w); scale s -> guided eps (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_cfg(cfg);
 
 # %% [markdown]
 # ## Exercises

@@ -6,6 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
+# ------------------------------------------------------------------------------------------ 00 data and metrics
+def to_model_range(img):
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def psnr(x, y):
+    mse = (((x + 1) / 2 - (y + 1) / 2) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1 / mse)
+
+
 # ------------------------------------------------------------------------------------------ 01 the autoencoder
 def kl_sample(mean, logvar, noise):
     return mean + torch.exp(0.5 * logvar) * noise

@@ -79,6 +79,12 @@ def _xattn(x, c, wq, wk, wv, kv_from_x=False, swap=False):
 
 
 WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
+    "to_model_range": [(lambda img: torch.from_numpy(img).permute(2, 0, 1).float() / 255, "maps to [0, 1]"),
+                       (lambda img: torch.from_numpy(img).float() / 127.5 - 1, "channels are still last"),
+                       (lambda img: torch.from_numpy(img.transpose(2, 0, 1) / 127.5 - 1), "float64")],
+    "psnr": [(lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).mean(dim=(1, 2, 3))), "6.02 dB too low"),
+             (lambda x, y: 10 * torch.log10(1 / (((x - y) / 2) ** 2).mean()), "one PSNR per image"),
+             (lambda x, y: 20 * torch.log10(1 / (((x - y) / 2) ** 2).mean(dim=(1, 2, 3))), "10·log10")],
     "kl_sample": [(lambda m, lv, n: m + lv.exp() * n, "missing square root"),
                   (lambda m, lv, n: m + lv * n, "logvar is log σ²"),
                   (lambda m, lv, n: torch.exp(0.5 * lv) * n, "mean is missing")],
