@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,8 +64,26 @@ def config_from_dict(cls: type[C], data: dict) -> C:
 
 
 # ---------------------------------------------------------------- atomic folders
+CRASH_ENV = "LDM_LITE_CRASH_AT"  # test hook: "<phase>:<n>" SIGKILLs the process the n-th time a write reaches <phase>
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(phase: str) -> None:
+    """Test hook for crash safety: phases "files" (some files of the new folder written), "swap" (the old folder
+    moved aside, the new one not yet in place), "cleanup" (the new one in place, the old one not yet deleted)."""
+    want, _, n = os.environ.get(CRASH_ENV, "").partition(":")
+    if want != phase:
+        return
+    _crash_counts[phase] = _crash_counts.get(phase, 0) + 1
+    if _crash_counts[phase] == int(n or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_dir(path: str | os.PathLike) -> _AtomicDir:
-    """`with atomic_dir(p) as tmp:` write files into `tmp`; on success `tmp` replaces `p` in one move."""
+    """`with atomic_dir(p) as tmp:` write files into `tmp`; on success `tmp` replaces `p`. A crash at any moment
+    leaves either the old or the new folder complete (`recover_dir` puts the old one back if the crash fell
+    between the two renames); a failed write (full disk, read-only folder) raises `CheckpointError` and leaves
+    the old folder as it was."""
     return _AtomicDir(Path(path))
 
 
@@ -72,23 +91,57 @@ class _AtomicDir:
     def __init__(self, path: Path):
         self.path = path
         self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        self.old = path.with_name(f"{path.name}.old-{os.getpid()}")
+
+    def _fail(self, e: OSError) -> CheckpointError:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        kept = f"the previous {self.path.name} is intact" if self.path.exists() else f"nothing was written to {self.path}"
+        return CheckpointError(f"could not write {self.path} ({e.strerror or e}); {kept}. Free disk space or make the "
+                               f"folder writable, or choose another output folder")
 
     def __enter__(self) -> Path:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        try:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir(parents=True)
+        except OSError as e:
+            raise self._fail(e) from e
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
+            if issubclass(exc_type, OSError):
+                raise self._fail(exc) from exc
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
-        if self.path.exists():
-            os.replace(self.path, old)  # keep the previous checkpoint until the new one is in place
-        os.replace(self.tmp, self.path)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        had_old = self.path.exists()
+        try:
+            if had_old:
+                os.replace(self.path, self.old)  # keep the previous folder until the new one is in place
+                crash_point("swap")
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            if had_old and self.old.exists() and not self.path.exists():
+                os.replace(self.old, self.path)
+            raise self._fail(e) from e
+        if had_old:
+            crash_point("cleanup")
+            shutil.rmtree(self.old, ignore_errors=True)
+
+
+def recover_dir(path: str | os.PathLike) -> Path | None:
+    """After a crash: put back `<path>.old-*` if `path` is missing (the crash fell between the two renames of an
+    atomic write) and remove leftover `.tmp-*` / `.old-*` folders. Returns `path` if a folder is there now."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return None
+    leftovers = sorted(path.parent.glob(f"{path.name}.old-*")), sorted(path.parent.glob(f"{path.name}.tmp-*"))
+    olds, tmps = leftovers
+    if not path.exists() and olds:
+        os.replace(olds.pop(), path)
+    for p in olds + tmps:
+        shutil.rmtree(p, ignore_errors=True)
+    return path if path.exists() else None
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -109,8 +162,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-train it") from None
 
 
+def _refuse_links(directory: Path) -> None:
+    """A checkpoint folder whose files are symlinks pointing outside it is refused (it could read any file)."""
+    root = directory.resolve()
+    for f in directory.iterdir():
+        if f.is_symlink() and root not in f.resolve().parents:
+            raise CheckpointError(f"{f} is a symlink to {f.resolve()}, outside the checkpoint folder {directory}; "
+                                  "copy the file into the folder instead of linking it")
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
+    if path.parent.is_dir():
+        _refuse_links(path.parent)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; the checkpoint folder is incomplete")
     try:
@@ -121,26 +185,39 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- models
 def save_model(model: torch.nn.Module, config: Any, directory: str | os.PathLike, kind: str | None = None) -> Path:
+    """config.json + model.safetensors in `directory`, written atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"could not create {directory.parent} ({e.strerror or e}); choose a writable output "
+                              "folder") from e
     with atomic_dir(directory) as tmp:
-        meta = {"kind": kind or type(model).__name__, "format": FORMAT, "config": config_to_dict(config)}
-        write_json(tmp / CONFIG_FILE, meta)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE))
+        _write_model_files(model, config, tmp, kind)
     return directory
+
+
+def _write_model_files(model: torch.nn.Module, config: Any, directory: Path, kind: str | None = None) -> None:
+    meta = {"kind": kind or type(model).__name__, "format": FORMAT, "config": config_to_dict(config)}
+    write_json(directory / CONFIG_FILE, meta)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE))
 
 
 def read_config(directory: str | os.PathLike, kind: str, config_cls: type[C]) -> C:
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a folder; pass the folder written by save_pretrained()")
+    _refuse_links(directory)
     meta = read_json(directory / CONFIG_FILE)
     if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
         raise CheckpointError(
             f"{directory / CONFIG_FILE} is not an ldm_lite config (no 'kind'/'config'); "
             "to load a diffusers model use the conversion helpers instead"
         )
+    if meta.get("format", FORMAT) > FORMAT:
+        raise CheckpointError(f"{directory} was written by a newer ldm_lite (checkpoint format {meta['format']}, this "
+                              f"version reads up to {FORMAT}); upgrade ldm_lite to load it")
     if meta["kind"] != kind:
         raise CheckpointError(f"{directory} holds a {meta['kind']}, not a {kind}; load it with {meta['kind']}.from_pretrained")
     return config_from_dict(config_cls, meta["config"])
@@ -221,7 +298,6 @@ def save_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
     """Write the model (config.json + model.safetensors) and its training state to `directory` atomically:
     tensors of the optimizers, extra modules, EMA and RNGs in training.safetensors, the rest in state.json."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -239,7 +315,8 @@ def save_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
         meta["ema"] = {"decay": ema.decay, "num_updates": ema.num_updates}
     with atomic_dir(directory) as tmp:
-        save_model(model, model.config, tmp)  # type: ignore[arg-type]
+        _write_model_files(model, model.config, tmp)  # type: ignore[attr-defined]
+        crash_point("files")
         save_file(tensors, str(tmp / TRAINING_FILE))
         write_json(tmp / STATE_FILE, meta)
     return directory

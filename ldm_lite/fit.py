@@ -17,6 +17,7 @@ optimizer step.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_training_state, save_training_state
+from .checkpoint import load_training_state, recover_dir, save_training_state
 from .runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,9 @@ def distributed(device: torch.device) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized():  # a peer that dies makes the others fail after this timeout instead of hanging
+        timeout = datetime.timedelta(seconds=float(os.environ.get("LDM_LITE_DDP_TIMEOUT_S", "300")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -171,8 +173,7 @@ def _resume_dir(resume: bool | str | os.PathLike | None, out: Path | None) -> Pa
     if resume is True:
         if out is None:
             raise ValueError("resume=True needs out_dir (the checkpoint is read from <out_dir>/checkpoint)")
-        path = out / CHECKPOINT_DIR
-        return path if path.exists() else None  # nothing to resume yet: start afresh
+        return recover_dir(out / CHECKPOINT_DIR)  # None: nothing to resume yet, start afresh
     return Path(resume)
 
 

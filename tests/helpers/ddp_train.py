@@ -1,5 +1,6 @@
 """Run by tests/test_train_ldm.py under `torchrun --nproc_per_node 2` (gloo on CPU) or as one process."""
 
+import os
 import sys
 
 import torch
@@ -15,9 +16,27 @@ def tiny_ldm() -> ll.ldm.LatentDiffusion:
     return ll.ldm.LatentDiffusion(IdentityAutoencoder(), ll.unet.UNet(cfg), image_size=16)
 
 
+class DiesOnRank1:
+    """A dataset whose reads make process rank 1 exit (as a crash would) once `after` items were read."""
+
+    def __init__(self, ds, after: int):
+        self.ds, self.after, self.reads = ds, after, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if os.environ.get("RANK") == "1" and self.reads > self.after:
+            os._exit(3)
+        return self.ds[i]
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     torch.set_num_threads(1)
     ldm = tiny_ldm()
-    ll.train.train_ldm(ldm, ll.datasets.shapes(16, n=32, seed=0), steps=3, batch_size=8, warmup=1, ema=None,
-                       progress=False, device="cpu", out_dir=out)
+    data = ll.datasets.shapes(16, n=32, seed=0)
+    die = len(sys.argv) > 2 and sys.argv[2] == "--rank1-dies"
+    ll.train.train_ldm(ldm, DiesOnRank1(data, after=8) if die else data, steps=30 if die else 3, batch_size=8,
+                       warmup=1, ema=None, progress=False, device="cpu", out_dir=out)
