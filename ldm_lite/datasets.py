@@ -253,6 +253,14 @@ def to_model_image(img: Any, resolution: int, channels: int = 3) -> torch.Tensor
         img = Image.fromarray(np.asarray(img))
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey: scale to 8 bits, not clip
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")  # transparent pixels become black, the background of `shapes`
+        black = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, img)
     img = img.convert("L" if channels == 1 else "RGB")
     w, h = img.size
     s = resolution / min(w, h)
@@ -448,10 +456,14 @@ class ImageFolder(Dataset):
         self.captions: dict[str, str] = {}
         meta = root / "metadata.jsonl"
         if meta.exists():
-            for line in meta.read_text().splitlines():
+            for n, line in enumerate(_read_text(meta).splitlines(), 1):
                 if line.strip():
-                    row = json.loads(line)
-                    self.captions[row["file_name"]] = row.get("text", row.get("caption", ""))
+                    try:
+                        row = json.loads(line)
+                        self.captions[row["file_name"]] = row.get("text", row.get("caption", ""))
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"{meta}, line {n}: not a JSON object with 'file_name' and 'text' ({e}); "
+                                         'write one {"file_name": "a.png", "text": "..."} per line') from None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -462,10 +474,21 @@ class ImageFolder(Dataset):
         p = self.files[i]
         side = p.with_suffix(".txt")
         rel = p.relative_to(self.root).as_posix()
-        caption = side.read_text().strip() if side.exists() else self.captions.get(rel, "")
-        with Image.open(p) as im:
-            image = to_model_image(im, self.resolution, self.channels)
+        caption = _read_text(side).strip() if side.exists() else self.captions.get(rel, "")
+        try:  # an unreadable file stops training with its name (skipping would silently change the dataset)
+            with Image.open(p) as im:
+                image = to_model_image(im, self.resolution, self.channels)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"cannot read image {p} ({type(e).__name__}: {e}); it is truncated or not an image: "
+                             "re-save it or remove it from the folder") from None
         return {"image": image, "caption": caption, "label": -1}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}); re-save it with UTF-8 encoding") from None
 
 
 def image_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 3) -> ImageFolder:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_training_state, recover_dir, save_training_state
+from .checkpoint import CheckpointError, load_training_state, recover_dir, save_training_state
 from .runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,12 @@ def fit(
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0 (0 = only at the end), got {checkpoint_every}")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and rank == 0:  # fail before training, not at the first checkpoint
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot create the output folder {out} ({e.strerror or e}); choose a writable "
+                                  "output folder (out_dir / --out, or LDM_LITE_OUTPUTS)") from e
     base_lr = {(name, i): g["lr"] for name, opt in optimizers.items() for i, g in enumerate(opt.param_groups)}
     ema_model = EMA(ema[0], ema[1]) if ema is not None else None
     ctx = StepContext(0, dataset_size, batch_size, seed, optimizers, grad_clip, rank, world)

@@ -215,6 +215,9 @@ class LatentDiffusion(Pretrained, nn.Module):
 
     def check_guidance(self, guidance_scale: float) -> None:
         """Classifier-free guidance needs ε̂(z_t, ∅): refuse it on a model trained without condition dropout."""
+        if not guidance_scale >= 0:
+            raise ValueError(f"guidance_scale={guidance_scale} must be >= 0 (0: unconditional, 1: no guidance, > 1: "
+                             "stronger); to steer away from a prompt use negative_prompts")
         if guidance_scale != 1.0 and self.conditioner is not None and self.config.cond_drop_prob == 0:
             raise ValueError(f"guidance_scale={guidance_scale} needs ε̂(z_t, ∅), but this model was trained with "
                              "cond_drop_prob=0 and never saw ∅; sample with guidance_scale=1.0, or train with "

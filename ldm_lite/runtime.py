@@ -22,7 +22,16 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e}); use auto, cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but this machine has no usable CUDA GPU; use "
+                         "device='auto' (picks the GPU when there is one) or 'cpu'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} was asked for but Apple's MPS is not available here; use 'auto' or 'cpu'")
+    return dev
 
 
 def on_gpu(device: torch.device) -> bool:

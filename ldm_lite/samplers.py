@@ -73,6 +73,10 @@ def guided(denoiser: Denoiser, scale: float, uncond: Any) -> Denoiser:
     conditional model, scale = 0 the unconditional one.
     """
 
+    if not scale >= 0:
+        raise ValueError(f"guidance scale {scale} must be >= 0 (0: unconditional, 1: plain conditional, > 1: "
+                         "stronger guidance); to steer away from a prompt, pass it as a negative prompt")
+
     def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         if cond is None:
             return denoiser(z_t, t, None)
@@ -200,6 +204,8 @@ def ddim(
     z_prev = √ᾱ_prev ẑ_0 + √(1 - ᾱ_prev - σ_t²) ε̂ + σ_t ε,  σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_prev)
     noise (B, C, H, W) -> z0 (B, C, H, W).
     """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance)")
     denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
     final = _final_alpha_bar(schedule, final_alpha_one)
     z = noise
