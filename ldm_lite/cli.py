@@ -49,8 +49,8 @@ def cmd_train_ae(args) -> None:
     from .losses import AutoencoderLossConfig
     from .recipes import autoencoder_recipe, full_loss, short_loss
 
-    loss = short_loss(args.kl_weight) if args.loss == "short" else full_loss(args.steps, lpips_net=args.lpips_net,
-                                                                             kl_weight=args.kl_weight)
+    loss = (short_loss(args.kl_weight, args.learn_logvar) if args.loss == "short" else
+            full_loss(args.steps, lpips_net=args.lpips_net, kl_weight=args.kl_weight, learn_logvar=args.learn_logvar))
     if args.perceptual_weight is not None:
         loss = AutoencoderLossConfig(**{**loss.__dict__, "perceptual_weight": args.perceptual_weight})
     if args.disc_start is not None:
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--perceptual-weight", type=float, default=None, help="override the preset's LPIPS weight")
     a.add_argument("--lpips-net", default="vgg")
     a.add_argument("--kl-weight", type=float, default=1e-6)
+    a.add_argument("--learn-logvar", action="store_true",
+                   help="KL: learn the loss's log-variance (the reference keeps it at 0; the shipped KL models learned it)")
     a.add_argument("--disc-start", type=int, default=None, help="step at which the PatchGAN starts (-1 = never)")
     a.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     a.add_argument("--seed", type=int, default=0)

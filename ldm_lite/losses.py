@@ -1,9 +1,14 @@
 """The autoencoder's training loss, as LDM trains its first stage (paper §3.1, App. G; Esser et al. 2021):
 
     L_rec  = |x - x_hat|_1 + w_p * LPIPS(x, x_hat)                        per pixel
-    KL:  L = sum(L_rec / exp(s) + s) / B + w_kl * KL(q(z|x) || N(0, I))    s: a learned log-variance
+    KL:  L = sum(L_rec / exp(s) + s) / B + w_kl * KL(q(z|x) || N(0, I))    s: the log-variance, fixed at 0
     VQ:  L = mean(L_rec) + w_vq * (||z_q - sg[z_e]||^2 + beta ||sg[z_q] - z_e||^2)
     + lambda * d_factor * L_G,   L_G = -mean(D(x_hat)),   lambda = ||grad_w L_rec|| / (||grad_w L_G|| + delta)
+
+s: the reference (CompVis `LPIPSWithDiscriminator`) declares it as a parameter, but its optimizer never updates it,
+so LDM's released autoencoders have s = logvar_init = 0 and L_rec enters as a plain per-image sum; we do the same by
+default (`learn_logvar=False`). `learn_logvar=True` trains s with the autoencoder (a learned Laplace scale: L_rec is
+down-weighted by exp(-s) as s adapts); the first shipped KL autoencoders were trained that way (their READMEs say so).
 
 w = the decoder's last layer, lambda clamped to [0, 1e4] and multiplied by `disc_weight`; d_factor = 0 before
 `disc_start`. The PatchGAN discriminator D is trained with the hinge loss
@@ -71,7 +76,7 @@ class AutoencoderLossConfig:
     lpips_net: str = "vgg"  # LPIPS backbone: "vgg" (as LDM/taming) or "alex" (faster)
     kl_weight: float = 1e-6  # w_kl (LDM's kl-f* models use 1e-6)
     logvar_init: float = 0.0  # initial value of the learned log-variance s
-    learn_logvar: bool = True  # train s together with the autoencoder
+    learn_logvar: bool = False  # train s with the autoencoder (the reference never updates it: s stays logvar_init)
     codebook_weight: float = 1.0  # w_vq
     disc_start: int | None = 10_000  # step from which the GAN terms switch on; None = no GAN at all
     disc_weight: float = 0.5  # multiplies the adaptive lambda

@@ -95,10 +95,20 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     return float((mu1 - mu2).double().pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * tr_sqrt)
 
 
+class FIDSampleWarning(UserWarning):
+    """FID from no more samples than feature dimensions: the fitted covariance is singular."""
+
+
 def fid(feats_real: torch.Tensor, feats_fake: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N, D) (Heusel et al. 2017)."""
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D) (Heusel et al. 2017).
+    Warns (`FIDSampleWarning`) when a set has N <= D: its covariance then has rank < D (singular)."""
     if len(feats_real) < 2 or len(feats_fake) < 2:
         raise ValueError("FID needs at least 2 feature vectors per set (and far more for a meaningful value)")
+    n, d = min(len(feats_real), len(feats_fake)), feats_real.shape[1]
+    if n <= d:
+        warnings.warn(f"FID from {n} samples of {d}-dimensional features: the covariance has rank <= {n - 1} < {d} "
+                      f"(singular), so the value is strongly biased and unstable; use more than {d} samples per set, "
+                      f"ideally several times {d}", FIDSampleWarning, stacklevel=2)
     return frechet_distance(*_stats(feats_real), *_stats(feats_fake))
 
 

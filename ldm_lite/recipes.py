@@ -34,18 +34,19 @@ SHIPPED_CLASSIFIER = "shapes-classifier-32"
 
 
 # ----------------------------------------------------------------------------------------------- loss presets
-def short_loss(kl_weight: float = 1e-6) -> AutoencoderLossConfig:
-    """L1 reconstruction (with the learned log-variance) + KL / VQ terms; no LPIPS, no GAN (`disc_start=None`).
-    A 32x32 step then costs ~0.1-0.3 s on a CPU instead of ~1 s: the f sweep and the main job's fallback."""
-    return AutoencoderLossConfig(perceptual_weight=0.0, kl_weight=kl_weight, disc_start=None)
+def short_loss(kl_weight: float = 1e-6, learn_logvar: bool = False) -> AutoencoderLossConfig:
+    """L1 reconstruction + KL / VQ terms; no LPIPS, no GAN (`disc_start=None`). A 32x32 step then costs ~0.1-0.3 s
+    on a CPU instead of ~1 s: the f sweep and the main job's fallback. `learn_logvar`: see `AutoencoderLossConfig`."""
+    return AutoencoderLossConfig(perceptual_weight=0.0, kl_weight=kl_weight, disc_start=None, learn_logvar=learn_logvar)
 
 
 def full_loss(steps: int, disc_start: int | None = None, lpips_net: str = "vgg",
-              kl_weight: float = 1e-6) -> AutoencoderLossConfig:
+              kl_weight: float = 1e-6, learn_logvar: bool = False) -> AutoencoderLossConfig:
     """The paper's first-stage loss (§3.1, App. G): L1 + LPIPS + KL / VQ + PatchGAN; the GAN switches on at
     `disc_start` (default: after three quarters of `steps`, so the autoencoder reconstructs before D judges it)."""
     return AutoencoderLossConfig(perceptual_weight=1.0, lpips_net=lpips_net, kl_weight=kl_weight,
-                                 disc_start=steps * 3 // 4 if disc_start is None else disc_start)
+                                 disc_start=steps * 3 // 4 if disc_start is None else disc_start,
+                                 learn_logvar=learn_logvar)
 
 
 def loss_tag(loss: AutoencoderLossConfig, steps: int) -> str:
@@ -146,7 +147,9 @@ def autoencoder_readme(name: str, config: AutoencoderConfig, loss: AutoencoderLo
                        command: str) -> str:
     reg = f"KL weight {loss.kl_weight}" if config.regularizer == "kl" else "VQ codebook + commitment terms"
     text = "L1" + (f" + LPIPS-{loss.lpips_net} x {loss.perceptual_weight}" if loss.perceptual_weight > 0 else "")
-    text += f" with a learned log-variance, {reg}"
+    if config.regularizer == "kl":
+        text += " with a learned log-variance" if loss.learn_logvar else " with the log-variance fixed at 0 (the reference's)"
+    text += f", {reg}"
     if loss.gan_within(steps):
         text += f", PatchGAN hinge loss with the adaptive weight from step {loss.disc_start}"
     else:

@@ -113,7 +113,8 @@ def _tiny_ae(kind: str) -> Autoencoder:
 def test_kl_loss_matches_the_formula_before_and_after_disc_start() -> None:
     torch.manual_seed(0)
     ae = _tiny_ae("kl")
-    cfg = AutoencoderLossConfig(perceptual_weight=0, kl_weight=1e-3, logvar_init=0.3, disc_start=5, disc_channels=8)
+    cfg = AutoencoderLossConfig(perceptual_weight=0, kl_weight=1e-3, logvar_init=0.3, learn_logvar=True, disc_start=5,
+                                disc_channels=8)
     loss_fn = AutoencoderLoss(cfg)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     out = ae(x, generator=torch.Generator().manual_seed(0))

@@ -20,6 +20,7 @@ from ldm_lite.attention import AttentionBlock
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, VectorQuantizer
 from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
 from ldm_lite.ldm import LatentDiffusion, ScaleFactorWarning
+from ldm_lite.losses import AutoencoderLoss, AutoencoderLossConfig
 from ldm_lite.paths import PRETRAINED_DIR
 from ldm_lite.samplers import LDM_REFERENCE
 from ldm_lite.schedule import Schedule
@@ -133,6 +134,25 @@ def test_vq_beta_placement_matches_taming(legacy):
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b)
     assert Autoencoder(AutoencoderConfig.vq(vq_legacy=legacy)).quantizer.legacy is legacy
+
+
+# ------------------------------------------------------------------------------------------- 4. KL log-variance
+def test_kl_logvar_is_fixed_by_default_as_in_the_reference():
+    loss = AutoencoderLoss(AutoencoderLossConfig(perceptual_weight=0))
+    assert not loss.logvar.requires_grad and loss.generator_parameters() == []
+    ae = tiny_ae()
+    x = images(2)
+    out = ae(x, generator=torch.Generator().manual_seed(0))
+    value, _ = loss(x, out, step=0)
+    rec = (x - out.sample).abs()  # s = 0: the nll is the plain per-image sum of L_rec
+    torch.testing.assert_close(value, rec.sum() / 2 + 1e-6 * out.posterior.kl().mean())
+    learned = AutoencoderLoss(AutoencoderLossConfig(perceptual_weight=0, learn_logvar=True))
+    assert learned.generator_parameters() == [learned.logvar]  # the option stays
+    # the recipes' presets follow the default, and the CLI can still reproduce the shipped (learned) models
+    assert not ll.recipes.short_loss().learn_logvar and not ll.recipes.full_loss(100).learn_logvar
+    assert ll.recipes.short_loss(learn_logvar=True).learn_logvar
+    args = ll.cli.build_parser().parse_args(["train-ae", "--learn-logvar"])
+    assert args.learn_logvar
 
 
 # ------------------------------------------------------------------------------------------- 5. initialisation
@@ -278,3 +298,13 @@ def test_ddim_with_eta_one_is_the_ddpm_update(steps):
     torch.testing.assert_close(ddim, ddpm, rtol=1e-9, atol=1e-9)
     eta_half = ll.samplers.ddim(toy_denoiser, sched, noise, steps, eta=0.5, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(eta_half, ddpm, atol=1e-3)
+
+
+def test_fid_with_fewer_samples_than_feature_dimensions_warns():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 128, generator=g), torch.randn(300, 128, generator=g)
+    with pytest.warns(ll.metrics.FIDSampleWarning, match="64 samples of 128-dimensional"):
+        ll.metrics.fid(real, fake[:64])  # the main job's 64 samples against 128-d classifier features
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ll.metrics.FIDSampleWarning)
+        ll.metrics.fid(real, fake)
