@@ -17,12 +17,12 @@ convolutional: it segments any side divisible by 4 (e.g. a 64×64 canvas of shap
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .checkpoint import Pretrained
 from .datasets import KINDS, shapes
@@ -134,28 +134,32 @@ def _images_and_maps(ds, start: int, n: int) -> tuple[Tensor, Tensor]:
 
 
 def train_segmenter(steps: int = 1200, batch_size: int = 32, resolution: int = 32, seed: int = 0, lr: float = 3e-3,
-                    width: int = 16, device: str | torch.device = "cpu",
+                    width: int = 16, device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                    resume: bool | str | os.PathLike | None = None,
                     progress: bool = True) -> tuple[ShapesSegmenter, dict[str, list]]:
     """Train on `shapes(resolution, seed)` (per-pixel cross-entropy, one-cycle LR); returns the model (eval mode)
-    and its history. Held-out scores: `evaluate_segmenter`."""
+    and its history; resumable from `out_dir` (the one training loop, `ldm_lite.fit`). Held-out scores:
+    `evaluate_segmenter`."""
+    from .fit import StepContext, fit
+
     torch.manual_seed(seed)
     model = ShapesSegmenter(ShapesSegmenterConfig(width=width)).to(device)
     ds = shapes(resolution=resolution, n=steps * batch_size, seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     g = torch.Generator().manual_seed(seed)
-    history: dict[str, list] = {"step": [], "loss": []}
-    model.train()
-    for step in tqdm(range(steps), disable=not progress, desc="shapes segmenter"):
-        x, y = _images_and_maps(ds, step * batch_size, batch_size)
+
+    def step_fn(ctx: StepContext) -> dict[str, float]:
+        x, y = _images_and_maps(ds, ctx.step * batch_size, batch_size)  # one pass over fresh scenes
         loss = F.cross_entropy(model(_augment(x, g).to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.check(loss)
+        ctx.optimize("model", loss)
         sched.step()
-        if step % 10 == 0 or step == steps - 1:
-            history["step"].append(step)
-            history["loss"].append(loss.item())
+        return {"loss": loss.item()}
+
+    history = fit(model, step_fn, steps=steps, optimizers={"model": opt}, dataset_size=len(ds), batch_size=batch_size,
+                  seed=seed, generators={"augment": g}, schedulers={"lr": sched}, out_dir=out_dir, resume=resume,
+                  log_every=10, progress=progress, desc="shapes segmenter")
     return model.eval(), history
 
 
