@@ -2,7 +2,8 @@
 
     Attention(Q, K, V) = softmax(Q Kᵀ / √d) V                       (LDM eq. 3; Vaswani et al. 2017)
     Q = W_Q φ(z_t)  from the image tokens (B, HW, C)
-    K = W_K τ_θ(y), V = W_V τ_θ(y)  from the context (B, L, d_ctx): class, text or semantic-map tokens
+    K = W_K τ_θ(y), V = W_V τ_θ(y)  from the context (B, L, d_ctx): class, text or layout tokens
+                                    (semantic maps reach the UNet by concatenation, not attention)
 
 Blocks here:
     `Attention`           multi-head attention; key/value from `context` when given, else from the queries (self)
