@@ -238,7 +238,8 @@ def test_codebook_usage_counts_every_latent_position() -> None:
 
 
 @pytest.mark.parametrize("name,min_psnr", [("ae-kl-f4-shapes32", 30.0), ("ae-vq-f4-shapes32", 25.0),
-                                           ("ae-kl-f8-shapes32", 24.0)])
+                                           ("ae-kl-f8-shapes32", 24.0), ("ae-kl-f8-c4-shapes32", 18.5),
+                                           ("ae-kl-f16-c16-shapes32", 15.5)])
 def test_shipped_checkpoints_reconstruct_held_out_shapes(name: str, min_psnr: float) -> None:
     from ldm_lite import datasets
     from ldm_lite.metrics import psnr
