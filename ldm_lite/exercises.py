@@ -39,6 +39,7 @@ Checks (notebook: function to write; paper):
     03  timestep_embedding(t, dim) -> (B, dim)                  sinusoidal time embedding
     03  resblock_forward(block, x, emb) -> (B, C_out, H, W)     a UNet ResBlock with its time injection
     03  attention(q, k, v) -> (B, h, N, d)                      softmax(QKᵀ/√d) V (LDM eq. 3)
+    03  unet_forward(unet, x, t) -> ε̂ (B, C, H, W)              the whole UNet assembled from its parts
     04  predict_x0(z_t, eps, alpha_bar_t) -> ẑ_0                DDPM eq. 15
     04  ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise) -> z_prev   DDIM eq. 12 with σ(η) of eq. 16
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
@@ -61,7 +62,7 @@ from .schedule import Schedule
 
 __all__ = ["Verdict", "check_to_model_range", "check_psnr", "check_kl_sample", "check_kl_divergence", "check_vq_lookup", "check_q_sample", "check_snr",
            "check_scale_factor", "check_ldm_loss", "check_timestep_embedding", "check_resblock_forward",
-           "check_attention", "check_predict_x0", "check_ddim_step", "check_cfg", "check_cross_attention"]
+           "check_attention", "check_unet_forward", "check_predict_x0", "check_ddim_step", "check_cfg", "check_cross_attention"]
 Fn = Callable[..., object]
 _SCHEDULES = {s.name: s for s in (Schedule.scaled_linear(), Schedule.linear(), Schedule.cosine())}
 
@@ -658,6 +659,82 @@ def check_attention(fn: Fn, demo: bool = True) -> Verdict:
                 f"the same ε̂ (max difference {diff:.1e})."}
 
     return check("attention", fn, ref, cases, mistakes, "F.scaled_dot_product_attention", run, demo)
+
+
+def check_unet_forward(fn: Fn, demo: bool = True) -> Verdict:
+    """`unet_forward(unet, x, t) -> ε̂`: the forward pass of an unconditional `ll.unet.UNet` from its parts:
+    emb = time_mlp(timestep_embedding(t, model_channels)); h = conv_in(x), kept as the first skip; per level each
+    block `blk(h, emb, None)` (keep every output as a skip) then `downsample[level]` except after the last level
+    (keep it too); mid2(mid1(h)); per up level each block on torch.cat([h, skips.pop()], 1), then `upsample[i]`
+    except after the last; conv_out(SiLU(norm_out(h))). x (B, C, H, W), t (B,) long. Cases: two and three levels,
+    two blocks per level, the shipped UNet on a real latent."""
+    from .unet import UNet, UNetConfig, timestep_embedding
+
+    def ref(unet, x, t):
+        return unet(x, t)
+
+    def tiny(mult, blocks, seed):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            u = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=mult,
+                                num_res_blocks=blocks, attention_resolutions=(2,), head_dim=32, norm_groups=8)).eval()
+            for name, p in u.named_parameters():  # undo the zero inits so every path shows in the output
+                if p.abs().sum() == 0 and name.endswith("weight"):
+                    torch.nn.init.normal_(p, std=0.05)
+        return u
+
+    model, source = real_ldm()
+    t2 = torch.tensor([20, 900])
+    cases = [Case("2 levels, 1 block each", (tiny((1, 2), 1, 0), _rand(2, 3, 8, 8), t2)),
+             Case("3 levels (16×16 -> 4×4)", (tiny((1, 2, 2), 1, 1), _rand(2, 3, 16, 16), t2)),
+             Case("2 blocks per level", (tiny((1, 2), 2, 2), _rand(2, 3, 8, 8), t2)),
+             Case(f"{source}'s UNet", (model.unet, _rand(2, *model.latent_shape, seed=3), t2))]
+
+    def forward(u, x, t, silu_out=True, time_mlp=True):
+        e = timestep_embedding(t, u.config.model_channels)
+        emb = u.time_mlp(e) if time_mlp else e
+        h = u.conv_in(x)
+        skips = [h]
+        for level, blocks in enumerate(u.down):
+            for blk in blocks:
+                h = blk(h, emb, None)
+                skips.append(h)
+            if level < len(u.down) - 1:
+                h = u.downsample[level](h)
+                skips.append(h)
+        h = u.mid2(u.mid1(h, emb, None), emb, None)
+        for i, blocks in enumerate(u.up):
+            for blk in blocks:
+                h = blk(torch.cat([h, skips.pop()], dim=1), emb, None)
+            if i < len(u.up) - 1:
+                h = u.upsample[i](h)
+        h = u.norm_out(h)
+        return u.conv_out(F.silu(h) if silu_out else h)
+
+    mistakes = [("SiLU before conv_out is missing: ε̂ = conv_out(SiLU(norm_out(h)))",
+                 lambda u, x, t: forward(u, x, t, silu_out=False))]
+    hints = {"Sizes of tensors must match": "the skips are used last in, first out: concatenate skips.pop() (the "
+             "most recent) and keep every block output and every downsample output as a skip",
+             "channels, but got": "a block got the wrong number of channels: the up blocks take torch.cat([h, "
+             "skips.pop()], 1), and every block output and downsample output must be kept as a skip",
+             "cannot be multiplied": "the sinusoidal embedding (model_channels wide) goes through unet.time_mlp "
+             "before the blocks get it"}
+
+    @torch.no_grad()
+    def run(f: Fn) -> dict:
+        n = 4
+        noise = torch.randn(n, *model.latent_shape, generator=gen(0))
+        want = model.sample(n, noise=noise, steps=10, return_latents=True)
+        model.unet.forward = lambda x, t, context=None: f(model.unet, x, t)  # an instance attribute wins
+        try:
+            got = model.sample(n, noise=noise, steps=10, return_latents=True)
+        finally:
+            del model.unet.forward  # back to UNet.forward
+        diff = float((got - want).abs().max())
+        return {"images": model.decode(got), "max_diff": diff, "summary": f"{source} sampled {n} images (DDIM, 10 "
+                f"steps) with your UNet forward: the same latents as with UNet.forward (max difference {diff:.1e})."}
+
+    return check("unet_forward", fn, ref, cases, mistakes, "UNet.forward", run, demo, atol=1e-4, exception_hints=hints)
 
 
 def check_cross_attention(fn: Fn, demo: bool = False) -> Verdict:

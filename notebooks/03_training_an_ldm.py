@@ -21,7 +21,7 @@
 # shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a CPU).
 # The shipped model `ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
 #
-# *Your turn:* 4 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
+# *Your turn:* 5 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
 # model), 5–10 minutes each.
 
 # %% tags=["parameters"]
@@ -137,6 +137,32 @@ def attention(q, k, v):
 
 # %%
 ex.check_attention(attention);
+
+# %% [markdown]
+# ### Your turn: assemble the UNet from its parts
+#
+# **4 · `unet_forward(unet, x, t)`**: the whole ε-network from the pieces the trace above lists, in this order
+# (for an unconditional UNet every block is called as `blk(h, emb, None)`):
+#
+# 1. `emb = unet.time_mlp(ll.unet.timestep_embedding(t, unet.config.model_channels))`: (B, 4·model_channels).
+# 2. `h = unet.conv_in(x)`; keep `h` in a list `skips`.
+# 3. Down path, for each `level, blocks in enumerate(unet.down)`: every block's output goes on `skips`; after every
+#    level but the last, `h = unet.downsample[level](h)` halves H and W, and goes on `skips` too.
+# 4. Middle: `h = unet.mid2(unet.mid1(h, emb, None), emb, None)`.
+# 5. Up path, for each `i, blocks in enumerate(unet.up)`: every block gets `torch.cat([h, skips.pop()], dim=1)`
+#    (the most recent skip first); after every level but the last, `h = unet.upsample[i](h)` doubles H and W.
+# 6. `ε̂ = unet.conv_out(SiLU(unet.norm_out(h)))`.
+#
+# The check compares your function with `UNet.forward` on tiny UNets of two and three levels and on the shipped
+# one, then samples images with it.
+
+# %%
+def unet_forward(unet, x, t):
+    """unet: ll.unet.UNet (unconditional); x (B, C, H, W); t (B,) long -> eps_hat (B, C, H, W)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_unet_forward(unet_forward);
 
 # %% [markdown]
 # The last convolution starts at zero (as do the second convolution of every ResBlock and the attention output

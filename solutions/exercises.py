@@ -74,6 +74,28 @@ def attention(q, k, v):
     return weights @ v
 
 
+def unet_forward(unet, x, t):
+    from ldm_lite.unet import timestep_embedding
+
+    emb = unet.time_mlp(timestep_embedding(t, unet.config.model_channels))
+    h = unet.conv_in(x)
+    skips = [h]
+    for level, blocks in enumerate(unet.down):
+        for blk in blocks:
+            h = blk(h, emb, None)
+            skips.append(h)
+        if level < len(unet.down) - 1:
+            h = unet.downsample[level](h)
+            skips.append(h)
+    h = unet.mid2(unet.mid1(h, emb, None), emb, None)
+    for i, blocks in enumerate(unet.up):
+        for blk in blocks:
+            h = blk(torch.cat([h, skips.pop()], dim=1), emb, None)
+        if i < len(unet.up) - 1:
+            h = unet.upsample[i](h)
+    return unet.conv_out(F.silu(unet.norm_out(h)))
+
+
 # ------------------------------------------------------------------------------------------ 04 the samplers
 def predict_x0(alpha_bar, z_t, t, eps):
     ab = alpha_bar[t].view(-1, 1, 1, 1)

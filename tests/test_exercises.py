@@ -70,6 +70,29 @@ def _ddim(z, e, a, ap, eta, n, root_prev=True, sigma_in_direction=True, noise=Tr
     return out + s * n if noise else out
 
 
+def _unet(u, x, t, fifo=False, silu_out=True, time_mlp=True, down_skip=True):
+    e = ll.unet.timestep_embedding(t, u.config.model_channels)
+    emb = u.time_mlp(e) if time_mlp else e
+    h = u.conv_in(x)
+    skips = [h]
+    for level, blocks in enumerate(u.down):
+        for blk in blocks:
+            h = blk(h, emb, None)
+            skips.append(h)
+        if level < len(u.down) - 1:
+            h = u.downsample[level](h)
+            if down_skip:
+                skips.append(h)
+    h = u.mid2(u.mid1(h, emb, None), emb, None)
+    for i, blocks in enumerate(u.up):
+        for blk in blocks:
+            h = blk(torch.cat([h, skips.pop(0) if fifo else skips.pop()], dim=1), emb, None)
+        if i < len(u.up) - 1:
+            h = u.upsample[i](h)
+    h = u.norm_out(h)
+    return u.conv_out(F.silu(h) if silu_out else h)
+
+
 def _xattn(x, c, wq, wk, wv, kv_from_x=False, swap=False):
     src = x if kv_from_x else c
     q, k, v = x @ wq, src @ wk, src @ wv
@@ -115,6 +138,10 @@ WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
                   (lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -2) @ v, "over the keys"),
                   (lambda q, k, v: torch.softmax(q @ v.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ k,
                    "keys and values are swapped")],
+    "unet_forward": [(lambda u, x, t: _unet(u, x, t, fifo=True), "last in, first out"),
+                     (lambda u, x, t: _unet(u, x, t, silu_out=False), "SiLU before conv_out"),
+                     (lambda u, x, t: _unet(u, x, t, time_mlp=False), "time_mlp"),
+                     (lambda u, x, t: _unet(u, x, t, down_skip=False), "every downsample output")],
     "predict_x0": [(lambda ab, z, t, e: (z - (1 - _ab(ab, t)) * e) / _ab(ab, t), "missing square roots"),
                    (lambda ab, z, t, e: (z + (1 - _ab(ab, t)).sqrt() * e) / _ab(ab, t).sqrt(), "noise is subtracted")],
     "ddim_step": [(lambda *a: _ddim(*a, root_prev=False), "√ᾱ_prev"),
@@ -199,6 +226,7 @@ def test_demos_plug_the_solution_into_the_model(monkeypatch):
     assert d["max_diff"] < 1e-4 and d["images"].shape[1:] == (3, 32, 32)
     d = ex.check_ldm_loss(SOL.ldm_loss).demo
     assert len(d["losses"]) == 3 and max(abs(a - b) for a, b in zip(d["losses"], d["library_losses"])) < 1e-5
-    for check in (ex.check_resblock_forward, ex.check_attention, ex.check_timestep_embedding, ex.check_cfg):
+    for check in (ex.check_resblock_forward, ex.check_attention, ex.check_timestep_embedding, ex.check_cfg,
+                  ex.check_unet_forward):
         assert check(getattr(SOL, check.__name__[len("check_"):])).demo["max_diff"] < 1e-4
     assert ex.check_vq_lookup(SOL.vq_lookup).demo["psnr"] > 20  # the shipped VQ-f4 reconstructs through it
