@@ -122,3 +122,19 @@ def test_report_writes_the_committed_files(sweep, tmp_path):
     assert run["command"].endswith("--smoke") and run["machine"] and run["config"]["budget"] == "steps"
     assert tradeoff.collect(rep) == tradeoff.collect(out)  # the copied per-f results are the sweep's
     assert "| f | latent |" in (rep / "table6.md").read_text()
+
+
+def test_a_missing_first_stage_is_trained_once_through_the_recipe(tmp_path, monkeypatch):
+    import ldm_lite.recipes
+
+    monkeypatch.setattr(tradeoff, "OUTPUTS_DIR", tmp_path)
+    monkeypatch.setattr(ldm_lite.recipes, "OUTPUTS_DIR", tmp_path)
+    cfg = tradeoff.TradeoffConfig(autoencoders={2: "ae-test-f2-c3"}, ae_steps=2, n_train=64)
+    with pytest.raises(FileNotFoundError, match="train one"):
+        tradeoff.load_first_stage(2, tradeoff.TradeoffConfig(autoencoders={2: "ae-test-f2-c3"}))
+    ae = tradeoff.load_first_stage(2, cfg)
+    assert ae.f == 2 and ae.latent_channels == 3 and not ae.training
+    assert read_json(tmp_path / "ae" / "ae-test-f2-c3" / "checkpoint" / "state.json")["step"] == 2
+    monkeypatch.setattr(ldm_lite.recipes, "autoencoder_recipe", lambda *a, **k: pytest.fail("trained twice"))
+    again = tradeoff.load_first_stage(2, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(ae.state_dict().values(), again.state_dict().values()))
