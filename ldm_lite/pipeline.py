@@ -43,7 +43,7 @@ class MainConfig:
     warmup: int = 100
     ema: float = 0.995  # EMA decay of the weights used for sampling
     model_channels: int = 64  # UNet width
-    n_samples: int = 64  # images sampled for the grid and the shapes score
+    n_samples: int = 256  # images sampled for the shapes score and FID (>= 256: a non-singular covariance); the grid shows 64
     sampler: str = "ddim"
     sample_steps: int = 50
     n_eval_real: int = 1_000  # held-out real images for FID on ShapesClassifier features
