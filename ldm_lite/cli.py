@@ -83,7 +83,8 @@ def cmd_train_ldm(args) -> None:
                                                     model_channels=args.model_channels)),
                           image_size=args.resolution, prediction=args.prediction)
     train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
-              out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True)
+              out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True,
+              compile={"mode": args.compile} if args.compile else False)
 
 
 def _load_ldm(path: Path, device: str):
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--n-train", type=int, default=20_000)
     lt.add_argument("--max-shapes", type=int, default=1)
     lt.add_argument("--device", default="auto")
+    lt.add_argument("--compile", nargs="?", const="default", default=None,
+                    help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
     lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
     lt.set_defaults(func=cmd_train_ldm)
 

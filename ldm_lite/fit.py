@@ -139,30 +139,48 @@ class StepContext:
     history: History = field(default_factory=lambda: History({}))
     last_checkpoint: Path | None = None
     last_checkpoint_step: int | None = None
+    deferred: bool = False  # defer NaN checks to `flush` (accelerators: no device sync per step)
+    pending: list = field(default_factory=list)  # deferred checks: (step, what, value)
 
     def indices(self) -> torch.Tensor:
         """The global batch at this step (B,), a pure function of (seed, step)."""
         return batch_indices(self.dataset_size, self.batch_size, self.seed, self.step)
 
     def check(self, value: torch.Tensor, what: str = "loss") -> None:
-        """The NaN guard: raise `TrainingDiverged` (naming the last good checkpoint) if `value` is not finite."""
-        if math.isfinite(value.item()):
+        """The NaN guard: raise `TrainingDiverged` (naming the last good checkpoint) if `value` is not finite. On an
+        accelerator the check is deferred to the next `flush` (one device sync every few steps, not every step)."""
+        if self.deferred and value.device.type != "cpu":
+            self.pending.append((self.step, what, value.detach()))
+        elif not math.isfinite(value.item()):
+            self._diverged(self.step, value.item(), what)
+
+    def flush(self) -> None:
+        """Run the deferred NaN checks (one device -> host copy for all of them)."""
+        if not self.pending:
             return
+        finite = torch.isfinite(torch.stack([v.float().reshape(()) for _, _, v in self.pending])).tolist()
+        pending, self.pending = self.pending, []
+        for ok, (step, what, value) in zip(finite, pending):
+            if not ok:
+                self._diverged(step, value.item(), what)
+
+    def _diverged(self, step: int, value: float, what: str) -> None:
         where = (f"the last good checkpoint (step {self.last_checkpoint_step}) is kept at {self.last_checkpoint}; "
                  "resume from it with a lower lr" if self.last_checkpoint
                  else "no checkpoint was written (set out_dir/checkpoint_every)")
-        raise TrainingDiverged(f"{what} became {value.item()} at step {self.step}; stopped. {where}",
-                               self.history.data, self.last_checkpoint)
+        raise TrainingDiverged(f"{what} became {value} at step {step}; stopped. {where}", self.history.data,
+                               self.last_checkpoint)
 
-    def optimize(self, name: str, loss: torch.Tensor) -> float:
-        """zero_grad, backward, clip the gradient norm to `grad_clip` (if set), step; returns the norm (or NaN)."""
+    def optimize(self, name: str, loss: torch.Tensor) -> torch.Tensor | float:
+        """zero_grad, backward, clip the gradient norm to `grad_clip` (if set), step; returns the norm (a tensor,
+        read only when logged) or NaN without clipping."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = math.nan
+        norm: torch.Tensor | float = math.nan
         if self.grad_clip is not None:
             params = [p for group in opt.param_groups for p in group["params"]]
-            norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip).detach()
         opt.step()
         return norm
 
@@ -178,10 +196,13 @@ def _resume_dir(resume: bool | str | os.PathLike | None, out: Path | None) -> Pa
 
 
 def _out_of_time(t_start: float, max_seconds: float, world: int, device: torch.device) -> bool:
-    """Whether the time budget is spent; under torchrun rank 0 decides for all, so every rank stops together."""
-    flag = torch.tensor([float(time.perf_counter() - t_start > max_seconds)], device=device)
-    if world > 1:
-        torch.distributed.broadcast(flag, src=0)
+    """Whether the time budget is spent; under torchrun rank 0 decides for all, so every rank stops together
+    (a host clock read on one process: no device sync)."""
+    spent = time.perf_counter() - t_start > max_seconds
+    if world == 1:
+        return spent
+    flag = torch.tensor([float(spent)], device=device)
+    torch.distributed.broadcast(flag, src=0)
     return bool(flag.item())
 
 
@@ -208,6 +229,7 @@ def fit(
     world: int = 1,
     device: torch.device | None = None,
     log_every: int = 1,
+    sync_every: int | None = None,
     show: Iterable[str] = ("loss",),
     step_callback: Callable[[int, float], Any] | None = None,
     progress: bool = True,
@@ -224,6 +246,9 @@ def fit(
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder; the resumed run ends with
     the same weights, bit for bit, as an uninterrupted one. max_seconds: stop early (after a checkpoint) once that
     much wall-clock time has passed; resume=True continues later.
+    sync_every: on an accelerator, NaN checks, logged values and the time budget are read every `sync_every` steps
+    (default `log_every`) and before every checkpoint, so a step queues work without waiting for the device; on the
+    CPU (or with a `step_callback`) every step. No checkpoint is ever written from non-finite weights.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -238,7 +263,23 @@ def fit(
                                   "output folder (out_dir / --out, or LDM_LITE_OUTPUTS)") from e
     base_lr = {(name, i): g["lr"] for name, opt in optimizers.items() for i, g in enumerate(opt.param_groups)}
     ema_model = EMA(ema[0], ema[1]) if ema is not None else None
-    ctx = StepContext(0, dataset_size, batch_size, seed, optimizers, grad_clip, rank, world)
+    dev = device or torch.device("cpu")
+    sync = 1 if dev.type == "cpu" or step_callback is not None else max(1, sync_every or log_every)
+    ctx = StepContext(0, dataset_size, batch_size, seed, optimizers, grad_clip, rank, world, deferred=sync > 1)
+    logged: list[tuple[int, dict]] = []  # steps since the last sync, with their logs (tensors until read)
+
+    def sync_now() -> None:
+        ctx.flush()
+        for s, logs in logged:
+            values = {k: float(v) for k, v in logs.items()}
+            if s % log_every == 0 or s == steps - 1:
+                ctx.history.log(step=s, **values)
+                if progress and rank == 0:
+                    bar.set_postfix({k: f"{values[k]:.3g}" for k in show if k in values}, refresh=False)
+            if step_callback is not None and rank == 0:
+                step_callback(s, values.get("loss", math.nan))
+        logged.clear()
+
     start = 0
     ckpt_from = _resume_dir(resume, out)
     if ckpt_from is not None:
@@ -251,6 +292,7 @@ def fit(
         torch.manual_seed(seed)  # whatever draws from the global RNG (posterior noise, VQ restarts) is seeded
 
     def checkpoint(step: int) -> None:
+        sync_now()  # the NaN checks of every step so far pass before a checkpoint is written
         if out is not None and rank == 0:
             if not all(torch.isfinite(p).all() for p in model.parameters()):  # never overwrite a good one with NaN
                 ctx.check(torch.tensor(float("nan")), what="weights")
@@ -270,22 +312,20 @@ def fit(
             if warmup:
                 for (name, i), lr in base_lr.items():  # a pure function of the step (exact resume)
                     optimizers[name].param_groups[i]["lr"] = lr * min(1.0, (step + 1) / warmup)
-            logs = step_fn(ctx)
+            logged.append((step, step_fn(ctx)))
             if ema_model is not None:
                 ema_model.update(ema[0])
-            if step % log_every == 0 or step == steps - 1:
-                ctx.history.log(step=step, **logs)
-                if progress and rank == 0:
-                    bar.set_postfix({k: f"{logs[k]:.3g}" for k in show if k in logs}, refresh=False)
-            if step_callback is not None and rank == 0:
-                step_callback(step, logs.get("loss", math.nan))
+            if (step + 1) % sync == 0 or step == steps - 1:
+                sync_now()
             if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(step + 1)
-            if max_seconds is not None and step + 1 < steps and _out_of_time(t_start, max_seconds, world, device or torch.device("cpu")):
+            if (max_seconds is not None and step + 1 < steps and (world == 1 or (step + 1) % sync == 0)
+                    and _out_of_time(t_start, max_seconds, world, dev)):
                 end = step + 1
                 log.warning("time budget of %.0f s spent after %d of %d steps; stopping (resume=True continues)",
                             max_seconds, end, steps)
                 break
+        sync_now()
     finally:
         bar.close()
     if start < end or ctx.last_checkpoint_step != end:

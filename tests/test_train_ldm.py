@@ -90,3 +90,36 @@ def test_time_budget_stops_early_and_resume_finishes_the_same_run(tmp_path):
     b = tiny_ldm()
     ll.train.train_ldm(b, DS, steps=5, **KW)
     assert all(torch.equal(x, y) for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()))
+
+
+def test_compiled_step_trains_the_same_model_and_falls_back_when_compilation_fails(tmp_path, caplog):
+    """compile= wires torch.compile around the training step (the 'eager' backend checks the plumbing on a CPU);
+    a compiler that fails leaves an eager run with a warning, with the same weights."""
+    eager, comp, broken = tiny_ldm(), tiny_ldm(), tiny_ldm()
+    ll.train.train_ldm(eager, DS, steps=3, **KW)
+    ll.train.train_ldm(comp, DS, steps=3, compile={"backend": "eager"}, **KW)
+    ll.train.train_ldm(broken, DS, steps=3, compile={"backend": "no-such-backend"}, **KW)
+    assert "training eagerly" in caplog.text
+    for m in (comp, broken):
+        assert m.state_dict().keys() == eager.state_dict().keys()
+        for (k, a), b in zip(eager.state_dict().items(), m.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_deferred_nan_checks_on_an_accelerator_keep_the_last_good_checkpoint(tmp_path):
+    """With deferred checks (what a GPU run does: sync every few steps) a NaN at step 4 still stops the run, names
+    step 4, and never writes a checkpoint from the broken weights (the step-4 checkpoint flushes the checks first)."""
+    from ldm_lite.fit import StepContext, fit
+
+    model = tiny_ldm()
+    opt = torch.optim.SGD(model.unet.parameters(), lr=0.0)
+
+    def step_fn(ctx: StepContext) -> dict:
+        value = torch.tensor(float("nan") if ctx.step == 4 else 1.0)
+        ctx.pending.append((ctx.step, "loss", value))  # as check() does on an accelerator
+        return {"loss": value}
+
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*checkpoint \(step 4\)"):
+        fit(model, step_fn, steps=10, optimizers={"unet": opt}, dataset_size=8, batch_size=4, out_dir=tmp_path,
+            checkpoint_every=4, progress=False, device=torch.device("cpu"))
+    assert ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")["step"] == 4
