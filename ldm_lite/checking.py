@@ -66,7 +66,7 @@ def _compare(got: Any, want: Any, atol: float) -> str | None:
             if problem:
                 return f"value {i} of the tuple: {problem}"
         return None
-    if isinstance(want, float):
+    if isinstance(want, float | int):
         if not isinstance(got, float | int | Tensor) or (isinstance(got, Tensor) and got.numel() != 1):
             return f"expected a number, got {type(got).__name__}"
         g = float(got)

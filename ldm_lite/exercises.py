@@ -44,6 +44,8 @@ Checks (notebook: function to write; paper):
     04  ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise) -> z_prev   DDIM eq. 12 with σ(η) of eq. 16
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
     05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM eq. 3)
+    06  sr_unet_input(z_t, lowres) -> (B, c + 3, h, w)          the UNet input of LDM super-resolution (concat, §3.3)
+    07  conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int  the cost of a convolution, the unit of LDM-f's cost
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ from .schedule import Schedule
 
 __all__ = ["Verdict", "check_to_model_range", "check_psnr", "check_kl_sample", "check_kl_divergence", "check_vq_lookup", "check_q_sample", "check_snr",
            "check_scale_factor", "check_ldm_loss", "check_timestep_embedding", "check_resblock_forward",
-           "check_attention", "check_unet_forward", "check_predict_x0", "check_ddim_step", "check_cfg", "check_cross_attention"]
+           "check_attention", "check_unet_forward", "check_predict_x0", "check_ddim_step", "check_cfg", "check_cross_attention",
+           "check_sr_unet_input", "check_conv2d_flops"]
 Fn = Callable[..., object]
 _SCHEDULES = {s.name: s for s in (Schedule.scaled_linear(), Schedule.linear(), Schedule.cosine())}
 
@@ -941,3 +944,82 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
                 f"{diff:.1e}); the model is untrained: this shows the plumbing, notebook 05 shows the effect."}
 
     return check("cfg", fn, ref, cases, mistakes, "samplers.guided", run, demo)
+
+
+# ============================================================================================== 06-07 (as they land)
+def check_sr_unet_input(fn: Fn, demo: bool = False) -> Verdict:
+    """`sr_unet_input(z_t, lowres) -> (B, c + 3, h, w)`: what the UNet of an LDM super-resolution model sees:
+    torch.cat([z_t, y], dim=1) with y the low-res image (B, 3, H/s, W/s) resized bicubically to the latent's h×w
+    (antialiased when it shrinks), as `SuperResolutionConditioner` + `LatentDiffusion.denoiser` build it. z_t
+    (B, c, h, w) is the latent of a 32×32 image with f = 4. Cases: s = f (no resizing), s = 2 (shrink), s = 8 (grow)."""
+    from .spatial import SuperResolutionConditioner, SuperResolutionConfig
+
+    ae, _ = real_autoencoder("kl")
+
+    def ref(z_t, lowres):
+        cond = SuperResolutionConditioner(SuperResolutionConfig(factor=4 * z_t.shape[-1] // lowres.shape[-1]))
+        cond.attach_autoencoder(ae)
+        with torch.no_grad():
+            return torch.cat([z_t, cond({"lowres": lowres}).concat], dim=1)
+
+    def lowres(side, seed):
+        return torch.rand(2, 3, side, side, generator=gen(seed)) * 2 - 1
+
+    z = _rand(2, 3, 8, 8)
+    cases = [Case("s = f = 4: the 8×8 low-res image is already latent-sized", (z, lowres(8, 1))),
+             Case("s = 2: a 16×16 low-res image shrinks to 8×8", (z, lowres(16, 2))),
+             Case("s = 8: a 4×4 low-res image grows to 8×8", (z, lowres(4, 3))),
+             Case("a real shapes image at ×4 (8×8)", (z, F.interpolate(real_images(2), size=(8, 8), mode="bicubic",
+                                                                       antialias=True)))]
+
+    def resize(y, size, mode="bicubic", antialias=True):
+        if y.shape[-1] == size:
+            return y
+        kw = {"antialias": antialias and size < y.shape[-1]} if mode == "bicubic" else {}
+        return F.interpolate(y, size=(size, size), mode=mode, **kw)
+
+    mistakes = [
+        ("z_t comes first: the UNet's first c input channels are the noisy latent, then the condition",
+         lambda z, y: torch.cat([resize(y, z.shape[-1]), z], dim=1)),
+        ("concatenated along the batch: the condition adds channels, torch.cat([...], dim=1)",
+         lambda z, y: torch.cat([z, resize(y, z.shape[-1])], dim=0)),
+        ("resize with mode=\"bicubic\", as the conditioner does (not nearest)",
+         lambda z, y: torch.cat([z, resize(y, z.shape[-1], mode="nearest")], dim=1)),
+        ("shrinking needs antialias=True (as the conditioner), or the small image aliases",
+         lambda z, y: torch.cat([z, resize(y, z.shape[-1], antialias=False)], dim=1)),
+    ]
+    return check("sr_unet_input", fn, ref, cases, mistakes, "SuperResolutionConditioner", None, demo)
+
+
+def check_conv2d_flops(fn: Fn, demo: bool = True) -> Verdict:
+    """`conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int`: FLOPs of one k×k convolution (no bias), counted as
+    torch's FlopCounterMode counts them: 2 per multiply-add, 2·c_in·c_out·k²·h_out·w_out. Cases: the UNet's first
+    conv at 32×32 and 8×8, a 1×1 conv, a wide conv at 4×4. The demo prices LDM-f's first conv for f = 1 .. 16."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def ref(c_in, c_out, kernel, h_out, w_out):
+        conv = torch.nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            conv(torch.zeros(1, c_in, h_out, w_out))
+        return float(counter.get_total_flops())
+
+    cases = [Case("3 -> 64 channels, 3×3, 32×32 (LDM-1's conv_in)", (3, 64, 3, 32, 32)),
+             Case("3 -> 64 channels, 3×3, 8×8 (LDM-4's conv_in)", (3, 64, 3, 8, 8)),
+             Case("1×1 conv, 64 -> 128, 16×16", (64, 128, 1, 16, 16)),
+             Case("128 -> 128, 3×3, 4×4", (128, 128, 3, 4, 4))]
+    mistakes = [
+        ("that counts multiply-adds (MACs); one multiply-add is 2 FLOPs", lambda ci, co, k, h, w: ci * co * k * k * h * w),
+        ("a k×k kernel has k² weights per input channel: multiply by k², not k",
+         lambda ci, co, k, h, w: 2 * ci * co * k * h * w),
+        ("the kernel size is missing: each output value sums c_in·k² products", lambda ci, co, k, h, w: 2 * ci * co * h * w),
+        ("channels multiply: every output channel reads every input channel (c_in·c_out, not c_in + c_out)",
+         lambda ci, co, k, h, w: 2 * (ci + co) * k * k * h * w),
+    ]
+
+    def run(f: Fn) -> dict:
+        costs = {fac: int(f(3, 64, 3, 32 // fac, 32 // fac)) for fac in (1, 2, 4, 8, 16)}
+        return {"flops": costs, "summary": "with your formula the UNet's first conv on a 32×32 image costs "
+                + ", ".join(f"{c / 1e6:.2f} MFLOPs (LDM-{fac})" for fac, c in costs.items())
+                + ": each doubling of f divides the cost of every layer by 4."}
+
+    return check("conv2d_flops", fn, ref, cases, mistakes, "torch FlopCounterMode", run, demo)

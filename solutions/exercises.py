@@ -116,3 +116,16 @@ def cfg(eps_uncond, eps_cond, scale):
 def cross_attention(x, context, w_q, w_k, w_v):
     q, k, v = x @ w_q, context @ w_k, context @ w_v
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
+
+
+# ------------------------------------------------------------------------------------------ 06 image-to-image
+def sr_unet_input(z_t, lowres):
+    size = z_t.shape[-2:]
+    if lowres.shape[-2:] != size:
+        lowres = F.interpolate(lowres, size=size, mode="bicubic", antialias=lowres.shape[-1] > size[-1])
+    return torch.cat([z_t, lowres], dim=1)
+
+
+# ------------------------------------------------------------------------------------------ 07 the trade-off
+def conv2d_flops(c_in, c_out, kernel, h_out, w_out):
+    return 2 * c_in * c_out * kernel * kernel * h_out * w_out

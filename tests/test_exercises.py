@@ -149,6 +149,12 @@ WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
                   (lambda *a: _ddim(*a, noise=False), "no fresh noise")],
     "cfg": [(lambda u, c, s: c + s * (u - c), "swapped"), (lambda u, c, s: c + s * (c - u), "(1 + w) convention"),
             (lambda u, c, s: u + s * c, "scales the difference")],
+    "sr_unet_input": [(lambda z, y: torch.cat([F.interpolate(y, size=z.shape[-2:], mode="bicubic", antialias=True)
+                                               if y.shape[-1] != z.shape[-1] else y, z], 1), "z_t comes first"),
+                      (lambda z, y: torch.cat([z, F.interpolate(y, size=z.shape[-2:], mode="nearest")], 1),
+                       "bicubic")],
+    "conv2d_flops": [(lambda ci, co, k, h, w: ci * co * k * k * h * w, "multiply-adds (MACs)"),
+                     (lambda ci, co, k, h, w: 2 * ci * co * k * h * w, "k²")],
     "cross_attention": [(lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, kv_from_x=True),
                          "keys and values come from the image tokens"),
                         (lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, swap=True), "keys and values are swapped")],
