@@ -50,6 +50,7 @@ _SUBMODULES = (
     "tradeoff",
     "perceptual",
     "recipes",
+    "latents",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

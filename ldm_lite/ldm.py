@@ -164,6 +164,22 @@ class LatentDiffusion(Pretrained, nn.Module):
         """ẑ_0 (B, c, h, w) -> x̂ (B, C, h·f, w·f) in [-1, 1]."""
         return self.autoencoder.from_latent(z0).clamp(-1, 1)
 
+    def first_stage_latent(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """z_0 = s · E(x) (B, c, h, w) of a training batch: encoded from batch["image"], or, from a
+        `ldm_lite.latents.LatentCache`, the cached posterior's mean + std·ε (KL) or its deterministic latent."""
+        if "latent_mean" in batch:
+            mean, std = batch["latent_mean"].to(self.device), batch["latent_std"].to(self.device)
+            g = generator if generator is None or generator.device == mean.device else None
+            eps = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+            return (mean + std * eps) * self.autoencoder.scale_factor  # the operations of to_latent, eq. (App. D.1)
+        if "latent" in batch:
+            return batch["latent"].to(self.device) * self.autoencoder.scale_factor
+        x = batch["image"].to(self.device)
+        if x.shape[-1] != self.config.image_size or x.shape[-2] != self.config.image_size:
+            raise ValueError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
+                             f"{self.config.image_size}; resize the dataset (resolution={self.config.image_size})")
+        return self.encode(x, generator=generator if generator is None or generator.device == x.device else None)
+
     def condition(self, batch: dict[str, Any] | None, batch_size: int, drop_prob: float = 0.0,
                   generator: torch.Generator | None = None) -> Condition | None:
         """τ_θ(y) for a batch (a `Condition`); each row replaced by ∅ with probability `drop_prob` (guidance
@@ -182,13 +198,9 @@ class LatentDiffusion(Pretrained, nn.Module):
 
         t (B,) and noise (B, c, h, w) are drawn from `generator` unless given (training draws them for the whole
         global batch, so a multi-process run sees the same t and ε as a single process)."""
-        x = batch["image"].to(self.device)
-        if x.shape[-1] != self.config.image_size or x.shape[-2] != self.config.image_size:
-            raise ValueError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
-                             f"{self.config.image_size}; resize the dataset (resolution={self.config.image_size})")
-        b = x.shape[0]
+        z0 = self.first_stage_latent(batch, generator)
+        b = z0.shape[0]
         dev = generator.device if generator is not None else None
-        z0 = self.encode(x, generator=generator if generator is None or generator.device == x.device else None)
         if t is None:
             t = torch.randint(0, self.schedule.T, (b,), generator=generator, device=dev)
         if noise is None:

@@ -147,6 +147,7 @@ def train_ldm(
     max_seconds: float | None = None,
     compile: bool | dict = False,
     sync_every: int | None = None,
+    latent_cache: bool = False,
 ) -> dict[str, list]:
     """Train a `LatentDiffusion`'s UNet (and conditioner) on L_LDM (eq. 2) for `steps` steps in total; returns the
     history (step, loss, lr, grad_norm). The autoencoder stays frozen.
@@ -162,8 +163,13 @@ def train_ldm(
     `compile=True` (or a dict of `torch.compile` options, e.g. {"mode": "reduce-overhead"} for CUDA graphs) compiles
     the training step; if compilation fails the step runs eagerly, with a warning. Off by default: it costs minutes
     on a CPU for a few percent. On a GPU, `sync_every` steps pass between reads of the loss (see `fit`).
+    `latent_cache=True` encodes the dataset once, on the training device, before the first step
+    (`ldm_lite.latents.LatentCache`: KL posteriors still sampled afresh each step), or pass a `LatentCache` as
+    `dataset`; the weights are those of training from the images.
     """
     from torch.nn.parallel import DistributedDataParallel
+
+    from .latents import LatentCache
 
     _check_hyper(steps, batch_size, lr)
     device = resolve_device(device)
@@ -175,6 +181,8 @@ def train_ldm(
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     ldm.to(device)
+    if latent_cache and not isinstance(dataset, LatentCache):
+        dataset = LatentCache(dataset, ldm.autoencoder, device=device, progress=progress and rank == 0)
     trainable = torch.nn.ModuleDict({"unet": ldm.unet, **({"conditioner": ldm.conditioner} if ldm.conditioner else {})})
     fused = device.type in ("cuda", "cpu") and hasattr(torch.optim, "AdamW")
     opt = torch.optim.AdamW(trainable.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
@@ -196,7 +204,9 @@ def train_ldm(
         idx = ctx.indices()
         t = torch.randint(0, ldm.schedule.T, (batch_size,), generator=g)
         noise = torch.randn((batch_size, *ldm.latent_shape), generator=g)
-        batch = default_collate([dataset[int(i)] for i in idx[rank::world]])
+        mine = idx[rank::world]
+        batch = (dataset.batch(mine) if isinstance(dataset, LatentCache)
+                 else default_collate([dataset[int(i)] for i in mine]))
         g.manual_seed(seed * 1_000_003 + ctx.step + 7_919 * (rank + 1))  # posterior sampling, condition dropout
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = forward(batch, g, t[rank::world], noise[rank::world])

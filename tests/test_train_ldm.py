@@ -123,3 +123,40 @@ def test_deferred_nan_checks_on_an_accelerator_keep_the_last_good_checkpoint(tmp
         fit(model, step_fn, steps=10, optimizers={"unet": opt}, dataset_size=8, batch_size=4, out_dir=tmp_path,
             checkpoint_every=4, progress=False, device=torch.device("cpu"))
     assert ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")["step"] == 4
+
+
+def _kl_ldm():
+    torch.manual_seed(0)
+    ae = ll.autoencoder.Autoencoder(ll.autoencoder.AutoencoderConfig.kl(f=4, base_channels=8, norm_groups=4))
+    ae.scale_factor.fill_(0.8)
+    cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                             attention_resolutions=(2,), head_dim=32)
+    return ll.ldm.LatentDiffusion(ae, ll.unet.UNet(cfg), image_size=16)
+
+
+def test_latent_cache_gives_the_loss_of_the_images_and_resumes_exactly(tmp_path):
+    from ldm_lite.latents import LatentCache, fingerprint
+
+    ldm = _kl_ldm()
+    cache = LatentCache(DS, ldm.autoencoder, progress=False)
+    assert set(cache.fields) >= {"latent_mean", "latent_std", "caption", "label"} and len(cache) == len(DS)
+    idx = torch.tensor([3, 0, 7, 5])
+    images = torch.utils.data.default_collate([DS[int(i)] for i in idx])
+    t, noise = torch.tensor([10, 500, 999, 0]), torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    a = ldm.loss(images, torch.Generator().manual_seed(2), t, noise)  # a fresh posterior sample from the same ε
+    b = ldm.loss(cache.batch(idx), torch.Generator().manual_seed(2), t, noise)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # cached training resumes bit for bit, like training from the images
+    full = _kl_ldm()
+    ll.train.train_ldm(full, DS, steps=4, latent_cache=True, **KW)
+    part = _kl_ldm()
+    ll.train.train_ldm(part, DS, steps=2, latent_cache=True, out_dir=tmp_path, **KW)
+    resumed = _kl_ldm()
+    ll.train.train_ldm(resumed, DS, steps=4, latent_cache=True, out_dir=tmp_path, resume=True, **KW)
+    for (k, x), y in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(x, y), k
+    # the fingerprint follows the autoencoder's weights and the dataset
+    before = fingerprint(DS, ldm.autoencoder)
+    with torch.no_grad():
+        next(ldm.autoencoder.parameters()).add_(1e-3)
+    assert fingerprint(DS, ldm.autoencoder) != before != fingerprint(ll.datasets.shapes(16, n=31, seed=0), _kl_ldm().autoencoder)

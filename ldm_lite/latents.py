@@ -1,0 +1,82 @@
+"""A latent cache: the frozen first stage's output for every item of a dataset, computed once (LDM §3: the
+autoencoder is trained once and frozen, so E(x) never changes while the diffusion model trains).
+
+    cache = LatentCache(dataset, ldm.autoencoder, device="cuda")   # encodes every image once
+    train_ldm(ldm, dataset, latent_cache=True)                     # the same, built inside train_ldm
+
+What is kept per item, so training draws exactly what it would from the images:
+- KL: the posterior's mean and std (`latent_mean`, `latent_std`); every step still draws a fresh
+  z = mean + std·ε, which `LatentDiffusion.loss` scales by s (the same operations as encoding the image);
+- VQ (either `vq_latent`) and the identity first stage: the deterministic latent (`latent`), unscaled;
+- every other field of the item (caption, label, attrs, mask), so conditioners see what they saw before.
+Tensors live on the training `device`. `fingerprint` (the autoencoder's weights and the dataset's length and
+first/last images) tells whether a cache still belongs to an (autoencoder, dataset) pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from .autoencoder import DiagonalGaussian, QuantizedLatent
+
+
+def fingerprint(dataset: Any, autoencoder: nn.Module) -> str:
+    """A short hash of the autoencoder's state (weights, scale factor) and the dataset (length, first/last image)."""
+    h = hashlib.sha256()
+    for k, v in sorted(autoencoder.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(len(dataset)).encode())
+    for i in {0, len(dataset) - 1}:
+        h.update(dataset[i]["image"].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LatentCache(Dataset):
+    """Items of `dataset` with "image" replaced by the first stage's latent statistics (see the module doc)."""
+
+    def __init__(self, dataset: Any, autoencoder: nn.Module, device: str | torch.device = "cpu",
+                 batch_size: int = 256, progress: bool = True):
+        self.fingerprint = fingerprint(dataset, autoencoder)
+        self.fields: dict[str, Any] = {}
+        parts: dict[str, list] = {}
+        autoencoder = autoencoder.eval()
+        dev = next((p.device for p in autoencoder.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            for i in tqdm(range(0, len(dataset), batch_size), desc="latent cache", disable=not progress):
+                batch = default_collate([dataset[j] for j in range(i, min(len(dataset), i + batch_size))])
+                posterior = autoencoder.encode(batch.pop("image").to(dev))
+                if isinstance(posterior, DiagonalGaussian) and not posterior.deterministic:
+                    stats = {"latent_mean": posterior.mean, "latent_std": posterior.std}
+                else:  # VQ (pre- or post-quantization, as configured) and the identity: deterministic
+                    stats = {"latent": _deterministic_latent(autoencoder, posterior)}
+                for k, v in {**stats, **batch}.items():
+                    parts.setdefault(k, []).append(v)
+        for k, v in parts.items():
+            self.fields[k] = (torch.cat(v).to(device) if isinstance(v[0], Tensor) else sum(v, []))
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values())))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {k: v[i] for k, v in self.fields.items()}
+
+    def batch(self, idx: Tensor) -> dict[str, Any]:
+        """The items at `idx` as one batch dict (B, ...), gathered on the cache's device without a collate."""
+        out = {}
+        for k, v in self.fields.items():
+            out[k] = v[idx.to(v.device)] if isinstance(v, Tensor) else [v[int(i)] for i in idx]
+        return out
+
+
+def _deterministic_latent(autoencoder: nn.Module, posterior: Any) -> Tensor:
+    """The unscaled latent `autoencoder.latent(x, sample=False)` gives, from the posterior already computed."""
+    if isinstance(posterior, QuantizedLatent) and autoencoder.config.vq_latent == "pre_quant":
+        return posterior.z_e
+    return posterior.mode()
