@@ -164,25 +164,34 @@ def tradeoff_training(rows: Sequence[dict], title: str | None = None) -> Figure:
 
 
 def tradeoff_sampling(rows: Sequence[dict], title: str | None = None) -> Figure:
-    """Paper Fig. 7: quality against sampling throughput; one line per f, one marker per number of DDIM steps."""
+    """Paper Fig. 7: quality against sampling throughput; one line per f, one marker per number of DDIM steps.
+    Panels: FID and KID on classifier features (KID is unbiased, so it stays meaningful with fewer samples than
+    feature dimensions, where FID is not) and the share of recognisable shapes."""
     runs = _by_f(rows, "sampling")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    has_kid = any("kid" in r for rs in runs.values() for r in rs)
+    panels = [("fid", "FID (classifier features)")] + ([("kid", "KID (classifier features)")] if has_kid else [])
+    panels.append(("recognisable", "recognisable shapes [%]"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6), squeeze=False)
     for f, rs in sorted(runs.items()):
         rs = sorted(rs, key=lambda r: r["sampler_steps"])
         x = [r["samples_per_second"] for r in rs]
-        for ax, y in zip(axes[0], ([r["fid"] for r in rs], [100 * r["recognisable"] for r in rs])):
+        for ax, (key, _) in zip(axes[0], panels):
+            y = [r.get(key, np.nan) * (100 if key == "recognisable" else 1) for r in rs]
             ax.plot(x, y, marker="o", label=f"LDM-{f}")
             for xi, yi, r in zip(x, y, rs):
                 ax.annotate(str(r["sampler_steps"]), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
     clock = next((r.get("clock", "") for r in rows), "")
-    for ax, ylabel in zip(axes[0], ("FID (classifier features)", "recognisable shapes [%]")):
+    n = sorted({r["n"] for rs in runs.values() for r in rs})
+    for ax, (key, ylabel) in zip(axes[0], panels):
         ax.set_xscale("log")
         ax.set_xlabel(f"samples / s ({clock})" if clock else "samples / s")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_yscale("log")
+        if key in ("fid", "kid"):
+            ax.set_yscale("symlog" if key == "kid" else "log", **({"linthresh": 1e-2} if key == "kid" else {}))
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title or "Quality vs sampling throughput, DDIM steps at the markers (LDM paper Fig. 7)")
+    fig.suptitle(title or f"Quality vs sampling throughput, DDIM steps at the markers, n = {n} samples per point "
+                          "(LDM paper Fig. 7)", fontsize=10)
     fig.tight_layout()
     return fig
 

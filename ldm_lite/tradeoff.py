@@ -55,8 +55,8 @@ SHIPPED_AUTOENCODERS: dict[int, str] = {2: "ae-kl-f2-shapes32", 4: "ae-kl-f4-sha
 PAPER_LATENT_CHANNELS: dict[int, int] = {1: 3, 2: 3, 4: 3, 8: 4, 16: 16, 32: 64}
 
 CSV_COLUMNS = ("kind", "f", "latent", "unet_params", "step", "total_steps", "train_seconds", "train_wall_seconds",
-               "untimed_steps", "sampler_steps", "n", "fid", "fid_lo", "fid_hi", "recognisable", "sample_seconds",
-               "samples_per_second", "train_samples_per_second", "flops_per_train_step", "budget", "clock")
+               "untimed_steps", "sampler_steps", "n", "fid", "fid_lo", "fid_hi", "kid", "kid_std", "recognisable",
+               "sample_seconds", "samples_per_second", "train_samples_per_second", "flops_per_train_step", "budget", "clock")
 
 
 @dataclass
@@ -256,6 +256,7 @@ def sample_and_score(ldm, n: int, steps: int, real_features: Tensor, classifier,
     """n DDIM samples from fixed noise seeds; shapes score, FID (with a bootstrap interval) and sampling times."""
     from .classifier import shapes_score
     from .evaluation import classifier_features, fid_bootstrap
+    from .metrics import kid
 
     images, c0, w0 = [], clock(), time.perf_counter()
     for i in range(0, n, cfg.sample_batch):
@@ -264,9 +265,11 @@ def sample_and_score(ldm, n: int, steps: int, real_features: Tensor, classifier,
     seconds, wall = clock() - c0, time.perf_counter() - w0
     images = torch.cat(images)
     score = shapes_score(images, classifier)
-    fid = fid_bootstrap(real_features, classifier_features(images, classifier), n_boot=20, seed=cfg.seed)
+    fake_features = classifier_features(images, classifier)
+    fid = fid_bootstrap(real_features, fake_features, n_boot=20, seed=cfg.seed)
+    kid_mean, kid_std = kid(real_features, fake_features, seed=cfg.seed)  # unbiased: usable below 128 samples
     row = {"sampler_steps": steps, "n": n, "fid": fid["fid"], "fid_lo": fid["fid_lo"], "fid_hi": fid["fid_hi"],
-           "recognisable": score["recognisable"], "sample_seconds": seconds, "sample_wall_seconds": wall,
+           "kid": kid_mean, "kid_std": kid_std, "recognisable": score["recognisable"], "sample_seconds": seconds, "sample_wall_seconds": wall,
            "samples_per_second": n / max(seconds, 1e-9)}
     return row, images[: cfg.n_keep]
 

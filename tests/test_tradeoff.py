@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,6 +109,7 @@ def test_tradeoff_figures_have_one_line_per_f(sweep):
     assert len(fig6.axes[2].lines) == 2
     fig7 = plotting.tradeoff_sampling(rows)
     assert [len(line.get_xdata()) for line in fig7.axes[0].lines] == [2, 2]  # one marker per DDIM step count
+    assert len(fig7.axes) == 3 and all(np.isfinite(line.get_ydata()).all() for line in fig7.axes[1].lines)  # KID
     samples = {f: tradeoff.load_samples(out / f"f{f}" / "samples_step000004.safetensors") for f in (1, 4)}
     assert len(plotting.samples_by_f(samples, ncols=4).axes) == 8
 
