@@ -138,6 +138,10 @@ def check(name: str, fn: Callable[..., Any], reference: Callable[..., Any], case
     print and return the verdict. `mistakes`: typical wrong versions with their hints; `library`: what the notebook
     uses instead when `fn` is not right; `demo(fn) -> dict` with a "summary" runs when `fn` passed and `run_demo`."""
     prefix = ""
+    if getattr(fn, "is_library_fallback", False):  # `f = check_f(f).fn` ran before: f is now the library's
+        return _report(Verdict(name, False, False, (
+            f"… {name}: this is the library's {library} that an earlier check handed back, not your function. "
+            f"Run the cell that defines {name} again, then this one."), fn=fn))
     try:
         fn(*_clone(cases[0].args))
     except NotImplementedError:
@@ -145,7 +149,7 @@ def check(name: str, fn: Callable[..., Any], reference: Callable[..., Any], case
         if solution is None:
             return _report(Verdict(name, False, False, (
                 f"… {name}: not attempted yet (it still raises NotImplementedError). Write it in the cell above and "
-                f"run both cells again. Until then the notebook uses the library's {library}."), fn=reference))
+                f"run both cells again. Until then the notebook uses the library's {library}."), fn=_fallback(reference)))
         fn, prefix = solution, "[smoke mode: your stub is not written yet, so this checks solutions/exercises.py] "
     except Exception:  # noqa: BLE001 - reported below, with its case
         pass
@@ -179,7 +183,17 @@ def _fail(name: str, case: str, problem: str, hint: str | None, reference: Calla
     msg = (f"{prefix}✗ {name}: wrong in case \"{case}\": {problem}."
            + (f"\n  Hint: {hint}." if hint else "\n  Hint: compare your code with the equation above, term by term.")
            + f"\n  The notebook carries on with the library's {library}.")
-    return _report(Verdict(name, False, True, msg, fn=reference, case=case, hint=hint))
+    return _report(Verdict(name, False, True, msg, fn=_fallback(reference), case=case, hint=hint))
+
+
+def _fallback(reference: Callable[..., Any]) -> Callable[..., Any]:
+    """The library's version, marked so that checking it again says so instead of passing."""
+    @functools.wraps(reference)
+    def library_version(*args: Any, **kwargs: Any) -> Any:
+        return reference(*args, **kwargs)
+
+    library_version.is_library_fallback = True  # type: ignore[attr-defined]
+    return library_version
 
 
 def _exception_hint(e: Exception, hints: dict[str, str]) -> str | None:

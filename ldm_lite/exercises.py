@@ -20,7 +20,8 @@ Every `check_<name>(fn, demo=True) -> Verdict`:
   against `ll.samplers.ddim` from the same noise. The demo part takes up to ~30 s on a laptop CPU (seconds in
   smoke mode);
 - returns a `Verdict` (truthy when passed). `verdict.fn` is the function to use from then on: yours when it
-  passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises.
+  passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises (checking that
+  handed-back library version again says so instead of passing).
 
 A stub that still raises `NotImplementedError` is "not attempted": the check says so and falls back to the
 library. In smoke mode (`LDM_LITE_SMOKE=1`, how the tests run the notebooks) it checks the reference solution from

@@ -1,7 +1,9 @@
-"""Look inside a network while it runs: the output shape of every block (for the notebooks' "piece by piece")."""
+"""Look inside a network while it runs: the output shape of every block and the outputs of chosen blocks (for the
+notebooks' "piece by piece")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,3 +39,21 @@ def format_shapes(rows: list[tuple[str, str, tuple]]) -> str:
     lines = [f"{'module':<{width}}  {'class':<18} output shape"]
     lines += [f"{n:<{width}}  {c:<18} {tuple(s)}" for n, c, s in rows]
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def activations(model: nn.Module, *inputs: Any, names: Sequence[str], **kwargs: Any) -> dict[str, torch.Tensor]:
+    """Run `model(*inputs, **kwargs)` once and return the output of each named submodule (names as in
+    `model.named_modules()`, e.g. "conv_in", "down.0.1", "mid2" of a UNet), in the order of `names`."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"{type(model).__name__} has no submodules {missing}; names look like {list(modules)[1:6]}")
+    out: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_hook(lambda mod, args, o, n=n: out.__setitem__(n, o.detach())) for n in names]
+    try:
+        model(*inputs, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: out[n] for n in names if n in out}

@@ -243,6 +243,27 @@ else:
     print("no shipped LDM yet: `ldm-lite main` trains one")
 
 # %% [markdown]
+# ### What each piece computes, in the trained UNet
+#
+# One real latent, noised to $t = 500$, through the shipped UNet: for each piece, the mean magnitude of its output
+# over channels (bright = strong response), with the output's shape. The down path sees coarser and coarser
+# summaries of where the shape is; the up path brings the resolution back with the skips; the last two panels are
+# the first channel of the noise ε that was added and of the network's ε̂, on one scale (the loss compares them).
+
+# %%
+if path.is_dir():
+    t500 = torch.tensor([500], device=DEVICE)
+    eps = torch.randn((1, *shipped.latent_shape), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    z_t = shipped.schedule.q_sample(shipped.encode(x[:1]), t500, eps)
+    pieces = ["conv_in", "down.0.1", "downsample.0", "down.1.1", "mid2", "up.0.2", "upsample.0", "up.1.2", "conv_out"]
+    acts = ll.introspect.activations(shipped.unet, z_t, t500, names=pieces)
+    maps = [a[0].abs().mean(0, keepdim=True) for a in acts.values()]
+    maps = [2 * m / m.max() - 1 for m in maps]  # each panel on its own scale, in [-1, 1] for image_grid
+    maps += [eps[0, :1] / eps.abs().max(), acts["conv_out"][0, :1] / eps.abs().max()]  # signed, one scale
+    titles = [f"{n} {tuple(a.shape[1:])}" for n, a in acts.items()] + ["ε (channel 0)", "ε̂ (channel 0)"]
+    fig = ll.plotting.image_grid([m.cpu() for m in maps], titles, ncols=6, title="inside the shipped UNet at t = 500")
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Train with `prediction="v"` (build the model with `ll.ldm.LatentDiffusion(..., prediction="v")`). Does the

@@ -196,6 +196,12 @@ def test_an_unsolved_stub_is_not_attempted_and_falls_back_to_the_library(capsys)
     assert torch.allclose(v.fn(sched.alpha_bar.float(), z0, t, n), sched.q_sample(z0, t, n))
 
 
+def test_checking_the_handed_back_library_version_again_does_not_pass(capsys):
+    q_sample = ex.check_q_sample(WRONG["q_sample"][0][0]).fn  # the notebook idiom `f = check_f(f).fn`, after a miss
+    v = ex.check_q_sample(q_sample)  # the learner re-runs only the check cell
+    assert not v.passed and not v.attempted and "Run the cell that defines q_sample again" in v.message
+
+
 def test_in_smoke_mode_an_unsolved_stub_is_checked_with_the_solution(monkeypatch, capsys):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")
     v = ex.check_snr(_stub)
