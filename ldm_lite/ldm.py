@@ -257,6 +257,30 @@ class LatentDiffusion(Pretrained, nn.Module):
         if sampler not in _samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
         self.check_guidance(guidance_scale)
+        batch, negative_batch, b = self._sampling_inputs(n, batch, labels, prompts, negative_prompts, negative_batch)
+        was_training = self.training
+        self.eval()
+        try:
+            cond = self.condition(batch, b)  # τ_θ(y)
+            if noise is None:  # z_T ~ N(0, I)
+                dev = generator.device if generator is not None else torch.device("cpu")
+                noise = torch.randn((b, *self._sampling_shape(size, cond)), generator=generator, device=dev)
+            denoiser = self.denoiser
+            if cond is not None and guidance_scale != 1.0:  # ε̃ = ε̂(u) + s (ε̂(c) - ε̂(u))
+                uncond = self.conditioner.null_like(cond) if negative_batch is None else self.condition(negative_batch, b)
+                if uncond.batch_size != b:
+                    raise ValueError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
+                denoiser = _samplers.guided(denoiser, guidance_scale, uncond)
+            z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise.to(self.device), steps, cond=cond,
+                                             generator=generator, callback=callback,
+                                             prediction=self.config.prediction, **sampler_options)
+            return z0 if return_latents else self.decode(z0)  # x̂ = D(ẑ_0 / s)
+        finally:
+            self.train(was_training)
+
+    def _sampling_inputs(self, n, batch, labels, prompts, negative_prompts, negative_batch):
+        """The condition batch (labels / prompts folded in), the negative one, and the number of images B;
+        errors for a condition the model cannot follow, or a missing one."""
         if labels is not None:
             batch = {**(batch or {}), "label": torch.as_tensor(labels)}
         if prompts is not None:
@@ -270,45 +294,28 @@ class LatentDiffusion(Pretrained, nn.Module):
         if self.conditioner is not None and batch is None:
             raise ValueError(f"this model is conditional ({type(self.conditioner).__name__}): pass "
                              f"{self.conditioner.usage}")
-        if batch is not None:
-            b = len(next(v for v in batch.values() if hasattr(v, "__len__")))
-            if n is not None and n != b:
-                raise ValueError(f"n={n} but the condition holds {b} items")
-        elif n is None:
-            raise ValueError("pass n (the number of images) for an unconditional model")
-        else:
-            b = n
+        if batch is None:
+            if n is None:
+                raise ValueError("pass n (the number of images) for an unconditional model")
+            return batch, negative_batch, n
+        b = len(next(v for v in batch.values() if hasattr(v, "__len__")))
+        if n is not None and n != b:
+            raise ValueError(f"n={n} but the condition holds {b} items")
+        return batch, negative_batch, b
+
+    def _sampling_shape(self, size: int | None, cond: Condition | None) -> tuple[int, int, int]:
+        """The latent shape (c, h, w) to sample: `size` / f, or the spatial condition's own size (c_concat)."""
         f = self.autoencoder.f
         if size is not None and size % f:
             raise ValueError(f"sampling size {size} is not divisible by the autoencoder's f={f}; "
                              f"use {max(f, size // f * f)} or {size // f * f + f}")
-        was_training = self.training
-        self.eval()
-        try:
-            cond = self.condition(batch, b)
-            shape = self.latent_shape
-            if size is not None:
-                shape = (shape[0], size // f, size // f)
-            if cond is not None and cond.concat is not None:  # a spatial condition fixes the latent size
-                if size is not None and tuple(cond.concat.shape[-2:]) != shape[1:]:
-                    raise ValueError(f"size={size} but the spatial condition is for images of "
-                                     f"{cond.concat.shape[-2] * f}x{cond.concat.shape[-1] * f}; leave size out")
-                shape = (shape[0], *cond.concat.shape[-2:])
-            if noise is None:
-                dev = generator.device if generator is not None else torch.device("cpu")
-                noise = torch.randn((b, *shape), generator=generator, device=dev)
-            noise = noise.to(self.device)
-            denoiser = self.denoiser
-            if cond is not None and guidance_scale != 1.0:
-                uncond = self.conditioner.null_like(cond) if negative_batch is None else self.condition(negative_batch, b)
-                if uncond.batch_size != b:
-                    raise ValueError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
-                denoiser = _samplers.guided(denoiser, guidance_scale, uncond)
-            z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise, steps, cond=cond, generator=generator,
-                                             callback=callback, prediction=self.config.prediction, **sampler_options)
-            return z0 if return_latents else self.decode(z0)
-        finally:
-            self.train(was_training)
+        shape = self.latent_shape if size is None else (self.latent_shape[0], size // f, size // f)
+        if cond is not None and cond.concat is not None:  # a spatial condition fixes the latent size
+            if size is not None and tuple(cond.concat.shape[-2:]) != shape[1:]:
+                raise ValueError(f"size={size} but the spatial condition is for images of "
+                                 f"{cond.concat.shape[-2] * f}x{cond.concat.shape[-1] * f}; leave size out")
+            shape = (shape[0], *cond.concat.shape[-2:])
+        return shape
 
     # ------------------------------------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -42,17 +42,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20, help="stop once this many SIGKILLs were sent")
     p.add_argument("--steps", type=int, default=24)
-    p.add_argument("--min-delay", type=float, default=1.0)
-    p.add_argument("--max-delay", type=float, default=10.0)
+    p.add_argument("--min-delay", type=float, default=0.3, help="kill delay, as a fraction of one uninterrupted run")
+    p.add_argument("--max-delay", type=float, default=1.1, help="(so runs progress on a slow or busy machine too)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="crash-soak-"))
     ref_dir = work / "reference"
+    t_ref = time.time()
     proc = start(ref_dir, args.steps)
     if proc.wait() != 0:
         sys.exit(f"reference run failed: {proc.stderr.read().decode()[-2000:]}")
     reference = load_file(str(ref_dir / "model" / "model.safetensors"))
+    run_s = time.time() - t_ref
+    print(f"uninterrupted run: {run_s:.1f} s; kills after {args.min_delay * run_s:.1f}-{args.max_delay * run_s:.1f} s",
+          flush=True)
     rows, kills, cycle = [], 0, 0
     while kills < args.kills:
         cycle += 1
@@ -60,7 +64,7 @@ def main() -> None:
         while True:
             proc = start(out, args.steps)
             try:
-                proc.wait(timeout=rng.uniform(args.min_delay, args.max_delay))
+                proc.wait(timeout=rng.uniform(args.min_delay, args.max_delay) * run_s)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
