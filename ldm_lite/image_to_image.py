@@ -47,6 +47,7 @@ from .spatial import (
     SuperResolutionConditioner,
     SuperResolutionConfig,
     SuperResolutionPairs,
+    blend_known_latents,
     inpaint_mask,
     sdedit,
 )
@@ -263,12 +264,13 @@ def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tenso
     return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
 
 
-def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128) -> Tensor:
+def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128,
+            return_latents: bool = False) -> Tensor:
     n = len(next(iter(batch.values())))
     out = []
     for i in range(0, n, batch_size):
         part = {k: v[i:i + batch_size] for k, v in batch.items()}
-        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps,
+        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps, return_latents=return_latents,
                               generator=torch.Generator().manual_seed(seed + i)).cpu())
     return torch.cat(out)
 
@@ -331,12 +333,16 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
     for kind in kinds:
         m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
                                                        seg[i].numpy())) for i in range(n)])
-        out = _sample(ldm, {"image": x, "inpaint_mask": m}, steps, seed)
+        batch = {"image": x, "inpaint_mask": m}
+        z0 = _sample(ldm, batch, steps, seed, return_latents=True)
+        out = ldm.decode(z0.to(ldm.device)).cpu()
+        blended = ldm.decode(blend_known_latents(z0.to(ldm.device), ldm.condition(batch, n))).cpu()
         pasted = out * m[:, None] + x * (1 - m[:, None])
         recognisable = classifier.judge(pasted)["recognisable"]
         empty = (segmenter.predict(pasted) > 0).sum((1, 2)) <= 2
         rows.append({"mask": kind, "n": n, "hole_share": float(m.mean()),
                      "psnr_outside_output": float(_psnr_where(out, x, 1 - m).mean()),
+                     "psnr_outside_latent_blend": float(_psnr_where(blended, x, 1 - m).mean()),
                      "psnr_outside_ae_reconstruction": float(_psnr_where(rec, x, 1 - m).mean()),
                      "psnr_hole_pasted": float(_psnr_where(pasted, x, m).mean()),
                      "valid": float((recognisable | empty).float().mean()),

@@ -172,6 +172,15 @@ class InpaintingConditioner(_SpatialConditioner):
         return Condition(concat=torch.cat([z, F.adaptive_avg_pool2d(m, (h, w))], dim=1))
 
 
+def blend_known_latents(z0: Tensor, cond: Condition) -> Tensor:
+    """Put the known part back in latent space (Blended Latent Diffusion, Avrahami et al. 2023): latent cells with
+    no missing pixel take the masked image's latent, the others keep the sample. z0 (B, c, h, w), cond from an
+    `InpaintingConditioner` ([latent, pooled mask]) -> (B, c, h, w). Decode the result for an image whose known
+    region is as good as the autoencoder's reconstruction (the encoder's receptive field blurs the hole's rim)."""
+    z_known, m = cond.concat[:, :-1], cond.concat[:, -1:]
+    return torch.where(m > 0, z0, z_known.to(z0.dtype))
+
+
 def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:
     """A mask (B, H, W) or (B, 1, H, W) of 0/1 (bool or numbers) matching images (B, C, H, W) -> float (B, H, W)."""
     m = torch.as_tensor(mask)

@@ -238,3 +238,19 @@ def test_sample_to_file_reads_pngs_and_names_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"unknown classes \[12\]"):
         i2i.sample_to_file("semantic", tmp_path / "x.png", seg_map=str(tmp_path / "bad_map.png"),
                            model=tmp_path / "semantic")
+
+
+def test_blend_known_latents_keeps_the_sample_only_where_pixels_are_missing():
+    from ldm_lite.spatial import blend_known_latents
+
+    ldm = tiny_ldm(InpaintingConditioner())
+    x = shapes_batch()["image"]
+    m = torch.zeros(2, 16, 16)
+    m[:, :5, :5] = 1  # touches latent cells (0,0), (0,1), (1,0), (1,1)
+    cond = ldm.conditioner({"image": x, "inpaint_mask": m})
+    z0 = torch.randn(2, 3, 4, 4)
+    out = blend_known_latents(z0, cond)
+    hole = torch.zeros(4, 4, dtype=torch.bool)
+    hole[:2, :2] = True
+    assert torch.equal(out[:, :, hole], z0[:, :, hole])
+    assert torch.equal(out[:, :, ~hole], cond.concat[:, :3][:, :, ~hole])
