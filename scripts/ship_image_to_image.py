@@ -16,6 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
 
 RUNS = {  # run folder -> (shipped name, task, what it is)
@@ -26,7 +27,12 @@ RUNS = {  # run folder -> (shipped name, task, what it is)
     "inpaint": ("ldm-inpaint-shapes32", "inpaint", "inpainting (masked-image latent + mask, box / strokes / one shape)"),
     "semantic": ("ldm-semantic-shapes32", "semantic", "semantic synthesis from the shapes class map"),
 }
-BENCH = "OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_image_to_image.py --models outputs/i2i --threads 1"
+WALL = {  # wall-clock minutes of the whole run on the shared 2-core CPU (from the runs' logs; several sessions)
+    "sr-bicubic": "about 41 (two sessions: steps 0-500 in ~22 min, 500-1000 in 19 min)",
+    "sr-realistic": "about 50 (two sessions: steps 0-500 in ~27 min, 500-1000 in 22.5 min)",
+    "inpaint": "65 + 20 (two sessions, each stopped by --max-seconds)",
+    "semantic": "65 + 20 (two sessions, each stopped by --max-seconds)",
+}
 
 
 def tail_mean(history: dict, last: int = 100) -> float:
@@ -50,7 +56,8 @@ def ship_run(run: str, bench: dict) -> None:
         rows = [r for r in rows if run.split("-")[1] in r["method"] or r["method"].startswith("bicubic")]
     metrics = {"what": what, "train_config": cfg, "steps_done": int(hist["step"][-1]) + 1,
                "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
-               "evaluation_command": bench.get("command"), "evaluation_sampler": bench.get("sampler")}
+               "evaluation_command": bench.get(key, {}).get("command"),
+               "evaluation_sampler": bench.get(key, {}).get("sampler"), "wall_minutes": WALL[run]}
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
     steps = metrics["steps_done"]
     (dst / "README.md").write_text(f"""# {name}
@@ -58,15 +65,18 @@ def ship_run(run: str, bench: dict) -> None:
 A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {what} (paper §3.3, §4.3-4.5).
 UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained {steps} steps of batch {cfg['batch_size']} on
 `shapes(32, n={cfg['n_train']}, seed={cfg['seed']})` (lr {cfg['lr']}, EMA {cfg['ema']}; the EMA weights are shipped), on a
-shared 2-core CPU with 1 thread.
+shared 2-core CPU with 1 thread: {WALL[run]} minutes of wall clock.
 
-Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`):
+Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`; the run was stopped and resumed,
+and a resumed run ends with the same weights as an uninterrupted one):
 
     OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.image_to_image {args} --steps {steps} --threads 1 --out outputs/i2i/{run}
 
 Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
 
-    {BENCH}
+    OMP_WAIT_POLICY=PASSIVE {metrics['evaluation_command']}
+
+{format_table(rows)}
 
 Load it with `ldm_lite.image_to_image.load("{key}"{', degradation="' + run.split('-')[1] + '"' if key == 'sr' else ''})`
 or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
