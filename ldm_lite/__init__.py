@@ -45,7 +45,6 @@ _SUBMODULES = (
     "introspect",
     "evaluation",
     "compression",
-    "checking",
     "exercises",
     "tradeoff",
     "perceptual",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import ldm_lite as ll
 from ldm_lite import exercises as ex
+from ldm_lite.exercises.diffusion import ddim_step_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("solutions_exercises", ROOT / "solutions" / "exercises.py")
@@ -227,7 +228,7 @@ def test_the_ddim_step_reference_is_the_step_of_ll_samplers_ddim():
     ts = sched.timesteps(10).tolist()
     for t, t_prev in zip(ts, ts[1:] + [-1]):
         eps = denoiser(z, torch.full((2,), t), None)
-        z = ex._ddim_step_ref(z, eps, sched.alpha_bar_at(t), sched.alpha_bar_at(t_prev), 1.0,
+        z = ddim_step_reference(z, eps, sched.alpha_bar_at(t), sched.alpha_bar_at(t_prev), 1.0,
                               torch.randn(z.shape, generator=g))
     assert torch.allclose(z, want, atol=1e-5)
 

@@ -4,19 +4,21 @@ inputs (shipped checkpoints, shapes images) that checks and their demos use. See
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import runtime
-from .paths import PRETRAINED_DIR, REPO_ROOT
+from .. import runtime
+from ..paths import PRETRAINED_DIR, REPO_ROOT
+from ..schedule import Schedule
 
 log = logging.getLogger(__name__)
 SOLUTIONS = REPO_ROOT / "solutions" / "exercises.py"
@@ -217,8 +219,8 @@ def _report(verdict: Verdict) -> Verdict:
 @functools.cache
 def shipped(name: str):
     """A shipped checkpoint from data/pretrained (None when absent)."""
-    from .autoencoder import Autoencoder
-    from .ldm import LatentDiffusion
+    from ..autoencoder import Autoencoder
+    from ..ldm import LatentDiffusion
 
     path = PRETRAINED_DIR / name
     if not path.is_dir():
@@ -228,7 +230,7 @@ def shipped(name: str):
 
 def real_autoencoder(kind: str):
     """(the shipped f=4 autoencoder of this kind, or a small untrained one, and where it came from)."""
-    from .autoencoder import Autoencoder, AutoencoderConfig
+    from ..autoencoder import Autoencoder, AutoencoderConfig
 
     ae = shipped(f"ae-{kind}-f4-shapes32")
     if ae is not None:
@@ -240,9 +242,9 @@ def real_autoencoder(kind: str):
 
 
 def real_ldm():
-    from .autoencoder import IdentityAutoencoder
-    from .ldm import LatentDiffusion
-    from .unet import UNet, UNetConfig
+    from ..autoencoder import IdentityAutoencoder
+    from ..ldm import LatentDiffusion
+    from ..unet import UNet, UNetConfig
 
     model = shipped("ldm-kl-f4-shapes32")
     if model is not None:
@@ -256,7 +258,7 @@ def real_ldm():
 
 @functools.lru_cache(maxsize=4)
 def real_images(n: int = 4, seed: int = 2024) -> Tensor:
-    from .datasets import shapes
+    from ..datasets import shapes
 
     ds = shapes(resolution=32, n=n, seed=seed, max_shapes=1)
     return torch.stack([ds[i]["image"] for i in range(n)])  # (n, 3, 32, 32)
@@ -273,3 +275,34 @@ def real_moments() -> tuple[Tensor, Tensor]:
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
+
+# ----------------------------------------------------------------------------------------------- shared by the checks
+Fn = Callable[..., object]  # a learner's function
+SCHEDULES = {s.name: s for s in (Schedule.scaled_linear(), Schedule.linear(), Schedule.cosine())}
+
+
+def schedule_of(alpha_bar: Tensor) -> Schedule:
+    """The preset whose ᾱ (as the float32 tensor a learner receives) is `alpha_bar`."""
+    for s in SCHEDULES.values():
+        if len(s.alpha_bar) == len(alpha_bar) and torch.allclose(s.alpha_bar.to(alpha_bar.dtype), alpha_bar):
+            return s
+    raise ValueError("alpha_bar is not one of the preset schedules")
+
+
+def learner_alpha_bar(name: str = "scaled_linear") -> Tensor:
+    return SCHEDULES[name].alpha_bar.float()  # (T,) float32: what the learner's function receives
+
+
+def rand(*shape: int, seed: int = 0) -> Tensor:
+    return torch.randn(*shape, generator=gen(seed))
+
+
+@contextlib.contextmanager
+def patched(owner: object, name: str, value: object) -> Iterator[None]:
+    """Temporarily replace `owner.name` (the demos plug a learner's function into the real model)."""
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
