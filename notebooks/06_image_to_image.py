@@ -114,9 +114,9 @@ rows = i2i.sr_study(sr_models, n=N_STUDY, steps=STEPS, classifier=ll.recipes.get
                     n_real=4 * N_STUDY)
 print(ll.metrics.format_table(rows))
 results = ll.paths.REPO_ROOT / "benchmarks" / "results" / "image_to_image.json"
-if results.exists():
-    print("\nfull study (", json.loads(results.read_text())["command"], "):")
-    print(ll.metrics.format_table(json.loads(results.read_text()).get("sr", {}).get("rows", [])))
+full = json.loads(results.read_text()).get("sr") if results.exists() else None
+if full:
+    print(f"\nfull study ({full['command']}):\n" + ll.metrics.format_table(full["rows"]))
 
 # %% [markdown]
 # ## Inpainting (§4.5)
