@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import read_json, write_json
 from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+from .schedule import Schedule
 from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class TradeoffConfig:
     n_train: int = 20_000  # shapes images to train on (seed 0); real images for FID use seed 1
     autoencoders: dict = field(default_factory=lambda: dict(SHIPPED_AUTOENCODERS))  # f -> data/pretrained name/path
     ae_steps: int = 0  # > 0: a first stage that is not shipped is trained here first (recipes, short loss)
+    # the scaled-linear β schedule of every LDM-f: Stable Diffusion's 0.00085 -> 0.012, the library default when
+    # the committed sweep was made (LDM's own configs use 0.0015 -> 0.0195, `Schedule.scaled_linear()` today)
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
     target_params: int = 1_300_000  # UNet parameters of every model (matched within `param_tolerance`)
     param_tolerance: float = 0.10  # allowed relative deviation from target_params
     width_multiple: int = 4  # model_channels moves in steps of this (fine enough to hit ±10%)
@@ -210,7 +215,8 @@ def build_model(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] 
     ae = load_first_stage(f, cfg, autoencoders)
     c, h, _ = ae.latent_shape(cfg.resolution, cfg.resolution)
     unet_cfg = matched_unet(c, h, cfg.target_params, cfg.width_multiple, cfg.param_tolerance)
-    return LatentDiffusion(ae, UNet(unet_cfg), schedule="scaled_linear", image_size=cfg.resolution)
+    schedule = Schedule.scaled_linear(T=1000, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
+    return LatentDiffusion(ae, UNet(unet_cfg), schedule=schedule, image_size=cfg.resolution)
 
 
 def train_flops(ldm, batch_size: int = 1) -> int:
@@ -382,7 +388,9 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
     out = Path(out) if out is not None else OUTPUTS_DIR / "tradeoff"
     out.mkdir(parents=True, exist_ok=True)
     saved, mine = out / "config.json", _json({k: v for k, v in asdict(cfg).items() if k != "fs"})
-    if saved.exists() and read_json(saved) != mine:  # fs may differ: processes can share a sweep, f by f
+    defaults = _json({k: v for k, v in asdict(TradeoffConfig()).items() if k != "fs"})
+    # fs may differ (processes can share a sweep, f by f); a field added since the sweep began counts at its default
+    if saved.exists() and {**defaults, **read_json(saved)} != mine:
         raise ValueError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
     write_json(saved, mine)
     if classifier is None:
