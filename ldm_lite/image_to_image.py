@@ -37,6 +37,7 @@ from .autoencoder import Autoencoder
 from .datasets import KINDS, SIZE_NAMES, fixed_degradation, shapes
 from .ldm import LatentDiffusion
 from .paths import OUTPUTS_DIR, pretrained
+from .schedule import Schedule
 from .spatial import (
     DEGRADATIONS,
     MASK_KINDS,
@@ -100,8 +101,10 @@ def build(task: str, autoencoder: Autoencoder | None = None, model_channels: int
     c = ae.latent_channels
     unet = UNetConfig.small(in_channels=c, model_channels=model_channels, concat_channels=cond.concat_channels,
                             attention_resolutions=(2,), norm_groups=16)
-    # cond_drop_prob 0: these models are always given their condition (no classifier-free guidance needed)
-    return LatentDiffusion(ae, UNet(unet), cond, "scaled_linear", image_size=resolution, cond_drop_prob=0.0)
+    # β: √β linear 0.00085 -> 0.012, the schedule the shipped image-to-image models were trained with (the kit's
+    # default before the paper's 0.0015 -> 0.0195 became it); cond_drop_prob 0: the condition is always given
+    schedule = Schedule.scaled_linear(T=1000, beta_start=0.00085, beta_end=0.012)
+    return LatentDiffusion(ae, UNet(unet), cond, schedule, image_size=resolution, cond_drop_prob=0.0)
 
 
 def training_data(task: str, degradation: str = "bicubic", resolution: int = 32, n: int = 20_000,

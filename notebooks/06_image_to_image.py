@@ -19,9 +19,11 @@
 # beyond the training size), §4.4 (super-resolution, LDM-SR vs LDM-BSR) and §4.5 (inpainting); SDEdit is Meng et al.,
 # ICLR 2022.
 #
-# *Time:* about two minutes on a laptop CPU with the shipped models (`ldm-sr4-bicubic-shapes32`,
-# `ldm-sr4-realistic-shapes32`, `ldm-inpaint-shapes32`, `ldm-semantic-shapes32`, `shapes-segmenter-32`,
-# `ldm-kl-f4-shapes32`); a model that is missing is trained here first (about 30 minutes each on a CPU).
+# *Time:* in smoke mode about a minute on a shared 2-core CPU (measured by the test suite); at full size it samples a
+# few hundred small images with 25 DDIM steps (not timed yet: minutes on a laptop CPU). It uses the shipped models
+# (`ldm-sr4-bicubic-shapes32`, `ldm-sr4-realistic-shapes32`, `ldm-inpaint-shapes32`, `ldm-semantic-shapes32`,
+# `shapes-segmenter-32`, `ldm-kl-f4-shapes32`); a model that is missing is trained here first (40-80 minutes each
+# on a shared CPU).
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)

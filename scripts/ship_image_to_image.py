@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ldm_lite.image_to_image import ImageToImageConfig  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
 
@@ -27,11 +29,19 @@ RUNS = {  # run folder -> (shipped name, task, what it is)
     "inpaint": ("ldm-inpaint-shapes32", "inpaint", "inpainting (masked-image latent + mask, box / strokes / one shape)"),
     "semantic": ("ldm-semantic-shapes32", "semantic", "semantic synthesis from the shapes class map"),
 }
+# inpaint / semantic: the first session's EMA model is shipped. A later session resumed it on another β schedule (the
+# kit's default changed under the run and resuming an old checkpoint did not keep its schedule) and came out worse.
+SNAPSHOT = {"inpaint": 1409, "semantic": 1965}
+RESUMED = {r: "; the run was stopped and resumed, and a resumed run ends with the same weights as an uninterrupted "
+             "one" for r in ("sr-bicubic", "sr-realistic")}
+RESUMED.update({r: f"; the run was `--steps 3000 --max-seconds 3900`, stopped at step {n}, which is the same "
+                   f"as `--steps {n}`; the benchmark read a copy of this model from outputs/i2i-consistent/{r}/model"
+                for r, n in SNAPSHOT.items()})
 WALL = {  # wall-clock minutes of the whole run on the shared 2-core CPU (from the runs' logs; several sessions)
     "sr-bicubic": "about 41 (two sessions: steps 0-500 in ~22 min, 500-1000 in 19 min)",
     "sr-realistic": "about 50 (two sessions: steps 0-500 in ~27 min, 500-1000 in 22.5 min)",
-    "inpaint": "65 + 20 (two sessions, each stopped by --max-seconds)",
-    "semantic": "65 + 20 (two sessions, each stopped by --max-seconds)",
+    "inpaint": "65 (one session, stopped by --max-seconds 3900 at step 1409)",
+    "semantic": "65 (one session, stopped by --max-seconds 3900 at step 1965)",
 }
 
 
@@ -46,10 +56,15 @@ def ship_run(run: str, bench: dict) -> None:
     src = REPO / "outputs" / "i2i" / run
     dst = PRETRAINED_DIR / name
     dst.mkdir(parents=True, exist_ok=True)
+    model_dir, hist_file, cfg = src / "model", src / "history.json", None
+    if run in SNAPSHOT:  # the run's model after its first session (all steps on one β schedule)
+        steps = SNAPSHOT[run]
+        model_dir, hist_file = src / f"model-{steps}", src / f"history-{steps}.json"
+        cfg = asdict(ImageToImageConfig(task=run, steps=steps))
     for f in ("config.json", "model.safetensors"):
-        shutil.copy(src / "model" / f, dst / f)
-    cfg = json.loads((src / "train_config.json").read_text())
-    hist = json.loads((src / "history.json").read_text())
+        shutil.copy(model_dir / f, dst / f)
+    cfg = cfg or json.loads((src / "train_config.json").read_text())
+    hist = json.loads(hist_file.read_text())
     key = {"sr-bicubic": "sr", "sr-realistic": "sr", "inpaint": "inpaint", "semantic": "semantic"}[run]
     rows = bench.get(key, {}).get("rows", [])
     if key == "sr":
@@ -67,8 +82,7 @@ UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained {steps} steps
 `shapes(32, n={cfg['n_train']}, seed={cfg['seed']})` (lr {cfg['lr']}, EMA {cfg['ema']}; the EMA weights are shipped), on a
 shared 2-core CPU with 1 thread: {WALL[run]} minutes of wall clock.
 
-Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`; the run was stopped and resumed,
-and a resumed run ends with the same weights as an uninterrupted one):
+Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`{RESUMED.get(run, "")}):
 
     OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.image_to_image {args} --steps {steps} --threads 1 --out outputs/i2i/{run}
 
