@@ -69,7 +69,7 @@ def ship_run(run: str, bench: dict) -> None:
     rows = bench.get(key, {}).get("rows", [])
     if key == "sr":
         rows = [r for r in rows if run.split("-")[1] in r["method"] or r["method"].startswith("bicubic")]
-    metrics = {"what": what, "train_config": cfg, "steps_done": int(hist["step"][-1]) + 1,
+    metrics = {"what": what, "train_config": cfg, "steps_done": SNAPSHOT.get(run, int(hist["step"][-1]) + 1),
                "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
                "evaluation_command": bench.get(key, {}).get("command"),
                "evaluation_sampler": bench.get(key, {}).get("sampler"), "wall_minutes": WALL[run]}
