@@ -4,7 +4,11 @@
     ldm-lite tour                   # the datasets: grids, captions, masks -> outputs/tour/
     ldm-lite train-ae --preset kl-f4 --dataset shapes --steps 2500 --ship ae-kl-f4-shapes32
     ldm-lite train-ldm --ae data/pretrained/ae-kl-f4-shapes32
+    ldm-lite train-ldm --condition text --steps 3000          # text-to-image on captioned shapes
     ldm-lite sample --model data/pretrained/ldm-kl-f4-shapes32 --sampler dpm_solver_pp --steps 20
+    ldm-lite sample --model <text model> --prompt "a large red circle" --guidance 3
+    ldm-lite sample --lowres small.png                         # x4 super-resolution (also --image/--mask, --map)
+    ldm-lite experiment tradeoff                               # LDM-{1,2,4,8,16} at equal budget
     ldm-lite evaluate --model data/pretrained/ldm-kl-f4-shapes32 --samplers ddim:100,dpm_solver_pp:20
     ldm-lite bench                  # the benchmark scripts
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see README: CPU threads)
 
 log = logging.getLogger("ldm_lite")
+I2I_CONDITIONS = ("sr", "sr-realistic", "inpaint", "semantic")
+CONDITIONS = ("text", "frozen-text", "layout", "class", "mnist-text", *I2I_CONDITIONS)
 DATASET_HELP = "shapes, mnist, a folder of images (captions from name.txt / metadata.jsonl), or hub:<name or path>"
 
 
@@ -69,13 +75,33 @@ def _dataset_tag(name: str) -> str:
 
 
 def cmd_train_ldm(args) -> None:
+    from .paths import OUTPUTS_DIR
+
+    if args.condition is not None:
+        out = args.out or OUTPUTS_DIR / "ldm" / args.condition
+        max_seconds = 60 * args.budget_minutes if args.budget_minutes else None
+        if args.condition in I2I_CONDITIONS:  # concatenation: super-resolution, inpainting, semantic maps
+            from .image_to_image import ImageToImageConfig, train
+
+            task, _, degradation = args.condition.partition("-")
+            cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
+                                     batch_size=args.batch_size, n_train=args.n_train)
+            train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
+        else:  # cross-attention: text, layout, class
+            from .conditional import train
+
+            train(args.condition, out, args.steps, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
+                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds)
+        return
     from .autoencoder import Autoencoder
     from .ldm import LatentDiffusion
-    from .paths import OUTPUTS_DIR
     from .recipes import training_data
     from .train import train_ldm
     from .unet import UNet, UNetConfig
 
+    if args.ae is None:
+        raise ValueError("train-ldm needs --ae <autoencoder folder> (e.g. data/pretrained/ae-kl-f4-shapes32), or "
+                         "--condition for a conditional model")
     ae = Autoencoder.from_pretrained(args.ae)
     ds, _ = training_data(args.dataset, args.resolution, args.n_train, max_shapes=args.max_shapes,
                           channels=ae.config.in_channels)
@@ -84,6 +110,7 @@ def cmd_train_ldm(args) -> None:
                           image_size=args.resolution, prediction=args.prediction)
     train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
               out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True,
+              max_seconds=60 * args.budget_minutes if args.budget_minutes else None,
               compile={"mode": args.compile} if args.compile else False)
 
 
@@ -103,14 +130,48 @@ def cmd_sample(args) -> None:
     from .paths import OUTPUTS_DIR
     from .plotting import image_grid
 
+    spatial = {"sr": args.lowres, "inpaint": args.mask, "semantic": args.map}
+    task = next((t for t, given in spatial.items() if given), None)
+    if task is not None:  # image-to-image: one output image from files
+        from .image_to_image import sample_to_file
+
+        out = args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png"
+        path = sample_to_file(task, out, lowres=args.lowres, image=args.image, mask=args.mask, seg_map=args.map,
+                              degradation=args.degradation, model=args.model, steps=args.steps, seed=args.seed)
+        log.info("wrote %s", path)
+        return
+    if args.model is None:
+        raise ValueError("sample needs --model <LDM folder> (or --lowres / --mask / --map for image-to-image)")
     ldm = _load_ldm(args.model, args.device)
     labels = [int(v) for v in args.labels.split(",")] if args.labels else None
-    x = ldm.sample(None if labels else args.n, labels=labels, sampler=args.sampler, steps=args.steps,
-                   guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed)).cpu()
+    prompts = [args.prompt] * args.n if args.prompt is not None else None
+    negative = [args.negative_prompt] * args.n if args.negative_prompt is not None else None
+    x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
+                   sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
+                   generator=torch.Generator().manual_seed(args.seed)).cpu()
     out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, ncols=8, title=f"{args.model.name}: {args.sampler}, {args.steps} steps").savefig(out, dpi=110)
+    title = f"{args.model.name}: {args.sampler}, {args.steps} steps" + (f", {args.prompt!r}" if args.prompt else "")
+    image_grid(x, ncols=8, title=title).savefig(out, dpi=110)
     log.info("wrote %s", out)
+
+
+def cmd_experiment(args) -> None:
+    from .metrics import format_table
+    from .paths import OUTPUTS_DIR
+    from .recipes import command_line
+    from .runtime import pick_device
+    from .tradeoff import TradeoffConfig, run_tradeoff, table6, write_report
+
+    out = args.out or OUTPUTS_DIR / "tradeoff"
+    overrides = {k: v for k, v in {"budget": args.budget, "budget_seconds": args.budget_seconds,
+                                   "steps": args.steps, "fs": tuple(args.fs) if args.fs else None}.items()
+                 if v is not None}
+    dev = pick_device(args.device)
+    cfg = TradeoffConfig.smoke(**overrides) if args.smoke else TradeoffConfig.for_device(dev, **overrides)
+    run_tradeoff(cfg, out, device=dev)
+    rows = write_report(out, args.report, command_line())
+    print(format_table(table6(rows)))
 
 
 def cmd_evaluate(args) -> None:
@@ -212,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_train_ae)
 
     lt = sub.add_parser("train-ldm", help="train an LDM on top of a trained autoencoder")
-    lt.add_argument("--ae", type=Path, required=True, help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32)")
+    lt.add_argument("--ae", type=Path, default=None,
+                    help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32); an unconditional model")
+    lt.add_argument("--condition", default=None, choices=CONDITIONS,
+                    help="a conditional model on shapes/MNIST with its recipe: cross-attention (text, frozen-text, "
+                         "layout, class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
+    lt.add_argument("--budget-minutes", type=float, default=None, help="stop (after a checkpoint) after this long")
     lt.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     lt.add_argument("--steps", type=int, default=5_000)
     lt.add_argument("--batch-size", type=int, default=64)
@@ -229,9 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_train_ldm)
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
-    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--model", type=Path, default=None, help="LDM folder (image-to-image: default the shipped one)")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--labels", default=None, help="class labels for a class-conditional model, e.g. 0,1,2")
+    s.add_argument("--prompt", default=None, help='a text-to-image model\'s prompt, e.g. "a large red circle"')
+    s.add_argument("--negative-prompt", default=None, help="guide away from this prompt (with --guidance > 1)")
+    s.add_argument("--lowres", default=None, help="super-resolution x4 of this low-res RGB PNG")
+    s.add_argument("--image", default=None, help="inpainting: the RGB PNG to fill (with --mask)")
+    s.add_argument("--mask", default=None, help="inpainting: PNG, white = the region to fill")
+    s.add_argument("--map", default=None, help="semantic synthesis: greyscale PNG of class indices 0..6")
+    s.add_argument("--degradation", default="bicubic", choices=["bicubic", "realistic"],
+                   help="which shipped super-resolution model (trained on bicubic or realistic inputs)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "plms", "dpm_solver_pp"])
     s.add_argument("--steps", type=int, default=50)
     s.add_argument("--guidance", type=float, default=1.0)
@@ -254,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run the benchmark scripts in benchmarks/ (prints markdown tables)")
     b.add_argument("--only", default=None, help="run only scripts whose name contains this")
     b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("experiment", help="the paper's experiments; tradeoff: LDM-{1,2,4,8,16} at equal budget")
+    x.add_argument("name", choices=["tradeoff"])
+    x.add_argument("--out", type=Path, default=None, help="default outputs/tradeoff (resumes what it finds there)")
+    x.add_argument("--fs", type=int, nargs="*", default=None, help="downsampling factors (default 1 2 4 8 16)")
+    x.add_argument("--budget", choices=["time", "steps"], default=None, help="equal wall-clock (default) or steps")
+    x.add_argument("--budget-seconds", type=float, default=None)
+    x.add_argument("--steps", type=int, default=None, help="with --budget steps")
+    x.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    x.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON/PNG (default: --out)")
+    x.add_argument("--device", default="auto")
+    x.set_defaults(func=cmd_experiment)
 
     c = sub.add_parser("train-classifier", help="train the ShapesClassifier used by the shapes score and FID")
     c.add_argument("--out", type=Path, default=None, help="default data/pretrained/shapes-classifier-32")

@@ -86,3 +86,23 @@ def test_unknown_dataset_names_the_choices(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "train-ldm", "--ae", "data/pretrained/ae-kl-f4-shapes32",
                            "--dataset", "cifar"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown dataset 'cifar'" in proc.stderr and "hub:" in proc.stderr
+
+
+def test_conditional_stages_train_sample_and_experiment(tmp_path):
+    """train-ldm --condition / sample --labels and --lowres / experiment tradeoff are wired to the library."""
+    out = tmp_path / "cls"
+    run("train-ldm", "--condition", "class", "--steps", "2", "--batch-size", "4", "--n-train", "16",
+        "--model-channels", "32", "--out", str(out), tmp_path=tmp_path)
+    model = ll.ldm.LatentDiffusion.from_pretrained(out / "model")
+    assert type(model.conditioner).__name__ == "ClassConditioner"
+    run("sample", "--model", str(out / "model"), "--labels", "0,1", "--steps", "2", "--guidance", "2",
+        "--out", str(tmp_path / "cls.png"), tmp_path=tmp_path)
+    assert (tmp_path / "cls.png").stat().st_size > 1000
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "low.png")
+    run("sample", "--lowres", str(tmp_path / "low.png"), "--steps", "2", "--out", str(tmp_path / "sr.png"),
+        tmp_path=tmp_path)
+    assert Image.open(tmp_path / "sr.png").size == (32, 32)
+    run("experiment", "tradeoff", "--smoke", "--fs", "4", "--out", str(tmp_path / "trade"), tmp_path=tmp_path)
+    assert (tmp_path / "trade" / "results.csv").exists()
