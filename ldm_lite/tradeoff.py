@@ -483,7 +483,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None, 
     dest.mkdir(parents=True, exist_ok=True)
     if dest.resolve() != out.resolve():
         shutil.copy(out / "config.json", dest / "config.json")
-        for f_dir in sorted(out.glob("f*")):
+        for f_dir in sorted(p for p in out.glob("f[0-9]*") if p.is_dir()):
             (dest / f_dir.name).mkdir(exist_ok=True)
             kept = sorted(f_dir.glob("samples_step*.safetensors"))[-1:]  # the samples at the end of the budget
             for p in [*f_dir.glob("*.json"), *kept]:
