@@ -58,7 +58,7 @@ class LDMConfig:
     image_size: int = 32  # pixel side of generated images (latent side = image_size / f)
     schedule: str = "scaled_linear"  # "linear", "scaled_linear" (LDM) or "cosine"
     T: int = 1000  # number of diffusion steps
-    schedule_params: dict = field(default_factory=lambda: {"beta_start": 0.0015, "beta_end": 0.0195})  # its arguments
+    schedule_params: dict = field(default_factory=lambda: {"beta_start": 0.00085, "beta_end": 0.012})  # its arguments
     prediction: str = "eps"  # what the UNet predicts: "eps" (LDM eq. 2) or "v"
     cond_drop_prob: float = 0.1  # training: probability of replacing the condition by ∅ (for guidance)
     autoencoder_kind: str = "Autoencoder"  # class of the first stage

@@ -112,9 +112,9 @@ ll.widgets.forward_noise_panel(x0, lambda x: ae.to_latent(x, sample=False), ae.f
 #
 # The schedule decides how fast $\bar\alpha_t$ falls. DDPM's *linear* β reaches almost pure noise long before $t = T$.
 # LDM's *scaled-linear* β is linear in $\sqrt\beta$: the paper's models use it from 0.0015 to 0.0195
-# (`Schedule.ldm()`, the kit's default; 0.0155 for super-resolution, 0.0205 for layout, inpainting and semantic
-# synthesis), and only the 1.4B text-to-image model and Stable Diffusion use 0.00085 to 0.012
-# (`Schedule.stable_diffusion()`, the schedule of the shipped `ldm-kl-f4-shapes32`). Neither keeps more signal at
+# (`Schedule.ldm()`; 0.0155 for super-resolution, 0.0205 for layout, inpainting and semantic synthesis), and only
+# the 1.4B text-to-image model and Stable Diffusion use 0.00085 to 0.012 (`Schedule.stable_diffusion()`, the kit's
+# default: it trained better on the main job's small budget, see `docs/differences.md`). Neither keeps more signal at
 # every $t$: near $t = 0$ linear's β is the smallest, so linear keeps the most (ᾱ_50 below); later the √β schedules
 # fall more slowly. At $t = T$ they differ 30-fold: ᾱ_T ≈ 1.4e-4 for the paper's, 4.7e-3 for Stable Diffusion's, whose
 # $z_T$ still carries $\sqrt{\bar\alpha_T}$ ≈ 7% of the signal that a sampler starting from pure noise leaves out. The

@@ -24,8 +24,8 @@ from ldm_lite.classifier import ShapesClassifier  # noqa: E402
 from ldm_lite.evaluation import evaluate_samples  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR, PRETRAINED_DIR  # noqa: E402
 
-SCHEDULES = {"0.0015 -> 0.0195 (paper, default)": ll.schedule.Schedule.ldm,
-             "0.00085 -> 0.012 (Stable Diffusion)": ll.schedule.Schedule.stable_diffusion}
+SCHEDULES = {"0.0015 -> 0.0195 (paper)": ll.schedule.Schedule.ldm,
+             "0.00085 -> 0.012 (Stable Diffusion; the kit's default)": ll.schedule.Schedule.stable_diffusion}
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ def test_matches_diffusers(name, make, kw, T):
 
 
 def test_scaled_linear_is_linear_in_sqrt_beta_and_derived_quantities():
-    s = Schedule.scaled_linear()  # the paper's endpoints by default (tests/test_reference.py checks the presets)
+    s = Schedule.scaled_linear()  # the kit's default endpoints (tests/test_reference.py checks the paper's presets)
     root = s.betas.sqrt()
-    assert s.T == 1000 and math.isclose(float(s.betas[0]), 0.0015) and math.isclose(float(s.betas[-1]), 0.0195)
+    assert s.T == 1000 and math.isclose(float(s.betas[0]), 0.00085) and math.isclose(float(s.betas[-1]), 0.012)
     torch.testing.assert_close(root.diff(), torch.full((999,), root.diff()[0].item(), dtype=torch.float64))
     torch.testing.assert_close(s.alpha_bar, torch.tensor([math.prod(1 - b for b in s.betas.tolist()[: i + 1])
                                                          for i in range(1000)], dtype=torch.float64))
