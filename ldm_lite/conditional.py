@@ -93,7 +93,8 @@ def dataset(condition: str, n: int = 20_000, seed: int = 0, split: str = "train"
 def shipped_autoencoder(condition: str) -> Autoencoder:
     path = PRETRAINED_DIR / _recipe(condition).autoencoder
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; train it first (scripts/train_pretrained_ae.py)")
+        raise FileNotFoundError(f"{path} is missing; train it first: ldm-lite train-ae --preset kl-f4 --dataset "
+                                f"{_recipe(condition).dataset} --steps 2500 --ship {path.name} (see README)")
     return Autoencoder.from_pretrained(path)
 
 
