@@ -67,8 +67,8 @@ class TradeoffConfig:
     n_train: int = 20_000  # shapes images to train on (seed 0); real images for FID use seed 1
     autoencoders: dict = field(default_factory=lambda: dict(SHIPPED_AUTOENCODERS))  # f -> data/pretrained name/path
     ae_steps: int = 0  # > 0: a first stage that is not shipped is trained here first (recipes, short loss)
-    # the scaled-linear β schedule of every LDM-f: Stable Diffusion's 0.00085 -> 0.012, the library default when
-    # the committed sweep was made (LDM's own configs use 0.0015 -> 0.0195, `Schedule.scaled_linear()` today)
+    # the scaled-linear β schedule of every LDM-f, explicit so a change of the library default cannot change a
+    # sweep mid-way: Stable Diffusion's 0.00085 -> 0.012, as the committed sweep (LDM's configs use 0.0015 -> 0.0195)
     beta_start: float = 0.00085
     beta_end: float = 0.012
     target_params: int = 1_300_000  # UNet parameters of every model (matched within `param_tolerance`)
