@@ -251,8 +251,13 @@ class Pretrained:
         return save_model(self, self.config, directory)  # type: ignore[arg-type]
 
     @classmethod
+    def read_pretrained_config(cls, directory: str | os.PathLike) -> Any:
+        """The config of a saved folder (fields added since it was written get their defaults)."""
+        return read_config(directory, cls.__name__, cls.config_class)
+
+    @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        config = read_config(directory, cls.__name__, cls.config_class)
+        config = cls.read_pretrained_config(directory)
         model = cls(config)  # type: ignore[call-arg]
         load_state_into(model, directory)  # type: ignore[arg-type]
         return model.to(map_location).eval()  # type: ignore[attr-defined]
@@ -329,7 +334,7 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
     """Restore what `save_training_state` wrote, in place; returns state.json (step, history, extra)."""
     directory = Path(directory)
     meta = read_json(directory / STATE_FILE)
-    saved = read_config(directory, type(model).__name__, type(model.config))  # type: ignore[attr-defined]
+    saved = type(model).read_pretrained_config(directory)  # type: ignore[attr-defined]  (older folders: today's meaning)
     if saved != model.config:
         raise CheckpointError(f"{directory} was trained with {saved}, not this model's {model.config}; "
                               "build the model from that config or start afresh")

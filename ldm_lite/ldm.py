@@ -344,12 +344,20 @@ class LatentDiffusion(Pretrained, nn.Module):
                        cond_drop_prob=config.cond_drop_prob)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentDiffusion:
-        """Load a saved model (config.json + model.safetensors), in eval mode."""
+    def read_pretrained_config(cls, directory: str | os.PathLike) -> LDMConfig:
+        """The config a saved folder means today: a config.json written before `schedule_params` existed keeps its
+        schedule's old endpoints, and the parts' configs get the fields added since (with their defaults)."""
         config = read_config(directory, cls.__name__, LDMConfig)
         if "schedule_params" not in read_json(Path(directory) / CONFIG_FILE)["config"]:  # written before they were stored
             config.schedule_params = dict(LEGACY_SCHEDULE_PARAMS.get(config.schedule, {}))
-        model = cls.from_config(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ScaleFactorWarning)
+            return cls.from_config(config).config  # nested part configs completed with today's defaults
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatentDiffusion:
+        """Load a saved model (config.json + model.safetensors), in eval mode."""
+        model = cls.from_config(cls.read_pretrained_config(directory))
         load_state_into(model, directory)
         _warn_if_unscaled(model.autoencoder)
         return model.to(map_location).eval()

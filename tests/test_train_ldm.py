@@ -160,3 +160,23 @@ def test_latent_cache_gives_the_loss_of_the_images_and_resumes_exactly(tmp_path)
     with torch.no_grad():
         next(ldm.autoencoder.parameters()).add_(1e-3)
     assert fingerprint(DS, ldm.autoencoder) != before != fingerprint(ll.datasets.shapes(16, n=31, seed=0), _kl_ldm().autoencoder)
+
+
+def test_a_checkpoint_written_before_new_config_fields_still_resumes(tmp_path):
+    """A config.json from an older ldm_lite (no schedule_params, an autoencoder config without later fields) keeps
+    its meaning: it loads, and training resumes from it with the schedule it was trained with."""
+    import json
+
+    ll.train.train_ldm(_kl_ldm(), DS, steps=2, out_dir=tmp_path, **KW)
+    cfg_file = tmp_path / "checkpoint" / "config.json"
+    meta = json.loads(cfg_file.read_text())
+    del meta["config"]["schedule_params"]
+    dropped = [k for k in ("vq_latent", "vq_legacy") if k in meta["config"]["autoencoder"]]
+    for k in dropped:
+        del meta["config"]["autoencoder"][k]
+    cfg_file.write_text(json.dumps(meta))
+    old = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "checkpoint")
+    assert old.config.schedule_params == {"beta_start": 0.00085, "beta_end": 0.012}
+    resumed = _kl_ldm()
+    hist = ll.train.train_ldm(resumed, DS, steps=3, out_dir=tmp_path, resume=True, **KW)
+    assert hist["step"][-1] == 2 and resumed.config == old.config
