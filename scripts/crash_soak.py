@@ -75,6 +75,8 @@ def main() -> None:
                     resumed_from.append(read_json(ckpt / "state.json")["step"])
                 else:
                     resumed_from.append(0)
+                if len(resumed_from) > 1 and resumed_from[-1] <= resumed_from[-2]:
+                    run_s *= 1.3  # no progress since the last kill (start-up alone outlasted it): wait longer
                 continue
             if proc.returncode != 0:
                 sys.exit(f"cycle {cycle}: run failed: {proc.stderr.read().decode()[-2000:]}")
