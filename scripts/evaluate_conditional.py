@@ -4,7 +4,8 @@
         --out outputs/t2i-shapes32/metrics.json [--ship ldm-kl-f4-shapes32-text --train-command "..."]
 
 --model takes a model folder (save_pretrained) or a training checkpoint folder (<out_dir>/checkpoint: EMA weights).
-Text: single-shape held-out captions judged by the frozen ShapesClassifier (kind and colour), FID on its features.
+Text: single-shape held-out captions judged by the frozen ShapesClassifier (kind and colour), FID on its features;
+two-shape captions judged by the shipped ShapesSegmenter + ldm_lite.grounding (every attribute and the relation).
 Class: MNIST digits judged by the MNIST classifier (data/pretrained/mnist-classifier-32), FID on its features.
 """
 
@@ -51,7 +52,9 @@ def main() -> None:
     opts = {"sampler": a.sampler, "steps": a.steps}
     t0 = time.perf_counter()
     if a.condition == "text":
-        metrics = conditional.evaluate_text(ldm, get_classifier(), n=a.n, n_real=a.n_real,
+        from ldm_lite.segmenter import load_segmenter
+
+        metrics = conditional.evaluate_text(ldm, get_classifier(), load_segmenter(), n=a.n, n_real=a.n_real,
                                             guidance_scales=tuple(a.guidance), **opts)
         prompts = ["a large red circle", "a small blue square", "a large green triangle", "a small yellow star",
                    "a large white diamond", "a large purple cross", "a small orange circle", "a large cyan square"]

@@ -65,3 +65,11 @@ def test_shipped_mnist_classifier_reads_held_out_digits():
     y = torch.tensor([test[i]["label"] for i in range(len(test))])
     assert float((clf.predict(x) == y).float().mean()) >= 0.95
     assert clf.features(x[:4]).shape == (4, 128)
+
+
+def test_shipped_segmenter_grounds_held_out_two_shape_captions():
+    from ldm_lite.segmenter import load_segmenter
+
+    b = heldout_shapes(60, 2)
+    found = find_objects(b["image"], load_segmenter().predict(b["image"]))
+    assert caption_agreement(b["attrs"], found)["all_and_relation"] >= 0.95  # measured: 100% of 200
