@@ -357,3 +357,24 @@ def load_or_train(condition: str, steps: int = 200, out_dir: str | os.PathLike |
     out = Path(out_dir) if out_dir is not None else OUTPUTS_DIR / f"quick-{condition}"
     ldm = train(condition, out, steps, **train_options)
     return ldm, f"trained here for {steps} steps ({out})"
+
+
+def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
+                    guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, **sample_options: Any) -> dict:
+    """Layout-to-image on the layouts of `n` held-out two-shape scenes: the share of requested objects for which
+    the segmenter finds an object of the requested class with its centroid in the requested box
+    (`grounding.layout_agreement`), first on the real images of those layouts (`scorer_on_real`)."""
+    from . import grounding
+    from .conditioning import boxes_from_attrs
+
+    b = heldout_shapes(n, 2)
+    boxes, labels = boxes_from_attrs(b["attrs"])
+    real = grounding.find_objects(b["image"], segmenter.predict(b["image"]))
+    out: dict[str, Any] = {"n": n, "sample_options": sample_options,
+                           "scorer_on_real": grounding.layout_agreement(boxes, labels, real)["objects_found"]}
+    for s in guidance_scales:
+        x = sample_many(ldm, {"boxes": boxes, "box_labels": labels}, guidance_scale=s, seed=seed, **sample_options)
+        found = grounding.find_objects(x, segmenter.predict(x))
+        out[f"guidance_{s:g}"] = grounding.layout_agreement(boxes, labels, found)
+        log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
+    return out

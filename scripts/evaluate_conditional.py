@@ -28,7 +28,7 @@ from ldm_lite.recipes import get_classifier, ship
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--condition", required=True, choices=["text", "class"])
+    p.add_argument("--condition", required=True, choices=["text", "class", "layout"])
     p.add_argument("--model", required=True)
     p.add_argument("--n", type=int, default=100, help="samples per guidance scale")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
@@ -59,6 +59,13 @@ def main() -> None:
         prompts = ["a large red circle", "a small blue square", "a large green triangle", "a small yellow star",
                    "a large white diamond", "a large purple cross", "a small orange circle", "a large cyan square"]
         batch = {"caption": prompts}
+    elif a.condition == "layout":
+        from ldm_lite.conditioning import boxes_from_attrs
+        from ldm_lite.segmenter import load_segmenter
+
+        metrics = conditional.evaluate_layout(ldm, load_segmenter(), n=a.n, guidance_scales=tuple(a.guidance), **opts)
+        boxes, labels = boxes_from_attrs(conditional.heldout_shapes(8, 2, seed=conditional.HELDOUT_SEED + 2)["attrs"])
+        batch = {"boxes": boxes, "box_labels": labels}
     else:
         clf = MNISTClassifier.from_pretrained(pretrained("mnist-classifier-32"))
         metrics = conditional.evaluate_class(ldm, clf, n_per_class=max(1, a.n // 10),
@@ -77,7 +84,7 @@ def main() -> None:
     if a.samples:
         s = max(a.guidance)
         x = ldm.sample(batch=batch, guidance_scale=s, generator=torch.Generator().manual_seed(0), **opts)
-        titles = batch.get("caption") or [str(int(k)) for k in batch["label"]]
+        titles = batch.get("caption") or [str(k.tolist()) for k in batch.get("label", batch.get("box_labels"))]
         plotting.image_grid(x.cpu(), titles, ncols=len(x) // 2 if len(x) > 8 else 4,
                             title=f"guidance {s:g}, {a.sampler} {a.steps} steps").savefig(a.samples, dpi=90)
     if a.ship:

@@ -21,6 +21,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoint/ and model/ inside)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-train", type=int, default=20_000, help="training images (shapes) encoded once into the cache")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--model-channels", type=int, default=64)
     p.add_argument("--context-dim", type=int, default=128)
@@ -32,7 +33,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     conditional.train(a.condition, a.out, a.steps, batch_size=a.batch_size, lr=a.lr, model_channels=a.model_channels,
-                      context_dim=a.context_dim, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+                      context_dim=a.context_dim, n_train=a.n_train, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
                       progress=not a.no_progress)
 
 

@@ -262,3 +262,13 @@ def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer
     labels_model = conditional.build("class", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
     res = conditional.evaluate_class(labels_model, MNISTClassifier(), n_per_class=1, guidance_scales=(2.0,), steps=2)
     assert res["n"] == 10 and 0 <= res["guidance_2"]["accuracy"] <= 1 and res["n_real"] == 500
+
+
+def test_layout_evaluation_checks_its_scorer_on_real_layouts():
+    from ldm_lite import conditional
+    from ldm_lite.segmenter import load_segmenter
+
+    ldm = conditional.build("layout", IdentityAutoencoder(), context_dim=32, model_channels=32)
+    out = conditional.evaluate_layout(ldm, load_segmenter(), n=4, guidance_scales=(3.0,), steps=2)
+    assert out["scorer_on_real"] == 1.0  # the segmenter finds every object of the real scenes in its box
+    assert 0 <= out["guidance_3"]["objects_found"] <= 1 and out["guidance_3"]["n_objects"] >= 4
