@@ -342,7 +342,8 @@ def attention_over_steps(ldm: LatentDiffusion, prompt: str, *, guidance_scale: f
     return AttentionRecord(x[0].cpu(), torch.stack(maps), tokens, timesteps)
 
 
-SHIPPED = {"text": "ldm-kl-f4-shapes32-text", "class": "ldm-kl-f4-mnist32-class"}  # names under data/pretrained/
+SHIPPED = {"text": "ldm-kl-f4-shapes32-text", "class": "ldm-kl-f4-mnist32-class",
+           "layout": "ldm-kl-f4-shapes32-layout"}  # names under data/pretrained/
 
 
 def load_or_train(condition: str, steps: int = 200, out_dir: str | os.PathLike | None = None,
@@ -378,3 +379,33 @@ def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
         out[f"guidance_{s:g}"] = grounding.layout_agreement(boxes, labels, found)
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
     return out
+
+
+def layout_map(boxes: torch.Tensor, labels: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """A layout drawn as a class map (size, size): 0 = background, 1 + class inside each box (later boxes on top).
+    boxes (N, 4) as (x0, y0, x1, y1) in [0, 1], labels (N,) with -1 = no object."""
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    out = torch.zeros(size, size, dtype=torch.long)
+    for (x0, y0, x1, y1), k in zip(boxes.tolist(), labels.tolist()):
+        if k >= 0:
+            out[((c[:, None] >= y0) & (c[:, None] <= y1)) & ((c[None, :] >= x0) & (c[None, :] <= x1))] = k + 1
+    return out
+
+
+@torch.no_grad()
+def layout_pictures(ldm: LatentDiffusion, index: int, guidance_scale: float = 3.0, n: int = 3,
+                    **sample_options: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """For `widgets.images_panel`: the layout of held-out scene `index` (as a class map), the real scene, and `n`
+    samples of the layout model for it ({caption: picture}, readout)."""
+    from .conditioning import boxes_from_attrs
+    from .datasets import KINDS, shapes
+
+    item = shapes(32, n=index + 1, seed=HELDOUT_SEED + 3, max_shapes=2)[index]
+    boxes, labels = boxes_from_attrs(item["attrs"][None])
+    x = ldm.sample(batch={"boxes": boxes.expand(n, -1, -1), "box_labels": labels.expand(n, -1)},
+                   guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(index), **sample_options)
+    pictures = {"requested layout": layout_map(boxes[0], labels[0]), "a real scene": item["image"],
+                **{f"sample {i} (s={guidance_scale:g})": img for i, img in enumerate(x.cpu())}}
+    asked = [f"{KINDS[k]} in ({', '.join(f'{v:.2f}' for v in b)})" for b, k in zip(boxes[0].tolist(), labels[0].tolist())
+             if k >= 0]
+    return pictures, "requested: " + "; ".join(asked)

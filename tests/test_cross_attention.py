@@ -66,3 +66,21 @@ def test_prompt_panel_generates_on_prompt_and_guidance_changes(t2i):
     assert calls[-1] == ("a small green cross", 0.0)
     with pytest.raises(ValueError, match="generate"):
         widgets.prompt_panel(lambda p, s: torch.zeros(2, 3), "x")
+
+
+def test_layout_map_and_layout_pictures_for_the_panel():
+    from ldm_lite.conditioning import boxes_from_attrs
+    from ldm_lite.datasets import shapes
+
+    item = shapes(32, n=1, seed=5, max_shapes=2)[0]
+    boxes, labels = boxes_from_attrs(item["attrs"][None])
+    m = conditional.layout_map(boxes[0], labels[0])
+    assert m.shape == (32, 32)
+    for k in labels[0][labels[0] >= 0].tolist():  # the mask's pixels of each shape lie inside its drawn box
+        assert (m[item["mask"] == k + 1] > 0).float().mean() > 0.9
+    torch.manual_seed(0)
+    ldm = conditional.build("layout", IdentityAutoencoder(), context_dim=32, model_channels=32)
+    pictures, text = conditional.layout_pictures(ldm, 2, guidance_scale=2.0, n=2, steps=2)
+    assert list(pictures) == ["requested layout", "a real scene", "sample 0 (s=2)", "sample 1 (s=2)"]
+    assert pictures["requested layout"].ndim == 2 and pictures["sample 0 (s=2)"].shape == (3, 32, 32)
+    assert text.startswith("requested: ")
