@@ -167,9 +167,10 @@ def cmd_experiment(args) -> None:
     overrides = {k: v for k, v in {"budget": args.budget, "budget_seconds": args.budget_seconds,
                                    "steps": args.steps, "fs": tuple(args.fs) if args.fs else None}.items()
                  if v is not None}
-    dev = pick_device(args.device)
-    cfg = TradeoffConfig.smoke(**overrides) if args.smoke else TradeoffConfig.for_device(dev, **overrides)
-    run_tradeoff(cfg, out, device=dev)
+    if args.fs is None or args.fs:  # `--fs` with no value: only collect what is there and plot it
+        dev = pick_device(args.device)
+        cfg = TradeoffConfig.smoke(**overrides) if args.smoke else TradeoffConfig.for_device(dev, **overrides)
+        run_tradeoff(cfg, out, device=dev)
     rows = write_report(out, args.report, command_line())
     print(format_table(table6(rows)))
 
@@ -332,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="the paper's experiments; tradeoff: LDM-{1,2,4,8,16} at equal budget")
     x.add_argument("name", choices=["tradeoff"])
     x.add_argument("--out", type=Path, default=None, help="default outputs/tradeoff (resumes what it finds there)")
-    x.add_argument("--fs", type=int, nargs="*", default=None, help="downsampling factors (default 1 2 4 8 16)")
+    x.add_argument("--fs", type=int, nargs="*", default=None,
+                   help="downsampling factors (default 1 2 4 8 16); with no value: report only (no training)")
     x.add_argument("--budget", choices=["time", "steps"], default=None, help="equal wall-clock (default) or steps")
     x.add_argument("--budget-seconds", type=float, default=None)
     x.add_argument("--steps", type=int, default=None, help="with --budget steps")

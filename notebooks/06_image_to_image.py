@@ -191,6 +191,25 @@ ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
                                                     steps=max(STEPS, 2), classifier=ll.recipes.get_classifier()))
 
 # %% [markdown]
+# ### Your turn: the super-resolution UNet's input
+#
+# Write what the UNet of an LDM super-resolution model sees at every step: $z_t$ with the low-resolution image
+# concatenated along channels, resized (bicubic) to the latent's size when the SR factor differs from $f$ (§3.3,
+# concatenation). `ex.check_sr_unet_input` compares it with `SuperResolutionConditioner` + `LatentDiffusion.denoiser`
+# for s = f, a smaller and a larger factor, and names the likely mistake. An unsolved stub only prints a note.
+
+# %%
+from ldm_lite import exercises as ex
+
+
+def sr_unet_input(z_t, lowres):
+    """z_t (B, c, h, w), lowres (B, 3, H/s, W/s) -> what the UNet sees, (B, c + 3, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_sr_unet_input(sr_unet_input);
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **The no-op.** With `f = 4` and ×4 super-resolution the condition is the low-res image itself. Build a

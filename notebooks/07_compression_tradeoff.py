@@ -133,6 +133,25 @@ if RUN_LIVE:
     display(ll.widgets.tradeoff_panel(live, fresh, batch_size=live_cfg.batch_size))
 
 # %% [markdown]
+# ### Your turn: what a convolution costs
+#
+# Why is LDM-1 so much slower per step? Count it: write the FLOPs of one k×k convolution from `c_in` to `c_out`
+# channels on an `h_out`×`w_out` output (2 FLOPs per multiply-add, as torch's `FlopCounterMode` counts).
+# `ex.check_conv2d_flops` checks it on the UNet's convolutions and then prices LDM-f's first convolution for each f.
+# An unsolved stub only prints a note.
+
+# %%
+from ldm_lite import exercises as ex
+
+
+def conv2d_flops(c_in, c_out, kernel, h_out, w_out):
+    """FLOPs of one kernel x kernel convolution without bias (2 per multiply-add)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_conv2d_flops(conv2d_flops);
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Switch to equal *steps* instead of equal compute: `TradeoffConfig(budget="steps", steps=...)` in the live

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -104,5 +105,8 @@ def test_conditional_stages_train_sample_and_experiment(tmp_path):
     run("sample", "--lowres", str(tmp_path / "low.png"), "--steps", "2", "--out", str(tmp_path / "sr.png"),
         tmp_path=tmp_path)
     assert Image.open(tmp_path / "sr.png").size == (32, 32)
-    run("experiment", "tradeoff", "--smoke", "--fs", "4", "--out", str(tmp_path / "trade"), tmp_path=tmp_path)
-    assert (tmp_path / "trade" / "results.csv").exists()
+    # report only (`--fs` without values) from the committed sweep: the figures and Table 6 without training
+    committed = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "tradeoff"
+    res = run("experiment", "tradeoff", "--fs", "--out", str(committed), "--report", str(tmp_path / "report"),
+              tmp_path=tmp_path)
+    assert (tmp_path / "report" / "results.csv").exists() and "| 4 | 3x8x8 |" in res.stdout  # Table 6, row f=4
