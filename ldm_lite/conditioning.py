@@ -83,6 +83,13 @@ class Conditioner(nn.Module):
         return Condition(context, concat)
 
 
+def token_encoder(dim: int, head_dim: int, depth: int, dropout: float = 0.0) -> nn.TransformerEncoder:
+    """The sequence model of a trained τ_θ (text, layout): `depth` pre-norm transformer blocks over tokens (B, L, d)."""
+    layer = nn.TransformerEncoderLayer(dim, dim // head_dim, 4 * dim, dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
 @dataclass
 class ClassConditionerConfig:
     num_classes: int = 6  # number of classes (shapes: the 6 kinds)
@@ -162,9 +169,7 @@ class LayoutConditioner(Pretrained, Conditioner):
         self.box_embedding = nn.Linear(4 * 2 * c.fourier_bands, c.dim)
         self.class_embedding = nn.Embedding(c.num_classes + 1, c.dim)
         self.slot_embedding = nn.Parameter(torch.randn(c.max_objects, c.dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(c.dim, c.dim // c.head_dim, 4 * c.dim, 0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, c.depth, enable_nested_tensor=False)
+        self.encoder = token_encoder(c.dim, c.head_dim, c.depth)
         self.norm = nn.LayerNorm(c.dim)
 
     @property

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import Pretrained
-from .conditioning import CONDITIONERS, Condition, Conditioner
+from .conditioning import CONDITIONERS, Condition, Conditioner, token_encoder
 
 SPECIAL = ("[PAD]", "[UNSEEN]", "[CLS]", "[SEP]")  # rows 0..3 of TextConditioner's embedding table
 PAD, UNSEEN = 0, 1
@@ -155,9 +155,7 @@ class TextConditioner(Pretrained, Conditioner):
         self.register_buffer("lookup", lookup, persistent=False)
         self.token_embedding = nn.Embedding(len(SPECIAL) + len(c.vocabulary), c.dim)
         self.position_embedding = nn.Parameter(torch.randn(c.max_length, c.dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(c.dim, c.dim // c.head_dim, 4 * c.dim, c.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, c.depth, enable_nested_tensor=False)
+        self.encoder = token_encoder(c.dim, c.head_dim, c.depth, c.dropout)
         self.norm = nn.LayerNorm(c.dim)
 
     @property
