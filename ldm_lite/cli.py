@@ -151,7 +151,8 @@ def cmd_sample(args) -> None:
                    generator=torch.Generator().manual_seed(args.seed)).cpu()
     out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{args.model.name}: {args.sampler}, {args.steps} steps" + (f", {args.prompt!r}" if args.prompt else "")
+    title = (f"{args.model.name}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
+             + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
     image_grid(x, ncols=8, title=title).savefig(out, dpi=110)
     log.info("wrote %s", out)
 
