@@ -44,7 +44,8 @@ def cmd_main(args) -> None:
     if args.steps is not None:
         cfg = replace(cfg, ldm_steps=args.steps)
     if args.budget_minutes is not None:
-        cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None)
+        cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None,
+                      min_ldm_steps=0)  # a budget asked for is a hard one: no step floor
     metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
     if args.ship:
         ship(out / "ldm" / "model", args.ship, metrics, command_line(),
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
     m.add_argument("--steps", type=int, default=None, help="LDM training steps (default: sized for the device)")
     m.add_argument("--budget-minutes", type=float, default=None,
-                   help="wall-clock budget for LDM training (default 7 on a CPU, none on a GPU; 0 = none)")
+                   help="wall-clock budget for LDM training, a hard one (default: 7 on a CPU, 2 on a GPU, with a "
+                   "floor of MainConfig.min_ldm_steps steps on a busy machine; 0 = none)")
     m.add_argument("--ship", default=None, help="also copy the trained LDM to data/pretrained/<SHIP>")
     m.set_defaults(func=cmd_main)
 

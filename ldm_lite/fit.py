@@ -149,7 +149,7 @@ class StepContext:
     def check(self, value: torch.Tensor, what: str = "loss") -> None:
         """The NaN guard: raise `TrainingDiverged` (naming the last good checkpoint) if `value` is not finite. On an
         accelerator the check is deferred to the next `flush` (one device sync every few steps, not every step)."""
-        if self.deferred and value.device.type != "cpu":
+        if self.deferred:
             self.pending.append((self.step, what, value.detach()))
         elif not math.isfinite(value.item()):
             self._diverged(self.step, value.item(), what)
@@ -225,6 +225,7 @@ def fit(
     checkpoint_every: int = 1_000,
     resume: bool | str | os.PathLike | None = None,
     max_seconds: float | None = None,
+    min_steps: int = 0,
     rank: int = 0,
     world: int = 1,
     device: torch.device | None = None,
@@ -245,7 +246,9 @@ def fit(
     ema: (module, decay): an EMA of `module`'s weights, copied into it at the end.
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder; the resumed run ends with
     the same weights, bit for bit, as an uninterrupted one. max_seconds: stop early (after a checkpoint) once that
-    much wall-clock time has passed; resume=True continues later.
+    much wall-clock time has passed; resume=True continues later. min_steps: the time budget is not consulted
+    before this many steps (a quality floor: on a slow or busy machine the run takes longer instead of ending
+    undertrained; a warning says so).
     sync_every: on an accelerator, NaN checks, logged values and the time budget are read every `sync_every` steps
     (default `log_every`) and before every checkpoint, so a step queues work without waiting for the device; on the
     CPU (or with a `step_callback`) every step. No checkpoint is ever written from non-finite weights.
@@ -305,6 +308,7 @@ def fit(
     model.train()
     t_start = time.perf_counter()
     end = steps
+    slow = False  # the time budget ran out before min_steps
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0, desc=desc)
     try:
         for step in bar:
@@ -319,7 +323,13 @@ def fit(
                 sync_now()
             if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(step + 1)
-            if (max_seconds is not None and step + 1 < steps and (world == 1 or (step + 1) % sync == 0)
+            if (max_seconds is not None and not slow and step + 1 < min_steps and world == 1
+                    and _out_of_time(t_start, max_seconds, world, dev)):
+                slow = True
+                log.warning("time budget of %.0f s spent after %d steps, before the minimum of %d: this machine is "
+                            "slower or busier than the budget assumes; training on to step %d", max_seconds, step + 1,
+                            min_steps, min_steps)
+            if (max_seconds is not None and min_steps <= step + 1 < steps and (world == 1 or (step + 1) % sync == 0)
                     and _out_of_time(t_start, max_seconds, world, dev)):
                 end = step + 1
                 log.warning("time budget of %.0f s spent after %d of %d steps; stopping (resume=True continues)",

@@ -92,6 +92,14 @@ def test_time_budget_stops_early_and_resume_finishes_the_same_run(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()))
 
 
+def test_min_steps_is_a_floor_under_the_time_budget(tmp_path, caplog):
+    """A spent budget stops a run only once min_steps are done (the main job on a busy machine), with a warning."""
+    hist = ll.train.train_ldm(tiny_ldm(), DS, steps=6, out_dir=tmp_path, max_seconds=0.0, min_steps=3, **KW)
+    assert hist["step"] == [0, 1, 2]
+    assert "before the minimum of 3" in caplog.text
+    assert ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")["step"] == 3
+
+
 def test_compiled_step_trains_the_same_model_and_falls_back_when_compilation_fails(tmp_path, caplog):
     """compile= wires torch.compile around the training step (the 'eager' backend checks the plumbing on a CPU);
     a compiler that fails leaves an eager run with a warning, with the same weights."""
@@ -180,3 +188,29 @@ def test_a_checkpoint_written_before_new_config_fields_still_resumes(tmp_path):
     resumed = _kl_ldm()
     hist = ll.train.train_ldm(resumed, DS, steps=3, out_dir=tmp_path, resume=True, **KW)
     assert hist["step"][-1] == 2 and resumed.config == old.config
+
+
+def test_an_accelerator_run_reads_device_values_only_every_sync_every_steps(monkeypatch):
+    """No per-step device->host copy on a GPU: with sync_every=5 the loss, the NaN guard and the logged values are
+    read (Tensor.item / float / tolist) only at steps 4, 9, 14, 19. Checked on the CPU by giving `fit` a CUDA
+    device type (it only decides how often to sync; the tensors stay on the CPU)."""
+    from ldm_lite.fit import StepContext, fit
+
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    now, reads = [0], set()
+    for name in ("item", "tolist", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _f=original: (reads.add(now[0]), _f(self, *a))[1])
+
+    def step_fn(ctx: StepContext) -> dict:
+        now[0] = ctx.step
+        loss = model(x).pow(2).mean()
+        ctx.check(loss)
+        return {"loss": loss.detach(), "grad_norm": ctx.optimize("unet", loss)}
+
+    hist = fit(model, step_fn, steps=20, optimizers={"unet": opt}, dataset_size=8, batch_size=4, grad_clip=1.0,
+               device=torch.device("cuda"), sync_every=5, log_every=1, progress=False, max_seconds=3600.0)
+    assert reads == {4, 9, 14, 19}
+    assert hist["step"] == list(range(20))  # every step is still logged, read in groups
