@@ -10,6 +10,7 @@
     ldm-lite sample --lowres small.png                         # x4 super-resolution (also --image/--mask, --map)
     ldm-lite experiment tradeoff                               # LDM-{1,2,4,8,16} at equal budget
     ldm-lite evaluate --model data/pretrained/ldm-kl-f4-shapes32 --samplers ddim:100,dpm_solver_pp:20
+    ldm-lite evaluate --model data/pretrained/ldm-kl-f4-shapes32-text --guidance 1 3   # held-out captions, judged
     ldm-lite bench                  # the benchmark scripts
 """
 
@@ -180,22 +181,33 @@ def cmd_experiment(args) -> None:
 def cmd_evaluate(args) -> None:
     import torch
 
-    from . import datasets
     from .checkpoint import write_json
-    from .evaluation import evaluate_samples
-    from .recipes import command_line, get_classifier
+    from .recipes import command_line
 
     ldm = _load_ldm(args.model, args.device)
     results = {}
-    real_ds = datasets.shapes(ldm.config.image_size, n=args.n_real, seed=1, max_shapes=1)
-    real = torch.stack([real_ds[i]["image"] for i in range(args.n_real)])
-    for spec in args.samplers.split(","):
-        sampler, steps = spec.split(":")
-        imgs = torch.cat([ldm.sample(min(256, args.n - i), sampler=sampler, steps=int(steps),
-                                     generator=torch.Generator().manual_seed(args.seed + i)).cpu()
-                          for i in range(0, args.n, 256)])
-        results[spec] = evaluate_samples(imgs, real, get_classifier(), n_boot=args.n_boot)
-        log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, dict)})
+    if ldm.conditioner is not None:  # conditions drawn from held-out data, judged per guidance scale
+        from .conditional import evaluate
+
+        for spec in (args.samplers or "dpm_solver_pp:20").split(","):
+            sampler, steps = spec.split(":")
+            results[spec] = evaluate(ldm, n=args.n or 100, guidance_scales=tuple(args.guidance), n_real=args.n_real,
+                                     seed=args.seed, sampler=sampler, steps=int(steps))
+    else:
+        from . import datasets
+        from .evaluation import evaluate_samples
+        from .recipes import get_classifier
+
+        n = args.n or 1_000
+        real_ds = datasets.shapes(ldm.config.image_size, n=args.n_real, seed=1, max_shapes=1)
+        real = torch.stack([real_ds[i]["image"] for i in range(args.n_real)])
+        for spec in (args.samplers or "ddim:100,dpm_solver_pp:20").split(","):
+            sampler, steps = spec.split(":")
+            imgs = torch.cat([ldm.sample(min(256, n - i), sampler=sampler, steps=int(steps),
+                                         generator=torch.Generator().manual_seed(args.seed + i)).cpu()
+                              for i in range(0, n, 256)])
+            results[spec] = evaluate_samples(imgs, real, get_classifier(), n_boot=args.n_boot)
+            log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, dict)})
     results["command"] = command_line()
     if args.out:
         write_json(args.out, results)
@@ -318,10 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=None, help="default <outputs>/samples/<model>-<sampler><steps>-seed<seed>.png")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("evaluate", help="shapes score + FID on classifier features (with a bootstrap interval)")
+    e = sub.add_parser("evaluate", help="unconditional: shapes score + FID on classifier features (bootstrap "
+                                         "interval); conditional: accuracy of the condition + FID per guidance scale")
     e.add_argument("--model", type=Path, required=True)
-    e.add_argument("--samplers", default="ddim:100,dpm_solver_pp:20", help="comma-separated sampler:steps")
-    e.add_argument("--n", type=int, default=1_000)
+    e.add_argument("--samplers", default=None,
+                   help="comma-separated sampler:steps (default ddim:100,dpm_solver_pp:20; conditional dpm_solver_pp:20)")
+    e.add_argument("--n", type=int, default=None,
+                   help="samples (default 1000); conditional: held-out conditions per guidance scale (default 100)")
+    e.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0],
+                   help="conditional models: classifier-free guidance scales to judge")
     e.add_argument("--n-real", type=int, default=1_000)
     e.add_argument("--n-boot", type=int, default=50)
     e.add_argument("--seed", type=int, default=0)

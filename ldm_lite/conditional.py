@@ -286,19 +286,23 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
 
 
 def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int = 10,
-                   guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, **sample_options: Any) -> dict:
+                   guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, captions: bool = False,
+                   **sample_options: Any) -> dict:
     """Class-conditional MNIST: the share of samples the MNIST classifier reads as the requested digit, and FID on
-    its features against the held-out test digits, at each guidance scale."""
+    its features against the held-out test digits, at each guidance scale. `captions=True` asks a text model with
+    the held-out digits' captions ("a handwritten seven") instead of their labels."""
     from .datasets import mnist
 
     test = mnist(32, channels=3, split="test", source="offline")
     real = torch.stack([test[i]["image"] for i in range(len(test))])
-    truth = torch.tensor([test[i]["label"] for i in range(len(test))])
+    truth = test.labels
     out: dict[str, Any] = {"n": 10 * n_per_class, "n_real": len(real), "sample_options": sample_options,
                            "scorer_on_real": float((classifier.predict(real) == truth).float().mean())}
     labels = torch.arange(10).repeat_interleave(n_per_class)
+    caption_of = dict(zip(test.labels.tolist(), test.captions))
+    condition = {"caption": [caption_of[k] for k in labels.tolist()]} if captions else {"label": labels}
     for s in guidance_scales:
-        x = sample_many(ldm, {"label": labels}, guidance_scale=s, seed=seed, **sample_options)
+        x = sample_many(ldm, condition, guidance_scale=s, seed=seed, **sample_options)
         out[f"guidance_{s:g}"] = {"accuracy": float((classifier.predict(x) == labels).float().mean()),
                                   "fid_mnist_classifier_features": _fid(real, x, classifier.features)}
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
@@ -409,3 +413,83 @@ def layout_pictures(ldm: LatentDiffusion, index: int, guidance_scale: float = 3.
     asked = [f"{KINDS[k]} in ({', '.join(f'{v:.2f}' for v in b)})" for b, k in zip(boxes[0].tolist(), labels[0].tolist())
              if k >= 0]
     return pictures, "requested: " + "; ".join(asked)
+
+
+# ============================================================================================== one entry point
+from .datasets import _NUMBER_WORDS as DIGIT_WORDS  # noqa: E402  ("zero", ..., "nine")
+
+TWO_SHAPE_PROMPT = "a large red circle left of a small blue square"  # words a shapes text model must know
+DIGIT_PROMPT = "a handwritten seven"  # words an MNIST text model knows
+
+
+def condition_kind(ldm: LatentDiffusion) -> str:
+    """Which held-out data and judge fit a conditional model, read from its conditioner's class (and, for text,
+    the words it was trained on): "shapes-text", "mnist-text", "layout" or "mnist-class"."""
+    cond = ldm.conditioner
+    if isinstance(cond, (TextConditioner, FrozenTextConditioner)):
+        if not cond.tokenizer.unseen_words(TWO_SHAPE_PROMPT):
+            return "shapes-text"
+        if not cond.tokenizer.unseen_words(DIGIT_PROMPT):
+            return "mnist-text"
+        raise ValueError(f"this text model knows neither the shapes captions nor the MNIST ones (e.g. it never saw "
+                         f"the words {cond.tokenizer.unseen_words(TWO_SHAPE_PROMPT)}); judge its samples yourself")
+    if isinstance(cond, LayoutConditioner):
+        return "layout"
+    if isinstance(cond, ClassConditioner) and cond.config.num_classes == 10:
+        return "mnist-class"
+    raise ValueError(f"no judge for a model conditioned by {type(cond).__name__ if cond is not None else 'nothing'}; "
+                     "`conditional.evaluate` judges text (shapes or MNIST captions), layout and class-conditional "
+                     "MNIST models; an unconditional model: `evaluation.evaluate_samples` (ldm-lite evaluate)")
+
+
+def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, ...] = (1.0, 3.0), n_real: int = 1000,
+             seed: int = 0, **sample_options: Any) -> dict:
+    """Judge a conditional model with conditions drawn from held-out data, at each guidance scale, with the frozen
+    scorer its kind of condition needs (`condition_kind`), each first checked on real held-out images:
+
+    - text on shapes: `evaluate_text` (single-shape captions: `ShapesClassifier`; two-shape captions:
+      `ShapesSegmenter` + `grounding`; FID on classifier features against `n_real` real images);
+    - layout: `evaluate_layout` (the segmenter finds each requested object in its box);
+    - class-conditional MNIST or MNIST captions: `evaluate_class` (the MNIST classifier, `n` // 10 per digit).
+
+    Returns {"condition_kind", "judge", "scorer_on_real", "guidance_<s>": {accuracies, FID}, ...}."""
+    from .classifier import MNISTClassifier
+    from .paths import pretrained
+    from .recipes import get_classifier
+    from .segmenter import load_segmenter
+
+    kind = condition_kind(ldm)
+    scales = tuple(float(s) for s in guidance_scales)
+    if kind == "shapes-text":
+        classifier = get_classifier()
+        if classifier is None:
+            raise FileNotFoundError("no ShapesClassifier under data/pretrained: run `ldm-lite train-classifier`")
+        out = evaluate_text(ldm, classifier, load_segmenter(), n=n, guidance_scales=scales, n_real=n_real, seed=seed,
+                            **sample_options)
+        judge = "ShapesClassifier (1-shape captions), ShapesSegmenter + grounding (2-shape captions)"
+    elif kind == "layout":
+        out = evaluate_layout(ldm, load_segmenter(), n=n, guidance_scales=scales, seed=seed, **sample_options)
+        judge = "ShapesSegmenter + grounding (each object in its box with its class)"
+    else:
+        clf = MNISTClassifier.from_pretrained(pretrained("mnist-classifier-32"))
+        out = evaluate_class(ldm, clf, n_per_class=max(1, n // 10), guidance_scales=scales, seed=seed,
+                             captions=kind == "mnist-text", **sample_options)
+        judge = "MNISTClassifier (requested digit)"
+    return {"condition_kind": kind, "judge": judge, **out}
+
+
+def example_conditions(ldm: LatentDiffusion) -> dict[str, Any]:
+    """A batch of 8-10 typical conditions for a grid of samples of a conditional model (`condition_kind`)."""
+    from .conditioning import boxes_from_attrs
+
+    kind = condition_kind(ldm)
+    if kind == "shapes-text":
+        return {"caption": ["a large red circle", "a small blue square", "a large green triangle", "a small yellow star",
+                            "a large white diamond", "a large purple cross", "a small orange circle",
+                            "a large cyan square"]}
+    if kind == "layout":
+        boxes, labels = boxes_from_attrs(heldout_shapes(8, 2, seed=HELDOUT_SEED + 2)["attrs"])
+        return {"boxes": boxes, "box_labels": labels}
+    if kind == "mnist-text":
+        return {"caption": [f"a handwritten {w}" for w in DIGIT_WORDS]}
+    return {"label": torch.arange(10)}

@@ -56,6 +56,25 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
     assert json.loads(res.stdout) == data  # what it prints is what it wrote
 
 
+def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scale(tmp_path):
+    from ldm_lite import conditional
+
+    torch.manual_seed(0)
+    conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32,
+                      image_size=16).save_pretrained(tmp_path / "t2i")
+    res = run("evaluate", "--model", str(tmp_path / "t2i"), "--samplers", "ddim:2", "--n", "4", "--n-real", "8",
+              "--guidance", "1", "3", "--out", str(tmp_path / "e.json"), tmp_path=tmp_path)
+    data = json.loads((tmp_path / "e.json").read_text())
+    r = data["ddim:2"]
+    assert r["condition_kind"] == "shapes-text" and r["n"] == 4 and r["sample_options"] == {"sampler": "ddim",
+                                                                                           "steps": 2}
+    assert r["scorer_on_real"] == {"classifier_kind_and_color": 1.0, "segmenter_two_shapes": 1.0}
+    for s in ("guidance_1", "guidance_3"):
+        assert 0 <= r[s]["single_kind_and_color"] <= r[s]["single_kind"] <= 1
+        assert 0 <= r[s]["two_all_and_relation"] <= r[s]["two_all_attributes"] <= 1
+    assert "--guidance 1 3" in data["command"] and json.loads(res.stdout) == data
+
+
 def test_bad_model_path_gives_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "sample", "--model", str(tmp_path / "nope")],
                           capture_output=True, text=True)

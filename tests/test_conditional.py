@@ -1,0 +1,101 @@
+"""`conditional.evaluate`: conditions from held-out data, judged by frozen scorers, one result per guidance scale.
+
+The sampler is replaced by a stand-in that returns *real* held-out images for the requested conditions (or the
+images of other conditions): the accuracies must then be exactly what the scorers read on real data."""
+
+import pytest
+import torch
+
+from ldm_lite import conditional
+from ldm_lite.autoencoder import IdentityAutoencoder
+from ldm_lite.ldm import LatentDiffusion
+from ldm_lite.unet import UNet, UNetConfig
+
+N = 24
+
+
+def tiny(condition: str) -> LatentDiffusion:
+    return conditional.build(condition, IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+
+
+def real_shapes_sampler(shift: int = 0):
+    """A stand-in for `sample_many`: for each requested caption, the real held-out image with that caption (of
+    the caption `shift` places later when shift > 0: a model that ignores its condition)."""
+    lookup = {}
+    for k in (1, 2):
+        b = conditional.heldout_shapes(N, k)
+        lookup.update(zip(b["caption"], b["image"]))
+
+    def sample_many(ldm, batch, **options):
+        captions = list(batch["caption"])
+        return torch.stack([lookup[c] for c in captions[shift:] + captions[:shift]])
+
+    return sample_many
+
+
+def test_text_model_real_images_of_the_requested_captions_score_100_percent(monkeypatch):
+    ldm = tiny("text")
+    assert conditional.condition_kind(ldm) == "shapes-text"
+    monkeypatch.setattr(conditional, "sample_many", real_shapes_sampler())
+    out = conditional.evaluate(ldm, n=N, guidance_scales=(1, 3), n_real=48, steps=2)
+    assert out["condition_kind"] == "shapes-text" and "ShapesClassifier" in out["judge"]
+    assert out["scorer_on_real"] == {"classifier_kind_and_color": 1.0, "segmenter_two_shapes": 1.0}
+    for s in ("guidance_1", "guidance_3"):
+        row = out[s]
+        assert row["single_kind_and_color"] == 1.0 and row["two_all_and_relation"] == 1.0
+        assert row["fid_classifier_features"] < 100  # real vs real (small sets)
+
+    monkeypatch.setattr(conditional, "sample_many", real_shapes_sampler(shift=1))  # images of other captions
+    wrong = conditional.evaluate(ldm, n=N, guidance_scales=(3,), n_real=48, steps=2)["guidance_3"]
+    assert wrong["single_kind_and_color"] <= 0.3 and wrong["two_all_and_relation"] <= 0.3
+
+
+def test_layout_model_real_scenes_of_the_requested_layouts_are_all_found(monkeypatch):
+    ldm = tiny("layout")
+    scenes = conditional.heldout_shapes(8, 2)["image"]
+    monkeypatch.setattr(conditional, "sample_many", lambda ldm, batch, **o: scenes[: len(batch["boxes"])])
+    out = conditional.evaluate(ldm, n=8, guidance_scales=(2,), steps=2)
+    assert out["condition_kind"] == "layout" and out["guidance_2"]["objects_found"] == 1.0
+    monkeypatch.setattr(conditional, "sample_many", lambda ldm, batch, **o: scenes.roll(1, 0))
+    assert conditional.evaluate(ldm, n=8, guidance_scales=(2,), steps=2)["guidance_2"]["objects_found"] < 0.5
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    from ldm_lite.datasets import mnist
+
+    return mnist(32, channels=3, split="test", source="offline")  # loaded once (seconds)
+
+
+@pytest.mark.parametrize("condition", ["class", "mnist-text"])
+def test_mnist_models_are_asked_for_every_digit_and_judged_by_the_mnist_classifier(monkeypatch, mnist_test,
+                                                                                   condition):
+    from ldm_lite import datasets
+
+    monkeypatch.setattr(datasets, "mnist", lambda *a, **k: mnist_test)
+    digit = {k: mnist_test[mnist_test.labels.tolist().index(k)]["image"] for k in range(10)}
+    asked = []
+
+    def real_digits(ldm, batch, **options):  # a real test digit of the requested class
+        labels = (batch["label"].tolist() if "label" in batch
+                  else [conditional.DIGIT_WORDS.index(c.split()[-1]) for c in batch["caption"]])
+        asked.append(batch)
+        return torch.stack([digit[k] for k in labels])
+
+    ldm = tiny(condition)
+    monkeypatch.setattr(conditional, "sample_many", real_digits)
+    out = conditional.evaluate(ldm, n=20, guidance_scales=(1, 3), steps=2)
+    assert out["condition_kind"] == ("mnist-class" if condition == "class" else "mnist-text")
+    assert out["n"] == 20 and out["scorer_on_real"] >= 0.95
+    assert out["guidance_1"]["accuracy"] == out["guidance_3"]["accuracy"] == 1.0
+    if condition == "mnist-text":  # held-out captions, two per digit
+        assert asked[0]["caption"][:3] == ["a handwritten zero", "a handwritten zero", "a handwritten one"]
+    else:
+        assert asked[0]["label"].tolist() == [k for k in range(10) for _ in range(2)]
+
+
+def test_unconditional_models_get_a_clear_error():
+    cfg = UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(), head_dim=32)
+    with pytest.raises(ValueError, match="no judge for a model conditioned by nothing"):
+        conditional.evaluate(LatentDiffusion(IdentityAutoencoder(), UNet(cfg), image_size=16), n=4)
