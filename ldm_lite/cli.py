@@ -187,8 +187,10 @@ def cmd_evaluate(args) -> None:
     ldm = _load_ldm(args.model, args.device)
     results = {}
     if ldm.conditioner is not None:  # conditions drawn from held-out data, judged per guidance scale
-        from .conditional import evaluate
+        from .conditional import evaluate, load
+        from .runtime import pick_device
 
+        ldm = load(args.model).to(pick_device(args.device))  # a training checkpoint: EMA weights, shipped AE
         for spec in (args.samplers or "dpm_solver_pp:20").split(","):
             sampler, steps = spec.split(":")
             results[spec] = evaluate(ldm, n=args.n or 100, guidance_scales=tuple(args.guidance), n_real=args.n_real,
@@ -332,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="unconditional: shapes score + FID on classifier features (bootstrap "
                                          "interval); conditional: accuracy of the condition + FID per guidance scale")
-    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--model", type=Path, required=True,
+                   help="model folder; a conditional model may also be a training checkpoint (<out>/checkpoint)")
     e.add_argument("--samplers", default=None,
                    help="comma-separated sampler:steps (default ddim:100,dpm_solver_pp:20; conditional dpm_solver_pp:20)")
     e.add_argument("--n", type=int, default=None,

@@ -478,6 +478,19 @@ def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, .
     return {"condition_kind": kind, "judge": judge, **out}
 
 
+RECIPE_OF_KIND = {"shapes-text": "text", "mnist-text": "mnist-text", "layout": "layout", "mnist-class": "class"}
+
+
+def load(directory: str | os.PathLike) -> LatentDiffusion:
+    """A conditional model to judge or sample, in eval mode: a model folder (`save_pretrained`), or a `train`
+    checkpoint folder (`<out_dir>/checkpoint`, a latent view) rebuilt with its EMA weights on the shipped
+    autoencoder of its kind (`condition_kind`), so a run can be judged while it trains."""
+    ldm = LatentDiffusion.from_pretrained(directory)
+    if ldm.config.autoencoder_kind != "IdentityAutoencoder" or not (Path(directory) / "training.safetensors").exists():
+        return ldm
+    return from_checkpoint(directory, shipped_autoencoder(RECIPE_OF_KIND[condition_kind(ldm)]))
+
+
 def example_conditions(ldm: LatentDiffusion) -> dict[str, Any]:
     """A batch of 8-10 typical conditions for a grid of samples of a conditional model (`condition_kind`)."""
     from .conditioning import boxes_from_attrs

@@ -5,8 +5,8 @@
     python scripts/evaluate_conditional.py --model outputs/t2i-shapes32/model --n 100 \
         --out outputs/t2i-shapes32/metrics.json [--ship ldm-kl-f4-shapes32-text --train-command "..."]
 
---model takes a model folder (save_pretrained) or a training checkpoint folder (<out_dir>/checkpoint: EMA weights;
-then --condition names its recipe, for the shipped autoencoder). The judge follows the model's conditioner
+--model takes a model folder (save_pretrained) or a training checkpoint folder (<out_dir>/checkpoint: EMA weights
+on the shipped autoencoder, `conditional.load`). The judge follows the model's conditioner
 (`conditional.condition_kind`): text on shapes: single-shape held-out captions by the frozen ShapesClassifier (kind
 and colour), FID on its features; two-shape captions by the shipped ShapesSegmenter + ldm_lite.grounding (every
 attribute and the relation). Layout: the segmenter finds each requested object in its box. Class / MNIST captions:
@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 
 from ldm_lite import conditional, plotting
-from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.recipes import ship
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--condition", default=None, choices=sorted(conditional.RECIPES),
-                   help="the recipe of a checkpoint folder (for its autoencoder); a model folder knows it")
+                   help="ignored (older commands pass it): the model's conditioner says what it is")
     p.add_argument("--model", required=True)
     p.add_argument("--n", type=int, default=100, help="samples per guidance scale")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
@@ -48,12 +47,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     path = Path(a.model)
-    if (path / "training.safetensors").exists():
-        if a.condition is None:
-            p.error(f"{path} is a training checkpoint: pass --condition (its recipe) for the shipped autoencoder")
-        ldm = conditional.from_checkpoint(path, conditional.shipped_autoencoder(a.condition))
-    else:
-        ldm = LatentDiffusion.from_pretrained(path)
+    ldm = conditional.load(path)
     opts = {"sampler": a.sampler, "steps": a.steps}
     t0 = time.perf_counter()
     metrics = conditional.evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)

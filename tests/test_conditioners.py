@@ -244,6 +244,9 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     again = conditional.from_checkpoint(out / "checkpoint", ldm.autoencoder)  # the EMA weights of the last checkpoint
     fresh = LatentDiffusion.from_pretrained(out / "model")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), fresh.state_dict().values()))
+    loaded = conditional.load(out / "checkpoint")  # the same, with the shipped autoencoder found from the kind
+    assert loaded.latent_shape == (3, 8, 8) and loaded.config.autoencoder == ldm.config.autoencoder
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), fresh.state_dict().values()))
 
 
 def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():
