@@ -87,13 +87,13 @@ def cmd_train_ldm(args) -> None:
 
             task, _, degradation = args.condition.partition("-")
             cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
-                                     batch_size=args.batch_size, n_train=args.n_train)
+                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed)
             train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
         else:  # cross-attention: text, layout, class
             from .conditional import train
 
             train(args.condition, out, args.steps, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
-                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds)
+                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds, seed=args.seed)
         return
     from .autoencoder import Autoencoder
     from .ldm import LatentDiffusion
@@ -110,7 +110,7 @@ def cmd_train_ldm(args) -> None:
     ldm = LatentDiffusion(ae, UNet(UNetConfig.small(in_channels=ae.latent_channels,
                                                     model_channels=args.model_channels)),
                           image_size=args.resolution, prediction=args.prediction)
-    train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device,
+    train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
               out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True,
               max_seconds=60 * args.budget_minutes if args.budget_minutes else None,
               compile={"mode": args.compile} if args.compile else False)
@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--resolution", type=int, default=32)
     lt.add_argument("--n-train", type=int, default=20_000)
     lt.add_argument("--max-shapes", type=int, default=1)
+    lt.add_argument("--seed", type=int, default=0,
+                    help="batch order, t and noise; a conditional recipe's training images too (shapes seed)")
     lt.add_argument("--device", default="auto")
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
