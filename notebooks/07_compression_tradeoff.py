@@ -95,6 +95,19 @@ if committed:
     plotting.tradeoff_sampling(committed)
 
 # %% [markdown]
+# ### The other budget: equal steps
+#
+# The paper's Fig. 6 also reads along the step axis. A second, longer committed run gives every LDM-$f$ the same
+# number of training steps instead of the same compute: pixel space now gets as many updates as the others, at
+# many times their cost (`benchmarks/results/tradeoff_steps/README.md` says what it showed and how long it took).
+
+# %%
+RESULTS_STEPS = RESULTS.parent / "tradeoff_steps"
+if (RESULTS_STEPS / "config.json").exists():
+    display(Markdown((RESULTS_STEPS / "table6.md").read_text()))
+    plotting.tradeoff_training(tradeoff.collect(RESULTS_STEPS), title="equal steps: quality during training")
+
+# %% [markdown]
 # ## 3 · An f control over the trained models
 #
 # Move $f$: the samples of that model at the end of its budget, its cost per training step, and where its quality

@@ -1,0 +1,66 @@
+"""The main job's recipe at fixed step counts: train the main job's LDM (1 thread) and judge 256 DDIM-50 samples
+at each count, as the main job does (share recognisable, FID on ShapesClassifier features vs 1,000 held-out images).
+
+    python scripts/main_job_recipe.py NAME --batch 64 --lr 1e-3 --evals 400,700,1000
+
+Used to choose `MainConfig` (lr, batch, the `min_ldm_steps` floor); each count resumes the same run, so the points
+lie on one training curve (the learning rate is constant after warm-up). Results go to outputs/recipe/NAME.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ldm_lite import datasets, recipes  # noqa: E402
+from ldm_lite.evaluation import evaluate_samples  # noqa: E402
+from ldm_lite.pipeline import MainConfig, _images, build_ldm  # noqa: E402
+from ldm_lite.train import train_ldm  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name")
+    p.add_argument("--batch", type=int, default=MainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=MainConfig.lr)
+    p.add_argument("--warmup", type=int, default=MainConfig.warmup)
+    p.add_argument("--ema", type=float, default=MainConfig.ema)
+    p.add_argument("--width", type=int, default=MainConfig.model_channels)
+    p.add_argument("--evals", default="400,700,1000", help="step counts at which to judge samples")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = MainConfig(batch_size=a.batch, lr=a.lr, warmup=a.warmup, ema=a.ema, model_channels=a.width)
+    out = Path("outputs/recipe") / a.name
+    dev = torch.device("cpu")
+    ae, _ = recipes.get_autoencoder("kl", 4, "shapes", device=dev)
+    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
+    real = _images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=1, max_shapes=1), cfg.n_eval_real)
+    cpu = 0.0
+    for n in (int(s) for s in a.evals.split(",")):
+        torch.manual_seed(cfg.seed)
+        ldm = build_ldm(cfg, ae)
+        c0 = time.process_time()
+        train_ldm(ldm, ds, steps=n, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, ema=cfg.ema, device=dev,
+                  out_dir=out / "ldm", checkpoint_every=0, resume=True, seed=cfg.seed, progress=False)
+        cpu += time.process_time() - c0
+        samples = ldm.sample(cfg.n_samples, sampler=cfg.sampler, steps=cfg.sample_steps,
+                             generator=torch.Generator().manual_seed(cfg.seed)).cpu()
+        m = evaluate_samples(samples, real, recipes.get_classifier())
+        print("RESULT", json.dumps({"name": a.name, "batch": cfg.batch_size, "lr": cfg.lr, "steps": n,
+                                    "train_cpu_s": round(cpu, 1), "recognisable": m["recognisable"],
+                                    "fid": round(m["fid_classifier_features"], 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
