@@ -19,7 +19,7 @@ import torch
 
 from . import datasets, recipes
 from .autoencoder import Autoencoder
-from .checkpoint import write_json
+from .checkpoint import read_json, write_json
 from .evaluation import evaluate_samples
 from .latents import LatentCache
 from .ldm import LatentDiffusion
@@ -111,7 +111,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
                      resume=True, seed=cfg.seed, max_seconds=budget, min_steps=cfg.min_ldm_steps,
                      sync_every=cfg.sync_every)
     train_s = time.perf_counter() - t_train
-    steps_done = int(hist["step"][-1]) + 1 if hist.get("step") else 0
+    steps_done = int(read_json(out / "ldm" / "checkpoint" / "state.json")["step"])  # the history logs every 10th
     plotting.curves(hist, keys=["loss"], title="LDM training loss ||eps - eps_theta||^2 (eq. 2)").savefig(
         out / "curves.png", dpi=110)
 
