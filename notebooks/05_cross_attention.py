@@ -137,7 +137,8 @@ fig.suptitle("cosine similarity of prompt encodings (mean over tokens)"); fig.ti
 # `ll.conditional.train("text", "outputs/t2i-a", steps=2000)` and `ll.conditional.train("frozen-text", ...)`.
 # Measured on a shared 2-core CPU (`benchmarks/results/text_encoder_comparison.md`): after 2,000 steps the frozen
 # MiniLM follows single-shape captions at guidance 3 in 50% of samples, the encoder trained from scratch in 22%;
-# each frozen step costs 1.5× the CPU time, and after 800 steps neither follows its captions yet.
+# but each frozen step costs 1.5× the CPU time, and at equal CPU time (1,300 frozen steps) the frozen one reaches
+# only 10%. After 800 steps neither follows its captions yet.
 #
 # ## 5 · Layouts: one token per object
 #
