@@ -17,7 +17,7 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 2: $L_{LDM} = \mathbb{E}\,\lVert \varepsilon - \varepsilon_\theta(z_t, t)\rVert^2$),
 # §3.3 (the UNet backbone) and App. D; the UNet follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021).
 #
-# *Time:* about 8 minutes on a laptop CPU (training stops after a 7-minute budget), a few minutes on a GPU. If the
+# *Time:* about 8 minutes on a laptop CPU (training stops after a 7-minute budget, or at 1,000 steps if the machine is slower than that), a few minutes on a GPU. If the
 # shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a CPU).
 # The shipped model `ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
 #
@@ -198,7 +198,8 @@ ex.check_ldm_loss(ldm_loss);
 # %%
 live = ll.plotting.LiveCurve(title="L_LDM = ||eps - eps_theta(z_t, t)||^2 while training", every=20)
 history = ll.train.train_ldm(ldm, ds, steps=TRAIN_STEPS, batch_size=CFG.batch_size, lr=CFG.lr, warmup=CFG.warmup,
-                             ema=CFG.ema, device=DEVICE, step_callback=live, max_seconds=CFG.max_train_seconds)
+                             ema=CFG.ema, device=DEVICE, step_callback=live, max_seconds=CFG.max_train_seconds,
+                             min_steps=CFG.min_ldm_steps, latent_cache=CFG.latent_cache, log_every=1)
 print(f"trained {history['step'][-1] + 1} steps")
 live.redraw()
 
