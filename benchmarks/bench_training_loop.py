@@ -87,6 +87,32 @@ def bare_step_seconds(ldm: LatentDiffusion, batch: int, steps: int, device: torc
     return statistics.median(times)
 
 
+def bare_step_flops(ldm: LatentDiffusion, batch: int, device: torch.device) -> float:
+    """FLOPs of one bare training step (forward + backward), counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = ldm.unet.to(device).train()
+    z = torch.randn(batch, *ldm.latent_shape, device=device)
+    t = torch.randint(0, ldm.schedule.T, (batch,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.mse_loss(unet(z, t), z).backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_ceiling(device: torch.device, n: int = 2048) -> float:
+    """GFLOP/s of the best of 5 fp32 n×n matmuls on `device`, with the benchmark's clock."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        t0 = CLOCK()
+        a @ b
+        sync(device)
+        best = min(best, CLOCK() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def loop_step_seconds(make_ldm, data, batch: int, steps: int, device: torch.device, **options) -> float:
     """Seconds per step of `train_ldm` (everything the loop does). On the CPU: the median gap between
     `step_callback` time stamps after 3 warm-up steps. On a GPU a callback would sync every step, so two runs of
@@ -157,6 +183,7 @@ def main() -> None:
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k}: {v[-1] * 1e3:.0f} ms" for k, v in per_round.items()),
               flush=True)
 
+    flops, ceiling = bare_step_flops(build(ae, args.width), args.batch, dev), matmul_ceiling(dev)
     bare = per_round["bare UNet step"]
     fastest_bare = [min(vals) for vals in zip(*(v for k, v in per_round.items() if k.startswith("bare")))]
     rows = []
@@ -172,6 +199,9 @@ def main() -> None:
           f"{'bf16 autocast' if bf16 else 'fp32'}, {args.clock} clock, {args.rounds} rounds x {args.steps} steps, first stage {source}; "
           f"latent cache of {len(cache)} items built in {cache_s:.1f} s\n")
     print(format_table(rows))
+    achieved = flops / statistics.median(bare) / 1e9
+    print(f"\nbare step: {flops / 1e9:.1f} GFLOP (torch.utils.flop_counter) -> {achieved:.1f} GFLOP/s = "
+          f"{achieved / ceiling:.0%} of the fp32 matmul ceiling ({ceiling:.1f} GFLOP/s, 2048² matmul, same clock)")
 
 
 if __name__ == "__main__":
