@@ -35,7 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from bench_unet import count_flops, matmul_ceiling  # noqa: E402
+
 from ldm_lite import datasets, recipes  # noqa: E402
 from ldm_lite.latents import LatentCache  # noqa: E402
 from ldm_lite.ldm import LatentDiffusion  # noqa: E402
@@ -85,32 +87,6 @@ def bare_step_seconds(ldm: LatentDiffusion, batch: int, steps: int, device: torc
         sync(device)
         times.append(CLOCK() - t0)
     return statistics.median(times)
-
-
-def bare_step_flops(ldm: LatentDiffusion, batch: int, device: torch.device) -> float:
-    """FLOPs of one bare training step (forward + backward), counted by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    unet = ldm.unet.to(device).train()
-    z = torch.randn(batch, *ldm.latent_shape, device=device)
-    t = torch.randint(0, ldm.schedule.T, (batch,), device=device)
-    with FlopCounterMode(display=False) as counter:
-        F.mse_loss(unet(z, t), z).backward()
-    return float(counter.get_total_flops())
-
-
-def matmul_ceiling(device: torch.device, n: int = 2048) -> float:
-    """GFLOP/s of the best of 5 fp32 n×n matmuls on `device`, with the benchmark's clock."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(5):
-        sync(device)
-        t0 = CLOCK()
-        a @ b
-        sync(device)
-        best = min(best, CLOCK() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def loop_step_seconds(make_ldm, data, batch: int, steps: int, device: torch.device, **options) -> float:
@@ -183,7 +159,10 @@ def main() -> None:
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k}: {v[-1] * 1e3:.0f} ms" for k, v in per_round.items()),
               flush=True)
 
-    flops, ceiling = bare_step_flops(build(ae, args.width), args.batch, dev), matmul_ceiling(dev)
+    probe = build(ae, args.width).to(dev)
+    z = torch.randn(args.batch, *probe.latent_shape, device=dev)
+    flops = count_flops(lambda: probe.unet(z, torch.zeros(args.batch, dtype=torch.long, device=dev)), backward=True)
+    ceiling = matmul_ceiling(repeats=5, device=dev, clock=CLOCK)
     bare = per_round["bare UNet step"]
     fastest_bare = [min(vals) for vals in zip(*(v for k, v in per_round.items() if k.startswith("bare")))]
     rows = []

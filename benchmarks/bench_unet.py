@@ -125,11 +125,24 @@ def timed_both(fn: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def matmul_ceiling(n: int = 2048, repeats: int = 3) -> float:
-    """fp32 GFLOP/s of an n×n @ n×n matmul: the best of `repeats` (the machine's ceiling under the current load)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    return 2 * n**3 / min(timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+def matmul_ceiling(n: int = 2048, repeats: int = 3, device: torch.device | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
+    """fp32 GFLOP/s of an n×n @ n×n matmul: the best of `repeats` (the machine's ceiling under the current load),
+    on `device` (synchronised on a GPU), timed with `clock` (e.g. time.process_time on a shared CPU)."""
+    device = device or torch.device("cpu")
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = clock()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return clock() - t0
+
+    once()
+    return 2 * n**3 / min(once() for _ in range(repeats)) / 1e9
 
 
 def bench_case(case: Case, batch: int, repeats: int, warmup: int, mm: Callable[[], float]) -> dict:
