@@ -87,7 +87,8 @@ def cmd_train_ldm(args) -> None:
 
             task, _, degradation = args.condition.partition("-")
             cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
-                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed)
+                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed,
+                                     init_from=args.init and str(args.init), latent_cache=args.latent_cache)
             train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
         else:  # cross-attention: text, layout, class
             from .conditional import train
@@ -312,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
     lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
+    lt.add_argument("--init", type=Path, default=None,
+                    help="image-to-image: start from this saved model's weights (fine-tuning, fresh optimizer)")
+    lt.add_argument("--latent-cache", action="store_true",
+                    help="image-to-image sr/semantic: encode the training images once instead of every step")
     lt.set_defaults(func=cmd_train_ldm)
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")

@@ -48,8 +48,8 @@ from .spatial import (
     SuperResolutionConditioner,
     SuperResolutionConfig,
     SuperResolutionPairs,
-    blend_known_latents,
     inpaint_mask,
+    known_latents,
     sdedit,
 )
 from .unet import UNet, UNetConfig
@@ -85,6 +85,8 @@ class ImageToImageConfig:
     ema: float = 0.995
     model_channels: int = 32  # UNet width (levels 8x8 and 4x4 of the f=4 latent)
     seed: int = 0
+    init_from: str | None = None  # a saved model folder (same task and width) whose weights start the run
+    latent_cache: bool = False  # sr / semantic: encode the training images once (inpainting encodes per step)
 
 
 def build(task: str, autoencoder: Autoencoder | None = None, model_channels: int = 32,
@@ -131,15 +133,31 @@ def train(task: str, out_dir: str | os.PathLike, *, degradation: str = "bicubic"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ldm = build(cfg.task, model_channels=cfg.model_channels, resolution=cfg.resolution)
+    if cfg.init_from is not None:  # fine-tuning: start from saved weights, with a fresh optimizer and schedule
+        _init_from(ldm, cfg.init_from)
+    if cfg.latent_cache and cfg.task == "inpaint":
+        raise ValueError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
+                         "during training; set latent_cache=False")
     data = training_data(cfg.task, cfg.degradation, cfg.resolution, cfg.n_train, cfg.seed)
     t0 = time.perf_counter()
     hist = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                      ema=cfg.ema, device=device, out_dir=out, checkpoint_every=max(100, cfg.steps // 10),
-                     resume=resume, seed=cfg.seed, progress=progress, max_seconds=max_seconds)
+                     resume=resume, seed=cfg.seed, progress=progress, max_seconds=max_seconds,
+                     latent_cache=cfg.latent_cache)
     (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "wall_s_last_session":
                                                        round(time.perf_counter() - t0, 1)}, indent=2))
     (out / "history.json").write_text(json.dumps(hist))
     return ldm.eval()
+
+
+def _init_from(ldm: LatentDiffusion, path: str | os.PathLike) -> None:
+    """Copy a saved model's weights into `ldm` (same task and architecture), or say what differs."""
+    src = LatentDiffusion.from_pretrained(path)
+    if type(src.conditioner) is not type(ldm.conditioner) or src.unet.config != ldm.unet.config:
+        raise ValueError(f"{path} holds a {type(src.conditioner).__name__} model with UNet {src.unet.config}, "
+                         f"but this run builds a {type(ldm.conditioner).__name__} model with UNet {ldm.unet.config}; "
+                         f"start from a model of the same task and width")
+    ldm.load_state_dict(src.state_dict())
 
 
 def load(task: str, degradation: str = "bicubic", path: str | os.PathLike | None = None) -> LatentDiffusion:
@@ -198,17 +216,20 @@ def sr_pictures(hr: Tensor, lowres: Tensor, models: dict[str, LatentDiffusion], 
 def inpaint_pictures(ldm: LatentDiffusion, image: Tensor, mask: Tensor, steps: int = 25,
                      seed: int = 0) -> tuple[dict[str, Tensor], str]:
     """Pictures of an inpainting panel for image (1, 3, H, W) and mask (1, H, W) (1 = fill): the masked input,
-    the decoded output, the output with the known pixels pasted back; readout: PSNR outside the mask."""
+    the decoded output, the output of replacement sampling (known latent cells kept at every step), the output with
+    the known pixels pasted back; readout: PSNR outside the mask."""
     m = mask.float()
-    out = _sample(ldm, {"image": image, "inpaint_mask": m}, steps, seed)
+    batch = {"image": image, "inpaint_mask": m}
+    out = _sample(ldm, batch, steps, seed)
+    kept = _sample(ldm, batch, steps, seed, keep_known=True)
     rec = ldm.decode(ldm.autoencoder.to_latent(image.to(ldm.device), sample=False)).cpu()
     pasted = out * m[:, None] + image * (1 - m[:, None])
-    text = (f"PSNR outside the mask: output {float(_psnr_where(out, image, 1 - m)):.1f} dB, autoencoder "
-            f"reconstruction {float(_psnr_where(rec, image, 1 - m)):.1f} dB, pasted: exact &nbsp; hole "
-            f"{float(m.mean()):.0%} of the image")
+    text = (f"PSNR outside the mask: output {float(_psnr_where(out, image, 1 - m)):.1f} dB, known latents kept "
+            f"{float(_psnr_where(kept, image, 1 - m)):.1f} dB, autoencoder reconstruction "
+            f"{float(_psnr_where(rec, image, 1 - m)):.1f} dB, pasted: exact &nbsp; hole {float(m.mean()):.0%} of the image")
     masked = image * (1 - m[:, None]) + m[:, None] * 0.0
     return {"input": image[0], "masked input (grey = fill)": masked[0], "output D(z_0)": out[0],
-            "known pixels pasted back": pasted[0]}, text
+            "known latents kept": kept[0], "known pixels pasted back": pasted[0]}, text
 
 
 def scene_map(layout: list[tuple[str, float, float, str]], side: int = 32, canvas: int = 1) -> Tensor:
@@ -268,12 +289,14 @@ def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tenso
 
 
 def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128,
-            return_latents: bool = False) -> Tensor:
+            return_latents: bool = False, keep_known: bool = False) -> Tensor:
+    """DDIM samples for a batch of conditions (in chunks); keep_known: inpainting by replacement sampling too."""
     n = len(next(iter(batch.values())))
     out = []
     for i in range(0, n, batch_size):
         part = {k: v[i:i + batch_size] for k, v in batch.items()}
-        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps, return_latents=return_latents,
+        known = known_latents(ldm.condition(part, len(part["image"]))) if keep_known else None
+        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps, return_latents=return_latents, known=known,
                               generator=torch.Generator().manual_seed(seed + i)).cpu())
     return torch.cat(out)
 
@@ -327,9 +350,12 @@ def _psnr_where(x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
 @torch.no_grad()
 def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: int = 128, seed: int = 12345,
                      steps: int = 25, kinds: tuple[str, ...] = MASK_KINDS) -> list[dict]:
-    """Per mask kind, on `n` held-out single-shape images: PSNR outside the mask of the decoded output and of the
-    autoencoder's reconstruction; the share of pasted results (known pixels put back) that are *valid*: a
-    recognisable shape (ShapesClassifier) or clean background (the segmenter finds at most 2 shape pixels)."""
+    """Per mask kind, on `n` held-out single-shape images: PSNR outside the mask of the decoded output, of the
+    output of replacement sampling (`known_latents`: ẑ_0 = the masked image's latent on cells with no missing pixel)
+    and of the autoencoder's reconstruction; `rim_share`, the share of known pixels whose latent cell also holds
+    missing pixels (generated, so they cannot keep the input); the share of pasted results (known pixels put back)
+    that are *valid*: a recognisable shape (ShapesClassifier) or clean background (the segmenter finds at most 2
+    shape pixels)."""
     x, seg = _held_out(n, seed, max_shapes=1)
     rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
     rows = []
@@ -337,16 +363,18 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
         m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
                                                        seg[i].numpy())) for i in range(n)])
         batch = {"image": x, "inpaint_mask": m}
-        z0 = _sample(ldm, batch, steps, seed, return_latents=True)
-        out = ldm.decode(z0.to(ldm.device)).cpu()
-        blended = ldm.decode(blend_known_latents(z0.to(ldm.device), ldm.condition(batch, n))).cpu()
+        out = _sample(ldm, batch, steps, seed)
+        kept = _sample(ldm, batch, steps, seed, keep_known=True)
         pasted = out * m[:, None] + x * (1 - m[:, None])
+        f = ldm.autoencoder.f
+        cells = F.interpolate(F.max_pool2d(m[:, None], f), scale_factor=f, mode="nearest")[:, 0]
         recognisable = classifier.judge(pasted)["recognisable"]
         empty = (segmenter.predict(pasted) > 0).sum((1, 2)) <= 2
         rows.append({"mask": kind, "n": n, "hole_share": float(m.mean()),
                      "psnr_outside_output": float(_psnr_where(out, x, 1 - m).mean()),
-                     "psnr_outside_latent_blend": float(_psnr_where(blended, x, 1 - m).mean()),
+                     "psnr_outside_keep_known": float(_psnr_where(kept, x, 1 - m).mean()),
                      "psnr_outside_ae_reconstruction": float(_psnr_where(rec, x, 1 - m).mean()),
+                     "rim_share": float((cells * (1 - m)).sum() / (1 - m).sum()),
                      "psnr_hole_pasted": float(_psnr_where(pasted, x, m).mean()),
                      "valid": float((recognisable | empty).float().mean()),
                      "valid_shape": float(recognisable.float().mean()), "valid_empty": float(empty.float().mean())})
@@ -433,13 +461,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="default: outputs/i2i/<task>[-<degradation>]")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--lr", type=float, default=ImageToImageConfig.lr)
+    p.add_argument("--init", default=None, help="start from this saved model's weights (fine-tuning)")
+    p.add_argument("--latent-cache", action="store_true", help="sr / semantic: encode the training images once")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
     name = a.task + (f"-{a.degradation}" if a.task == "sr" else "")
     out = a.out or f"outputs/i2i/{name}"
-    cfg = ImageToImageConfig(task=a.task, degradation=a.degradation, steps=a.steps, batch_size=a.batch_size)
+    cfg = ImageToImageConfig(task=a.task, degradation=a.degradation, steps=a.steps, batch_size=a.batch_size,
+                             lr=a.lr, init_from=a.init, latent_cache=a.latent_cache)
     train(a.task, out, config=cfg, max_seconds=a.max_seconds, progress=True)
 
 

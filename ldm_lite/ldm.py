@@ -241,7 +241,7 @@ class LatentDiffusion(Pretrained, nn.Module):
                negative_batch: dict[str, Any] | None = None, sampler: str = "ddim", steps: int = 50,
                guidance_scale: float = 1.0, generator: torch.Generator | None = None, noise: Tensor | None = None,
                callback=None, return_latents: bool = False, size: int | None = None,
-               **sampler_options: Any) -> Tensor:
+               known: tuple[Tensor, Tensor] | None = None, **sampler_options: Any) -> Tensor:
         """Generate images (B, C, H, W) in [-1, 1].
 
         n: number of images (unconditional); the condition: `labels` (class indices -> batch["label"]), `prompts`
@@ -253,6 +253,9 @@ class LatentDiffusion(Pretrained, nn.Module):
         size: the image side to sample (default: `config.image_size`; the UNet is convolutional, so a model trained
         at 32 can sample 64). A spatial condition (c_concat) sets the latent size itself: larger maps give larger
         images.
+        known: (z_known, keep), latents (B, c, h, w) in the diffusion's scale and a 0/1 mask (B, 1, h, w):
+        replacement sampling, ẑ_0 = z_known wherever keep = 1 at every step (`samplers.keep_known`); inpainting
+        with any model, e.g. `spatial.known_latents(...)` for an inpainting model's condition.
         """
         if sampler not in _samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
@@ -271,6 +274,13 @@ class LatentDiffusion(Pretrained, nn.Module):
                 if uncond.batch_size != b:
                     raise ValueError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
                 denoiser = _samplers.guided(denoiser, guidance_scale, uncond)
+            if known is not None:
+                z_known, keep = known
+                if z_known.shape != noise.shape or keep.shape[0] != noise.shape[0] or keep.shape[-2:] != noise.shape[-2:]:
+                    raise ValueError(f"known=(z_known, keep) must be latents {tuple(noise.shape)} and a mask "
+                                     f"({noise.shape[0]}, 1, {noise.shape[-2]}, {noise.shape[-1]}); got "
+                                     f"{tuple(z_known.shape)} and {tuple(keep.shape)}")
+                denoiser = _samplers.keep_known(denoiser, self.schedule, z_known.to(self.device), keep.to(self.device))
             z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise.to(self.device), steps, cond=cond,
                                              generator=generator, callback=callback,
                                              prediction=self.config.prediction, **sampler_options)

@@ -58,7 +58,7 @@ from ldm_lite.schedule import Schedule
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # (z_t (B,C,H,W), t (B,) long, cond) -> ε̂ (B,C,H,W)
 Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
 
-__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "SAMPLERS", "LDM_REFERENCE"]
+__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "SAMPLERS", "LDM_REFERENCE"]
 
 # the timestep convention of CompVis latent-diffusion's DDIMSampler / PLMSSampler (options of `ddim` and `plms`)
 LDM_REFERENCE: dict[str, Any] = {"spacing": "leading", "offset": 1, "final_alpha_one": False}
@@ -111,6 +111,21 @@ def from_v(denoiser: Denoiser, schedule: Schedule) -> Denoiser:
 
     def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         return schedule.eps_from_v(z_t, t, denoiser(z_t, t, cond))
+
+    return eps
+
+
+def keep_known(denoiser: Denoiser, schedule: Schedule, z_known: Tensor, keep: Tensor) -> Denoiser:
+    """Replacement sampling for inpainting (RePaint, Lugmayr et al. 2022; Blended Latent Diffusion, Avrahami et al.
+    2023), written on ε so that every sampler keeps its own update: where keep = 1 the prediction ẑ_0 is the known
+    latent, i.e. ε̂ is replaced by ε = (z_t - √ᾱ_t z_known) / √(1 - ᾱ_t); elsewhere the model's ε̂ is used.
+    A deterministic sampler then ends with z_0 = z_known exactly on the kept cells, and the generated cells are
+    denoised beside the known ones at every step. z_known (B, C, H, W); keep (B, 1 or C, H, W) of 0/1.
+    """
+
+    def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        e = denoiser(z_t, t, cond)
+        return torch.where(keep.to(e) > 0, schedule.eps_from_x0(z_t, t, z_known.to(e)), e)
 
     return eps
 

@@ -172,13 +172,13 @@ class InpaintingConditioner(_SpatialConditioner):
         return Condition(concat=torch.cat([z, F.adaptive_avg_pool2d(m, (h, w))], dim=1))
 
 
-def blend_known_latents(z0: Tensor, cond: Condition) -> Tensor:
-    """Put the known part back in latent space (Blended Latent Diffusion, Avrahami et al. 2023): latent cells with
-    no missing pixel take the masked image's latent, the others keep the sample. z0 (B, c, h, w), cond from an
-    `InpaintingConditioner` ([latent, pooled mask]) -> (B, c, h, w). Decode the result for an image whose known
-    region is as good as the autoencoder's reconstruction (the encoder's receptive field blurs the hole's rim)."""
+def known_latents(cond: Condition) -> tuple[Tensor, Tensor]:
+    """(z_known, keep) for replacement sampling (`LatentDiffusion.sample(known=...)`, `samplers.keep_known`) from an
+    `InpaintingConditioner`'s condition: the masked image's latent, and keep = 1 on latent cells with no missing
+    pixel ((B, 1, h, w)). Sampling with it ends with exactly that latent on those cells, so away from the hole the
+    decoded output is the autoencoder's reconstruction of the masked image (its encoder still sees the grey hole)."""
     z_known, m = cond.concat[:, :-1], cond.concat[:, -1:]
-    return torch.where(m > 0, z0, z_known.to(z0.dtype))
+    return z_known, (m == 0).to(z_known.dtype)
 
 
 def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:

@@ -124,8 +124,11 @@ if full:
 #
 # The condition is the latent of the *masked* image plus the mask itself, so the model knows both what is kept and
 # where to invent. Choose a **mask**: a box, random strokes, or "remove one shape" (the shape's pixels, grown a
-# little). Outside the mask the decoded output can only be as good as the autoencoder (compare the two PSNRs);
-# pasting the known pixels back makes it exact.
+# little). Outside the mask the decoded output can only be as good as the autoencoder (compare the PSNRs). Two
+# ways to keep the known part: **replacement sampling** (`known=` in `LatentDiffusion.sample`, RePaint / Blended
+# Latent Diffusion) sets the prediction ẑ_0 to the masked image's latent on every latent cell with no missing pixel,
+# at every step, so those cells end exactly as encoded (a cell that the mask touches is still generated: its known
+# pixels are only as good as the model); pasting the known pixels back makes them exact.
 
 # %%
 mask_kind = widgets.Dropdown(options=ll.spatial.MASK_KINDS, value="box", description="mask")

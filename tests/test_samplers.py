@@ -134,6 +134,24 @@ def test_callback_called_every_step_with_x0_prediction():
         torch.testing.assert_close(x0, expected)
 
 
+def test_keep_known_predicts_the_known_latent_on_kept_cells_for_every_sampler():
+    sched = Schedule.scaled_linear(T)
+    noise = torch.randn(B, C, H, W, generator=torch.Generator().manual_seed(0))
+    z_known = torch.randn(B, C, H, W, generator=torch.Generator().manual_seed(1))
+    keep = torch.zeros(B, 1, H, W)
+    keep[..., : H // 2, :] = 1
+    wrapped = samplers.keep_known(toy_denoiser, sched, z_known, keep)
+    z, t = torch.randn(B, C, H, W), torch.full((B,), 500)
+    x0 = sched.x0_from_eps(z, t, wrapped(z, t, None))  # ẑ_0 = z_known where kept, the model's ẑ_0 elsewhere
+    torch.testing.assert_close(x0 * keep, z_known * keep, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(wrapped(z, t, None) * (1 - keep), toy_denoiser(z, t) * (1 - keep))
+    top = keep.bool().expand(B, C, H, W)
+    for fn in (samplers.ddim, samplers.plms, samplers.dpm_solver_pp):
+        z0 = fn(wrapped, sched, noise, 10)  # deterministic samplers end on z_known where kept
+        torch.testing.assert_close(z0[top], z_known[top], atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(z0[~top], z_known[~top], atol=1e-2)
+
+
 def test_guided_is_one_batched_forward_and_interpolates():
     calls = []
 

@@ -240,17 +240,27 @@ def test_sample_to_file_reads_pngs_and_names_bad_inputs(tmp_path):
                            model=tmp_path / "semantic")
 
 
-def test_blend_known_latents_keeps_the_sample_only_where_pixels_are_missing():
-    from ldm_lite.spatial import blend_known_latents
+def test_known_latents_keep_exactly_the_cells_without_missing_pixels():
+    from ldm_lite.spatial import known_latents
 
     ldm = tiny_ldm(InpaintingConditioner())
     x = shapes_batch()["image"]
     m = torch.zeros(2, 16, 16)
     m[:, :5, :5] = 1  # touches latent cells (0,0), (0,1), (1,0), (1,1)
     cond = ldm.conditioner({"image": x, "inpaint_mask": m})
-    z0 = torch.randn(2, 3, 4, 4)
-    out = blend_known_latents(z0, cond)
+    z_known, keep = known_latents(cond)
     hole = torch.zeros(4, 4, dtype=torch.bool)
     hole[:2, :2] = True
-    assert torch.equal(out[:, :, hole], z0[:, :, hole])
-    assert torch.equal(out[:, :, ~hole], cond.concat[:, :3][:, :, ~hole])
+    assert keep.shape == (2, 1, 4, 4) and bool((keep[:, 0, hole] == 0).all()) and bool((keep[:, 0, ~hole] == 1).all())
+    assert torch.equal(z_known, cond.concat[:, :3])
+    # replacement sampling: a deterministic sampler ends with the known latent on the kept cells, the rest sampled
+    g = torch.Generator().manual_seed(0)
+    z0 = ldm.sample(batch={"image": x, "inpaint_mask": m}, steps=4, known=(z_known, keep), generator=g,
+                    return_latents=True)
+    free = ldm.sample(batch={"image": x, "inpaint_mask": m}, steps=4, generator=torch.Generator().manual_seed(0),
+                      return_latents=True)
+    torch.testing.assert_close(z0[:, :, ~hole], z_known[:, :, ~hole], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(free[:, :, ~hole], z_known[:, :, ~hole], atol=1e-3)
+    assert not torch.allclose(z0[:, :, hole], z_known[:, :, hole], atol=1e-3)
+    with pytest.raises(ValueError, match="known=.*must be latents"):
+        ldm.sample(batch={"image": x, "inpaint_mask": m}, steps=2, known=(z_known[:1], keep))
