@@ -154,7 +154,7 @@ def _final_alpha_bar(schedule: Schedule, final_alpha_one: bool) -> float:
 
 
 def _x0(z: Tensor, eps: Tensor, ab: float, clip_x0: float | None) -> Tensor:
-    x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5  # DDPM eq. 15
+    x0 = Schedule.x0_at(z, eps, ab)  # DDPM eq. 15
     return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
 
 
@@ -322,13 +322,13 @@ def dpm_solver_pp(
         x0 = _x0(z, eps, ab, None)
         if callback is not None:
             callback(i, t, z, x0)
-        lam = _half_log_snr(ab)
+        lam = Schedule.half_log_snr_at(ab)
         if t_prev < 0:
             z = x0  # σ_prev = 0: the ODE solution at t = 0 is the data prediction itself
         else:
             ab_prev = schedule.alpha_bar_at(t_prev)
             a_prev, s_prev, s = ab_prev**0.5, (1 - ab_prev) ** 0.5, (1 - ab) ** 0.5
-            h = _half_log_snr(ab_prev) - lam
+            h = Schedule.half_log_snr_at(ab_prev) - lam
             if x0_last is None:
                 d = x0  # first order (= DDIM)
             else:
@@ -337,11 +337,6 @@ def dpm_solver_pp(
             z = (s_prev / s) * z - a_prev * math.expm1(-h) * d
         x0_last, lam_last = x0, lam
     return z
-
-
-def _half_log_snr(ab: float) -> float:
-    """λ = log(√ᾱ / σ) = ½ log(ᾱ / (1 - ᾱ))."""
-    return 0.5 * (math.log(ab) - math.log1p(-ab))
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": ddpm, "ddim": ddim, "plms": plms, "dpm_solver_pp": dpm_solver_pp}

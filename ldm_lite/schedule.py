@@ -177,6 +177,18 @@ class Schedule:
         """ε̂ = (z_t - √ᾱ_t ẑ_0) / σ_t.  (B, ...) -> (B, ...)."""
         return (z_t - self.at(self.sqrt_alpha_bar, t, z_t) * x0) / self.at(self.sigma, t, z_t)
 
+    # the same conversions at a value of ᾱ rather than a table index: what a sampler has at a respaced step or at
+    # its final ᾱ = 1 (Python floats, so a sampler's arithmetic is the same on every device)
+    @staticmethod
+    def x0_at(z_t: Tensor, eps: Tensor, alpha_bar: float) -> Tensor:
+        """ẑ_0 = (z_t - √(1-ᾱ) ε̂) / √ᾱ  (DDPM eq. 15) at ᾱ = alpha_bar.  (B, ...) -> (B, ...)."""
+        return (z_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar**0.5
+
+    @staticmethod
+    def half_log_snr_at(alpha_bar: float) -> float:
+        """λ = log(√ᾱ / σ) = ½ log(ᾱ / (1 - ᾱ)), DPM-Solver's time variable, at ᾱ = alpha_bar."""
+        return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
+
     def v_target(self, z0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """v = √ᾱ_t ε - σ_t z_0, the v-prediction target (Salimans & Ho 2022, §4).  (B, ...) -> (B, ...)."""
         return self.at(self.sqrt_alpha_bar, t, z0) * noise - self.at(self.sigma, t, z0) * z0

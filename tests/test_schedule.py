@@ -64,6 +64,11 @@ def test_parameterisations_invert_each_other():
     torch.testing.assert_close(s.eps_from_x0(z_t, t, z0), eps, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(s.eps_from_v(z_t, t, v), eps, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s.x0_from_v(z_t, t, v), z0, atol=1e-5, rtol=1e-5)
+    # the samplers' form at a value of ᾱ agrees with the table form at the same step
+    for i, ti in enumerate(t.tolist()):
+        ab = s.alpha_bar_at(ti)
+        torch.testing.assert_close(Schedule.x0_at(z_t[i:i + 1], eps[i:i + 1], ab), z0[i:i + 1], atol=1e-4, rtol=1e-4)
+        assert Schedule.half_log_snr_at(ab) == pytest.approx(0.5 * float(s.log_snr[ti]), rel=1e-9)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
