@@ -264,3 +264,21 @@ def test_known_latents_keep_exactly_the_cells_without_missing_pixels():
     assert not torch.allclose(z0[:, :, hole], z_known[:, :, hole], atol=1e-3)
     with pytest.raises(ValueError, match="known=.*must be latents"):
         ldm.sample(batch={"image": x, "inpaint_mask": m}, steps=2, known=(z_known[:1], keep))
+
+
+def test_image_to_image_training_can_start_from_saved_weights(tmp_path):
+    from ldm_lite import image_to_image as i2i
+
+    shipped = i2i.load("semantic")
+    cfg = i2i.ImageToImageConfig(task="semantic", steps=1, n_train=16, batch_size=4, warmup=1, lr=1e-9,
+                                 latent_cache=True, init_from=str(ll.paths.pretrained(i2i.shipped_name("semantic"))))
+    tuned = i2i.train("semantic", tmp_path / "ft", config=cfg, progress=False, device="cpu")
+    fresh = i2i.build("semantic")
+    w = "unet.conv_in.weight"
+    assert torch.allclose(tuned.state_dict()[w], shipped.state_dict()[w], atol=1e-6)  # lr ~0: still the start
+    assert not torch.allclose(fresh.state_dict()[w], shipped.state_dict()[w], atol=1e-3)
+    with pytest.raises(ValueError, match="same task and width"):
+        i2i.train("sr", tmp_path / "bad", config=i2i.ImageToImageConfig(
+            task="sr", steps=1, n_train=16, init_from=str(ll.paths.pretrained(i2i.shipped_name("semantic")))))
+    with pytest.raises(ValueError, match="latent_cache=True cannot serve inpainting"):
+        i2i.train("inpaint", tmp_path / "bad2", config=i2i.ImageToImageConfig(task="inpaint", latent_cache=True))
