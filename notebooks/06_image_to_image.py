@@ -213,6 +213,24 @@ def sr_unet_input(z_t, lowres):
 ex.check_sr_unet_input(sr_unet_input);
 
 # %% [markdown]
+# ### Your turn: inpainting by replacement
+#
+# Replacement sampling (`known=` in `LatentDiffusion.sample`; RePaint, Blended Latent Diffusion) keeps the known
+# latent cells at every step without changing the sampler: where `keep` is 1 it hands the sampler the ε that makes
+# the prediction $\hat z_0$ equal the known latent, i.e. DDPM eq. 4 $z_t = \sqrt{\bar\alpha_t}\, z_0 +
+# \sqrt{1-\bar\alpha_t}\, \epsilon$ solved for ε with $z_0$ = `z_known`; elsewhere the model's $\hat\epsilon$.
+# `ex.check_keep_known` compares it with `ll.samplers.keep_known`, then fills boxes with the shipped inpainting
+# model using your function.
+
+# %%
+def keep_known(z_t, eps, alpha_bar_t, z_known, keep):
+    """z_t, eps, z_known (B, c, h, w); alpha_bar_t a float; keep (B, 1, h, w) of 0/1 -> ε̃ (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_keep_known(keep_known);
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **The no-op.** With `f = 4` and ×4 super-resolution the condition is the low-res image itself. Build a

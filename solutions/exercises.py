@@ -126,6 +126,11 @@ def sr_unet_input(z_t, lowres):
     return torch.cat([z_t, lowres], dim=1)
 
 
+def keep_known(z_t, eps, alpha_bar_t, z_known, keep):
+    replaced = (z_t - alpha_bar_t**0.5 * z_known) / (1 - alpha_bar_t) ** 0.5
+    return torch.where(keep > 0, replaced, eps)
+
+
 # ------------------------------------------------------------------------------------------ 07 the trade-off
 def conv2d_flops(c_in, c_out, kernel, h_out, w_out):
     return 2 * c_in * c_out * kernel * kernel * h_out * w_out

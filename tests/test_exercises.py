@@ -154,6 +154,11 @@ WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
                                                if y.shape[-1] != z.shape[-1] else y, z], 1), "z_t comes first"),
                       (lambda z, y: torch.cat([z, F.interpolate(y, size=z.shape[-2:], mode="nearest")], 1),
                        "bicubic")],
+    "keep_known": [(lambda z, e, ab, zk, k: torch.where(k > 0, e, (z - ab**0.5 * zk) / (1 - ab) ** 0.5),
+                    "keep = 1 marks the known cells"),
+                   (lambda z, e, ab, zk, k: torch.where(k > 0, (z - ab * zk) / (1 - ab), e), "missing square roots"),
+                   (lambda z, e, ab, zk, k: torch.where(k > 0, ab**0.5 * zk + (1 - ab) ** 0.5 * e, e),
+                    "not an ε")],
     "conv2d_flops": [(lambda ci, co, k, h, w: ci * co * k * k * h * w, "multiply-adds (MACs)"),
                      (lambda ci, co, k, h, w: 2 * ci * co * k * h * w, "k²")],
     "cross_attention": [(lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, kv_from_x=True),
@@ -240,6 +245,6 @@ def test_demos_plug_the_solution_into_the_model(monkeypatch):
     d = ex.check_ldm_loss(SOL.ldm_loss).demo
     assert len(d["losses"]) == 3 and max(abs(a - b) for a, b in zip(d["losses"], d["library_losses"])) < 1e-5
     for check in (ex.check_resblock_forward, ex.check_attention, ex.check_timestep_embedding, ex.check_cfg,
-                  ex.check_unet_forward):
+                  ex.check_unet_forward, ex.check_keep_known):
         assert check(getattr(SOL, check.__name__[len("check_"):])).demo["max_diff"] < 1e-4
     assert ex.check_vq_lookup(SOL.vq_lookup).demo["psnr"] > 20  # the shipped VQ-f4 reconstructs through it

@@ -46,6 +46,7 @@ Checks (notebook: function to write; paper):
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
     05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM eq. 3)
     06  sr_unet_input(z_t, lowres) -> (B, c + 3, h, w)          the UNet input of LDM super-resolution (concat, §3.3)
+    06  keep_known(z_t, eps, alpha_bar_t, z_known, keep) -> ε̃   replacement sampling for inpainting (RePaint)
     07  conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int  the cost of a convolution, the unit of LDM-f's cost
 
 Modules: `first_stage` (00, 01), `diffusion` (02, 04), `unet` (03, 07), `conditioning` (05, 06); `checking` holds
@@ -55,7 +56,7 @@ the machinery (Verdict, cases, hints, real inputs).
 from __future__ import annotations
 
 from .checking import Verdict
-from .conditioning import check_cross_attention, check_sr_unet_input
+from .conditioning import check_cross_attention, check_keep_known, check_sr_unet_input
 from .diffusion import check_cfg, check_ddim_step, check_predict_x0, check_q_sample, check_snr
 from .first_stage import (
            check_kl_divergence,
@@ -93,5 +94,6 @@ __all__ = ["Verdict",
            "check_cfg",
            "check_cross_attention",
            "check_sr_unet_input",
+           "check_keep_known",
            "check_conv2d_flops",
 ]

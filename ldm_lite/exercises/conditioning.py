@@ -106,3 +106,72 @@ def check_sr_unet_input(fn: Fn, demo: bool = False) -> Verdict:
          lambda z, y: torch.cat([z, resize(y, z.shape[-1], antialias=False)], dim=1)),
     ]
     return check("sr_unet_input", fn, ref, cases, mistakes, "SuperResolutionConditioner", None, demo)
+
+
+def check_keep_known(fn: Fn, demo: bool = True) -> Verdict:
+    """`keep_known(z_t, eps, alpha_bar_t, z_known, keep) -> ε̃`: replacement sampling for inpainting, as
+    `ll.samplers.keep_known` computes it: where keep = 1 the ε that makes the prediction ẑ_0 equal the known latent,
+    ε = (z_t − √ᾱ_t·z_known) / √(1 − ᾱ_t) (DDPM eq. 4 solved for ε); elsewhere the model's ε̂. z_t, eps, z_known
+    (B, c, h, w); keep (B, 1, h, w) of 0/1; alpha_bar_t a float. Cases: t in the middle, ᾱ near 1 (t = 0), ᾱ near
+    0 (t = T−1), nothing kept, everything kept. Demo: the shipped inpainting model fills boxes with your function."""
+    from ..samplers import keep_known
+    from ..schedule import Schedule
+
+    def ref(z_t, eps, alpha_bar_t, z_known, keep):
+        one_step = Schedule(betas=torch.tensor([1.0 - alpha_bar_t], dtype=torch.float64))  # ᾱ_0 = alpha_bar_t
+        wrapped = keep_known(lambda z, t, c: eps, one_step, z_known, keep)
+        return wrapped(z_t, torch.zeros(len(z_t), dtype=torch.long), None)
+
+    z, e, zk = rand(2, 3, 8, 8), rand(2, 3, 8, 8, seed=1), rand(2, 3, 8, 8, seed=2)
+    keep = (torch.rand(2, 1, 8, 8, generator=gen(3)) > 0.4).float()
+    cases = [Case("ᾱ_t = 0.5, some cells kept", (z, e, 0.5, zk, keep)),
+             Case("ᾱ_t = 0.9991 (t = 0)", (z, e, 0.9991, zk, keep)),
+             Case("ᾱ_t = 0.0047 (t = T − 1)", (z, e, 0.0047, zk, keep)),
+             Case("nothing kept: the model's ε̂ everywhere", (z, e, 0.3, zk, torch.zeros_like(keep))),
+             Case("everything kept", (z, e, 0.3, zk, torch.ones_like(keep)))]
+
+    def replaced(z, ab, zk, sign=-1.0, roots=True):
+        a, s = (ab**0.5, (1 - ab) ** 0.5) if roots else (ab, 1 - ab)
+        return (z + sign * a * zk) / s
+
+    mistakes = [
+        ("keep = 1 marks the known cells: the replacement goes where keep is 1, the model's ε̂ elsewhere",
+         lambda z, e, ab, zk, k: torch.where(k > 0, e, replaced(z, ab, zk))),
+        ("missing square roots: z_t = √ᾱ_t·z_0 + √(1 − ᾱ_t)·ε, so ε = (z_t − √ᾱ_t·z_known) / √(1 − ᾱ_t)",
+         lambda z, e, ab, zk, k: torch.where(k > 0, replaced(z, ab, zk, roots=False), e)),
+        ("the sign: solving z_t = √ᾱ_t·z_known + √(1 − ᾱ_t)·ε for ε subtracts √ᾱ_t·z_known",
+         lambda z, e, ab, zk, k: torch.where(k > 0, replaced(z, ab, zk, sign=1.0), e)),
+        ("that is the noisy known latent q(z_t | z_known) (a z_t), not an ε: the sampler needs the ε that gives "
+         "ẑ_0 = z_known",
+         lambda z, e, ab, zk, k: torch.where(k > 0, ab**0.5 * zk + (1 - ab) ** 0.5 * e, e)),
+    ]
+
+    @torch.no_grad()
+    def run(f: Fn) -> dict:
+        from .. import image_to_image as i2i
+        from .. import samplers
+        from ..spatial import known_latents
+
+        model = i2i.load("inpaint")
+        x = real_images(4)
+        m = torch.zeros(4, 32, 32)
+        m[:, 8:20, 10:22] = 1  # a box in the middle
+        batch = {"image": x, "inpaint_mask": m}
+        cond = model.condition(batch, 4)
+        z_known, kept = known_latents(cond)
+        noise = torch.randn(4, *z_known.shape[1:], generator=gen(5))
+
+        def denoiser(z, t, c):
+            return f(z, model.denoiser(z, t, c), model.schedule.alpha_bar_at(int(t[0])), z_known, kept)
+
+        z0 = samplers.ddim(denoiser, model.schedule, noise, 10, cond=cond)
+        lib = model.sample(batch=batch, noise=noise, steps=10, known=(z_known, kept), return_latents=True)
+        free = model.sample(batch=batch, noise=noise, steps=10, return_latents=True)
+        err = lambda z: float(((z - z_known) * kept).abs().max())  # noqa: E731
+        diff = float((z0 - lib).abs().max())
+        return {"max_diff": diff, "summary": f"the shipped inpainting model filled a box in 4 images with your "
+                f"function: same latents as LatentDiffusion.sample(known=...) (max difference {diff:.1e}); on the "
+                f"kept cells the result is the masked image's latent (max error {err(z0):.1e}, without replacement "
+                f"{err(free):.2f})."}
+
+    return check("keep_known", fn, ref, cases, mistakes, "samplers.keep_known", run, demo)
