@@ -42,9 +42,11 @@ NOTES = {
            "n held-out images (seed 12345) degraded bicubically and by the realistic pipeline (one draw per image); "
            "FID against 1,000 other held-out images (seed 12346). PSNR/SSIM reward blur, LPIPS/FID sharp detail."),
     "inpaint": ("Inpainting (held-out single-shape images)",
-                "PSNR outside the mask: decoded output; output with the known latents blended back; the autoencoder's "
-                "own reconstruction (the ceiling). valid = the pasted result is a recognisable shape "
-                "(ShapesClassifier) or clean background (segmenter: at most 2 shape pixels)."),
+                "PSNR outside the mask: decoded output; output of replacement sampling (known latent cells kept at "
+                "every step, `known=`); the autoencoder's own reconstruction (the ceiling). rim_share = share of the "
+                "known pixels whose latent cell the mask touches (generated in every variant). valid = the pasted "
+                "result is a recognisable shape (ShapesClassifier) or clean background (segmenter: at most 2 shape "
+                "pixels)."),
     "semantic": ("Semantic synthesis: mask agreement (ShapesSegmenter mIoU)",
                  "maps of held-out shapes scenes (seed 12345); canvas = a larger scene at the training scale; scaled "
                  "up = shapes twice the training size. judge_ceiling = the segmenter on the real images of the maps."),

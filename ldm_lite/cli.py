@@ -77,7 +77,12 @@ def _dataset_tag(name: str) -> str:
 
 
 def cmd_train_ldm(args) -> None:
+    import torch
+
     from .paths import OUTPUTS_DIR
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.condition is not None:
         out = args.out or OUTPUTS_DIR / "ldm" / args.condition
@@ -87,7 +92,7 @@ def cmd_train_ldm(args) -> None:
 
             task, _, degradation = args.condition.partition("-")
             cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
-                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed,
+                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed, lr=args.lr,
                                      init_from=args.init and str(args.init), latent_cache=args.latent_cache)
             train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
         else:  # cross-attention: text, layout, class
@@ -313,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
     lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
+    lt.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     lt.add_argument("--init", type=Path, default=None,
                     help="image-to-image: start from this saved model's weights (fine-tuning, fresh optimizer)")
     lt.add_argument("--latent-cache", action="store_true",

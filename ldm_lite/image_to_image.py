@@ -5,7 +5,8 @@ on the shipped kl-f4 autoencoder, their training entry point and the shipped-mod
     train("sr", degradation="realistic", steps=3000, out_dir="outputs/i2i/sr-realistic", resume=True)
     ldm = load("sr", degradation="bicubic")            # the shipped model (data/pretrained/ldm-sr4-bicubic-shapes32)
 
-Command line (script form of `train`): `python -m ldm_lite.image_to_image sr --degradation realistic --steps 3000`.
+Command line: `ldm-lite train-ldm --condition sr-realistic --batch-size 16 --steps 3000 --out outputs/i2i/sr-realistic`
+(`--condition sr|sr-realistic|inpaint|semantic`; `--init <model>` fine-tunes from saved weights).
 
 Evaluation (the issue's studies; `benchmarks/bench_image_to_image.py` runs them and writes the tables):
 - `sr_study`: the paper's degradation finding, PSNR / SSIM / LPIPS / FID (ShapesClassifier features) of each SR
@@ -18,7 +19,6 @@ Evaluation (the issue's studies; `benchmarks/bench_image_to_image.py` runs them 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -449,31 +449,3 @@ def sample_to_file(task: str, out: str | os.PathLike, *, lowres: str | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()).save(path)
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="train an image-to-image LDM on shapes (super-resolution, "
-                                "inpainting, semantic synthesis)")
-    p.add_argument("task", choices=TASKS)
-    p.add_argument("--degradation", default="bicubic", choices=("bicubic", "realistic"))
-    p.add_argument("--steps", type=int, default=3_000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", default=None, help="default: outputs/i2i/<task>[-<degradation>]")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--lr", type=float, default=ImageToImageConfig.lr)
-    p.add_argument("--init", default=None, help="start from this saved model's weights (fine-tuning)")
-    p.add_argument("--latent-cache", action="store_true", help="sr / semantic: encode the training images once")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    name = a.task + (f"-{a.degradation}" if a.task == "sr" else "")
-    out = a.out or f"outputs/i2i/{name}"
-    cfg = ImageToImageConfig(task=a.task, degradation=a.degradation, steps=a.steps, batch_size=a.batch_size,
-                             lr=a.lr, init_from=a.init, latent_cache=a.latent_cache)
-    train(a.task, out, config=cfg, max_seconds=a.max_seconds, progress=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -22,9 +22,9 @@ from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
 
 RUNS = {  # run folder -> (shipped name, task, what it is)
-    "sr-bicubic": ("ldm-sr4-bicubic-shapes32", "sr --degradation bicubic",
+    "sr-bicubic": ("ldm-sr4-bicubic-shapes32", "sr",
                    "x4 super-resolution (LDM-SR), trained on bicubic down-sampling only"),
-    "sr-realistic": ("ldm-sr4-realistic-shapes32", "sr --degradation realistic",
+    "sr-realistic": ("ldm-sr4-realistic-shapes32", "sr-realistic",
                      "x4 super-resolution (LDM-BSR style), trained on the realistic degradation pipeline"),
     "inpaint": ("ldm-inpaint-shapes32", "inpaint", "inpainting (masked-image latent + mask, box / strokes / one shape)"),
     "semantic": ("ldm-semantic-shapes32", "semantic", "semantic synthesis from the shapes class map"),
@@ -84,7 +84,7 @@ shared 2-core CPU with 1 thread: {WALL[run]} minutes of wall clock.
 
 Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`{RESUMED.get(run, "")}):
 
-    OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.image_to_image {args} --steps {steps} --threads 1 --out outputs/i2i/{run}
+    ldm-lite train-ldm --condition {args} --batch-size 16 --steps {steps} --threads 1 --out outputs/i2i/{run}
 
 Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
 

@@ -129,3 +129,14 @@ def test_conditional_stages_train_sample_and_experiment(tmp_path):
     res = run("experiment", "tradeoff", "--fs", "--out", str(committed), "--report", str(tmp_path / "report"),
               tmp_path=tmp_path)
     assert (tmp_path / "report" / "results.csv").exists() and "| 4 | 3x8x8 |" in res.stdout  # Table 6, row f=4
+
+
+def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_path):
+    """train-ldm --condition semantic --init <model> --latent-cache: the run starts from the saved weights."""
+    shipped = ll.paths.pretrained("ldm-semantic-shapes32")
+    out = tmp_path / "ft"
+    run("train-ldm", "--condition", "semantic", "--init", str(shipped), "--latent-cache", "--steps", "1",
+        "--batch-size", "4", "--n-train", "16", "--lr", "1e-9", "--threads", "1", "--out", str(out), tmp_path=tmp_path)
+    tuned = ll.ldm.LatentDiffusion.from_pretrained(out / "model").state_dict()
+    start = ll.ldm.LatentDiffusion.from_pretrained(shipped).state_dict()
+    assert max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start) < 1e-6
