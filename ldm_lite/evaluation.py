@@ -28,13 +28,18 @@ def classifier_features(images: Tensor, classifier: ShapesClassifier, batch_size
 
 
 def fid_bootstrap(real: Tensor, fake: Tensor, n_boot: int = 50, seed: int = 0, level: float = 0.9) -> dict:
-    """FID between feature sets (N, D) and a bootstrap interval: the fake set is resampled with replacement
-    `n_boot` times; the interval holds the central `level` share of the resampled FIDs."""
+    """FID between feature sets (N, D) and a bias-corrected bootstrap interval: the fake set is resampled with
+    replacement `n_boot` times. A resample keeps only ~63% distinct points, which inflates FID (n = 200: estimate
+    12.0, resampled FIDs 15.4-23.1), so the central `level` share of the resampled FIDs is shifted down by their
+    bias, mean(resampled) - estimate (Efron & Tibshirani 1993, §10.6): the interval gives the spread of FID over
+    fake sets of this size, centred on the estimate. `fid_boot_bias` reports the shift."""
     rng = np.random.default_rng(seed)
     value = fid(real, fake)
     boots = [fid(real, fake[torch.from_numpy(rng.integers(0, len(fake), len(fake)))]) for _ in range(n_boot)]
-    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"fid": float(value), "fid_lo": float(lo), "fid_hi": float(hi), "level": level, "n_boot": n_boot}
+    bias = float(np.mean(boots)) - float(value)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2]) - bias
+    return {"fid": float(value), "fid_lo": float(max(lo, 0.0)), "fid_hi": float(hi), "fid_boot_bias": bias,
+            "level": level, "n_boot": n_boot}
 
 
 @torch.no_grad()

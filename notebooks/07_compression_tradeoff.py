@@ -76,7 +76,9 @@ else:
 # The table is the paper's Table 6 in miniature: training throughput (samples per second of training), sampling
 # throughput with DDIM at several step counts, and the quality each model reached at the end of the equal budget
 # (FID on the shapes classifier's features, lower is better, with a 90% bootstrap interval; and the share of
-# samples the classifier recognises as a clean shape).
+# samples the classifier recognises as a clean shape). The committed runs' intervals predate the bootstrap's bias
+# correction (`ll.evaluation.fid_bootstrap`): they are the raw percentiles of resampled FIDs, which sit above the
+# estimate because a resample repeats points; read their width, not their position.
 #
 # ### Quality during training (Fig. 6)
 
