@@ -43,7 +43,9 @@ NOTES = {
            "FID against 1,000 other held-out images (seed 12346). PSNR/SSIM reward blur, LPIPS/FID sharp detail."),
     "inpaint": ("Inpainting (held-out single-shape images)",
                 "PSNR outside the mask: decoded output; output of replacement sampling (known latent cells kept at "
-                "every step, `known=`); the autoencoder's own reconstruction (the ceiling). rim_share = share of the "
+                "every step, `known=`); the autoencoder's own reconstruction (the target's reference) and its reconstruction of the "
+                "masked image (the ceiling of keeping the masked latent: the grey hole bleeds through encoder and "
+                "decoder). rim_share = share of the "
                 "known pixels whose latent cell the mask touches (generated in every variant). valid = the pasted "
                 "result is a recognisable shape (ShapesClassifier) or clean background (segmenter: at most 2 shape "
                 "pixels)."),

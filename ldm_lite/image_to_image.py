@@ -351,11 +351,12 @@ def _psnr_where(x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
 def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: int = 128, seed: int = 12345,
                      steps: int = 25, kinds: tuple[str, ...] = MASK_KINDS) -> list[dict]:
     """Per mask kind, on `n` held-out single-shape images: PSNR outside the mask of the decoded output, of the
-    output of replacement sampling (`known_latents`: ẑ_0 = the masked image's latent on cells with no missing pixel)
-    and of the autoencoder's reconstruction; `rim_share`, the share of known pixels whose latent cell also holds
-    missing pixels (generated, so they cannot keep the input); the share of pasted results (known pixels put back)
-    that are *valid*: a recognisable shape (ShapesClassifier) or clean background (the segmenter finds at most 2
-    shape pixels)."""
+    output of replacement sampling (`known_latents`: ẑ_0 = the masked image's latent on cells with no missing
+    pixel) and of the autoencoder's reconstruction of the image and of the masked image (the grey hole bleeds
+    through encoder and decoder: the ceiling of any output that keeps the masked image's latent); `rim_share`, the
+    share of known pixels whose latent cell also holds missing pixels (generated, so they cannot keep the input);
+    the share of pasted results (known pixels put back) that are *valid*: a recognisable shape (ShapesClassifier)
+    or clean background (the segmenter finds at most 2 shape pixels)."""
     x, seg = _held_out(n, seed, max_shapes=1)
     rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
     rows = []
@@ -366,6 +367,7 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
         out = _sample(ldm, batch, steps, seed)
         kept = _sample(ldm, batch, steps, seed, keep_known=True)
         pasted = out * m[:, None] + x * (1 - m[:, None])
+        masked_rec = ldm.decode(ldm.autoencoder.to_latent((x * (1 - m[:, None])).to(ldm.device), sample=False)).cpu()
         f = ldm.autoencoder.f
         cells = F.interpolate(F.max_pool2d(m[:, None], f), scale_factor=f, mode="nearest")[:, 0]
         recognisable = classifier.judge(pasted)["recognisable"]
@@ -374,6 +376,7 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
                      "psnr_outside_output": float(_psnr_where(out, x, 1 - m).mean()),
                      "psnr_outside_keep_known": float(_psnr_where(kept, x, 1 - m).mean()),
                      "psnr_outside_ae_reconstruction": float(_psnr_where(rec, x, 1 - m).mean()),
+                     "psnr_outside_ae_masked": float(_psnr_where(masked_rec, x, 1 - m).mean()),
                      "rim_share": float((cells * (1 - m)).sum() / (1 - m).sum()),
                      "psnr_hole_pasted": float(_psnr_where(pasted, x, m).mean()),
                      "valid": float((recognisable | empty).float().mean()),
