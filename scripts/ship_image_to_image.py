@@ -1,6 +1,7 @@
 """Ship the image-to-image models and the shapes segmenter to data/pretrained/ (issue 12).
 
     python scripts/ship_image_to_image.py            # after training (outputs/i2i/<run>/model) and the benchmark
+    python scripts/ship_image_to_image.py semantic-ft=21   # a fine-tuned run (train-ldm --init) in its model's place
 
 Copies config.json + model.safetensors of each trained run, writes metrics.json (training config, loss at the end,
 and the run's rows of benchmarks/results/image_to_image.json) and a README.md with the commands that made it.
@@ -98,6 +99,58 @@ or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
     print("shipped", dst)
 
 
+FINE_TUNED = {  # run folder -> (task, shipped model it started from and that model's steps of batch 16)
+    "semantic-ft": ("semantic", "ldm-semantic-shapes32", 1965),
+    "inpaint-ft": ("inpaint", "ldm-inpaint-shapes32", 1409),
+}
+
+
+def ship_fine_tuned(run: str, bench: dict, wall_minutes: str) -> None:
+    """Ship a run that fine-tuned a shipped model (`train-ldm --init`) in that model's place."""
+    task, name, first_steps = FINE_TUNED[run]
+    src, dst = REPO / "outputs" / "i2i" / run, PRETRAINED_DIR / name
+    cfg = json.loads((src / "train_config.json").read_text())
+    hist = json.loads((src / "history.json").read_text())
+    steps = int(hist["step"][-1]) + 1
+    rows = bench.get(task, {}).get("rows", [])
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / "model" / f, dst / f)
+    first = asdict(ImageToImageConfig(task=task, steps=first_steps))
+    metrics = {"what": RUNS[task][2], "train_config": cfg, "first_stage_of_training": first,
+               "steps_done": first_steps + steps, "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
+               "evaluation_command": bench.get(task, {}).get("command"),
+               "evaluation_sampler": bench.get(task, {}).get("sampler"), "wall_minutes_fine_tuning": wall_minutes}
+    (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    flags = f"--init outputs/i2i/{task}/model" + (" --latent-cache" if cfg.get("latent_cache") else "")
+    (dst / "README.md").write_text(f"""# {name}
+
+A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {RUNS[task][2]} (paper §3.3, §4.3-4.5).
+UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained in two runs on `shapes(32, n={cfg['n_train']}, seed={cfg['seed']})`
+(EMA 0.995; the EMA weights are shipped), on a 2-core CPU with 1 thread:
+1. {first_steps} steps of batch 16, lr 5e-4 (the first shipped version of this model; its command below);
+2. fine-tuned from those weights (fresh optimizer and warm-up) for {steps} steps of batch {cfg['batch_size']}, lr {cfg['lr']}
+   ({wall_minutes} minutes of wall clock).
+
+Made by (from the repository root):
+
+    ldm-lite train-ldm --condition {task} --batch-size 16 --steps {first_steps} --threads 1 --out outputs/i2i/{task}
+    ldm-lite train-ldm --condition {task} {flags} --batch-size {cfg['batch_size']} --steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}
+
+(the first run was `--steps 3000 --max-seconds 3900`, stopped at step {first_steps}, the same as `--steps {first_steps}`;
+the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).
+
+Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
+
+    OMP_WAIT_POLICY=PASSIVE {metrics['evaluation_command']}
+
+{format_table(rows)}
+
+Load it with `ldm_lite.image_to_image.load("{task}")`
+or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
+""")
+    print("shipped", dst)
+
+
 def ship_segmenter() -> None:
     src, dst = REPO / "outputs" / "segmenter", PRETRAINED_DIR / "shapes-segmenter-32"
     dst.mkdir(parents=True, exist_ok=True)
@@ -133,7 +186,12 @@ def main() -> None:
     bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
     which = sys.argv[1:] or [*RUNS, "segmenter"]
     for run in which:
-        ship_segmenter() if run == "segmenter" else ship_run(run, bench)
+        if run == "segmenter":
+            ship_segmenter()
+        elif run.partition("=")[0] in FINE_TUNED:  # e.g. semantic-ft=21 (wall-clock minutes of the fine-tuning)
+            ship_fine_tuned(*run.split("=")[:1], bench, run.partition("=")[2] or "?")
+        else:
+            ship_run(run, bench)
 
 
 if __name__ == "__main__":
