@@ -99,32 +99,42 @@ or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
     print("shipped", dst)
 
 
-FINE_TUNED = {  # run folder -> (task, shipped model it started from and that model's steps of batch 16)
-    "semantic-ft": ("semantic", "ldm-semantic-shapes32", 1965),
-    "inpaint-ft": ("inpaint", "ldm-inpaint-shapes32", 1409),
+FINE_TUNED = {  # run folder -> (the first run, whose shipped model it started from, and that run's steps of batch 16)
+    "semantic-ft": ("semantic", 1965),
+    "inpaint-ft": ("inpaint", 1409),
+    "sr-bicubic-ft": ("sr-bicubic", 1000),
+    "sr-realistic-ft": ("sr-realistic", 1000),
 }
+
+
+FIRST_RUN = {r: f"the first run was `--steps 3000 --max-seconds 3900`, stopped at step {n}, the same as `--steps {n}`; "
+             for r, n in SNAPSHOT.items()}
 
 
 def ship_fine_tuned(run: str, bench: dict, wall_minutes: str) -> None:
     """Ship a run that fine-tuned a shipped model (`train-ldm --init`) in that model's place."""
-    task, name, first_steps = FINE_TUNED[run]
+    base, first_steps = FINE_TUNED[run]
+    name, condition, what = RUNS[base]
+    task = base.split("-")[0]
     src, dst = REPO / "outputs" / "i2i" / run, PRETRAINED_DIR / name
     cfg = json.loads((src / "train_config.json").read_text())
     hist = json.loads((src / "history.json").read_text())
     steps = int(hist["step"][-1]) + 1
     rows = bench.get(task, {}).get("rows", [])
+    if task == "sr":
+        rows = [r for r in rows if base.split("-")[1] in r["method"] or r["method"].startswith("bicubic")]
     for f in ("config.json", "model.safetensors"):
         shutil.copy(src / "model" / f, dst / f)
-    first = asdict(ImageToImageConfig(task=task, steps=first_steps))
-    metrics = {"what": RUNS[task][2], "train_config": cfg, "first_stage_of_training": first,
+    first = asdict(ImageToImageConfig(task=task, degradation=cfg["degradation"], steps=first_steps))
+    metrics = {"what": what, "train_config": cfg, "first_stage_of_training": first,
                "steps_done": first_steps + steps, "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
                "evaluation_command": bench.get(task, {}).get("command"),
                "evaluation_sampler": bench.get(task, {}).get("sampler"), "wall_minutes_fine_tuning": wall_minutes}
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    flags = f"--init outputs/i2i/{task}/model" + (" --latent-cache" if cfg.get("latent_cache") else "")
+    flags = f"--init outputs/i2i/{base}/model" + (" --latent-cache" if cfg.get("latent_cache") else "")
     (dst / "README.md").write_text(f"""# {name}
 
-A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {RUNS[task][2]} (paper §3.3, §4.3-4.5).
+A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {what} (paper §3.3, §4.3-4.5).
 UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained in two runs on `shapes(32, n={cfg['n_train']}, seed={cfg['seed']})`
 (EMA 0.995; the EMA weights are shipped), on a 2-core CPU with 1 thread:
 1. {first_steps} steps of batch 16, lr 5e-4 (the first shipped version of this model; its command below);
@@ -133,11 +143,10 @@ UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained in two runs o
 
 Made by (from the repository root):
 
-    ldm-lite train-ldm --condition {task} --batch-size 16 --steps {first_steps} --threads 1 --out outputs/i2i/{task}
-    ldm-lite train-ldm --condition {task} {flags} --batch-size {cfg['batch_size']} --steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}
+    ldm-lite train-ldm --condition {condition} --batch-size 16 --steps {first_steps} --threads 1 --out outputs/i2i/{base}
+    ldm-lite train-ldm --condition {condition} {flags} --batch-size {cfg['batch_size']} --steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}
 
-(the first run was `--steps 3000 --max-seconds 3900`, stopped at step {first_steps}, the same as `--steps {first_steps}`;
-the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).
+({FIRST_RUN.get(base, "")}the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).
 
 Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
 
@@ -145,7 +154,7 @@ Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/result
 
 {format_table(rows)}
 
-Load it with `ldm_lite.image_to_image.load("{task}")`
+Load it with `ldm_lite.image_to_image.load("{task}"{', degradation="' + base.split('-')[1] + '"' if task == 'sr' else ''})`
 or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
 """)
     print("shipped", dst)
