@@ -111,6 +111,10 @@ FIRST_RUN = {r: f"the first run was `--steps 3000 --max-seconds 3900`, stopped a
              for r, n in SNAPSHOT.items()}
 
 
+FT_NOTES = {"inpaint-ft": " The fine-tuning ran as `--steps 4000`, then resumed with `--steps 12000`; the learning rate is "
+                          "constant after warm-up and batches are a function of (seed, step), so that equals one run."}
+
+
 def ship_fine_tuned(run: str, bench: dict, wall_minutes: str) -> None:
     """Ship a run that fine-tuned a shipped model (`train-ldm --init`) in that model's place."""
     base, first_steps = FINE_TUNED[run]
@@ -146,7 +150,7 @@ Made by (from the repository root):
     ldm-lite train-ldm --condition {condition} --batch-size 16 --steps {first_steps} --threads 1 --out outputs/i2i/{base}
     ldm-lite train-ldm --condition {condition} {flags} --batch-size {cfg['batch_size']} --steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}
 
-({FIRST_RUN.get(base, "")}the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).
+({FIRST_RUN.get(base, "")}the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).{FT_NOTES.get(run, "")}
 
 Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
 
