@@ -169,8 +169,9 @@ class LatentDiffusion(Pretrained, nn.Module):
         `ldm_lite.latents.LatentCache`, the cached posterior's mean + std·ε (KL) or its deterministic latent."""
         if "latent_mean" in batch:
             mean, std = batch["latent_mean"].to(self.device), batch["latent_std"].to(self.device)
-            g = generator if generator is None or generator.device == mean.device else None
-            eps = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+            # drawn where the generator lives (as t and ε below), so a GPU run resumes exactly too
+            eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                              device=generator.device if generator is not None else mean.device).to(mean.device)
             return (mean + std * eps) * self.autoencoder.scale_factor  # the operations of to_latent, eq. (App. D.1)
         if "latent" in batch:
             return batch["latent"].to(self.device) * self.autoencoder.scale_factor
