@@ -52,6 +52,21 @@ def tail_mean(history: dict, last: int = 100) -> float:
     return sum(tail) / len(tail)
 
 
+def readme_tail(metrics: dict, rows: list, run: str, name: str) -> str:
+    """The end of a shipped model's README: how it was evaluated, its rows, how to load it."""
+    task = run.split("-")[0]
+    degradation = f', degradation="{run.split("-")[1]}"' if task == "sr" else ""
+    return f"""Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
+
+    OMP_WAIT_POLICY=PASSIVE {metrics['evaluation_command']}
+
+{format_table(rows)}
+
+Load it with `ldm_lite.image_to_image.load("{task}"{degradation})`
+or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
+"""
+
+
 def ship_run(run: str, bench: dict) -> None:
     name, args, what = RUNS[run]
     src = REPO / "outputs" / "i2i" / run
@@ -87,15 +102,7 @@ Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`{RES
 
     ldm-lite train-ldm --condition {args} --batch-size 16 --steps {steps} --threads 1 --out outputs/i2i/{run}
 
-Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
-
-    OMP_WAIT_POLICY=PASSIVE {metrics['evaluation_command']}
-
-{format_table(rows)}
-
-Load it with `ldm_lite.image_to_image.load("{key}"{', degradation="' + run.split('-')[1] + '"' if key == 'sr' else ''})`
-or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
-""")
+""" + readme_tail(metrics, rows, run, name))
     print("shipped", dst)
 
 
@@ -152,15 +159,7 @@ Made by (from the repository root):
 
 ({FIRST_RUN.get(base, "")}the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).{FT_NOTES.get(run, "")}
 
-Evaluated by (held-out seeds; the rows are in metrics.json and benchmarks/results/image_to_image.md):
-
-    OMP_WAIT_POLICY=PASSIVE {metrics['evaluation_command']}
-
-{format_table(rows)}
-
-Load it with `ldm_lite.image_to_image.load("{task}"{', degradation="' + base.split('-')[1] + '"' if task == 'sr' else ''})`
-or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
-""")
+""" + readme_tail(metrics, rows, base, name))
     print("shipped", dst)
 
 
