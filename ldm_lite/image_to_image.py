@@ -157,6 +157,9 @@ def _init_from(ldm: LatentDiffusion, path: str | os.PathLike) -> None:
         raise ValueError(f"{path} holds a {type(src.conditioner).__name__} model with UNet {src.unet.config}, "
                          f"but this run builds a {type(ldm.conditioner).__name__} model with UNet {ldm.unet.config}; "
                          f"start from a model of the same task and width")
+    if not torch.equal(src.schedule.betas, ldm.schedule.betas):
+        raise ValueError(f"{path} was trained on the β schedule {src.schedule!r}, but image-to-image runs use "
+                         f"{ldm.schedule!r}; fine-tune a model made by this recipe")
     ldm.load_state_dict(src.state_dict())
 
 

@@ -280,5 +280,11 @@ def test_image_to_image_training_can_start_from_saved_weights(tmp_path):
     with pytest.raises(ValueError, match="same task and width"):
         i2i.train("sr", tmp_path / "bad", config=i2i.ImageToImageConfig(
             task="sr", steps=1, n_train=16, init_from=str(ll.paths.pretrained(i2i.shipped_name("semantic")))))
+    other = i2i.build("semantic")  # the same architecture on the paper's β: refused, not silently re-scheduled
+    LatentDiffusion(other.autoencoder, other.unet, other.conditioner, ll.schedule.Schedule.ldm(), image_size=32,
+                    cond_drop_prob=0.0).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="β schedule"):
+        i2i.train("semantic", tmp_path / "bad1", config=i2i.ImageToImageConfig(
+            task="semantic", steps=1, n_train=16, init_from=str(tmp_path / "other")))
     with pytest.raises(ValueError, match="latent_cache=True cannot serve inpainting"):
         i2i.train("inpaint", tmp_path / "bad2", config=i2i.ImageToImageConfig(task="inpaint", latent_cache=True))
