@@ -242,6 +242,17 @@ def cmd_train_classifier(args) -> None:
     train_classifier(args.out or PRETRAINED_DIR / "shapes-classifier-32", args.steps, args.batch_size, args.seed)
 
 
+def cmd_train_segmenter(args) -> None:
+    import torch
+
+    from .paths import OUTPUTS_DIR
+    from .segmenter import train_and_validate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_and_validate(args.out or OUTPUTS_DIR / "segmenter", args.steps, args.batch_size, args.seed, args.n_eval)
+
+
 def cmd_tour(args) -> None:
     from .paths import OUTPUTS_DIR
     from .pipeline import tour
@@ -385,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
+
+    g = sub.add_parser("train-segmenter", help="train the shapes segmenter (the mask-agreement judge) and validate it")
+    g.add_argument("--out", type=Path, default=None, help="default outputs/segmenter (model/ and metrics.json)")
+    g.add_argument("--steps", type=int, default=600)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--n-eval", type=int, default=1000, help="held-out 32x32 images (and a fifth as many 64x64 canvases)")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
+    g.set_defaults(func=cmd_train_segmenter)
     return p
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -172,33 +173,24 @@ def evaluate_segmenter(model: ShapesSegmenter, n: int = 1000, seed: int = 12345,
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m ldm_lite.segmenter --steps 600 --out outputs/segmenter`: train, validate on held-out images,
-    save `<out>/model` and `<out>/metrics.json`."""
-    import argparse
+def train_and_validate(out_dir: str | os.PathLike, steps: int = 600, batch_size: int = 32, seed: int = 0,
+                       n_eval: int = 1000) -> dict:
+    """Train the segmenter, validate it on held-out images (32×32 and 64×64 canvases) and save `<out>/model` and
+    `<out>/metrics.json` (what `ldm-lite train-segmenter` does); returns the metrics."""
     import json
     import time
-    from pathlib import Path
 
-    p = argparse.ArgumentParser(description="train the shapes segmenter and validate it on held-out images")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--out", default="outputs/segmenter")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
     t = time.perf_counter()
-    model, history = train_segmenter(steps=a.steps, batch_size=a.batch_size, seed=a.seed)
+    model, history = train_segmenter(steps=steps, batch_size=batch_size, seed=seed)
     wall = time.perf_counter() - t
-    out = Path(a.out)
+    out = Path(out_dir)
     model.save_pretrained(out / "model")
-    metrics = {"train_wall_s": round(wall, 1), "steps": a.steps, "batch_size": a.batch_size, "seed": a.seed,
-               "held_out_32": evaluate_segmenter(model, n=1000, seed=12345, resolution=32),
-               "held_out_64_canvas": evaluate_segmenter_canvas(model), "history": history}
+    metrics = {"train_wall_s": round(wall, 1), "steps": steps, "batch_size": batch_size, "seed": seed,
+               "held_out_32": evaluate_segmenter(model, n=n_eval, seed=12345, resolution=32),
+               "held_out_64_canvas": evaluate_segmenter_canvas(model, n=max(1, n_eval // 5)), "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("held-out mIoU %.3f", metrics["held_out_32"]["mean_iou"])
+    return metrics
 
 
 @torch.no_grad()
@@ -208,8 +200,3 @@ def evaluate_segmenter_canvas(model: ShapesSegmenter, n: int = 200, seed: int = 
     out = iou_scores(model.predict(x), y)
     out.update({"n": n, "seed": seed, "resolution": 64, "canvas": 2})
     return out
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()

@@ -182,7 +182,7 @@ with mild blur/noise on half of each batch.
 
 Made by (from the repository root, CPU, 1 thread):
 
-    OMP_WAIT_POLICY=PASSIVE python -m ldm_lite.segmenter --steps 600 --threads 1 --out outputs/segmenter
+    ldm-lite train-segmenter --steps 600 --threads 1 --out outputs/segmenter
 
 Validated on held-out real images (`evaluate_segmenter`, shapes(32, n=1000, seed=12345)): pixel accuracy
 {h32['pixel_accuracy']:.4f}, mean IoU {h32['mean_iou']:.4f}; on 64x64 scenes: mean IoU {canvas.get('mean_iou', float('nan')):.4f}

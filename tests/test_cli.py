@@ -140,3 +140,13 @@ def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_pat
     tuned = ll.ldm.LatentDiffusion.from_pretrained(out / "model").state_dict()
     start = ll.ldm.LatentDiffusion.from_pretrained(shipped).state_dict()
     assert max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start) < 1e-6
+
+
+def test_train_segmenter_saves_a_validated_model(tmp_path):
+    out = tmp_path / "seg"
+    run("train-segmenter", "--steps", "2", "--batch-size", "4", "--n-eval", "10", "--threads", "1", "--out", str(out),
+        tmp_path=tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["held_out_32"]["n"] == 10 and metrics["held_out_64_canvas"]["n"] == 2
+    assert 0 <= metrics["held_out_32"]["mean_iou"] <= 1
+    assert ll.segmenter.ShapesSegmenter.from_pretrained(out / "model").training is False

@@ -32,7 +32,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_cli_help_lists_the_stages():
     out = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "--help"], capture_output=True, text=True, check=True)
-    for stage in ("main", "tour", "train-ae", "train-ldm", "sample", "evaluate", "bench"):
+    for stage in ("main", "tour", "train-ae", "train-ldm", "sample", "evaluate", "bench", "experiment",
+                  "train-classifier", "train-segmenter"):
         assert stage in out.stdout
 
 
