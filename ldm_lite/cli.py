@@ -77,12 +77,7 @@ def _dataset_tag(name: str) -> str:
 
 
 def cmd_train_ldm(args) -> None:
-    import torch
-
     from .paths import OUTPUTS_DIR
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     if args.condition is not None:
         out = args.out or OUTPUTS_DIR / "ldm" / args.condition
@@ -243,13 +238,9 @@ def cmd_train_classifier(args) -> None:
 
 
 def cmd_train_segmenter(args) -> None:
-    import torch
-
     from .paths import OUTPUTS_DIR
     from .segmenter import train_and_validate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train_and_validate(args.out or OUTPUTS_DIR / "segmenter", args.steps, args.batch_size, args.seed, args.n_eval)
 
 
@@ -414,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError
 
+    if getattr(args, "threads", 0):  # every stage with --threads: torch's intra-op threads, set once here
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except (CheckpointError, ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
