@@ -137,7 +137,7 @@ def train(task: str, out_dir: str | os.PathLike, *, degradation: str = "bicubic"
         _init_from(ldm, cfg.init_from)
     if cfg.latent_cache and cfg.task == "inpaint":
         raise ValueError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
-                         "during training; set latent_cache=False")
+                         "during training; set latent_cache=False (on the command line: drop --latent-cache)")
     data = training_data(cfg.task, cfg.degradation, cfg.resolution, cfg.n_train, cfg.seed)
     t0 = time.perf_counter()
     hist = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
