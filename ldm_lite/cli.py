@@ -53,68 +53,74 @@ def cmd_main(args) -> None:
              f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
 
 
-def cmd_train_ae(args) -> None:
-    from .losses import AutoencoderLossConfig
-    from .recipes import autoencoder_recipe, full_loss, short_loss
+def _run_recipe(name: str, out: Path | None, ship_as: str | None, **overrides) -> None:
+    """Train recipe `name` with `overrides` (resumable under `out`); `ship_as` also writes data/pretrained/<ship_as>."""
+    from dataclasses import asdict
 
-    loss = (short_loss(args.kl_weight, args.learn_logvar) if args.loss == "short" else
-            full_loss(args.steps, lpips_net=args.lpips_net, kl_weight=args.kl_weight, learn_logvar=args.learn_logvar))
-    if args.perceptual_weight is not None:
-        loss = AutoencoderLossConfig(**{**loss.__dict__, "perceptual_weight": args.perceptual_weight})
-    if args.disc_start is not None:
-        loss = AutoencoderLossConfig(**{**loss.__dict__, "disc_start": None if args.disc_start < 0 else args.disc_start})
-    metrics = autoencoder_recipe(args.name or args.ship or f"{args.preset}-{_dataset_tag(args.dataset)}{args.resolution}",
-                                 args.preset, args.dataset, resolution=args.resolution, n_train=args.n_train,
-                                 latent_channels=args.latent_channels, base_channels=args.base_channels,
-                                 codebook_size=args.codebook_size, steps=args.steps, batch_size=args.batch_size,
-                                 lr=args.lr, ema=args.ema or None, loss=loss, seed=args.seed, threads=args.threads,
-                                 device=args.device, ship_as=args.ship)
-    log.info("autoencoder %s: %s", args.preset, {k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics})
+    from .recipes import command_line, recipe, ship, train
+
+    run = train(name, out, **overrides)
+    log.info("%s: model in %s; metrics %s", name, run.out / "model",
+             {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
+    if ship_as:
+        cmd = command_line()
+        r = recipe(name)
+        ship(run.out / "model", ship_as, run.metrics, cmd, ship_as,
+             body=f"{r.what}.\n\nRecipe `{name}` (`ldm_lite.recipes`), trained with:\n\n```json\n"
+                  f"{json.dumps(asdict(run.config), indent=1)}\n```" + (f"\n\n{r.note}" if r.note else ""))
 
 
-def _dataset_tag(name: str) -> str:
-    return Path(name.removeprefix("hub:")).name.replace("/", "-") or "data"
+def cmd_train(args) -> None:
+    from dataclasses import fields
+
+    from .recipes import RECIPES, TrainConfig, recipes_table
+
+    if args.recipe == "list":
+        print(recipes_table())
+        return
+    if args.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {args.recipe!r}; `ldm-lite train list` shows {len(RECIPES)}: "
+                         f"{', '.join(RECIPES)}")
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    _run_recipe(args.recipe, args.out, args.ship, **overrides)
 
 
-def cmd_train_ldm(args) -> None:
+def cmd_train_ae(args) -> None:  # = train ae (the flags of before)
     from .paths import OUTPUTS_DIR
 
-    if args.condition is not None:
-        out = args.out or OUTPUTS_DIR / "ldm" / args.condition
-        max_seconds = 60 * args.budget_minutes if args.budget_minutes else None
-        if args.condition in I2I_CONDITIONS:  # concatenation: super-resolution, inpainting, semantic maps
-            from .image_to_image import ImageToImageConfig, train
+    given = dict(preset=args.preset, dataset=args.dataset, resolution=args.resolution, n_train=args.n_train,
+                latent_channels=args.latent_channels, base_channels=args.base_channels,
+                codebook_size=args.codebook_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                ema=args.ema or None, loss=args.loss, perceptual_weight=args.perceptual_weight,
+                lpips_net=args.lpips_net, kl_weight=args.kl_weight, learn_logvar=args.learn_logvar,
+                disc_start=args.disc_start, seed=args.seed, device=args.device, threads=args.threads)
+    given = {k: v for k, v in given.items() if v is not None}
+    if not args.ema:
+        given["ema"] = None  # --ema 0: no EMA
+    name = args.name or args.ship
+    _run_recipe("ae", args.out or (OUTPUTS_DIR / "ae" / name if name else None), args.ship, **given)
 
-            task, _, degradation = args.condition.partition("-")
-            cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
-                                     batch_size=args.batch_size, n_train=args.n_train, seed=args.seed, lr=args.lr,
-                                     init_from=args.init and str(args.init), latent_cache=args.latent_cache)
-            train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
-        else:  # cross-attention: text, layout, class
-            from .conditional import train
 
-            train(args.condition, out, args.steps, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
-                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds, seed=args.seed)
-        return
-    from .autoencoder import Autoencoder
-    from .ldm import LatentDiffusion
-    from .recipes import training_data
-    from .train import train_ldm
-    from .unet import UNet, UNetConfig
+RECIPE_OF_CONDITION = {"text": "ldm-kl-f4-shapes32-text", "frozen-text": "ldm-kl-f4-shapes32-frozen-text",
+                       "layout": "ldm-kl-f4-shapes32-layout", "class": "ldm-kl-f4-mnist32-class",
+                       "mnist-text": "ldm-kl-f4-mnist32-text", "sr": "ldm-sr4-bicubic-shapes32",
+                       "sr-realistic": "ldm-sr4-realistic-shapes32", "inpaint": "ldm-inpaint-shapes32",
+                       "semantic": "ldm-semantic-shapes32"}
 
-    if args.ae is None:
+
+def cmd_train_ldm(args) -> None:  # = train <the condition's recipe> or train ldm --autoencoder ... --dataset ...
+    if args.condition is None and args.ae is None:
         raise ValueError("train-ldm needs --ae <autoencoder folder> (e.g. data/pretrained/ae-kl-f4-shapes32), or "
                          "--condition for a conditional model")
-    ae = Autoencoder.from_pretrained(args.ae)
-    ds, _ = training_data(args.dataset, args.resolution, args.n_train, max_shapes=args.max_shapes,
-                          channels=ae.config.in_channels)
-    ldm = LatentDiffusion(ae, UNet(UNetConfig.small(in_channels=ae.latent_channels,
-                                                    model_channels=args.model_channels)),
-                          image_size=args.resolution, prediction=args.prediction)
-    train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-              out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True,
-              max_seconds=60 * args.budget_minutes if args.budget_minutes else None,
-              compile={"mode": args.compile} if args.compile else False)
+    name = RECIPE_OF_CONDITION[args.condition] if args.condition else "ldm"
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "model_channels": args.model_channels,
+             "prediction": args.prediction, "resolution": args.resolution, "n_train": args.n_train,
+             "seed": args.seed, "device": args.device, "compile": args.compile, "threads": args.threads,
+             "init_from": args.init and str(args.init), "latent_cache": args.latent_cache,
+             "max_seconds": 60 * args.budget_minutes if args.budget_minutes else None}
+    if args.condition is None:
+        given.update(autoencoder=str(args.ae), dataset=args.dataset, max_shapes=args.max_shapes)
+    _run_recipe(name, args.out, None, **{k: v for k, v in given.items() if v is not None})
 
 
 def _load_ldm(path: Path, device: str):
@@ -180,37 +186,20 @@ def cmd_experiment(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    import torch
-
     from .checkpoint import write_json
-    from .recipes import command_line
+    from .judge import evaluate
+    from .recipes import command_line, load
 
-    ldm = _load_ldm(args.model, args.device)
+    ldm = load(args.model, args.device)
     results = {}
-    if ldm.conditioner is not None:  # conditions drawn from held-out data, judged per guidance scale
-        from .conditional import evaluate, load
-        from .runtime import pick_device
-
-        ldm = load(args.model).to(pick_device(args.device))  # a training checkpoint: EMA weights, shipped AE
-        for spec in (args.samplers or "dpm_solver_pp:20").split(","):
-            sampler, steps = spec.split(":")
-            results[spec] = evaluate(ldm, n=args.n or 100, guidance_scales=tuple(args.guidance), n_real=args.n_real,
-                                     seed=args.seed, sampler=sampler, steps=int(steps))
-    else:
-        from . import datasets
-        from .evaluation import evaluate_samples
-        from .recipes import get_classifier
-
-        n = args.n or 1_000
-        real_ds = datasets.shapes(ldm.config.image_size, n=args.n_real, seed=1, max_shapes=1)
-        real = torch.stack([real_ds[i]["image"] for i in range(args.n_real)])
-        for spec in (args.samplers or "ddim:100,dpm_solver_pp:20").split(","):
-            sampler, steps = spec.split(":")
-            imgs = torch.cat([ldm.sample(min(256, n - i), sampler=sampler, steps=int(steps),
-                                         generator=torch.Generator().manual_seed(args.seed + i)).cpu()
-                              for i in range(0, n, 256)])
-            results[spec] = evaluate_samples(imgs, real, get_classifier(), n_boot=args.n_boot)
-            log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, dict)})
+    default = "dpm_solver_pp:20" if ldm.conditioner is not None else "ddim:100,dpm_solver_pp:20"
+    for spec in (args.samplers or default).split(","):
+        sampler, _, steps = spec.partition(":")
+        if not steps.isdigit():
+            raise ValueError(f"--samplers takes sampler:steps pairs, e.g. ddim:50,dpm_solver_pp:20; got {spec!r}")
+        results[spec] = evaluate(ldm, n=args.n, guidance_scales=tuple(args.guidance), n_real=args.n_real,
+                                 n_boot=args.n_boot, seed=args.seed, sampler=sampler, steps=int(steps))
+        log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, (dict, list))})
     results["command"] = command_line()
     if args.out:
         write_json(args.out, results)
@@ -230,18 +219,14 @@ def cmd_bench(args) -> None:
         subprocess.run([sys.executable, str(script)], check=True)
 
 
-def cmd_train_classifier(args) -> None:
-    from .paths import PRETRAINED_DIR
-    from .recipes import train_classifier
-
-    train_classifier(args.out or PRETRAINED_DIR / "shapes-classifier-32", args.steps, args.batch_size, args.seed)
+def cmd_train_classifier(args) -> None:  # = train shapes-classifier-32
+    _run_recipe("shapes-classifier-32", args.out, args.ship, steps=args.steps, batch_size=args.batch_size,
+                seed=args.seed)
 
 
-def cmd_train_segmenter(args) -> None:
-    from .paths import OUTPUTS_DIR
-    from .segmenter import train_and_validate
-
-    train_and_validate(args.out or OUTPUTS_DIR / "segmenter", args.steps, args.batch_size, args.seed, args.n_eval)
+def cmd_train_segmenter(args) -> None:  # = train shapes-segmenter-32
+    _run_recipe("shapes-segmenter-32", args.out, args.ship, steps=args.steps, batch_size=args.batch_size,
+                seed=args.seed, threads=args.threads, n_eval=args.n_eval)
 
 
 def cmd_tour(args) -> None:
@@ -249,6 +234,36 @@ def cmd_tour(args) -> None:
     from .pipeline import tour
 
     tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `recipes.TrainConfig` field (`--batch-size 32`, `--no-latent-cache`, `--ema none`); a flag left
+    out keeps the recipe's value."""
+    import ast
+
+    source = (Path(__file__).with_name("recipes.py")).read_text()  # the field comments are the help texts
+    tree = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    lines = source.splitlines()
+    for node in tree.body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        name, kind = node.target.id, ast.unparse(node.annotation)
+        comment = lines[node.lineno - 1].partition("#")[2].strip()
+        flag = "--" + name.replace("_", "-")
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=comment)
+            continue
+        base = {"int": int, "float": float, "str": str}[kind.split(" |")[0]]
+        optional = "None" in kind
+        parser.add_argument(flag, type=_optional(base) if optional else base, default=argparse.SUPPRESS,
+                            help=comment + (" ('none' to unset)" if optional else ""))
+
+
+def _optional(base):
+    def parse(text: str):
+        return None if text.lower() == "none" else base(text)
+    parse.__name__ = base.__name__
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=int, default=32)
     t.set_defaults(func=cmd_tour)
 
-    a = sub.add_parser("train-ae", help="train a KL/VQ autoencoder (first stage); --ship writes it to data/pretrained")
+    tr = sub.add_parser("train", help="train any model by its recipe (`ldm-lite train list`); resumable, --ship",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("recipe", help="a recipe name (`list` prints them with what each changes)")
+    tr.add_argument("--out", type=Path, default=None, help="run folder (default outputs/<recipe>; resumes from it)")
+    tr.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
+    _add_config_flags(tr)
+    tr.set_defaults(func=cmd_train)
+
+    a = sub.add_parser("train-ae", help="= train ae: a KL/VQ autoencoder (first stage); --ship writes it to data/pretrained")
+    a.add_argument("--out", type=Path, default=None, help="run folder (default outputs/ae-<preset>-c<c>-<dataset><side>)")
     a.add_argument("--preset", default="kl-f4", help="kl-f4, kl-f8, vq-f4, ...")
     a.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     a.add_argument("--name", default=None, help="run name: state under outputs/ae/<name> (default: --ship, else <preset>-<dataset><resolution>)")
@@ -298,32 +322,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     a.set_defaults(func=cmd_train_ae)
 
-    lt = sub.add_parser("train-ldm", help="train an LDM on top of a trained autoencoder")
+    lt = sub.add_parser("train-ldm", help="= train ldm / train <recipe of --condition>: an LDM on a trained autoencoder")
     lt.add_argument("--ae", type=Path, default=None,
                     help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32); an unconditional model")
     lt.add_argument("--condition", default=None, choices=CONDITIONS,
                     help="a conditional model on shapes/MNIST with its recipe: cross-attention (text, frozen-text, "
                          "layout, class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
     lt.add_argument("--budget-minutes", type=float, default=None, help="stop (after a checkpoint) after this long")
-    lt.add_argument("--dataset", default="shapes", help=DATASET_HELP)
-    lt.add_argument("--steps", type=int, default=5_000)
-    lt.add_argument("--batch-size", type=int, default=64)
-    lt.add_argument("--lr", type=float, default=5e-4)
-    lt.add_argument("--model-channels", type=int, default=64)
-    lt.add_argument("--prediction", default="eps", choices=["eps", "v"])
-    lt.add_argument("--resolution", type=int, default=32)
-    lt.add_argument("--n-train", type=int, default=20_000)
-    lt.add_argument("--max-shapes", type=int, default=1)
-    lt.add_argument("--seed", type=int, default=0,
+    lt.add_argument("--dataset", default=None, help=DATASET_HELP + " (default shapes)")
+    lt.add_argument("--steps", type=int, default=None)
+    lt.add_argument("--batch-size", type=int, default=None)
+    lt.add_argument("--lr", type=float, default=None)
+    lt.add_argument("--model-channels", type=int, default=None)
+    lt.add_argument("--prediction", default=None, choices=["eps", "v"])
+    lt.add_argument("--resolution", type=int, default=None)
+    lt.add_argument("--n-train", type=int, default=None)
+    lt.add_argument("--max-shapes", type=int, default=None)
+    lt.add_argument("--seed", type=int, default=None,
                     help="batch order, t and noise; a conditional recipe's training images too (shapes seed)")
     lt.add_argument("--device", default="auto")
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
-    lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
-    lt.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
+    lt.add_argument("--out", type=Path, default=None, help="default outputs/<recipe>, or outputs/ldm-<autoencoder>-<dataset><side> with --ae (resumes from it)")
+    lt.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     lt.add_argument("--init", type=Path, default=None,
                     help="image-to-image: start from this saved model's weights (fine-tuning, fresh optimizer)")
-    lt.add_argument("--latent-cache", action="store_true",
+    lt.add_argument("--latent-cache", action=argparse.BooleanOptionalAction, default=None,
                     help="image-to-image sr/semantic: encode the training images once instead of every step")
     lt.set_defaults(func=cmd_train_ldm)
 
@@ -381,14 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="auto")
     x.set_defaults(func=cmd_experiment)
 
-    c = sub.add_parser("train-classifier", help="train the ShapesClassifier used by the shapes score and FID")
+    c = sub.add_parser("train-classifier", help="= train shapes-classifier-32: the judge of the shapes score and FID")
+    c.add_argument("--ship", default=None, help="write it to data/pretrained/<SHIP> (the shipped one: every FID depends on it)")
     c.add_argument("--out", type=Path, default=None, help="default data/pretrained/shapes-classifier-32")
     c.add_argument("--steps", type=int, default=800)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_train_classifier)
 
-    g = sub.add_parser("train-segmenter", help="train the shapes segmenter (the mask-agreement judge) and validate it")
+    g = sub.add_parser("train-segmenter", help="= train shapes-segmenter-32: the mask-agreement judge, validated")
+    g.add_argument("--ship", default=None, help="also write it to data/pretrained/<SHIP>")
     g.add_argument("--out", type=Path, default=None, help="default outputs/segmenter (model/ and metrics.json)")
     g.add_argument("--steps", type=int, default=600)
     g.add_argument("--batch-size", type=int, default=32)

@@ -1,213 +1,36 @@
-"""Conditional LDMs end to end: build, train (resumably) and judge text-to-image, layout-to-image and
-class-conditional models (LDM §3.3, §4.3; classifier-free guidance, Ho & Salimans 2022).
+"""Judging and showing the cross-attention models (LDM §3.3, §4.3): text-to-image, layout-to-image and
+class-conditional, each with the frozen judge its condition needs, on held-out conditions; attention maps per
+step and layout pictures for the notebook panels. Building and training them: `ldm_lite.recipes`
+(`ldm-lite train ldm-kl-f4-shapes32-text`).
 
-    ldm = build("text", autoencoder)                       # UNet with cross-attention + TextConditioner
-    ldm = train("text", "outputs/t2i", steps=3000)         # resumable: run it again to continue
-    x = ldm.sample(prompts=["a large red circle"], guidance_scale=3.0)
-
-A `Recipe` per condition names the dataset, the shipped autoencoder and the conditioner; `build` never switches
-inside the model: the conditioner object is the only thing that differs.
+    ldm, _ = recipes.load_or_train("ldm-kl-f4-shapes32-text")
+    results = evaluate(ldm, n=100, guidance_scales=(1, 3))   # {"condition_kind", "judge", "guidance_1": {...}}
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
-from .autoencoder import Autoencoder
-from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
+from . import grounding
+from .classifier import MNISTClassifier
+from .conditioning import ClassConditioner, LayoutConditioner
+from .datasets import KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
+from .evaluation import sample_many
 from .ldm import LatentDiffusion
-from .paths import PRETRAINED_DIR
-from .text import (
-    FrozenTextConditioner,
-    FrozenTextConditionerConfig,
-    TextConditioner,
-    TextConditionerConfig,
-    mnist_vocabulary,
-)
-from .unet import UNet, UNetConfig
+from .metrics import fid
+from .paths import pretrained
+from .recipes import get_classifier
+from .segmenter import load_segmenter
+from .text import FrozenTextConditioner, TextConditioner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Recipe:
-    """How one kind of conditional model is made."""
-
-    dataset: str  # "shapes" or "mnist"
-    autoencoder: str  # shipped first stage under data/pretrained/
-    conditioner: Callable[[int], nn.Module]  # context_dim -> a fresh conditioner
-    max_shapes: int = 2  # shapes per image (shapes only)
-
-
-RECIPES: dict[str, Recipe] = {
-    "text": Recipe("shapes", "ae-kl-f4-shapes32",
-                   lambda d: TextConditioner(TextConditionerConfig(dim=d, max_length=16))),
-    "frozen-text": Recipe("shapes", "ae-kl-f4-shapes32",
-                          lambda d: FrozenTextConditioner(FrozenTextConditionerConfig(dim=d, max_length=16))),
-    "layout": Recipe("shapes", "ae-kl-f4-shapes32",
-                     lambda d: LayoutConditioner(LayoutConditionerConfig(dim=d, max_objects=2)), max_shapes=2),
-    "class": Recipe("mnist", "ae-kl-f4-mnist32",
-                    lambda d: ClassConditioner(ClassConditionerConfig(num_classes=10, dim=d))),
-    "mnist-text": Recipe("mnist", "ae-kl-f4-mnist32",
-                         lambda d: TextConditioner(TextConditionerConfig(dim=d, max_length=6,
-                                                                         vocabulary=mnist_vocabulary()))),
-}
-
-
-def _recipe(condition: str) -> Recipe:
-    if condition not in RECIPES:
-        raise ValueError(f"unknown condition {condition!r}; use one of {sorted(RECIPES)}")
-    return RECIPES[condition]
-
-
-def build(condition: str, autoencoder: nn.Module, *, context_dim: int = 128, model_channels: int = 64,
-          image_size: int = 32, cond_drop_prob: float = 0.1, **unet_overrides: Any) -> LatentDiffusion:
-    """A fresh conditional LDM: `UNetConfig.small` with cross-attention of width `context_dim` + the recipe's
-    conditioner, on `autoencoder` (frozen)."""
-    cond = _recipe(condition).conditioner(context_dim)
-    unet = UNet(UNetConfig.small(in_channels=autoencoder.latent_channels, context_dim=context_dim,
-                                 model_channels=model_channels, **unet_overrides))
-    return LatentDiffusion(autoencoder, unet, cond, image_size=image_size, cond_drop_prob=cond_drop_prob)
-
-
-def dataset(condition: str, n: int = 20_000, seed: int = 0, split: str = "train", resolution: int = 32):
-    """The training (or held-out) data of a recipe. Held-out shapes use another seed; MNIST its test split."""
-    from . import datasets
-
-    r = _recipe(condition)
-    if r.dataset == "mnist":
-        return datasets.mnist(resolution, channels=3, split=split, source="offline")
-    return datasets.shapes(resolution, n=n, seed=seed if split == "train" else seed + 1, max_shapes=r.max_shapes)
-
-
-def shipped_autoencoder(condition: str) -> Autoencoder:
-    path = PRETRAINED_DIR / _recipe(condition).autoencoder
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; train it first: ldm-lite train-ae --preset kl-f4 --dataset "
-                                f"{_recipe(condition).dataset} --steps 2500 --ship {path.name} (see README)")
-    return Autoencoder.from_pretrained(path)
-
-
-class LatentCache(torch.utils.data.Dataset):
-    """A dataset's items with "image" replaced by the scaled latent z_0 = s·E(x) (B, c, h, w), encoded once.
-
-    The posterior mean is cached (the KL posterior's spread is small next to the latents' unit scale), so
-    training skips the encoder and the shapes renderer: a step costs the UNet and the conditioner only.
-    Kept fields: caption, label, attrs (what the conditioners read)."""
-
-    KEEP = ("caption", "label", "attrs")
-
-    def __init__(self, latents: torch.Tensor, fields: dict[str, Any]):
-        self.latents, self.fields = latents, fields
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, data: Any, autoencoder: nn.Module, batch_size: int = 256, path: str | os.PathLike | None = None,
-              progress: bool = True) -> LatentCache:
-        """Encode every item of `data` (or load `path`, a safetensors file written by an earlier call for a dataset
-        of the same length)."""
-        from safetensors.torch import load_file, save_file
-        from torch.utils.data import default_collate
-        from tqdm.auto import tqdm
-
-        if path is not None and Path(path).exists() and Path(path).with_suffix(".json").exists():
-            saved = load_file(str(path))
-            if len(saved["latents"]) == len(data):  # else a cache of another dataset size: encode afresh
-                meta = json.loads(Path(path).with_suffix(".json").read_text())
-                return cls(saved.pop("latents"), {**saved, **meta})
-        autoencoder.eval()
-        zs, fields = [], {}
-        for i in tqdm(range(0, len(data), batch_size), desc="latent cache", disable=not progress):
-            items = default_collate([data[j] for j in range(i, min(len(data), i + batch_size))])
-            zs.append(autoencoder.to_latent(items["image"], sample=False))
-            for k in cls.KEEP:
-                if k in items:
-                    fields.setdefault(k, []).append(items[k])
-        latents = torch.cat(zs)
-        fields = {k: (sum(v, []) if isinstance(v[0], list) else torch.cat(v)) for k, v in fields.items()}
-        if path is not None:
-            tensors = {k: v for k, v in fields.items() if isinstance(v, torch.Tensor)}
-            save_file({"latents": latents.contiguous(), **{k: v.contiguous() for k, v in tensors.items()}}, str(path))
-            Path(path).with_suffix(".json").write_text(json.dumps({k: v for k, v in fields.items() if k not in tensors}))
-        return cls(latents, fields)
-
-    def __len__(self) -> int:
-        return len(self.latents)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.latents[i], **{k: v[i] for k, v in self.fields.items()}}
-
-
-def latent_view(ldm: LatentDiffusion) -> LatentDiffusion:
-    """The same UNet and conditioner (shared modules) behind an identity first stage at latent resolution:
-    trains on a `LatentCache` with exactly L_LDM (eq. 2) of the full model, z_0 given."""
-    from .autoencoder import IdentityAutoencoder, IdentityAutoencoderConfig
-
-    c, h, _ = ldm.latent_shape
-    return LatentDiffusion(IdentityAutoencoder(IdentityAutoencoderConfig(in_channels=c)), ldm.unet, ldm.conditioner,
-                           ldm.schedule, image_size=h, prediction=ldm.config.prediction,
-                           cond_drop_prob=ldm.config.cond_drop_prob)
-
-
-def from_checkpoint(directory: str | os.PathLike, autoencoder: nn.Module, ema: bool = True) -> LatentDiffusion:
-    """The full model from a `train` checkpoint folder (`<out_dir>/checkpoint`, a latent view): its UNet and
-    conditioner (EMA weights by default) on `autoencoder`, with the schedule it was trained with."""
-    from safetensors.torch import load_file
-
-    view = LatentDiffusion.from_pretrained(directory)
-    if ema:
-        shadow = {k[len("ema."):]: v for k, v in load_file(str(Path(directory) / "training.safetensors")).items()
-                  if k.startswith("ema.")}
-        missing = view.load_state_dict(shadow, strict=False).missing_keys
-        if any(k.startswith(("unet.", "conditioner.")) for k in missing):
-            raise ValueError(f"{directory} holds no EMA weights for {missing[:3]}; pass ema=False")
-    return LatentDiffusion(autoencoder, view.unet, view.conditioner, view.schedule,
-                           image_size=view.config.image_size * autoencoder.f, prediction=view.config.prediction,
-                           cond_drop_prob=view.config.cond_drop_prob).eval()
-
-
-def train(condition: str, out_dir: str | os.PathLike, steps: int = 3_000, *, batch_size: int = 64, lr: float = 5e-4,
-          warmup: int = 100, ema: float | None = 0.995, context_dim: int = 128, model_channels: int = 64,
-          n_train: int = 20_000, seed: int = 0, resume: bool = True, max_seconds: float | None = None,
-          checkpoint_every: int = 250, device: str = "auto", progress: bool = True) -> LatentDiffusion:
-    """Train a conditional LDM of kind `condition` ("text", "frozen-text", "layout", "class", "mnist-text") on the
-    shipped autoencoder, from latents cached once in `<out_dir>/latents.safetensors`. `<out_dir>/checkpoint` is
-    written every `checkpoint_every` steps and `resume=True` continues from it (same weights as an uninterrupted
-    run). The final EMA model (with its autoencoder) is saved to `<out_dir>/model`."""
-    from .train import train_ldm
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ldm = build(condition, shipped_autoencoder(condition), context_dim=context_dim, model_channels=model_channels)
-    cache = LatentCache.build(dataset(condition, n=n_train, seed=seed), ldm.autoencoder,
-                              path=out / "latents.safetensors", progress=progress)
-    t0 = time.perf_counter()
-    history = train_ldm(latent_view(ldm), cache, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema,
-                        out_dir=out, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
-                        max_seconds=max_seconds, device=device, progress=progress)
-    ldm.save_pretrained(out / "model")  # the full model (autoencoder included) over train_ldm's latent view
-    steps_done = int(history["step"][-1]) + 1 if history.get("step") else 0
-    record = {"condition": condition, "steps": steps, "batch_size": batch_size, "lr": lr, "ema": ema,
-              "context_dim": context_dim, "model_channels": model_channels, "n_train": n_train, "seed": seed,
-              "steps_done": steps_done, "seconds_this_call": round(time.perf_counter() - t0, 1),
-              "final_loss_mean_last_10_logs": float(sum(history["loss"][-10:]) / max(1, len(history["loss"][-10:])))}
-    (out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
-    return ldm.eval()
-
-
-def recipe_dict(condition: str) -> dict:
-    r = _recipe(condition)
-    return {k: v for k, v in asdict(r).items() if k != "conditioner"}
 
 
 # ============================================================================================== judging samples
@@ -216,28 +39,13 @@ HELDOUT_SEED = 10_001  # shapes seed of held-out captions / layouts / real image
 
 def heldout_shapes(n: int, shapes_per_image: int, seed: int = HELDOUT_SEED) -> dict[str, Any]:
     """A batch of `n` held-out `shapes` items with exactly `shapes_per_image` shapes (image, caption, attrs, mask)."""
-    from torch.utils.data import default_collate
 
-    from .datasets import shapes
 
     ds = shapes(32, n=n, seed=seed, max_shapes=shapes_per_image, min_shapes=shapes_per_image)
     return default_collate([ds[i] for i in range(n)])
 
 
-@torch.no_grad()
-def sample_many(ldm: LatentDiffusion, batch: dict[str, Any], batch_size: int = 64, seed: int = 0,
-                **sample_options: Any) -> torch.Tensor:
-    """ldm.sample over a large condition batch in chunks of `batch_size` (chunk i seeded with seed + i)."""
-    n = len(next(v for v in batch.values() if hasattr(v, "__len__")))
-    out = []
-    for i in range(0, n, batch_size):
-        part = {k: v[i:i + batch_size] for k, v in batch.items()}
-        out.append(ldm.sample(batch=part, generator=torch.Generator().manual_seed(seed + i), **sample_options).cpu())
-    return torch.cat(out)
-
-
 def _fid(real: torch.Tensor, fake: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]) -> float:
-    from .metrics import fid
 
     with torch.no_grad():
         return float(fid(torch.cat([features(b) for b in real.split(256)]),
@@ -253,7 +61,6 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
     reads as asked, and FID on its features against `n_real` held-out real single-shape images. Two-shape
     captions (with a segmenter, `ldm_lite.grounding`): the share where every stated shape and the relation are
     found. Each scorer is first run on held-out real images (`scorer_on_real`): its agreement with the truth."""
-    from . import grounding
 
     one, real = heldout_shapes(n, 1), heldout_shapes(n_real, 1, seed=HELDOUT_SEED + 1)
     judged = classifier.judge(one["image"])
@@ -268,7 +75,7 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
             "all_and_relation"]
     for s in guidance_scales:
         row: dict[str, Any] = {}
-        x = sample_many(ldm, {"caption": one["caption"]}, guidance_scale=s, seed=seed, **sample_options)
+        x = sample_many(ldm, batch={"caption": one["caption"]}, guidance_scale=s, seed=seed, **sample_options)
         j = classifier.judge(x)
         kind, color, size = (j["kind"] == truth[:, 0]), (j["color"] == truth[:, 1]), (j["size"] == truth[:, 2])
         row.update(single_kind_and_color=float((kind & color).float().mean()),
@@ -277,7 +84,7 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
                    recognisable=float(j["recognisable"].float().mean()),
                    fid_classifier_features=_fid(real["image"], x, classifier.features))
         if two is not None:
-            x2 = sample_many(ldm, {"caption": two["caption"]}, guidance_scale=s, seed=seed, **sample_options)
+            x2 = sample_many(ldm, batch={"caption": two["caption"]}, guidance_scale=s, seed=seed, **sample_options)
             agree = grounding.caption_agreement(two["attrs"], grounding.find_objects(x2, segmenter.predict(x2)))
             row.update(two_all_attributes=agree["all_attributes"], two_all_and_relation=agree["all_and_relation"])
         out[f"guidance_{s:g}"] = row
@@ -291,7 +98,6 @@ def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int
     """Class-conditional MNIST: the share of samples the MNIST classifier reads as the requested digit, and FID on
     its features against the held-out test digits, at each guidance scale. `captions=True` asks a text model with
     the held-out digits' captions ("a handwritten seven") instead of their labels."""
-    from .datasets import mnist
 
     test = mnist(32, channels=3, split="test", source="offline")
     real = torch.stack([test[i]["image"] for i in range(len(test))])
@@ -302,7 +108,7 @@ def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int
     caption_of = dict(zip(test.labels.tolist(), test.captions))
     condition = {"caption": [caption_of[k] for k in labels.tolist()]} if captions else {"label": labels}
     for s in guidance_scales:
-        x = sample_many(ldm, condition, guidance_scale=s, seed=seed, **sample_options)
+        x = sample_many(ldm, batch=condition, guidance_scale=s, seed=seed, **sample_options)
         out[f"guidance_{s:g}"] = {"accuracy": float((classifier.predict(x) == labels).float().mean()),
                                   "fid_mnist_classifier_features": _fid(real, x, classifier.features)}
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
@@ -346,31 +152,11 @@ def attention_over_steps(ldm: LatentDiffusion, prompt: str, *, guidance_scale: f
     return AttentionRecord(x[0].cpu(), torch.stack(maps), tokens, timesteps)
 
 
-SHIPPED = {"text": "ldm-kl-f4-shapes32-text", "class": "ldm-kl-f4-mnist32-class",
-           "layout": "ldm-kl-f4-shapes32-layout"}  # names under data/pretrained/
-
-
-def load_or_train(condition: str, steps: int = 200, out_dir: str | os.PathLike | None = None,
-                  **train_options: Any) -> tuple[LatentDiffusion, str]:
-    """The shipped conditional model when present, else one trained here for `steps` steps (a quick, weak model
-    for smoke runs; the shipped one took an hour). Returns (model, where it came from)."""
-    from .paths import OUTPUTS_DIR
-
-    name = SHIPPED.get(condition)
-    if name is not None and (PRETRAINED_DIR / name / "model.safetensors").exists():
-        return LatentDiffusion.from_pretrained(PRETRAINED_DIR / name), f"shipped ({name})"
-    out = Path(out_dir) if out_dir is not None else OUTPUTS_DIR / f"quick-{condition}"
-    ldm = train(condition, out, steps, **train_options)
-    return ldm, f"trained here for {steps} steps ({out})"
-
-
 def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
                     guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, **sample_options: Any) -> dict:
     """Layout-to-image on the layouts of `n` held-out two-shape scenes: the share of requested objects for which
     the segmenter finds an object of the requested class with its centroid in the requested box
     (`grounding.layout_agreement`), first on the real images of those layouts (`scorer_on_real`)."""
-    from . import grounding
-    from .conditioning import boxes_from_attrs
 
     b = heldout_shapes(n, 2)
     boxes, labels = boxes_from_attrs(b["attrs"])
@@ -378,7 +164,7 @@ def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
     out: dict[str, Any] = {"n": n, "sample_options": sample_options,
                            "scorer_on_real": grounding.layout_agreement(boxes, labels, real)["objects_found"]}
     for s in guidance_scales:
-        x = sample_many(ldm, {"boxes": boxes, "box_labels": labels}, guidance_scale=s, seed=seed, **sample_options)
+        x = sample_many(ldm, batch={"boxes": boxes, "box_labels": labels}, guidance_scale=s, seed=seed, **sample_options)
         found = grounding.find_objects(x, segmenter.predict(x))
         out[f"guidance_{s:g}"] = grounding.layout_agreement(boxes, labels, found)
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
@@ -401,8 +187,6 @@ def layout_pictures(ldm: LatentDiffusion, index: int, guidance_scale: float = 3.
                     **sample_options: Any) -> tuple[dict[str, torch.Tensor], str]:
     """For `widgets.images_panel`: the layout of held-out scene `index` (as a class map), the real scene, and `n`
     samples of the layout model for it ({caption: picture}, readout)."""
-    from .conditioning import boxes_from_attrs
-    from .datasets import KINDS, shapes
 
     item = shapes(32, n=index + 1, seed=HELDOUT_SEED + 3, max_shapes=2)[index]
     boxes, labels = boxes_from_attrs(item["attrs"][None])
@@ -416,7 +200,6 @@ def layout_pictures(ldm: LatentDiffusion, index: int, guidance_scale: float = 3.
 
 
 # ============================================================================================== one entry point
-from .datasets import _NUMBER_WORDS as DIGIT_WORDS  # noqa: E402  ("zero", ..., "nine")
 
 TWO_SHAPE_PROMPT = "a large red circle left of a small blue square"  # words a shapes text model must know
 DIGIT_PROMPT = "a handwritten seven"  # words an MNIST text model knows
@@ -453,10 +236,6 @@ def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, .
     - class-conditional MNIST or MNIST captions: `evaluate_class` (the MNIST classifier, `n` // 10 per digit).
 
     Returns {"condition_kind", "judge", "scorer_on_real", "guidance_<s>": {accuracies, FID}, ...}."""
-    from .classifier import MNISTClassifier
-    from .paths import pretrained
-    from .recipes import get_classifier
-    from .segmenter import load_segmenter
 
     kind = condition_kind(ldm)
     scales = tuple(float(s) for s in guidance_scales)
@@ -478,22 +257,8 @@ def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, .
     return {"condition_kind": kind, "judge": judge, **out}
 
 
-RECIPE_OF_KIND = {"shapes-text": "text", "mnist-text": "mnist-text", "layout": "layout", "mnist-class": "class"}
-
-
-def load(directory: str | os.PathLike) -> LatentDiffusion:
-    """A conditional model to judge or sample, in eval mode: a model folder (`save_pretrained`), or a `train`
-    checkpoint folder (`<out_dir>/checkpoint`, a latent view) rebuilt with its EMA weights on the shipped
-    autoencoder of its kind (`condition_kind`), so a run can be judged while it trains."""
-    ldm = LatentDiffusion.from_pretrained(directory)
-    if ldm.config.autoencoder_kind != "IdentityAutoencoder" or not (Path(directory) / "training.safetensors").exists():
-        return ldm
-    return from_checkpoint(directory, shipped_autoencoder(RECIPE_OF_KIND[condition_kind(ldm)]))
-
-
 def example_conditions(ldm: LatentDiffusion) -> dict[str, Any]:
     """A batch of 8-10 typical conditions for a grid of samples of a conditional model (`condition_kind`)."""
-    from .conditioning import boxes_from_attrs
 
     kind = condition_kind(ldm)
     if kind == "shapes-text":
@@ -504,5 +269,5 @@ def example_conditions(ldm: LatentDiffusion) -> dict[str, Any]:
         boxes, labels = boxes_from_attrs(heldout_shapes(8, 2, seed=HELDOUT_SEED + 2)["attrs"])
         return {"boxes": boxes, "box_labels": labels}
     if kind == "mnist-text":
-        return {"caption": [f"a handwritten {w}" for w in DIGIT_WORDS]}
+        return {"caption": [f"a handwritten {w}" for w in NUMBER_WORDS]}
     return {"label": torch.arange(10)}

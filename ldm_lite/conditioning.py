@@ -139,25 +139,12 @@ class LayoutConditionerConfig:
     fourier_bands: int = 6  # box coordinates enter as sin/cos at frequencies 2^k·π, k < fourier_bands
 
 
-def boxes_from_attrs(attrs: Tensor) -> tuple[Tensor, Tensor]:
-    """`shapes` attribute rows (B, N, 5) = (kind, color, size, x, y) -> boxes (B, N, 4) = (x0, y0, x1, y1) in [0, 1]
-    around each shape's circumcircle, and classes (B, N) = kind (-1 for padded rows)."""
-    from .datasets import SIZE_NAMES, SIZES
-
-    attrs = torch.as_tensor(attrs).long()
-    radius = torch.tensor([SIZES[n] for n in SIZE_NAMES])[attrs[..., 2].clamp(min=0)]  # (B, N)
-    cx, cy = attrs[..., 3].float() / 1000, attrs[..., 4].float() / 1000
-    boxes = torch.stack([cx - radius, cy - radius, cx + radius, cy + radius], -1).clamp(0, 1)
-    present = attrs[..., 0] >= 0
-    return torch.where(present[..., None], boxes, torch.zeros_like(boxes)), torch.where(present, attrs[..., 0], -1)
-
-
 class LayoutConditioner(Pretrained, Conditioner):
     """A layout (boxes (B, N, 4), classes (B, N), -1 = no object) -> one token per object slot (B, max_objects, d).
 
     Token = Linear(Fourier(box)) + class embedding (row `num_classes` = no object), then a transformer over the
-    tokens so each object sees the others. Reads `batch["boxes"]` and `batch["box_labels"]`, or, when those are
-    absent, derives them from the `shapes` dataset's `batch["attrs"]` (`boxes_from_attrs`)."""
+    tokens so each object sees the others. Reads `batch["boxes"]` and `batch["box_labels"]` (`shapes` items carry
+    both; `datasets.boxes_from_attrs` makes them from its `attrs`)."""
 
     config_class = LayoutConditionerConfig
     usage = "batch={'boxes': (B, N, 4) as (x0, y0, x1, y1) in [0, 1], 'box_labels': (B, N) class indices}"
@@ -182,8 +169,6 @@ class LayoutConditioner(Pretrained, Conditioner):
             if "box_labels" not in batch:
                 raise ValueError("batch has 'boxes' but no 'box_labels'; pass one class index per box (-1 = none)")
             boxes, labels = torch.as_tensor(batch["boxes"]).float(), torch.as_tensor(batch["box_labels"]).long()
-        elif "attrs" in batch:
-            boxes, labels = boxes_from_attrs(batch["attrs"])
         else:
             raise ValueError(f"a layout-conditional model reads boxes; pass {self.usage}")
         if boxes.ndim != 3 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:2]:
@@ -229,6 +214,4 @@ class LayoutConditioner(Pretrained, Conditioner):
 CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner,
                                             "LayoutConditioner": LayoutConditioner}
 
-# the text conditioners and the spatial ones (super-resolution, inpainting, semantic maps) register themselves on import
-from . import spatial as _spatial  # noqa: E402,F401
-from . import text as _text  # noqa: E402,F401
+# the text conditioners (`text`) and the spatial ones (`spatial`) register themselves on import; `ldm` imports both

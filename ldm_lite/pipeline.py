@@ -21,13 +21,9 @@ from . import datasets, recipes
 from .autoencoder import Autoencoder
 from .checkpoint import read_json, write_json
 from .evaluation import evaluate_samples
-from .latents import LatentCache
-from .ldm import LatentDiffusion
 from .runtime import on_gpu, pick_device, smoke_mode
-from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -69,21 +65,23 @@ class MainConfig:
         return cls()
 
 
-def _images(ds, n: int) -> torch.Tensor:
-    return torch.stack([ds[i]["image"] for i in range(n)])
+def train_config(cfg: MainConfig, device: torch.device) -> recipes.TrainConfig:
+    """The main job's LDM run as a `recipes.TrainConfig` (the `ldm-kl-f4-shapes32` recipe, sized by `cfg`)."""
+    return recipes.config("ldm-kl-f4-shapes32", resolution=cfg.resolution, n_train=cfg.n_train,
+                          max_shapes=cfg.max_shapes, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                          warmup=cfg.warmup, ema=cfg.ema, model_channels=cfg.model_channels, seed=cfg.seed,
+                          max_seconds=cfg.max_train_seconds, min_steps=cfg.min_ldm_steps,
+                          latent_cache=cfg.latent_cache, checkpoint_every=max(100, cfg.ldm_steps // 5),
+                          sync_every=cfg.sync_every, device=str(device))
 
 
 def main_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.device) -> tuple[Autoencoder, str]:
-    """The shipped kl-f4 autoencoder, or one trained here with the short loss (`train=True` or nothing shipped)."""
-    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    return recipes.get_autoencoder("kl", 4, "shapes", ds, steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, lr=4e-4,
-                                   prefer_shipped=not train, out=out / "ae", device=device, seed=cfg.seed)
-
-
-def build_ldm(cfg: MainConfig, ae: Autoencoder) -> LatentDiffusion:
-    c = ae.latent_channels
-    unet = UNet(UNetConfig.small(in_channels=c, model_channels=cfg.model_channels))
-    return LatentDiffusion(ae, unet, schedule="scaled_linear", image_size=cfg.resolution)
+    """The shipped kl-f4 autoencoder, or (`train=True`, or none shipped) one trained here with the short loss."""
+    ae, source = recipes.load_or_train("ae-kl-f4-shapes32", out / "ae", prefer_shipped=not train, loss="short",
+                                       steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, n_train=cfg.n_train,
+                                       seed=cfg.seed, max_shapes=cfg.max_shapes, learn_logvar=False, ema=None,
+                                       device=str(device))
+    return ae.to(device), source
 
 
 def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None) -> dict:
@@ -92,24 +90,17 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
 
     matplotlib.use("Agg")
     from . import plotting
-    from .train import train_ldm
 
     dev = pick_device(device)
     cfg = config or MainConfig.for_device(dev, smoke_mode())
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     ae, ae_source = main_autoencoder(cfg, train_ae, out, dev)
-    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    ldm = build_ldm(cfg, ae)
-    t_train = time.perf_counter()
-    if cfg.latent_cache:  # encoding the training set once is part of the training budget
-        ds = LatentCache(ds, ae.to(dev), device=dev)
-    budget = None if cfg.max_train_seconds is None else max(0.0, cfg.max_train_seconds - (time.perf_counter() - t_train))
-    hist = train_ldm(ldm, ds, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
-                     ema=cfg.ema, device=dev, out_dir=out / "ldm", checkpoint_every=max(100, cfg.ldm_steps // 5),
-                     resume=True, seed=cfg.seed, max_seconds=budget, min_steps=cfg.min_ldm_steps,
-                     sync_every=cfg.sync_every)
+    t_train = time.perf_counter()  # encoding the training set once (the latent cache) is part of the budget
+    run = recipes.train("ldm-kl-f4-shapes32", out / "ldm", **{k: v for k, v in asdict(train_config(cfg, dev)).items()
+                                                              if k != "autoencoder"},
+                        autoencoder=str(out / "ae" / "model") if train_ae else "ae-kl-f4-shapes32")
+    ldm, hist = run.model.to(dev), run.history
     train_s = time.perf_counter() - t_train
     steps_done = int(read_json(out / "ldm" / "checkpoint" / "state.json")["step"])  # the history logs every 10th
     plotting.curves(hist, keys=["loss"], title="LDM training loss ||eps - eps_theta||^2 (eq. 2)").savefig(
@@ -122,8 +113,8 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     plotting.image_grid(samples[:64], ncols=8, title=f"LDM-4 samples ({cfg.sampler}, {cfg.sample_steps} steps)").savefig(
         out / "samples.png", dpi=110)
 
-    real = _images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=1, max_shapes=cfg.max_shapes),
-                   cfg.n_eval_real)
+    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=recipes.HELDOUT_SEED,
+                                                max_shapes=cfg.max_shapes))
     metrics = {
         "device": str(dev),
         "autoencoder": ae_source,

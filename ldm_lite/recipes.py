@@ -1,82 +1,234 @@
-"""Recipes: where every model comes from, in one place.
+"""Recipes: every model the kit trains or ships, by name, over one training configuration.
 
-"The shipped model when present, else train it with this recipe" for autoencoders (per kind, f and dataset), the
-unconditional LDM and the shapes classifier; the first stage's loss presets; the datasets a training stage takes
-by name; and `ship`, which writes a model to `data/pretrained/<name>/` with metrics.json and a README naming the
-command that made it. The CLI, the main job and the notebooks get their models from here.
+A `Recipe` says what a model is (how to build it, what it trains on, which trainer) and which fields of the one
+`TrainConfig` it changes; every default lives in `TrainConfig`. Everything that needs a model gets it here: the
+CLI (`ldm-lite train <name>`), the main job, the notebooks, the studies, the exercises and the scripts.
 
-    ae, source = get_autoencoder("kl", 4, "shapes")                   # shipped ae-kl-f4-shapes32, else trained
-    train, held_out = training_data("mnist", resolution=32)           # shapes | mnist | <image folder> | hub:<name>
+    cfg = config("ldm-kl-f4-shapes32-text", steps=200)    # the recipe's settings, with overrides
+    run = train("ldm-kl-f4-shapes32-text", steps=200)     # resumable run under outputs/<name>/ -> TrainResult
+    ldm, source = load_or_train("ldm-kl-f4-shapes32-text") # the shipped model, else trained with its recipe
+    ship(run.out / "model", "ldm-kl-f4-shapes32-text", run.metrics, command_line(), "...")
+
+Recipe names are the shipped folder names under `data/pretrained/`; `ae` and `ldm` are the generic recipes for a
+user's own data (`ldm-lite train ae --dataset my_images/`, `ldm-lite train ldm --autoencoder outputs/ae-.../model
+--dataset my_images/`). `TrainConfig.gpu()` is the preset for a GPU (bigger batch, more steps).
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import datasets
-from .autoencoder import Autoencoder, AutoencoderConfig, estimate_scale_factor
-from .checkpoint import atomic_dir, write_json
+from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, estimate_scale_factor
+from .checkpoint import CheckpointError, atomic_dir, read_json, write_json
+from .classifier import MNISTClassifier, ShapesClassifier
+from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
 from .fit import FINAL_DIR
+from .ldm import LatentDiffusion
 from .losses import AutoencoderLossConfig
 from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+from .runtime import pick_device
+from .segmenter import ShapesSegmenter
+from .spatial import (
+    InpaintingConditioner,
+    InpaintingConfig,
+    SemanticConditioner,
+    SuperResolutionConditioner,
+    SuperResolutionConfig,
+)
+from .text import FrozenTextConditioner, FrozenTextConditionerConfig, TextConditioner, TextConditionerConfig
+from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
 
-SHIPPED_LDM = "ldm-kl-f4-shapes32"
-SHIPPED_CLASSIFIER = "shapes-classifier-32"
+HELDOUT_SEED = 1  # `shapes` seed of every held-out set (training uses TrainConfig.seed = 0)
 
 
-# ----------------------------------------------------------------------------------------------- loss presets
-def short_loss(kl_weight: float = 1e-6, learn_logvar: bool = False) -> AutoencoderLossConfig:
-    """L1 reconstruction + KL / VQ terms; no LPIPS, no GAN (`disc_start=None`). A 32x32 step then costs ~0.1-0.3 s
-    on a CPU instead of ~1 s: the f sweep and the main job's fallback. `learn_logvar`: see `AutoencoderLossConfig`."""
-    return AutoencoderLossConfig(perceptual_weight=0.0, kl_weight=kl_weight, disc_start=None, learn_logvar=learn_logvar)
+# ============================================================================================== the one config
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; a recipe overrides a few fields, the CLI any of them (`--steps 200`)."""
+
+    # data
+    dataset: str = "shapes"  # shapes | mnist | a folder of images | hub:<name or path>
+    resolution: int = 32  # image side
+    n_train: int = 20_000  # training images (shapes: drawn with seed `seed`; others: the first n_train at most)
+    max_shapes: int = 1  # shapes per image (shapes only)
+    n_eval: int = 512  # held-out images for the metrics a run reports (autoencoders: PSNR / SSIM / LPIPS)
+    # first stage (autoencoder recipes)
+    preset: str = "kl-f4"  # kl-f<f> | vq-f<f>
+    latent_channels: int = 3  # c of the latent
+    base_channels: int = 32  # width of the first level
+    codebook_size: int = 256  # VQ only
+    loss: str = "full"  # "full" (L1 + LPIPS + KL/VQ + PatchGAN, §3.1) or "short" (L1 + KL/VQ: ~3x cheaper)
+    disc_start: int | None = None  # step the PatchGAN starts (None: 3/4 of `steps`; -1: never)
+    kl_weight: float = 1e-6  # weight of the KL term
+    learn_logvar: bool = False  # learn the decoder's log-variance (the reference fixes it at 0)
+    lpips_net: str = "vgg"  # LPIPS backbone of the loss
+    perceptual_weight: float | None = None  # LPIPS weight of the full loss (None: 1.0)
+    # diffusion model (LDM recipes)
+    autoencoder: str = "ae-kl-f4-shapes32"  # first stage: a shipped name, a model folder, or "identity" (LDM-1)
+    condition: str | None = None  # None | text | frozen-text | layout | class | mnist-text | sr | inpaint | semantic
+    degradation: str = "bicubic"  # sr: the low-res inputs it trains on (bicubic | realistic)
+    model_channels: int = 64  # UNet width
+    context_dim: int = 128  # cross-attention width (text, layout, class)
+    prediction: str = "eps"  # eps | v
+    cond_drop_prob: float = 0.1  # ∅ in training, for classifier-free guidance (0 for concat conditions)
+    latent_cache: bool = True  # encode the training set once; z ~ q(z|x) is still drawn every step
+    # optimisation
+    steps: int = 3_000  # training steps in total (a re-run resumes up to this)
+    batch_size: int = 64
+    lr: float = 5e-4  # peak learning rate (AdamW for LDMs, Adam for autoencoders)
+    warmup: int = 100  # linear warm-up steps (LDMs)
+    ema: float | None = 0.995  # EMA decay of the weights the model ends with (None: no EMA)
+    seed: int = 0
+    max_seconds: float | None = None  # a wall-clock budget (stops after a checkpoint)
+    min_steps: int = 0  # ...but never before this step
+    checkpoint_every: int | None = None  # default: every tenth of the run (>= 100 steps)
+    init_from: str | None = None  # a model folder of the same architecture whose weights start the run
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, ...
+    threads: int = 0  # CPU threads (0: torch's default)
+    sync_every: int | None = None  # GPU: steps between reads of the loss (no per-step device->host copy)
+    compile: str | None = None  # torch.compile mode for the LDM step ("default", "reduce-overhead"); None: eager
+
+    def gpu(self) -> TrainConfig:
+        """The same recipe for one GPU: a 4x larger batch at a lower learning rate, 5x the steps."""
+        return replace(self, batch_size=self.batch_size * 4, lr=self.lr / 2, steps=self.steps * 5,
+                       warmup=self.warmup * 5, n_train=max(self.n_train, 50_000), ema=0.999)
 
 
-def full_loss(steps: int, disc_start: int | None = None, lpips_net: str = "vgg",
-              kl_weight: float = 1e-6, learn_logvar: bool = False) -> AutoencoderLossConfig:
-    """The paper's first-stage loss (§3.1, App. G): L1 + LPIPS + KL / VQ + PatchGAN; the GAN switches on at
-    `disc_start` (default: after three quarters of `steps`, so the autoencoder reconstructs before D judges it)."""
-    return AutoencoderLossConfig(perceptual_weight=1.0, lpips_net=lpips_net, kl_weight=kl_weight,
-                                 disc_start=steps * 3 // 4 if disc_start is None else disc_start,
-                                 learn_logvar=learn_logvar)
+@dataclass
+class TrainResult:
+    """What every trainer returns: the trained model (eval mode), its history, held-out metrics, the run folder."""
+
+    model: nn.Module
+    history: dict[str, list]
+    metrics: dict[str, Any]
+    out: Path | None
+    config: TrainConfig
 
 
-def loss_tag(loss: AutoencoderLossConfig, steps: int) -> str:
-    return "full-loss" if loss.perceptual_weight > 0 or loss.gan_within(steps) else "short-loss"
+@dataclass(frozen=True)
+class Recipe:
+    """One model: what it is and the fields of `TrainConfig` it changes."""
+
+    name: str  # the folder name when shipped (data/pretrained/<name>)
+    what: str  # one line for `ldm-lite train --list` and the README
+    trainer: Callable[[TrainConfig, Path | None, bool], TrainResult]  # (config, run folder, progress)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # how the shipped weights were made, where that differs from one run of the recipe
 
 
-# ----------------------------------------------------------------------------------------------- datasets
+# ============================================================================================== builders
+def small_unet(latent_channels: int, *, model_channels: int = 64, context_dim: int | None = None,
+               concat_channels: int = 0, **overrides: Any) -> UNetConfig:
+    """The kit's UNet for 8×8 latents (LDM-4 at 32×32): `UNetConfig.small`, with the conditioning's widths."""
+    if concat_channels:  # concat conditions: attention at 4×4 only and 16 groups, as the shipped models
+        overrides = {"attention_resolutions": (2,), "norm_groups": 16, **overrides}
+    return UNetConfig.small(in_channels=latent_channels, model_channels=model_channels, context_dim=context_dim,
+                            concat_channels=concat_channels, **overrides)
+
+
+def first_stage(name: str) -> nn.Module:
+    """An autoencoder by shipped name or folder (a run folder's `model/` is found too); "identity" for LDM-1."""
+    if name == "identity":
+        return IdentityAutoencoder()
+    path = Path(name)
+    if not path.is_dir() and (PRETRAINED_DIR / name).is_dir():
+        path = PRETRAINED_DIR / name
+    if (path / FINAL_DIR / "config.json").is_file():
+        path = path / FINAL_DIR
+    if not (path / "config.json").is_file():
+        if name in RECIPES:
+            return load_or_train(name)[0]
+        raise FileNotFoundError(f"autoencoder {name!r} not found: pass a shipped name ({', '.join(shipped_names('ae-'))})"
+                                f", a model folder, or 'identity'")
+    return Autoencoder.from_pretrained(path)
+
+
+def conditioner(cfg: TrainConfig, ae: nn.Module) -> nn.Module | None:
+    """τ_θ for `cfg.condition` (None: unconditional)."""
+    d = cfg.context_dim
+    makers: dict[str | None, Callable[[], nn.Module | None]] = {
+        None: lambda: None,
+        "text": lambda: TextConditioner(TextConditionerConfig(dim=d, max_length=16,
+                                                              vocabulary=datasets.shapes_vocabulary())),
+        "frozen-text": lambda: FrozenTextConditioner(FrozenTextConditionerConfig(
+            dim=d, max_length=16, vocabulary=datasets.shapes_vocabulary())),
+        "layout": lambda: LayoutConditioner(LayoutConditionerConfig(dim=d, max_objects=cfg.max_shapes)),
+        "class": lambda: ClassConditioner(ClassConditionerConfig(num_classes=10, dim=d)),
+        "mnist-text": lambda: TextConditioner(TextConditionerConfig(dim=d, max_length=6,
+                                                                    vocabulary=datasets.mnist_vocabulary())),
+        "sr": lambda: SuperResolutionConditioner(SuperResolutionConfig(factor=4, channels=ae.config.in_channels)),
+        "inpaint": lambda: InpaintingConditioner(InpaintingConfig(latent_channels=ae.latent_channels)),
+        "semantic": lambda: SemanticConditioner(),
+    }
+    if cfg.condition not in makers:
+        raise ValueError(f"condition={cfg.condition!r} is unknown; use one of {sorted(k for k in makers if k)} or None")
+    return makers[cfg.condition]()
+
+
+def build_ldm(cfg: TrainConfig, autoencoder: nn.Module | None = None) -> LatentDiffusion:
+    """The untrained LDM of a config: its first stage (frozen), `small_unet` and its conditioner."""
+    ae = autoencoder if autoencoder is not None else first_stage(cfg.autoencoder)
+    cond = conditioner(cfg, ae)
+    concat = cond.concat_channels if cond is not None else 0
+    context = cond.context_dim if cond is not None else None
+    unet = UNet(small_unet(ae.latent_channels, model_channels=cfg.model_channels, context_dim=context,
+                           concat_channels=concat))
+    return LatentDiffusion(ae, unet, cond, image_size=cfg.resolution, prediction=cfg.prediction,
+                           cond_drop_prob=0.0 if concat else cfg.cond_drop_prob)
+
+
 def training_data(name: str, resolution: int = 32, n_train: int = 20_000, max_shapes: int = 3,
-                  channels: int = 3) -> tuple[Any, Any]:
-    """(training dataset, held-out dataset) by name: "shapes" (seed 0 / held-out seed 1, 512 images), "mnist"
+                  channels: int = 3, seed: int = 0) -> tuple[Any, Any]:
+    """(training dataset, held-out dataset) by name: "shapes" (seed `seed` / HELDOUT_SEED, 512 held out), "mnist"
     (the offline train/test split), a folder of images (the last 10% held out) or "hub:<name or path>"
     (its train/test splits). Items are dicts with "image" (C, H, W) in [-1, 1]."""
     if name == "shapes":
-        return (datasets.shapes(resolution, n=n_train, seed=0, max_shapes=max_shapes),
-                datasets.shapes(resolution, n=512, seed=1, max_shapes=max_shapes))
+        return (datasets.shapes(resolution, n=n_train, seed=seed, max_shapes=max_shapes),
+                datasets.shapes(resolution, n=512, seed=HELDOUT_SEED, max_shapes=max_shapes))
     if name == "mnist":
-        return (datasets.mnist(resolution, channels=channels, split="train", source="offline"),
-                datasets.mnist(resolution, channels=channels, split="test", source="offline"))
+        train = datasets.mnist(resolution, channels=channels, split="train", source="offline")
+        return (_first(train, n_train), datasets.mnist(resolution, channels=channels, split="test", source="offline"))
     if name.startswith("hub:"):
         return (datasets.from_hub(name[4:], resolution=resolution, channels=channels, split="train"),
                 datasets.from_hub(name[4:], resolution=resolution, channels=channels, split="test"))
     if Path(name).is_dir():
         ds = datasets.image_folder(name, resolution=resolution, channels=channels)
-        n_test = max(1, len(ds) // 10)
         if len(ds) < 2:
             raise ValueError(f"the image folder {name} holds {len(ds)} image(s); training needs at least 2")
-        idx = torch.arange(len(ds))
-        return torch.utils.data.Subset(ds, idx[:-n_test].tolist()), torch.utils.data.Subset(ds, idx[-n_test:].tolist())
+        n_test = max(1, len(ds) // 10)
+        log.info("%s: %d images, the last %d (10%%) held out for evaluation", name, len(ds), n_test)
+        idx = list(range(len(ds)))
+        return _first(torch.utils.data.Subset(ds, idx[:-n_test]), n_train), torch.utils.data.Subset(ds, idx[-n_test:])
     raise ValueError(f"unknown dataset {name!r}: use shapes, mnist, a folder of images, or hub:<name or path> "
                      "(e.g. hub:cifar10)")
+
+
+def _first(ds: Any, n: int) -> Any:
+    return ds if len(ds) <= n else torch.utils.data.Subset(ds, list(range(n)))
+
+
+def ldm_data(cfg: TrainConfig, channels: int = 3) -> Any:
+    """The training items of an LDM config, with the fields its condition reads (lowres / inpaint_mask)."""
+    train, _ = training_data(cfg.dataset, cfg.resolution, cfg.n_train, cfg.max_shapes, channels, cfg.seed)
+    if cfg.condition == "sr":
+        return datasets.SuperResolutionPairs(train, degradation=cfg.degradation, factor=4, seed=cfg.seed)
+    if cfg.condition == "inpaint":
+        return datasets.InpaintingMasks(train, seed=cfg.seed)
+    return train
 
 
 def stack_images(ds: Any, n: int | None = None) -> torch.Tensor:
@@ -85,149 +237,288 @@ def stack_images(ds: Any, n: int | None = None) -> torch.Tensor:
     return torch.stack([ds[i]["image"] for i in range(n)])
 
 
-# ----------------------------------------------------------------------------------------------- autoencoders
-def shipped_name(kind: str, f: int, dataset: str, resolution: int = 32) -> str:
-    """`("kl", 4, "shapes")` -> `"ae-kl-f4-shapes32"`, the name shipped autoencoders have in data/pretrained/."""
-    return f"ae-{kind}-f{f}-{dataset}{resolution}"
+def autoencoder_loss_config(cfg: TrainConfig) -> AutoencoderLossConfig:
+    """The first stage's loss of a config: the paper's (`full`) or reconstruction + regularizer only (`short`)."""
+    if cfg.loss not in ("full", "short"):
+        raise ValueError(f"loss={cfg.loss!r}; use 'full' or 'short'")
+    if cfg.loss == "short":
+        return AutoencoderLossConfig(perceptual_weight=0.0, kl_weight=cfg.kl_weight, disc_start=None,
+                                     learn_logvar=cfg.learn_logvar)
+    start = cfg.steps * 3 // 4 if cfg.disc_start is None else (None if cfg.disc_start < 0 else cfg.disc_start)
+    weight = 1.0 if cfg.perceptual_weight is None else cfg.perceptual_weight
+    return AutoencoderLossConfig(perceptual_weight=weight, lpips_net=cfg.lpips_net, kl_weight=cfg.kl_weight,
+                                 disc_start=start, learn_logvar=cfg.learn_logvar)
 
 
-def train_autoencoder_run(config: AutoencoderConfig, train_data: Any, run_dir: Path, *, steps: int,
-                          batch_size: int = 16, lr: float = 4e-4, loss: AutoencoderLossConfig | None = None,
-                          ema: float | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                          checkpoint_every: int | None = None, progress: bool = True) -> tuple[Autoencoder, dict]:
-    """Train a new autoencoder (resumable under `run_dir/checkpoint`), estimate its scale factor 1/std(z) on up to
-    1,024 training images, save it to `run_dir/model`; returns it (eval mode, CPU) and its history."""
+# ============================================================================================== trainers
+def _checkpoint_every(cfg: TrainConfig) -> int:
+    return cfg.checkpoint_every or max(100, cfg.steps // 10)
+
+
+def _train_autoencoder(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+    """A KL/VQ autoencoder (§3.1): trained, scale factor 1/std(z) estimated, judged on held-out images."""
+    from .compression import reconstruction_metrics
     from .train import train_autoencoder
 
-    torch.manual_seed(seed)
-    ae = Autoencoder(config)
-    history = train_autoencoder(ae, train_data, steps=steps, batch_size=batch_size, lr=lr,
-                                loss_config=loss or short_loss(), ema=ema, device=device, out_dir=run_dir,
-                                checkpoint_every=checkpoint_every or max(100, steps // 10), resume=True, seed=seed,
+    overrides: dict[str, Any] = {"latent_channels": cfg.latent_channels, "base_channels": cfg.base_channels}
+    if cfg.preset.startswith("vq"):
+        overrides["codebook_size"] = cfg.codebook_size
+    train, test = training_data(cfg.dataset, cfg.resolution, cfg.n_train, cfg.max_shapes, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    ae = Autoencoder(AutoencoderConfig.preset(cfg.preset, **overrides))
+    _init(ae, cfg.init_from)
+    history = train_autoencoder(ae, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                loss_config=autoencoder_loss_config(cfg), ema=cfg.ema, device=cfg.device, out_dir=out,
+                                checkpoint_every=_checkpoint_every(cfg), resume=out is not None, seed=cfg.seed,
                                 progress=progress)
     ae = ae.cpu().eval()
-    images = train_data if isinstance(train_data, torch.Tensor) else stack_images(train_data, 1024)
-    estimate_scale_factor(ae, images[:1024], generator=torch.Generator().manual_seed(0))
-    ae.save_pretrained(run_dir / FINAL_DIR)
-    write_json(run_dir / "history.json", history)
-    return ae, history
+    estimate_scale_factor(ae, stack_images(train, 1024), generator=torch.Generator().manual_seed(0))
+    images = stack_images(test, cfg.n_eval)
+    metrics = reconstruction_metrics(ae, images, lpips_net="alex" if images.shape[1] == 3 else None)
+    metrics.update(scale_factor=float(ae.scale_factor), eval_images=len(images),
+                   eval_data=f"{cfg.dataset} held out ({len(images)} images never used for training)",
+                   params=sum(p.numel() for p in ae.parameters()), compression=ae.config.compression())
+    return TrainResult(ae, history, metrics, out, cfg)
 
 
-def get_autoencoder(kind: str = "kl", f: int = 4, dataset: str = "shapes", train_data: Any = None, *,
-                    steps: int = 800, batch_size: int = 16, lr: float = 4e-4,
-                    loss: AutoencoderLossConfig | None = None, prefer_shipped: bool = True,
-                    out: str | Path | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                    resolution: int = 32, progress: bool = True) -> tuple[Autoencoder, str]:
-    """An autoencoder `AutoencoderConfig.preset(f"{kind}-f{f}")` for `dataset`, and where it came from.
-
-    Order: the shipped `data/pretrained/ae-{kind}-f{f}-{dataset}{resolution}` (when `prefer_shipped`), else one
-    trained here earlier with the same settings (under `out`, default outputs/autoencoders), else a new one
-    trained now for `steps` steps on `train_data` (default: `training_data(dataset)`) with `loss` (default:
-    `short_loss()`). Returned in eval mode on `device`.
-    """
-    loss = loss or short_loss()
-    shipped = PRETRAINED_DIR / shipped_name(kind, f, dataset, resolution)
-    if prefer_shipped and shipped.is_dir():
-        return Autoencoder.from_pretrained(shipped).to(device), f"shipped ({shipped.name})"
-    tag = loss_tag(loss, steps)
-    run = Path(out or OUTPUTS_DIR / "autoencoders") / f"{kind}-f{f}-{dataset}-{steps}steps-b{batch_size}-{tag}"
-    if (run / FINAL_DIR / "config.json").is_file():
-        return Autoencoder.from_pretrained(run / FINAL_DIR).to(device), f"trained here earlier ({run})"
-    if train_data is None:
-        train_data = training_data(dataset, resolution)[0]
-    log.info("training %s-f%d on %s here: %d steps, %s", kind, f, dataset, steps, tag)
-    ae, _ = train_autoencoder_run(AutoencoderConfig.preset(f"{kind}-f{f}"), train_data, run, steps=steps,
-                                  batch_size=batch_size, lr=lr, loss=loss, device=device, seed=seed,
-                                  progress=progress)
-    return ae.to(device), f"trained now ({steps} steps, {tag})"
-
-
-def autoencoder_readme(name: str, config: AutoencoderConfig, loss: AutoencoderLossConfig, metrics: dict, *,
-                       dataset: str, resolution: int, steps: int, batch_size: int, ema: float | None, threads: int,
-                       command: str) -> str:
-    reg = f"KL weight {loss.kl_weight}" if config.regularizer == "kl" else "VQ codebook + commitment terms"
-    text = "L1" + (f" + LPIPS-{loss.lpips_net} x {loss.perceptual_weight}" if loss.perceptual_weight > 0 else "")
-    if config.regularizer == "kl":
-        text += " with a learned log-variance" if loss.learn_logvar else " with the log-variance fixed at 0 (the reference's)"
-    text += f", {reg}"
-    if loss.gan_within(steps):
-        text += f", PatchGAN hinge loss with the adaptive weight from step {loss.disc_start}"
-    else:
-        text += "; no GAN (reconstruction + regularizer only, the short schedule of the f sweep)"
-    return f"""# {name}
-
-A {config.regularizer.upper()} autoencoder, f={config.f}, latent {config.latent_channels} channels
-({config.compression():.0f}x fewer numbers than the image), {metrics['params']:,} parameters, trained on `{dataset}`
-{resolution}x{resolution} for {steps} steps of batch {batch_size} (EMA {ema} weights shipped) with
-{text}.
-
-Made by (from the repository root, CPU, {threads} thread(s)):
-
-    {command}
-
-Training state is kept in outputs/ae/{name}/ and the command resumes from it when run again; a resumed run
-ends with the same weights as an uninterrupted one (tests/test_train_autoencoder.py).
-
-Held-out reconstruction ({metrics['eval_data']}, {metrics['eval_images']} images, posterior mode):
-PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, LPIPS-alex {metrics.get('lpips', float('nan')):.4f}.
-Scale factor 1/std(z) = {metrics['scale_factor']:.4f} (stored in the weights as `scale_factor`).
-
-Load it with `ldm_lite.autoencoder.Autoencoder.from_pretrained("data/pretrained/{name}")`.
-"""
-
-
-# ----------------------------------------------------------------------------------------------- LDM, classifier
-def get_ldm(cfg: Any = None, device: str | torch.device = "auto", out: Path | None = None,
-            prefer_shipped: bool = True) -> tuple[Any, str]:
-    """The shipped unconditional LDM (`data/pretrained/ldm-kl-f4-shapes32`) when present, else one trained now
-    with the main job's recipe `cfg` (a `pipeline.MainConfig`, default: sized for the device)."""
-    from .ldm import LatentDiffusion
-    from .pipeline import MainConfig, build_ldm, main_autoencoder
-    from .runtime import pick_device, smoke_mode
+def _train_ldm(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+    """An LDM (eq. 2; eq. 3 with a condition) on its frozen first stage, from the latent cache by default."""
     from .train import train_ldm
 
-    dev = pick_device(device)
-    shipped = PRETRAINED_DIR / SHIPPED_LDM
-    if prefer_shipped and shipped.is_dir():
-        return LatentDiffusion.from_pretrained(shipped).to(dev), f"shipped ({shipped.name})"
-    cfg = cfg or MainConfig.for_device(dev, smoke_mode())
-    out = out or OUTPUTS_DIR / "notebook-ldm"
-    ae, _ = main_autoencoder(cfg, train=False, out=out, device=dev)
-    ldm = build_ldm(cfg, ae)
-    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    train_ldm(ldm, ds, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, ema=cfg.ema,
-              device=dev, seed=cfg.seed)
-    return ldm.eval(), f"trained now ({cfg.ldm_steps} steps; no shipped LDM found)"
+    if cfg.latent_cache and cfg.condition == "inpaint":
+        raise ValueError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
+                         "during training; set latent_cache=False (on the command line: --no-latent-cache)")
+    torch.manual_seed(cfg.seed)
+    ldm = build_ldm(cfg)
+    _init(ldm, cfg.init_from)
+    data = ldm_data(cfg, channels=ldm.autoencoder.config.in_channels)
+    history = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
+                        ema=cfg.ema, device=cfg.device, out_dir=out, checkpoint_every=_checkpoint_every(cfg),
+                        resume=out is not None, seed=cfg.seed, max_seconds=cfg.max_seconds, min_steps=cfg.min_steps,
+                        latent_cache=cfg.latent_cache, progress=progress, sync_every=cfg.sync_every,
+                        compile={"mode": cfg.compile} if cfg.compile else False)
+    return TrainResult(ldm.eval(), history, {}, out, cfg)
+
+
+def _train_shapes_classifier(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+    from .classifier import evaluate_classifier
+    from .train import train_shapes_classifier
+
+    model, history = train_shapes_classifier(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, lr=cfg.lr,
+                                             resolution=cfg.resolution, device=cfg.device, out_dir=out,
+                                             checkpoint_every=_checkpoint_every(cfg), resume=out is not None,
+                                             progress=progress)
+    return TrainResult(model.eval(), history, evaluate_classifier(model.cpu(), n=cfg.n_eval), out, cfg)
+
+
+def _train_mnist_classifier(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+    from .train import train_mnist_classifier
+
+    model, metrics = train_mnist_classifier(epochs=max(1, cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr,
+                                            seed=cfg.seed, out_dir=out, resume=out is not None, progress=progress)
+    return TrainResult(model, {}, metrics, out, cfg)
+
+
+def _train_segmenter(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+    from .segmenter import train_segmenter, validate
+
+    model, history = train_segmenter(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out,
+                                     resume=out is not None, progress=progress)
+    return TrainResult(model.eval(), history, validate(model, cfg.n_eval), out, cfg)
+
+
+def _init(model: nn.Module, path: str | None) -> None:
+    """Copy a saved model's weights into `model` (same architecture; fine-tuning), or say what differs."""
+    if path is None:
+        return
+    src = type(model).from_pretrained(Path(path) / FINAL_DIR if (Path(path) / FINAL_DIR).is_dir() else path)
+    if src.config != model.config:
+        theirs, ours = asdict(src.config), asdict(model.config)
+        diff = next(k for k in ours if theirs.get(k) != ours[k])
+        raise ValueError(f"init_from={str(path)!r} holds a model with {diff}={theirs.get(diff)!r}, but this recipe "
+                         f"builds {diff}={ours[diff]!r}; start from a model made by the same recipe")
+    model.load_state_dict(src.state_dict())
+
+
+# ============================================================================================== the registry
+def _ae(name: str, preset: str, what: str, **kw: Any) -> Recipe:
+    return Recipe(name, what, _train_autoencoder, {"preset": preset, "batch_size": 16, "lr": 4e-4, "ema": 0.999,
+                                                   "max_shapes": 3, **kw})
+
+
+def _ldm(name: str, what: str, note: str = "", **kw: Any) -> Recipe:
+    return Recipe(name, what, _train_ldm, kw, note)
+
+
+_TWO_RUNS = ("Shipped weights: two runs, the second started from the first with `--init-from` ({}); one run of "
+             "the recipe spends about the same number of images.")
+_LIST = [
+    # first stages (§3.1, Tab. 8)
+    _ae("ae", "kl-f4", "any KL/VQ autoencoder on any dataset (--preset, --dataset, --latent-channels)"),
+    _ae("ae-kl-f4-shapes32", "kl-f4", "KL f=4 c=3 on shapes 32x32, LPIPS + PatchGAN", steps=2_500, batch_size=8,
+        disc_start=2_000, learn_logvar=True),
+    _ae("ae-vq-f4-shapes32", "vq-f4", "VQ f=4 c=3 on shapes 32x32, LPIPS + PatchGAN", steps=2_500, batch_size=8,
+        disc_start=1_200),
+    _ae("ae-kl-f2-shapes32", "kl-f2", "KL f=2 c=3 (f sweep, short loss)", steps=1_500, loss="short", learn_logvar=True),
+    _ae("ae-kl-f8-shapes32", "kl-f8", "KL f=8 c=3 (f sweep, short loss)", steps=1_500, loss="short", learn_logvar=True),
+    _ae("ae-kl-f16-shapes32", "kl-f16", "KL f=16 c=3 (f sweep, short loss)", steps=1_500, loss="short",
+        learn_logvar=True),
+    _ae("ae-kl-f8-c4-shapes32", "kl-f8", "KL f=8 c=4, the paper's (f, c) (short loss)", steps=500, loss="short",
+        latent_channels=4),
+    _ae("ae-kl-f16-c16-shapes32", "kl-f16", "KL f=16 c=16, the paper's (f, c) (short loss)", steps=500, loss="short",
+        latent_channels=16),
+    _ae("ae-kl-f4-mnist32", "kl-f4", "KL f=4 c=3 on MNIST 32x32 (short loss)", dataset="mnist", steps=750,
+        loss="short", learn_logvar=True),
+    # diffusion models (§4)
+    _ldm("ldm", "an LDM on any autoencoder and dataset (--autoencoder, --dataset, --condition)"),
+    _ldm("ldm-kl-f4-shapes32", "unconditional LDM-4 on shapes 32x32 (the main job's recipe)", steps=4_000, lr=1e-3),
+    _ldm("ldm-kl-f4-shapes32-text", "text-to-image on captioned shapes (1-2 shapes), BERT tokens + transformer",
+         condition="text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32,
+         note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
+    _ldm("ldm-kl-f4-shapes32-frozen-text", "text-to-image with the frozen MiniLM encoder (not shipped)",
+         condition="frozen-text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32),
+    _ldm("ldm-kl-f4-shapes32-layout", "layout-to-image: boxes + classes of 1-2 shapes", condition="layout",
+         max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32,
+         note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
+    _ldm("ldm-kl-f4-mnist32-class", "class-conditional MNIST", condition="class", dataset="mnist",
+         autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32,
+         note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
+    _ldm("ldm-kl-f4-mnist32-text", "MNIST from captions ('a handwritten seven'; not shipped)", condition="mnist-text",
+         dataset="mnist", autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32),
+    _ldm("ldm-sr4-bicubic-shapes32", "x4 super-resolution trained on bicubic low-res inputs (LDM-SR)",
+         condition="sr", steps=5_000, model_channels=32, note=_TWO_RUNS.format("1,000 steps of batch 16, then 4,000 "
+                                                                                "of batch 64 from the latent cache")),
+    _ldm("ldm-sr4-realistic-shapes32", "x4 super-resolution trained on realistic degradations (LDM-BSR)",
+         condition="sr", degradation="realistic", steps=5_000, model_channels=32,
+         note=_TWO_RUNS.format("1,000 steps of batch 16, then 4,000 of batch 64 from the latent cache")),
+    _ldm("ldm-inpaint-shapes32", "inpainting: masked latent + mask concatenated", condition="inpaint",
+         latent_cache=False, steps=13_000, batch_size=32, model_channels=32,
+         note=_TWO_RUNS.format("1,409 steps of batch 16, then 12,000 of batch 32")),
+    _ldm("ldm-semantic-shapes32", "semantic synthesis from shapes class maps", condition="semantic", steps=6_500,
+         model_channels=32, note=_TWO_RUNS.format("1,965 steps of batch 16, then 6,000 of batch 64 from the cache")),
+    # the judges
+    Recipe("shapes-classifier-32", "the ShapesClassifier (shapes score, FID features; frozen)",
+           _train_shapes_classifier, {"steps": 800, "batch_size": 128, "lr": 2e-3, "n_eval": 2_000}),
+    Recipe("mnist-classifier-32", "the MNIST classifier (class-conditional accuracy, FID features); steps = epochs",
+           _train_mnist_classifier, {"steps": 8, "batch_size": 64, "lr": 3e-3}),
+    Recipe("shapes-segmenter-32", "the shapes segmenter (mask IoU, object finding)", _train_segmenter,
+           {"steps": 600, "batch_size": 32, "n_eval": 1_000}),
+]
+RECIPES: dict[str, Recipe] = {r.name: r for r in _LIST}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def config(name: str, gpu: bool = False, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of recipe `name`: defaults, the recipe's fields, the GPU preset (`gpu`), then `overrides`."""
+    known = {f.name for f in fields(TrainConfig)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ValueError(f"{bad} are not TrainConfig fields; known: {sorted(known)}")
+    cfg = TrainConfig(**recipe(name).overrides)
+    return replace(cfg.gpu() if gpu else cfg, **overrides)
+
+
+def shipped_names(prefix: str = "") -> list[str]:
+    return sorted(p.name for p in PRETRAINED_DIR.glob(f"{prefix}*") if (p / "config.json").is_file())
+
+
+def default_out(name: str, cfg: TrainConfig) -> Path:
+    """outputs/<recipe>/; the generic recipes are keyed on what makes a run differ (dataset, first stage, preset)."""
+    if name == "ae":
+        return OUTPUTS_DIR / f"ae-{cfg.preset}-c{cfg.latent_channels}-{_tag(cfg.dataset)}{cfg.resolution}"
+    if name == "ldm":
+        condition = f"-{cfg.condition}" if cfg.condition else ""
+        return OUTPUTS_DIR / f"ldm-{_tag(cfg.autoencoder)}-{_tag(cfg.dataset)}{cfg.resolution}{condition}"
+    return OUTPUTS_DIR / name
+
+
+def _tag(name: str) -> str:
+    p = Path(name.removeprefix("hub:"))
+    return (p.parent.name if p.name == FINAL_DIR else p.name).replace("/", "-") or "data"
+
+
+# ============================================================================================== train / load
+def train(name: str, out: str | Path | None = None, *, progress: bool = True, gpu: bool = False,
+          **overrides: Any) -> TrainResult:
+    """Train recipe `name` (resumable: run it again to continue) under `out` (default `default_out`), save the
+    model to `<out>/model` with `train_config.json` and `metrics.json` beside it. `out=None` and `save=False` is
+    not offered: every run keeps its state, so nothing is lost. Returns a `TrainResult`."""
+    cfg = config(name, gpu=gpu, **overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(out) if out is not None else default_out(name, cfg)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the output folder {run} ({e.strerror or e}); choose a writable "
+                              "folder (--out)") from e
+    t0 = time.perf_counter()
+    result = recipe(name).trainer(cfg, run, progress)
+    result.metrics = {**result.metrics, "recipe": name, "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}
+    result.model.save_pretrained(run / FINAL_DIR)
+    write_json(run / "train_config.json", asdict(cfg))
+    write_json(run / "metrics.json", result.metrics)
+    if result.history:
+        write_json(run / "history.json", result.history)
+    log.info("%s: model saved to %s", name, run / FINAL_DIR)
+    return result
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Any model folder (shipped name, folder, or a run folder holding `model/`) with the class its config names,
+    in eval mode; `from_pretrained` of that class."""
+    path = Path(name_or_path)
+    if not path.exists() and (PRETRAINED_DIR / str(name_or_path)).is_dir():
+        path = PRETRAINED_DIR / str(name_or_path)
+    if (path / FINAL_DIR / "config.json").is_file():
+        path = path / FINAL_DIR
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no model at {name_or_path}: pass a shipped name ({', '.join(shipped_names())}), a "
+                                "model folder (config.json + model.safetensors) or a run folder holding model/")
+    kind = read_json(path / "config.json").get("kind")
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"{path} holds a {kind!r}; ldm_lite loads {sorted(MODEL_CLASSES)}")
+    return MODEL_CLASSES[kind].from_pretrained(path).to(pick_device(device)).eval()
+
+
+MODEL_CLASSES: dict[str, type] = {c.__name__: c for c in (Autoencoder, IdentityAutoencoder, LatentDiffusion,
+                                                         ShapesClassifier, MNISTClassifier, ShapesSegmenter)}
+
+
+def load_or_train(name: str, out: str | Path | None = None, *, progress: bool = True, prefer_shipped: bool = True,
+                  **overrides: Any) -> tuple[nn.Module, str]:
+    """The shipped model `name` when present (and `prefer_shipped`), else one trained earlier under `out` with the
+    same settings, else one trained now with its recipe and `overrides` (e.g. fewer steps for a quick model);
+    returns (model, where it came from)."""
+    if prefer_shipped and (PRETRAINED_DIR / name / "config.json").is_file():
+        return load(name), f"shipped ({name})"
+    cfg = config(name, **overrides)
+    run = Path(out) if out is not None else default_out(name, cfg)
+    if (run / FINAL_DIR / "config.json").is_file() and _same_config(run, cfg):
+        return load(run), f"trained here earlier ({run})"
+    log.warning("no shipped %s: training one here (%d steps, %s)", name, cfg.steps, run)
+    return train(name, run, progress=progress, **overrides).model, f"trained now ({cfg.steps} steps, {run})"
+
+
+def _same_config(run: Path, cfg: TrainConfig) -> bool:
+    try:
+        return read_json(run / "train_config.json") == asdict(cfg)
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def get_classifier():
     """The shipped, frozen `ShapesClassifier` (every FID in the README depends on its weights), or None."""
-    from .classifier import ShapesClassifier
-
-    path = PRETRAINED_DIR / SHIPPED_CLASSIFIER
+    path = PRETRAINED_DIR / "shapes-classifier-32"
     return ShapesClassifier.from_pretrained(path) if path.is_dir() else None
 
 
-def train_classifier(out: Path, steps: int, batch_size: int, seed: int) -> dict:
-    """Train the ShapesClassifier (resumable under outputs/classifier) and write it to `out` with its held-out
-    metrics and a README."""
-    from .classifier import evaluate_classifier
-    from .train import train_shapes_classifier
-
-    model, _ = train_shapes_classifier(steps=steps, batch_size=batch_size, seed=seed,
-                                       out_dir=OUTPUTS_DIR / "classifier" / f"s{steps}-b{batch_size}-seed{seed}",
-                                       resume=True)
-    metrics = evaluate_classifier(model)
-    cmd = f"ldm-lite train-classifier --steps {steps} --batch-size {batch_size} --seed {seed}"
-    ship(model, out, metrics, cmd, "ShapesClassifier (32x32)",
-         "Judges `shapes` images: kind, colour, size, and whether an image is a valid single-colour shape. Used for "
-         "the shapes score, conditioning accuracy and FID features.\n\nHeld-out metrics (seed 12345, 2,000 images): "
-         "metrics.json.")
-    log.info("classifier metrics: %s", metrics)
-    return metrics
-
-
-# ----------------------------------------------------------------------------------------------- shipping
+# ============================================================================================== shipping
 def command_line(prefix: str = "ldm-lite") -> str:
     """The command that is running, as a README should quote it."""
     return f"{prefix} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -237,8 +528,6 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
          readme: str | None = None) -> Path:
     """Write `model` (a module with save_pretrained, or a folder holding one) to `dest` (a name under
     data/pretrained/ or a path) atomically, with metrics.json and a README.md naming `command`."""
-    import shutil
-
     dest = Path(dest) if Path(dest).is_absolute() or len(Path(dest).parts) > 1 else PRETRAINED_DIR / str(dest)
     metrics = {**metrics, "shipped_at": time.strftime("%Y-%m-%d")}
     with atomic_dir(dest) as tmp:
@@ -255,39 +544,9 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
     return dest
 
 
-def autoencoder_recipe(name: str, preset: str = "kl-f4", dataset: str = "shapes", *, resolution: int = 32,
-                       n_train: int = 20_000, latent_channels: int = 3, base_channels: int = 32,
-                       codebook_size: int = 256, steps: int = 3_000, batch_size: int = 16, lr: float = 4e-4,
-                       ema: float | None = 0.999, loss: AutoencoderLossConfig | None = None, seed: int = 0,
-                       threads: int | None = None, device: str | torch.device = "auto", ship_as: str | None = None,
-                       command: str | None = None) -> dict:
-    """Train (resumably, under outputs/ae/<name>/) the autoencoder `preset` on `dataset`, evaluate it on held-out
-    images (PSNR, SSIM, LPIPS-alex) and, with `ship_as`, write it to data/pretrained/<ship_as>/ with metrics.json
-    and a README naming `command`. Returns the metrics. `loss` defaults to `full_loss(steps)`."""
-    from .metrics import reconstruction_metrics
-
-    if threads:
-        torch.set_num_threads(threads)
-    overrides: dict[str, Any] = {"latent_channels": latent_channels, "base_channels": base_channels}
-    if preset.startswith("vq"):
-        overrides["codebook_size"] = codebook_size
-    config = AutoencoderConfig.preset(preset, **overrides)
-    loss = loss or full_loss(steps)
-    train, test = training_data(dataset, resolution, n_train)
-    t0 = time.time()
-    ae, history = train_autoencoder_run(config, train, OUTPUTS_DIR / "ae" / name, steps=steps, batch_size=batch_size,
-                                        lr=lr, loss=loss, ema=ema, device=device, seed=seed)
-    test_images = stack_images(test)
-    metrics = reconstruction_metrics(ae, test_images, lpips_net="alex" if test_images.shape[1] == 3 else None)
-    metrics.update(scale_factor=float(ae.scale_factor), eval_images=len(test_images),
-                   eval_data=f"{dataset} held out ({len(test_images)} images never used for training)",
-                   train_steps=steps, batch_size=batch_size, params=sum(p.numel() for p in ae.parameters()),
-                   compression=ae.config.compression(), wall_s_this_run=round(time.time() - t0, 1),
-                   final_train_logs={k: v[-1] for k, v in history.items() if v and k != "step"})
-    if ship_as:
-        command = command or command_line()
-        ship(ae, ship_as, metrics, command, ship_as,
-             readme=autoencoder_readme(ship_as, config, loss, metrics, dataset=dataset, resolution=resolution,
-                                       steps=steps, batch_size=batch_size, ema=ema, threads=torch.get_num_threads(),
-                                       command=command))
-    return metrics
+def recipes_table() -> str:
+    """Markdown: one row per recipe with the TrainConfig fields it changes (the README's table)."""
+    rows = ["| recipe | what | changes from `TrainConfig()` |", "|---|---|---|"]
+    for r in RECIPES.values():
+        rows.append(f"| `{r.name}` | {r.what} | {', '.join(f'{k}={v}' for k, v in r.overrides.items()) or '-'} |")
+    return "\n".join(rows)

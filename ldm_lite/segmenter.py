@@ -4,7 +4,7 @@ It is the judge of *mask agreement* (semantic synthesis, layouts): segment a gen
 with the one that was asked for.
 
     seg = ll.segmenter.load_segmenter()                 # the shipped one (data/pretrained/shapes-segmenter-32)
-    seg = ll.segmenter.load_or_train_segmenter()        # ... or, when it is missing, one trained now
+    seg, _ = ll.recipes.load_or_train("shapes-segmenter-32")   # ... or, when it is missing, one trained now
     pred = seg.predict(images)                          # images (B, 3, H, W) in [-1, 1] -> (B, H, W) long
     scores = ll.segmenter.iou_scores(pred, target_map)  # {"mean_iou", "pixel_accuracy", "iou": per class}
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -81,15 +80,6 @@ class ShapesSegmenter(Pretrained, nn.Module):
 def load_segmenter(path: str | None = None, map_location: str | torch.device = "cpu") -> ShapesSegmenter:
     """The shipped segmenter (data/pretrained/shapes-segmenter-32) or the one saved at `path`, in eval mode."""
     return ShapesSegmenter.from_pretrained(path or pretrained(SHIPPED), map_location).eval()
-
-
-def load_or_train_segmenter(steps: int = 600, progress: bool = True) -> ShapesSegmenter:
-    """The shipped segmenter if present, else one trained here for `steps` steps (a warning says so)."""
-    try:
-        return load_segmenter()
-    except FileNotFoundError:
-        log.warning("no shipped %s: training a segmenter here for %d steps", SHIPPED, steps)
-        return train_segmenter(steps=steps, progress=progress)[0]
 
 
 # --------------------------------------------------------------------------------------------- scores
@@ -173,24 +163,10 @@ def evaluate_segmenter(model: ShapesSegmenter, n: int = 1000, seed: int = 12345,
     return out
 
 
-def train_and_validate(out_dir: str | os.PathLike, steps: int = 600, batch_size: int = 32, seed: int = 0,
-                       n_eval: int = 1000) -> dict:
-    """Train the segmenter, validate it on held-out images (32×32 and 64×64 canvases) and save `<out>/model` and
-    `<out>/metrics.json` (what `ldm-lite train-segmenter` does); returns the metrics."""
-    import json
-    import time
-
-    t = time.perf_counter()
-    model, history = train_segmenter(steps=steps, batch_size=batch_size, seed=seed)
-    wall = time.perf_counter() - t
-    out = Path(out_dir)
-    model.save_pretrained(out / "model")
-    metrics = {"train_wall_s": round(wall, 1), "steps": steps, "batch_size": batch_size, "seed": seed,
-               "held_out_32": evaluate_segmenter(model, n=n_eval, seed=12345, resolution=32),
-               "held_out_64_canvas": evaluate_segmenter_canvas(model, n=max(1, n_eval // 5)), "history": history}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    log.info("held-out mIoU %.3f", metrics["held_out_32"]["mean_iou"])
-    return metrics
+def validate(model: ShapesSegmenter, n_eval: int = 1000) -> dict:
+    """Held-out mask agreement of a segmenter: 32×32 images and 64×64 canvases (a fifth as many)."""
+    return {"held_out_32": evaluate_segmenter(model, n=n_eval, seed=12345, resolution=32),
+            "held_out_64_canvas": evaluate_segmenter_canvas(model, n=max(1, n_eval // 5))}
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ Batch fields the conditioners read (names are config fields): `lowres` (B, 3, H/
 (B, 3, H, W) and `inpaint_mask` (B, H, W) with 1 = missing (to fill), 0 = known; `mask` (B, H, W) long, the
 `shapes` segmentation map (0 = background, 1 + kind index; see `ldm_lite.datasets.Shapes`).
 
-Training data: `SuperResolutionPairs` adds `lowres` (bicubic or realistic degradation, `ldm_lite.datasets`) and
+Training data (`ldm_lite.datasets`): `SuperResolutionPairs` adds `lowres` (bicubic or realistic degradation) and
 `InpaintingMasks` adds `inpaint_mask` (box, strokes or "remove one shape") to a dataset's items.
 `sdedit` is image-to-image by partial noising (Meng et al. 2022).
 """
@@ -26,23 +26,17 @@ Training data: `SuperResolutionPairs` adds `lowres` (bicubic or realistic degrad
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from . import samplers as _samplers
 from .checkpoint import Pretrained
 from .conditioning import CONDITIONERS, Condition, Conditioner
-from .datasets import KINDS, bicubic_degradation, realistic_degradation
 from .schedule import Schedule
-
-SEMANTIC_CLASSES = ("background", *KINDS)  # class k of a `shapes` mask: 0 = background, 1 + kind index
 
 
 def _field(batch: dict[str, Any], key: str, what: str) -> Tensor:
@@ -199,7 +193,7 @@ def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------- semantic synthesis
 @dataclass
 class SemanticConfig:
-    num_classes: int = len(SEMANTIC_CLASSES)  # K: classes of the map (shapes: background + 6 kinds)
+    num_classes: int = 7  # K: classes of the map (shapes: background + 6 kinds, `datasets.SEMANTIC_CLASSES`)
     map_key: str = "mask"  # batch field: class map (B, H, W) of integers in 0..K-1
 
 
@@ -228,7 +222,7 @@ class SemanticConditioner(_SpatialConditioner):
         return Condition(concat=F.adaptive_avg_pool2d(onehot, (h, w)))  # (B, K, H/f, W/f)
 
 
-def check_semantic_map(seg: Any, num_classes: int = len(SEMANTIC_CLASSES)) -> Tensor:
+def check_semantic_map(seg: Any, num_classes: int = 7) -> Tensor:
     """A class map (B, H, W) of integers in 0..K-1 -> LongTensor; clear errors otherwise."""
     y = torch.as_tensor(seg)
     if y.ndim != 3:
@@ -239,92 +233,13 @@ def check_semantic_map(seg: Any, num_classes: int = len(SEMANTIC_CLASSES)) -> Te
     y = y.long()
     bad = torch.unique(y[(y < 0) | (y >= num_classes)])
     if len(bad):
-        names = ", ".join(f"{i}={n}" for i, n in enumerate(SEMANTIC_CLASSES[:num_classes]))
         raise ValueError(f"the map holds unknown classes {bad[:5].tolist()}; this model knows 0..{num_classes - 1} "
-                         f"({names})")
+                         "(shapes: 0=background, 1 + kind index, `datasets.SEMANTIC_CLASSES`)")
     return y
 
 
 CONDITIONERS.update({cls.__name__: cls for cls in (SuperResolutionConditioner, InpaintingConditioner,
                                                    SemanticConditioner)})
-
-
-# ----------------------------------------------------------------------------------------------- training data
-DEGRADATIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
-    "bicubic": lambda x, s, g: bicubic_degradation(x, s),  # LDM-SR trained on bicubic down-sampling only
-    "realistic": realistic_degradation,  # LDM-BSR: random blur / resize / noise / JPEG
-}
-
-
-class SuperResolutionPairs(Dataset):
-    """Adds `lowres` (3, H/s, W/s) to every item of `dataset`: its image degraded by `degradation` ("bicubic" or
-    "realistic"), drawn reproducibly from (seed, index)."""
-
-    def __init__(self, dataset: Dataset, degradation: str = "bicubic", factor: int = 4, seed: int = 0):
-        if degradation not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
-        self.dataset, self.degrade, self.factor, self.seed = dataset, DEGRADATIONS[degradation], factor, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = dict(self.dataset[i])
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
-        item["lowres"] = self.degrade(item["image"][None], self.factor, g)[0]
-        return item
-
-
-MASK_KINDS = ("box", "strokes", "shape")
-
-
-def inpaint_mask(kind: str, size: int, rng: np.random.Generator, seg: np.ndarray | None = None) -> np.ndarray:
-    """A binary mask (size, size) of float32, 1 = missing. kind: "box" (a rectangle of 25-55% of the side),
-    "strokes" (2-4 thick random lines), "shape" (one shape of the segmentation map `seg`, grown by ~1/16 of the
-    side: "remove one shape"; a box when `seg` shows no shape)."""
-    u = (np.arange(size, dtype=np.float32) + 0.5) / size
-    gx, gy = np.meshgrid(u, u)
-    if kind == "shape" and seg is not None and (seg > 0).any():
-        k = rng.choice(np.unique(seg[seg > 0]))
-        m = torch.from_numpy((seg == k).astype(np.float32))[None, None]
-        grow = max(1, round(size / 16))
-        return (F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)[0, 0] > 0).numpy().astype(np.float32)
-    if kind == "strokes":
-        m = np.zeros((size, size), bool)
-        for _ in range(int(rng.integers(2, 5))):
-            (ax, ay), (bx, by) = rng.uniform(0.1, 0.9, size=(2, 2))
-            width = rng.uniform(0.04, 0.09)
-            dx, dy = bx - ax, by - ay
-            s = np.clip(((gx - ax) * dx + (gy - ay) * dy) / (dx * dx + dy * dy + 1e-8), 0, 1)
-            m |= (gx - ax - s * dx) ** 2 + (gy - ay - s * dy) ** 2 < width**2
-        return m.astype(np.float32)
-    if kind in ("box", "shape"):
-        w, h = rng.uniform(0.25, 0.55, size=2)
-        x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-        return ((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h)).astype(np.float32)
-    raise ValueError(f"unknown mask kind {kind!r}; known: {MASK_KINDS}")
-
-
-class InpaintingMasks(Dataset):
-    """Adds `inpaint_mask` (H, W) to every item of `dataset`, of a kind drawn from `kinds`, reproducibly from
-    (seed, index). "shape" reads the item's `mask` (the `shapes` segmentation map)."""
-
-    def __init__(self, dataset: Dataset, kinds: tuple[str, ...] = MASK_KINDS, seed: int = 0):
-        for k in kinds:
-            if k not in MASK_KINDS:
-                raise ValueError(f"unknown mask kind {k!r}; known: {MASK_KINDS}")
-        self.dataset, self.kinds, self.seed = dataset, tuple(kinds), seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = dict(self.dataset[i])
-        rng = np.random.default_rng([self.seed, 7, int(i)])
-        kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        seg = item["mask"].numpy() if "mask" in item else None
-        item["inpaint_mask"] = torch.from_numpy(inpaint_mask(kind, item["image"].shape[-1], rng, seg))
-        return item
 
 
 # ----------------------------------------------------------------------------------------------- SDEdit

@@ -52,21 +52,6 @@ def bert_tokenizer(name: str = "package") -> Any:
     return BertTokenizerFast.from_pretrained(minilm_dir() if name == "package" else name)
 
 
-def shapes_vocabulary() -> tuple[str, ...]:
-    """Every WordPiece token of the `shapes` captions (kinds, colours, sizes, relations, "which is")."""
-    from .datasets import COLOR_NAMES, KINDS, SIZE_NAMES
-
-    words = [*KINDS, *COLOR_NAMES, *SIZE_NAMES, "a", "left", "right", "of", "above", "below", ",", "which", "is"]
-    return vocabulary_from(words)
-
-
-def mnist_vocabulary() -> tuple[str, ...]:
-    """The WordPiece tokens of the MNIST captions ("a handwritten seven")."""
-    from .datasets import _NUMBER_WORDS
-
-    return vocabulary_from(["a handwritten", *_NUMBER_WORDS])
-
-
 def vocabulary_from(texts: Iterable[str], tokenizer: str = "package") -> tuple[str, ...]:
     """The sorted set of WordPiece tokens in `texts`: what a TextConditioner trained on them knows."""
     tok = bert_tokenizer(tokenizer)
@@ -125,7 +110,7 @@ def _prompts(batch: dict[str, Any], key: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- trained jointly
 @dataclass
 class TextConditionerConfig:
-    vocabulary: tuple[str, ...] = ()  # WordPiece tokens with their own embedding (empty: shapes_vocabulary())
+    vocabulary: tuple[str, ...] = ()  # WordPiece tokens with their own embedding (empty: all of BERT's, as the reference)
     dim: int = 128  # d: width of the transformer and of the context tokens (= the UNet's context_dim)
     depth: int = 2  # transformer layers
     head_dim: int = 32  # channels per attention head
@@ -144,16 +129,16 @@ class TextConditioner(Pretrained, Conditioner):
     def __init__(self, config: TextConditionerConfig | None = None):
         super().__init__()
         c = self.config = config or TextConditionerConfig()
-        if not c.vocabulary:
-            c.vocabulary = shapes_vocabulary()
-        self.tokenizer = PromptTokenizer(c.max_length, c.vocabulary, c.tokenizer)
+        self.tokenizer = PromptTokenizer(c.max_length, c.vocabulary or None, c.tokenizer)
         tok = self.tokenizer.tok
+        vocabulary = c.vocabulary or tuple(t for t in tok.convert_ids_to_tokens(list(range(len(tok))))
+                                           if t not in ("[PAD]", "[CLS]", "[SEP]"))
         # BERT id -> row of our table: the specials first, then the vocabulary, everything else -> UNSEEN
         lookup = torch.full((len(tok),), UNSEEN, dtype=torch.long)
         lookup[tok.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]"])] = torch.tensor([PAD, 2, 3])
-        lookup[tok.convert_tokens_to_ids(list(c.vocabulary))] = torch.arange(len(c.vocabulary)) + len(SPECIAL)
+        lookup[tok.convert_tokens_to_ids(list(vocabulary))] = torch.arange(len(vocabulary)) + len(SPECIAL)
         self.register_buffer("lookup", lookup, persistent=False)
-        self.token_embedding = nn.Embedding(len(SPECIAL) + len(c.vocabulary), c.dim)
+        self.token_embedding = nn.Embedding(len(SPECIAL) + len(vocabulary), c.dim)
         self.position_embedding = nn.Parameter(torch.randn(c.max_length, c.dim) * 0.02)
         self.encoder = token_encoder(c.dim, c.head_dim, c.depth, c.dropout)
         self.norm = nn.LayerNorm(c.dim)
@@ -183,7 +168,7 @@ class TextConditioner(Pretrained, Conditioner):
 class FrozenTextConditionerConfig:
     dim: int = 128  # d: width of the context tokens after the trained projection (= the UNet's context_dim)
     max_length: int = 24  # L: tokens per prompt including [CLS] and [SEP]
-    vocabulary: tuple[str, ...] = ()  # tokens seen in training (for the warning only; empty: shapes_vocabulary())
+    vocabulary: tuple[str, ...] = ()  # tokens seen in training (for the unseen-word warning only; empty: no warning)
     caption_key: str = "caption"  # which batch field holds the prompts
 
 
@@ -199,9 +184,7 @@ class FrozenTextConditioner(Pretrained, Conditioner):
     def __init__(self, config: FrozenTextConditionerConfig | None = None):
         super().__init__()
         c = self.config = config or FrozenTextConditionerConfig()
-        if not c.vocabulary:
-            c.vocabulary = shapes_vocabulary()
-        self.tokenizer = PromptTokenizer(c.max_length, c.vocabulary)
+        self.tokenizer = PromptTokenizer(c.max_length, c.vocabulary or None)
         self._bert = [_frozen_minilm()]  # a list: not a submodule, so not in state_dict() or parameters()
         width = self._bert[0].config.hidden_size
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c.dim))

@@ -42,9 +42,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import datasets, plotting, recipes
+from .autoencoder import Autoencoder, IdentityAutoencoder
 from .checkpoint import read_json, write_json
+from .classifier import ShapesClassifier, shapes_score
+from .evaluation import classifier_features, fid_bootstrap, sample_many
+from .ldm import LatentDiffusion
+from .metrics import format_table, kid
 from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+from .runtime import pick_device
 from .schedule import Schedule
+from .train import train_ldm
 from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
@@ -182,7 +190,6 @@ def _clock(device: torch.device) -> Callable[[], float]:
 
 def load_first_stage(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] | None = None) -> nn.Module:
     """The autoencoder of LDM-f: identity for f = 1, else the one passed in, else the shipped one."""
-    from .autoencoder import Autoencoder, IdentityAutoencoder
 
     if autoencoders and f in autoencoders:
         return autoencoders[f].eval()
@@ -194,11 +201,10 @@ def load_first_stage(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Mod
     c = PAPER_LATENT_CHANNELS.get(f, 3)
     if name is not None and not path.is_dir() and cfg.ae_steps > 0:
         if not trained_here.is_dir():
-            from .recipes import autoencoder_recipe, short_loss
-
             log.info("training the first stage %s (kl-f%d, c=%d) for %d steps", name, f, c, cfg.ae_steps)
-            autoencoder_recipe(str(name), f"kl-f{f}", "shapes", resolution=cfg.resolution, n_train=cfg.n_train,
-                               latent_channels=c, steps=cfg.ae_steps, loss=short_loss(), seed=cfg.seed)
+            recipes.train("ae", OUTPUTS_DIR / "ae" / str(name), preset=f"kl-f{f}", dataset="shapes",
+                          resolution=cfg.resolution, n_train=cfg.n_train, latent_channels=c, steps=cfg.ae_steps,
+                          loss="short", seed=cfg.seed)
         path = trained_here
     if name is None or not path.is_dir():
         raise FileNotFoundError(
@@ -210,7 +216,6 @@ def load_first_stage(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Mod
 
 def build_model(f: int, cfg: TradeoffConfig, autoencoders: dict[int, nn.Module] | None = None):
     """LDM-f: its first stage and a UNet with `cfg.target_params` parameters (±tolerance)."""
-    from .ldm import LatentDiffusion
 
     ae = load_first_stage(f, cfg, autoencoders)
     c, h, _ = ae.latent_shape(cfg.resolution, cfg.resolution)
@@ -238,7 +243,6 @@ def _train_kwargs(cfg: TradeoffConfig, device: torch.device) -> dict:
 
 def calibrate(ldm, data, cfg: TradeoffConfig, device: torch.device) -> dict:
     """Seconds per training step of this model (after one warm-up step), on a throw-away copy."""
-    from .train import train_ldm
 
     clock = _clock(device)
     trial = copy.deepcopy(ldm)
@@ -260,16 +264,10 @@ def plan_steps(cfg: TradeoffConfig, seconds_per_step: float | None) -> list[int]
 def sample_and_score(ldm, n: int, steps: int, real_features: Tensor, classifier, cfg: TradeoffConfig,
                      clock: Callable[[], float]) -> tuple[dict, Tensor]:
     """n DDIM samples from fixed noise seeds; shapes score, FID (with a bootstrap interval) and sampling times."""
-    from .classifier import shapes_score
-    from .evaluation import classifier_features, fid_bootstrap
-    from .metrics import kid
 
-    images, c0, w0 = [], clock(), time.perf_counter()
-    for i in range(0, n, cfg.sample_batch):
-        g = torch.Generator().manual_seed(cfg.seed + 1_000 + i)
-        images.append(ldm.sample(min(cfg.sample_batch, n - i), sampler="ddim", steps=steps, generator=g).cpu())
+    c0, w0 = clock(), time.perf_counter()
+    images = sample_many(ldm, n, batch_size=cfg.sample_batch, seed=cfg.seed + 1_000, sampler="ddim", steps=steps)
     seconds, wall = clock() - c0, time.perf_counter() - w0
-    images = torch.cat(images)
     score = shapes_score(images, classifier)
     fake_features = classifier_features(images, classifier)
     fid = fid_bootstrap(real_features, fake_features, n_boot=20, seed=cfg.seed)
@@ -299,7 +297,6 @@ def load_samples(path: str | os.PathLike) -> Tensor:
 def run_one(f: int, cfg: TradeoffConfig, out: Path, data, real_features: Tensor, classifier, device: torch.device,
             autoencoders: dict[int, nn.Module] | None = None, progress: bool = True) -> list[dict]:
     """Train and measure LDM-f; every result is written to `<out>/f<f>/` and skipped when it already exists."""
-    from .train import train_ldm
 
     run_dir = out / f"f{f}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -379,9 +376,6 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
 
     autoencoders: first stages by f, used instead of the shipped ones (tests, notebooks). classifier: the judge
     (default: the shipped `ShapesClassifier`)."""
-    from . import datasets
-    from .evaluation import classifier_features
-    from .runtime import pick_device
 
     dev = pick_device(device)
     cfg = cfg or TradeoffConfig.for_device(dev)
@@ -394,7 +388,6 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
         raise ValueError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
     write_json(saved, mine)
     if classifier is None:
-        from .classifier import ShapesClassifier
 
         classifier = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
     data = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=1)
@@ -475,8 +468,6 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None, 
     import json
     import shutil
 
-    from . import plotting
-    from .metrics import format_table
 
     out, dest = Path(out), Path(dest) if dest is not None else Path(out)
     rows = collect(out)

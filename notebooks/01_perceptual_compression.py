@@ -85,12 +85,13 @@ for f in SWEEP_FS:
 # `TRAIN = True` both are retrained here with the full loss.
 
 # %%
-loss = ll.recipes.full_loss(FULL_STEPS) if TRAIN else None     # None: the short schedule, used only as a fallback
-steps = FULL_STEPS if TRAIN else SWEEP_STEPS
-kl4, kl4_source = ll.recipes.get_autoencoder("kl", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
-                                             prefer_shipped=not TRAIN, device=DEVICE)
-vq4, vq4_source = ll.recipes.get_autoencoder("vq", 4, "shapes", train, steps=steps, batch_size=BATCH, loss=loss,
-                                             prefer_shipped=not TRAIN, device=DEVICE)
+OUT = ll.paths.OUTPUTS_DIR / "nb01"
+QUICK = dict(loss="short", steps=SWEEP_STEPS, batch_size=BATCH, n_train=N_TRAIN, device=str(DEVICE))  # the sweep's
+FULL = dict(loss="full", disc_start=None, steps=FULL_STEPS, batch_size=BATCH, n_train=N_TRAIN, device=str(DEVICE))
+kl4, kl4_source = ll.recipes.load_or_train("ae-kl-f4-shapes32", OUT / "kl-f4", prefer_shipped=not TRAIN,
+                                           **(FULL if TRAIN else QUICK))
+vq4, vq4_source = ll.recipes.load_or_train("ae-vq-f4-shapes32", OUT / "vq-f4", prefer_shipped=not TRAIN,
+                                           **(FULL if TRAIN else QUICK))
 print("KL f=4:", kl4_source, "\nVQ f=4:", vq4_source)
 
 # %%
@@ -169,7 +170,7 @@ ex.check_vq_lookup(vq_lookup);
 # ## 3 · A KL sweep over f
 #
 # Now one KL autoencoder per $f \in \{1, 2, 4, 8, 16\}$, all with the same short schedule so that only $f$ differs:
-# reconstruction + KL only (`ll.recipes.short_loss()`: no LPIPS, `disc_start=None` = no GAN), `SWEEP_STEPS` steps.
+# reconstruction + KL only (the recipes' `loss="short"`: no LPIPS, no GAN), `SWEEP_STEPS` steps.
 # $f = 1$ is the pixel-space baseline: no compression at all. The results are far blurrier than the full-loss models
 # above (a few minutes of training instead of hours, no perceptual or adversarial loss), but the *trend* in $f$ is the
 # paper's. Each model is cached under `outputs/nb01/`.
@@ -177,8 +178,7 @@ ex.check_vq_lookup(vq_lookup);
 # %%
 sweep = {}
 for f in tqdm(SWEEP_FS, desc="KL sweep over f"):
-    sweep[f], source = ll.recipes.get_autoencoder("kl", f, "shapes", train, steps=SWEEP_STEPS, batch_size=BATCH,
-                                                  prefer_shipped=False, device=DEVICE)
+    sweep[f], source = ll.recipes.load_or_train("ae", OUT / f"kl-f{f}-sweep", preset=f"kl-f{f}", **QUICK)
     print(f"kl-f{f}: {source}")
 
 # %% [markdown]
@@ -202,8 +202,8 @@ for f in tqdm(SWEEP_FS, desc="KL sweep over f"):
 models = {(f, "kl-sweep"): ae for f, ae in sweep.items()}
 models[4, "kl"], models[4, "vq"] = kl4, vq4
 for f in (2, 8, 16):
-    if f in SWEEP_FS and (ll.paths.PRETRAINED_DIR / ll.recipes.shipped_name("kl", f, "shapes")).is_dir():
-        models[f, "kl"] = ll.recipes.get_autoencoder("kl", f, "shapes", train, steps=SWEEP_STEPS, device=DEVICE)[0]
+    if f in SWEEP_FS and (ll.paths.PRETRAINED_DIR / f"ae-kl-f{f}-shapes32").is_dir():
+        models[f, "kl"] = ll.recipes.load(f"ae-kl-f{f}-shapes32", DEVICE)
 ll.widgets.f_panel(compression.recon_fn(models), eval_images[:4], fs=SWEEP_FS, kinds=("kl", "vq", "kl-sweep"))
 
 # %% [markdown]
@@ -220,7 +220,7 @@ clf = ll.recipes.get_classifier()
 features = None if clf is None else functools.partial(ll.evaluation.classifier_features, classifier=clf)
 zoo = {f"kl-f{f} sweep ({SWEEP_STEPS} steps)": ae for f, ae in sweep.items()}
 zoo[f"kl-f4 [{kl4_source.split(' (')[0]}]"], zoo[f"vq-f4 [{vq4_source.split(' (')[0]}]"] = kl4, vq4
-rows = compression.zoo_rows(ll.metrics.reconstruction_table(zoo, eval_images, features=features), "shapes")
+rows = compression.zoo_rows(ll.compression.reconstruction_table(zoo, eval_images, features=features), "shapes")
 print("rFID on ShapesClassifier features" if clf is not None else "no shipped ShapesClassifier: no rFID column")
 display(Markdown(ll.metrics.format_table(rows)))
 
@@ -246,9 +246,8 @@ fig.suptitle(f"KL sweep, {SWEEP_STEPS} steps each, {N_EVAL} held-out images"); f
 mnist_train = ll.datasets.mnist(32, channels=3, split="train", source="offline")
 mnist_test = ll.datasets.mnist(32, channels=3, split="test", source="offline")
 digits = torch.stack([mnist_test[i]["image"] for i in range(min(N_EVAL, len(mnist_test)))])
-mnist4, mnist_source = ll.recipes.get_autoencoder("kl", 4, "mnist", mnist_train, steps=SWEEP_STEPS,
-                                                  batch_size=BATCH, device=DEVICE)
-m = ll.metrics.reconstruction_metrics(mnist4, digits)
+mnist4, mnist_source = ll.recipes.load_or_train("ae-kl-f4-mnist32", OUT / "kl-f4-mnist", **QUICK)
+m = ll.compression.reconstruction_metrics(mnist4, digits)
 print(f"KL f=4 on MNIST: {mnist_source} | PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, LPIPS {m['lpips']:.4f}")
 fig = ll.plotting.image_grid(torch.cat([digits[:8], ll.autoencoder.reconstruct(mnist4, digits[:8]).x_hat.cpu()]),
                              ncols=8, title="MNIST held-out digits (row 1) and KL-f4 reconstructions (row 2)")

@@ -94,7 +94,7 @@ def timestep_embedding(t, dim):
 ex.check_timestep_embedding(timestep_embedding);
 
 # %%
-ldm = ll.pipeline.build_ldm(CFG, ae).to(DEVICE)
+ldm = ll.recipes.build_ldm(ll.pipeline.train_config(CFG, DEVICE), ae).to(DEVICE)
 unet = ldm.unet
 print(unet.config)
 print(f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters")
@@ -233,7 +233,7 @@ else:
 # command and its metrics.json the measured scores).
 
 # %%
-path = ll.paths.PRETRAINED_DIR / ll.recipes.SHIPPED_LDM
+path = ll.paths.PRETRAINED_DIR / "ldm-kl-f4-shapes32"
 if path.is_dir():
     shipped = ll.ldm.LatentDiffusion.from_pretrained(path).to(DEVICE)
     s2 = shipped.sample(N_SAMPLES, steps=50 if not SMOKE else 5, generator=torch.Generator().manual_seed(0))

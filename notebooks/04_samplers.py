@@ -39,7 +39,8 @@ from ldm_lite import exercises as ex
 # %matplotlib inline
 
 # %%
-ldm, source = ll.recipes.get_ldm(device=DEVICE)
+ldm, source = ll.recipes.load_or_train("ldm-kl-f4-shapes32", device=str(DEVICE))
+ldm = ldm.to(DEVICE)
 sched = ldm.schedule
 print("model:", source, "| latent shape:", ldm.latent_shape, "| schedule:", sched)
 

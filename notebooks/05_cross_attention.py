@@ -41,7 +41,7 @@ import warnings
 # %matplotlib inline
 
 # %%
-t2i, source = ll.conditional.load_or_train("text", model_channels=32, progress=not SMOKE, **QUICK)
+t2i, source = ll.recipes.load_or_train("ldm-kl-f4-shapes32-text", progress=not SMOKE, **QUICK)
 t2i = t2i.to(DEVICE)
 print("text-to-image model:", source, "| conditioner:", type(t2i.conditioner).__name__,
       "| context:", t2i.conditioner.config.max_length, "tokens x", t2i.conditioner.context_dim)
@@ -134,7 +134,7 @@ fig.suptitle("cosine similarity of prompt encodings (mean over tokens)"); fig.ti
 
 # %% [markdown]
 # To compare them as image generators, train both at the same short budget (an exercise below):
-# `ll.conditional.train("text", "outputs/t2i-a", steps=2000)` and `ll.conditional.train("frozen-text", ...)`.
+# `ll.recipes.train("ldm-kl-f4-shapes32-text", "outputs/t2i-a", steps=2000)` and the same with `"ldm-kl-f4-shapes32-frozen-text"`.
 # Measured on a shared 2-core CPU (`benchmarks/results/text_encoder_comparison.md`): after 2,000 steps the frozen
 # MiniLM follows single-shape captions at guidance 3 in 50% of samples, the encoder trained from scratch in 22%;
 # but each frozen step costs 1.5× the CPU time, and at equal CPU time (1,300 frozen steps) the frozen one reaches
@@ -149,14 +149,14 @@ fig.suptitle("cosine similarity of prompt encodings (mean over tokens)"); fig.ti
 # %%
 ds = ll.datasets.shapes(32, n=8, seed=3, max_shapes=2)
 items = [ds[i] for i in range(8)]
-boxes, labels = ll.conditioning.boxes_from_attrs(torch.stack([it["attrs"] for it in items]))
+boxes, labels = ll.datasets.boxes_from_attrs(torch.stack([it["attrs"] for it in items]))
 fig = ll.plotting.image_grid(torch.stack([it["image"] for it in items]), [it["caption"] for it in items], ncols=4,
                              title="shapes and their layout boxes (x0, y0, x1, y1)")
 for ax, bx, lb in zip(fig.axes, boxes, labels):
     for (x0, y0, x1, y1), k in zip((bx * 32 - 0.5).tolist(), lb.tolist()):
         if k >= 0:
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", lw=1))
-layout_ldm, layout_source = ll.conditional.load_or_train("layout", model_channels=32, progress=not SMOKE, **QUICK)
+layout_ldm, layout_source = ll.recipes.load_or_train("ldm-kl-f4-shapes32-layout", progress=not SMOKE, **QUICK)
 tokens = layout_ldm.conditioner({"boxes": boxes, "box_labels": labels}).context
 print("layout-to-image model:", layout_source, "| layout tokens:", tuple(tokens.shape), "= (B, objects, d)")
 
@@ -178,7 +178,7 @@ ll.widgets.images_panel("Layout-to-image: one token per box", scene, [layout_sca
 # the label acts like a learned bias. Guidance still works. Rows: guidance scale; columns: the requested digit.
 
 # %%
-mnist_ldm, mnist_source = ll.conditional.load_or_train("class", model_channels=32, progress=not SMOKE, **QUICK)
+mnist_ldm, mnist_source = ll.recipes.load_or_train("ldm-kl-f4-mnist32-class", progress=not SMOKE, **QUICK)
 print("class-conditional MNIST model:", mnist_source)
 grid_scales = (1.0, 3.0) if SMOKE else (0.0, 1.0, 3.0, 5.0)
 digits = torch.arange(10)
@@ -227,7 +227,7 @@ cross_attention = ex.check_cross_attention(cross_attention).fn
 # 3. Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
 #    `ll.conditional.evaluate_text(..., guidance_scales=(1, 2, 3, 5, 8))` to draw the guidance curve.
 # 4. Train a text encoder from scratch and a frozen MiniLM for the same 2,000 steps
-#    (`ll.conditional.train("text", ..., model_channels=32, batch_size=32)`, the same with "frozen-text"; about
+#    (`ll.recipes.train("ldm-kl-f4-shapes32-text")`, the same with the frozen-text recipe; about
 #    10-15 minutes each on one core) and judge both with `ll.conditional.evaluate(model, n=200)`. Which one
 #    follows colours better, and which one trains faster per step? (Ours: benchmarks/results/text_encoder_comparison.md)
 # 5. Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a

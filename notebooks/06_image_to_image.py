@@ -63,10 +63,10 @@ torch.manual_seed(SEED);
 # | semantic synthesis | the one-hot class map, area-pooled to $h\times w$ | 7 |
 
 # %%
-sr_bicubic, SRC_B = i2i.load_or_train("sr", "bicubic", steps=TRAIN_STEPS)
-sr_realistic, SRC_R = i2i.load_or_train("sr", "realistic", steps=TRAIN_STEPS)
-inpainter, SRC_I = i2i.load_or_train("inpaint", steps=TRAIN_STEPS)
-semantic, SRC_S = i2i.load_or_train("semantic", steps=TRAIN_STEPS)
+sr_bicubic, SRC_B = ll.recipes.load_or_train("ldm-sr4-bicubic-shapes32", steps=TRAIN_STEPS)
+sr_realistic, SRC_R = ll.recipes.load_or_train("ldm-sr4-realistic-shapes32", steps=TRAIN_STEPS)
+inpainter, SRC_I = ll.recipes.load_or_train("ldm-inpaint-shapes32", steps=TRAIN_STEPS)
+semantic, SRC_S = ll.recipes.load_or_train("ldm-semantic-shapes32", steps=TRAIN_STEPS)
 for name, src in [("SR bicubic", SRC_B), ("SR realistic", SRC_R), ("inpainting", SRC_I), ("semantic", SRC_S)]:
     print(f"{name:13s} {src}")
 
@@ -131,10 +131,10 @@ if full:
 # pixels are only as good as the model); pasting the known pixels back makes them exact.
 
 # %%
-mask_kind = widgets.Dropdown(options=ll.spatial.MASK_KINDS, value="box", description="mask")
+mask_kind = widgets.Dropdown(options=ll.datasets.MASK_KINDS, value="box", description="mask")
 mask_seed = widgets.IntSlider(value=0, min=0, max=20, description="mask seed", continuous_update=False)
 img_i = widgets.IntSlider(value=1, min=0, max=len(hr) - 1, description="image", continuous_update=False)
-make_mask = lambda: torch.from_numpy(ll.spatial.inpaint_mask(
+make_mask = lambda: torch.from_numpy(ll.datasets.inpaint_mask(
     mask_kind.value, 32, np.random.default_rng(mask_seed.value), ds[img_i.value]["mask"].numpy()))[None]
 ll.widgets.images_panel("Inpainting: fill the masked region", mask_kind, [mask_seed, img_i],
                         lambda: i2i.inpaint_pictures(inpainter, hr[img_i.value:img_i.value + 1], make_mask(),
@@ -149,7 +149,7 @@ ll.widgets.images_panel("Inpainting: fill the masked region", mask_kind, [mask_s
 # readout gives the agreement (mIoU) with the map you asked for.
 
 # %%
-segmenter = ll.segmenter.load_or_train_segmenter(steps=TRAIN_STEPS)
+segmenter, _ = ll.recipes.load_or_train("shapes-segmenter-32", steps=TRAIN_STEPS)
 kinds = [widgets.Dropdown(options=ll.datasets.KINDS, value=k, description=f"shape {i + 1}")
          for i, k in enumerate(["circle", "star", "square"])]
 xs = [widgets.FloatSlider(value=v, min=0.15, max=0.85, step=0.05, description="x", continuous_update=False)
@@ -181,7 +181,7 @@ print(ll.metrics.format_table(i2i.semantic_study(semantic, segmenter, sizes=size
 # blocks. The model is the unconditional LDM of notebook 03.
 
 # %%
-uncond, SRC_U = ll.recipes.get_ldm(device="cpu")
+uncond, SRC_U = ll.recipes.load_or_train("ldm-kl-f4-shapes32")
 single = ll.datasets.shapes(32, n=8, seed=12345, max_shapes=1)
 shapes8 = torch.stack([single[i]["image"] for i in range(8)])
 painting = F.interpolate(F.avg_pool2d(shapes8, 8), scale_factor=8, mode="nearest")   # 4x4 blocks

@@ -172,7 +172,7 @@ ex.check_conv2d_flops(conv2d_flops);
 # 1. Switch to equal *steps* instead of equal compute: `TradeoffConfig(budget="steps", steps=...)` in the live
 #    sweep. Which $f$ wins now, and why is this comparison unfair to the small-$f$ models in the other direction?
 # 2. The committed FIDs of LDM-8 and LDM-16 can never beat their autoencoders' reconstructions. Compute the rFID of
-#    each first stage (`ll.metrics.reconstruction_table` with the classifier features of
+#    each first stage (`ll.compression.reconstruction_table` with the classifier features of
 #    `ll.evaluation.classifier_features`) and mark it on the Fig. 6 plot as a floor for each $f$.
 # 3. Double `budget_seconds` for the live sweep. Does the gap between LDM-1 and LDM-4 shrink or grow? Relate your
 #    answer to the paper's remark that LDM-1 needs "significantly larger training times".

@@ -57,11 +57,10 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
 
 
 def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scale(tmp_path):
-    from ldm_lite import conditional
+    from ldm_lite import recipes
 
     torch.manual_seed(0)
-    conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32,
-                      image_size=16).save_pretrained(tmp_path / "t2i")
+    recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-text", context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder()).save_pretrained(tmp_path / "t2i")
     res = run("evaluate", "--model", str(tmp_path / "t2i"), "--samplers", "ddim:2", "--n", "4", "--n-real", "8",
               "--guidance", "1", "3", "--out", str(tmp_path / "e.json"), tmp_path=tmp_path)
     data = json.loads((tmp_path / "e.json").read_text())
@@ -98,7 +97,7 @@ def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path
         Image.new("RGB", (40, 40), (20 * i, 100, 0)).save(folder / f"{i:02d}.png")
     run("train-ldm", "--ae", str(shipped), "--dataset", str(folder), "--steps", "2", "--batch-size", "4",
         "--model-channels", "32", tmp_path=tmp_path)
-    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs" / "model")
+    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm-ae-test-imgs32" / "model")
     assert model.latent_shape == (ae.latent_channels, 8, 8)
 
 
@@ -147,6 +146,6 @@ def test_train_segmenter_saves_a_validated_model(tmp_path):
     run("train-segmenter", "--steps", "2", "--batch-size", "4", "--n-eval", "10", "--threads", "1", "--out", str(out),
         tmp_path=tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and metrics["held_out_32"]["n"] == 10 and metrics["held_out_64_canvas"]["n"] == 2
+    assert json.loads((out / "train_config.json").read_text())["steps"] == 2 and metrics["held_out_32"]["n"] == 10 and metrics["held_out_64_canvas"]["n"] == 2
     assert 0 <= metrics["held_out_32"]["mean_iou"] <= 1
     assert ll.segmenter.ShapesSegmenter.from_pretrained(out / "model").training is False

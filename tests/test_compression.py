@@ -52,7 +52,7 @@ def test_effective_log_snr_is_the_snr_of_unscaled_data():
 
 
 def test_zoo_rows_follow_the_paper_table_columns():
-    rows = ll.metrics.reconstruction_table({"kl-f4": tiny("kl", 4).eval()}, IMAGES[:4], lpips_net=None)
+    rows = ll.compression.reconstruction_table({"kl-f4": tiny("kl", 4).eval()}, IMAGES[:4], lpips_net=None)
     out = C.zoo_rows(rows, "shapes")
     assert list(out[0]) == ["f", "c", "latent", "compression", "psnr", "ssim", "model", "data"]
     assert out[0]["f"] == 4 and out[0]["latent"] == "3x4x4" and out[0]["compression"] == 16.0

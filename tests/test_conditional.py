@@ -6,16 +6,18 @@ images of other conditions): the accuracies must then be exactly what the scorer
 import pytest
 import torch
 
-from ldm_lite import conditional
+from ldm_lite import conditional, datasets, recipes
 from ldm_lite.autoencoder import IdentityAutoencoder
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.unet import UNet, UNetConfig
 
 N = 24
+RECIPE_OF = {"text": "ldm-kl-f4-shapes32-text", "layout": "ldm-kl-f4-shapes32-layout",
+             "class": "ldm-kl-f4-mnist32-class", "mnist-text": "ldm-kl-f4-mnist32-text"}
 
 
 def tiny(condition: str) -> LatentDiffusion:
-    return conditional.build(condition, IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+    return recipes.build_ldm(recipes.config(RECIPE_OF[condition], context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder())
 
 
 def real_shapes_sampler(shift: int = 0):
@@ -70,7 +72,6 @@ def mnist_test():
 @pytest.mark.parametrize("condition", ["class", "mnist-text"])
 def test_mnist_models_are_asked_for_every_digit_and_judged_by_the_mnist_classifier(monkeypatch, mnist_test,
                                                                                    condition):
-    from ldm_lite import datasets
 
     monkeypatch.setattr(datasets, "mnist", lambda *a, **k: mnist_test)
     digit = {k: mnist_test[mnist_test.labels.tolist().index(k)]["image"] for k in range(10)}
@@ -78,7 +79,7 @@ def test_mnist_models_are_asked_for_every_digit_and_judged_by_the_mnist_classifi
 
     def real_digits(ldm, batch, **options):  # a real test digit of the requested class
         labels = (batch["label"].tolist() if "label" in batch
-                  else [conditional.DIGIT_WORDS.index(c.split()[-1]) for c in batch["caption"]])
+                  else [datasets.NUMBER_WORDS.index(c.split()[-1]) for c in batch["caption"]])
         asked.append(batch)
         return torch.stack([digit[k] for k in labels])
 

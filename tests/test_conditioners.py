@@ -14,8 +14,8 @@ from ldm_lite.conditioning import (
     ClassConditionerConfig,
     LayoutConditioner,
     LayoutConditionerConfig,
-    boxes_from_attrs,
 )
+from ldm_lite.datasets import boxes_from_attrs, shapes_vocabulary
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.text import (
     FrozenTextConditioner,
@@ -24,7 +24,6 @@ from ldm_lite.text import (
     TextConditioner,
     TextConditionerConfig,
     bert_tokenizer,
-    shapes_vocabulary,
 )
 from ldm_lite.unet import UNet, UNetConfig
 
@@ -42,7 +41,7 @@ def tiny_ldm(conditioner) -> LatentDiffusion:
 
 def text(max_length: int = 12) -> TextConditioner:
     torch.manual_seed(0)
-    return TextConditioner(TextConditionerConfig(dim=D, depth=1, max_length=max_length))
+    return TextConditioner(TextConditionerConfig(dim=D, depth=1, max_length=max_length, vocabulary=shapes_vocabulary()))
 
 
 def g() -> torch.Generator:
@@ -87,7 +86,7 @@ def test_text_conditioner_shapes_null_is_the_empty_prompt_and_words_matter():
     assert torch.allclose(c.context[2], null[0], atol=1e-6)  # the empty prompt is ∅
     assert not torch.allclose(c.context[0], c.context[1])
     # padding never leaks into the real tokens: a padded prompt encodes like the same prompt at full length
-    short = TextConditioner(TextConditionerConfig(dim=D, depth=1, max_length=5))
+    short = TextConditioner(TextConditionerConfig(dim=D, depth=1, max_length=5, vocabulary=shapes_vocabulary()))
     short.load_state_dict({k: v[:5] if k == "position_embedding" else v for k, v in cond.state_dict().items()})
     assert torch.allclose(short.encode(["a red circle"]), cond.encode(["a red circle"])[:, :5], atol=1e-5)
 
@@ -123,7 +122,7 @@ def test_text_model_save_load_round_trip(tmp_path):
 
 def test_frozen_text_encoder_saves_only_its_projection(tmp_path):
     torch.manual_seed(0)
-    cond = FrozenTextConditioner(FrozenTextConditionerConfig(dim=D, max_length=8))
+    cond = FrozenTextConditioner(FrozenTextConditionerConfig(dim=D, max_length=8, vocabulary=shapes_vocabulary()))
     assert set(cond.state_dict()) == {"proj.0.weight", "proj.0.bias", "proj.1.weight", "proj.1.bias"}
     c = cond({"caption": ["a red circle", ""]})
     assert c.context.shape == (2, 8, D)
@@ -216,45 +215,34 @@ def test_conditional_and_unconditional_calls_are_checked():
 
 
 # ------------------------------------------------------------------------------------------------ training recipe
-def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
-    from ldm_lite import conditional
+def test_text_recipe_trains_from_the_one_latent_cache_drawing_z_from_the_posterior(tmp_path):
+    """The text model trains through `recipes.train` on `latents.LatentCache`: every step draws z ~ q(z|x) (the
+    posterior's mean and std are cached, not the mean alone), resumes, and saves the full model."""
+    from ldm_lite import recipes
+    from ldm_lite.latents import LatentCache
 
-    out = tmp_path / "t2i"
-    ldm = conditional.train("text", out, steps=2, n_train=8, batch_size=4, model_channels=32, context_dim=32,
-                            progress=False)
-    items = conditional.dataset("text", n=8)
-    cache = conditional.LatentCache.build(items, None, path=out / "latents.safetensors")  # read back, not encoded
-    with torch.no_grad():  # the cache holds s·E(x) (posterior mean) of every item, with its caption
-        z = ldm.autoencoder.to_latent(torch.stack([items[i]["image"] for i in range(8)]), sample=False)
-    assert torch.allclose(cache.latents, z, atol=1e-5) and cache[3]["caption"] == items[3]["caption"]
-    view = conditional.latent_view(ldm)  # shares the UNet and conditioner: eq. 2 on z_0 directly
-    assert view.unet is ldm.unet and view.conditioner is ldm.conditioner
-    assert view.config.schedule_params == ldm.config.schedule_params and torch.equal(view.schedule.alpha_bar,
-                                                                                    ldm.schedule.alpha_bar)
-    t, noise = torch.tensor([10, 500]), torch.randn(2, *ldm.latent_shape)
-    batch = {"image": z[:2], "caption": [items[0]["caption"], items[1]["caption"]]}
-    expected = torch.nn.functional.mse_loss(
-        ldm.denoiser(ldm.schedule.q_sample(z[:2], t, noise), t, ldm.condition(batch, 2)), noise)
-    assert torch.allclose(view.eval().loss(batch, t=t, noise=noise), expected)
-    back = LatentDiffusion.from_pretrained(out / "model")  # the full model: shipped autoencoder included
+    kw = {"steps": 2, "n_train": 8, "batch_size": 4, "model_channels": 32, "context_dim": 32, "device": "cpu"}
+    run = recipes.train("ldm-kl-f4-shapes32-text", tmp_path / "t2i", progress=False, **kw)
+    ldm, data = run.model, recipes.ldm_data(run.config)
+    cache = LatentCache(data, ldm.autoencoder, progress=False)
+    assert {"latent_mean", "latent_std", "caption"} <= set(cache[0]) and cache[3]["caption"] == data[3]["caption"]
+    batch = cache.batch(torch.arange(2))
+    z1, z2 = (ldm.first_stage_latent(batch, torch.Generator().manual_seed(s)) for s in (1, 2))
+    assert not torch.allclose(z1, z2)  # a fresh draw each time ...
+    mean = batch["latent_mean"] * ldm.autoencoder.scale_factor
+    assert (z1 - mean).abs().max() < 6 * float(batch["latent_std"].max() * ldm.autoencoder.scale_factor)  # ... of q
+    back = LatentDiffusion.from_pretrained(tmp_path / "t2i" / "model")  # the full model: autoencoder included
     assert back.config.autoencoder == ldm.config.autoencoder and back.config.image_size == 32
-    conditional.train("text", out, steps=3, n_train=8, batch_size=4, model_channels=32, context_dim=32,
-                      progress=False)  # resumes from step 2
-    assert json.loads((out / "train.json").read_text())["steps_done"] == 3
-    again = conditional.from_checkpoint(out / "checkpoint", ldm.autoencoder)  # the EMA weights of the last checkpoint
-    fresh = LatentDiffusion.from_pretrained(out / "model")
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), fresh.state_dict().values()))
-    loaded = conditional.load(out / "checkpoint")  # the same, with the shipped autoencoder found from the kind
-    assert loaded.latent_shape == (3, 8, 8) and loaded.config.autoencoder == ldm.config.autoencoder
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), fresh.state_dict().values()))
+    recipes.train("ldm-kl-f4-shapes32-text", tmp_path / "t2i", progress=False, **{**kw, "steps": 3})  # resumes
+    assert json.loads((tmp_path / "t2i" / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
 def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():
-    from ldm_lite import conditional
+    from ldm_lite import conditional, recipes
     from ldm_lite.classifier import MNISTClassifier, ShapesClassifier
     from ldm_lite.paths import pretrained
 
-    ldm = conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+    ldm = recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-text", context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder())
     clf = ShapesClassifier.from_pretrained(pretrained("shapes-classifier-32"))
     out = conditional.evaluate_text(ldm, clf, n=6, n_real=12, guidance_scales=(1.0, 3.0), steps=2)
     assert out["scorer_on_real"]["classifier_kind_and_color"] >= 0.95  # the judge reads real captions right
@@ -262,16 +250,16 @@ def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer
         row = out[s]
         assert 0 <= row["single_kind_and_color"] <= row["single_kind"] <= 1
         assert row["fid_classifier_features"] > 0  # an untrained model is far from real images
-    labels_model = conditional.build("class", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=16)
+    labels_model = recipes.build_ldm(recipes.config("ldm-kl-f4-mnist32-class", context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder())
     res = conditional.evaluate_class(labels_model, MNISTClassifier(), n_per_class=1, guidance_scales=(2.0,), steps=2)
     assert res["n"] == 10 and 0 <= res["guidance_2"]["accuracy"] <= 1 and res["n_real"] == 500
 
 
 def test_layout_evaluation_checks_its_scorer_on_real_layouts():
-    from ldm_lite import conditional
+    from ldm_lite import conditional, recipes
     from ldm_lite.segmenter import load_segmenter
 
-    ldm = conditional.build("layout", IdentityAutoencoder(), context_dim=32, model_channels=32)
+    ldm = recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-layout", context_dim=32, model_channels=32), IdentityAutoencoder())
     out = conditional.evaluate_layout(ldm, load_segmenter(), n=4, guidance_scales=(3.0,), steps=2)
     assert out["scorer_on_real"] == 1.0  # the segmenter finds every object of the real scenes in its box
     assert 0 <= out["guidance_3"]["objects_found"] <= 1 and out["guidance_3"]["n_objects"] >= 4

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from ldm_lite import conditional, widgets
+from ldm_lite import conditional, recipes, widgets
 from ldm_lite.autoencoder import IdentityAutoencoder
 
 
 @pytest.fixture(scope="module")
 def t2i():
     torch.manual_seed(0)
-    ldm = conditional.build("text", IdentityAutoencoder(), context_dim=32, model_channels=32, image_size=8)
+    ldm = recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-text", context_dim=32, model_channels=32, resolution=8), IdentityAutoencoder())
     for p in ldm.unet.parameters():  # non-trivial weights: attention that differs between tokens and steps
         torch.nn.init.normal_(p, std=0.1)
     return ldm
@@ -69,8 +69,7 @@ def test_prompt_panel_generates_on_prompt_and_guidance_changes(t2i):
 
 
 def test_layout_map_and_layout_pictures_for_the_panel():
-    from ldm_lite.conditioning import boxes_from_attrs
-    from ldm_lite.datasets import shapes
+    from ldm_lite.datasets import boxes_from_attrs, shapes
 
     item = shapes(32, n=1, seed=5, max_shapes=2)[0]
     boxes, labels = boxes_from_attrs(item["attrs"][None])
@@ -79,7 +78,7 @@ def test_layout_map_and_layout_pictures_for_the_panel():
     for k in labels[0][labels[0] >= 0].tolist():  # the mask's pixels of each shape lie inside its drawn box
         assert (m[item["mask"] == k + 1] > 0).float().mean() > 0.9
     torch.manual_seed(0)
-    ldm = conditional.build("layout", IdentityAutoencoder(), context_dim=32, model_channels=32)
+    ldm = recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-layout", context_dim=32, model_channels=32), IdentityAutoencoder())
     pictures, text = conditional.layout_pictures(ldm, 2, guidance_scale=2.0, n=2, steps=2)
     assert list(pictures) == ["requested layout", "a real scene", "sample 0 (s=2)", "sample 1 (s=2)"]
     assert pictures["requested layout"].ndim == 2 and pictures["sample 0 (s=2)"].shape == (3, 32, 32)

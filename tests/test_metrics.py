@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm_lite import metrics
+from ldm_lite import compression, metrics
 from ldm_lite.autoencoder import IdentityAutoencoder
 
 
@@ -81,7 +81,7 @@ def test_pluggable_features_and_reconstruction_table() -> None:
     features = lambda x: x.mean(dim=(2, 3))  # any callable images -> (N, D)
     assert metrics.fid_from_images(images, images, features) == pytest.approx(0.0, abs=1e-6)
     assert metrics.fid_from_images(images, images * 0.5 + 0.3, features) > 0.25  # mean shift 0.3 per channel
-    rows = metrics.reconstruction_table({"pixels": IdentityAutoencoder()}, images, features=features, lpips_net=None)
+    rows = compression.reconstruction_table({"pixels": IdentityAutoencoder()}, images, features=features, lpips_net=None)
     assert rows[0]["f"] == 1 and rows[0]["compression"] == 1.0 and rows[0]["latent"] == "3x32x32"
     assert rows[0]["psnr"] > 100 and rows[0]["ssim"] == pytest.approx(1.0) and rows[0]["rfid"] == pytest.approx(0, abs=1e-6)
     assert "| model | f |" in metrics.format_table(rows)

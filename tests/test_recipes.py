@@ -1,67 +1,95 @@
-"""ldm_lite.recipes: shipped-or-trained models, loss presets, datasets by name, shipping with a README."""
+"""ldm_lite.recipes: one registry of every model the kit trains, one TrainConfig, train / load / load_or_train,
+datasets by name, shipping with a README."""
 
 import json
 
 import pytest
 import torch
 
-import ldm_lite as ll
 from ldm_lite import recipes as R
-from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
+from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder
+from ldm_lite.ldm import LatentDiffusion
+from ldm_lite.paths import PRETRAINED_DIR
 
-IMAGES = torch.stack([ll.datasets.shapes(resolution=16, n=8, seed=0)[i]["image"] for i in range(8)])  # (8, 3, 16, 16)
+SMOKE = {"steps": 2, "batch_size": 4, "n_train": 8, "n_eval": 4, "checkpoint_every": 1, "threads": 1, "device": "cpu"}
 
 
 def tiny(kind="kl", f=4):
     return Autoencoder(AutoencoderConfig.preset(f"{kind}-f{f}", base_channels=16, codebook_size=16))
 
 
-def test_shipped_name_matches_the_shipping_script():
-    assert R.shipped_name("kl", 4, "shapes") == "ae-kl-f4-shapes32"
-    assert R.shipped_name("vq", 8, "mnist", 64) == "ae-vq-f8-mnist64"
+def test_every_shipped_model_has_a_recipe():
+    shipped = {p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file()}
+    assert shipped <= set(R.RECIPES), shipped - set(R.RECIPES)
 
 
-def test_short_loss_has_no_lpips_and_no_gan_and_full_loss_has_both():
-    s, full = R.short_loss(), R.full_loss(1000)
-    assert s.perceptual_weight == 0 and s.disc_start is None and not s.gan_within(10**9)
-    assert full.perceptual_weight > 0 and full.disc_start == 750 and full.gan_within(1000) and not full.gan_within(750)
+@pytest.mark.parametrize("name", list(R.RECIPES))
+def test_every_recipe_trains_two_smoke_steps_and_loads_back(name, tmp_path):
+    extra = {"model_channels": 32, "context_dim": 32} if name.startswith("ldm") else {}
+    if name == "ldm":
+        extra["autoencoder"] = "identity"
+    if R.recipe(name).trainer is R._train_autoencoder:
+        extra.update(base_channels=16, loss="short")
+    if name == "mnist-classifier-32":
+        extra = {"steps": 1, "batch_size": 2500}  # steps = epochs
+    run = R.train(name, tmp_path / name, progress=False, **{**SMOKE, **extra})
+    assert isinstance(run, R.TrainResult) and run.out == tmp_path / name and not run.model.training
+    assert json.loads((run.out / "train_config.json").read_text())["steps"] == run.config.steps
+    back = R.load(run.out)  # the run folder: its model/ is found
+    assert type(back) is type(run.model)
+    for (k, a), b in zip(run.model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a.cpu(), b), (name, k)
 
 
-def test_trains_when_nothing_is_shipped_then_reuses_the_cached_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "PRETRAINED_DIR", tmp_path / "none")
-    ae, source = R.get_autoencoder("kl", 2, "shapes", IMAGES, steps=2, batch_size=4, out=tmp_path, progress=False)
-    assert source.startswith("trained now (2 steps, short-loss")
-    assert ae.f == 2 and not ae.training
-    with torch.no_grad():
-        z = ae.encode(IMAGES).sample(torch.Generator().manual_seed(0))
-    assert abs(float(ae.scale_factor) * float(z.std()) - 1) < 0.3  # scale factor estimated: 1/std(z)
-    again, source2 = R.get_autoencoder("kl", 2, "shapes", IMAGES, steps=2, batch_size=4, out=tmp_path)
-    assert source2.startswith("trained here earlier")
-    for (k, a), b in zip(ae.state_dict().items(), again.state_dict().values()):
-        assert torch.equal(a, b), k
-    # other settings -> another run, not the cached one
-    _, source3 = R.get_autoencoder("kl", 2, "shapes", IMAGES, steps=3, batch_size=4, out=tmp_path, progress=False)
-    assert source3.startswith("trained now (3 steps")
+def test_config_layers_defaults_recipe_and_overrides():
+    cfg = R.config("ldm-kl-f4-shapes32-text", steps=7)
+    assert (cfg.condition, cfg.max_shapes, cfg.model_channels, cfg.steps) == ("text", 2, 32, 7)
+    assert cfg.lr == R.TrainConfig().lr and R.config("ldm-kl-f4-shapes32").lr == 1e-3
+    assert R.config("ldm-kl-f4-shapes32", gpu=True).batch_size == 4 * R.config("ldm-kl-f4-shapes32").batch_size
+    with pytest.raises(ValueError, match="'stepz'.*not TrainConfig fields"):
+        R.config("ldm", stepz=3)
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        R.config("nope")
 
 
-def test_loads_the_shipped_checkpoint_unless_told_not_to(tmp_path, monkeypatch):
+def test_the_small_unet_is_written_once_and_follows_the_autoencoder():
+    ldm = R.build_ldm(R.config("ldm-kl-f4-shapes32-layout", context_dim=32, model_channels=32), IdentityAutoencoder())
+    assert ldm.unet.config.in_channels == 3 and ldm.unet.config.context_dim == 32
+    sr = R.build_ldm(R.config("ldm-sr4-bicubic-shapes32", model_channels=32), IdentityAutoencoder())
+    assert sr.unet.config.concat_channels == 3 and sr.config.cond_drop_prob == 0.0
+
+
+def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path, monkeypatch):
     shipped = tiny("vq", 4)
     shipped.scale_factor.fill_(0.25)
-    shipped.save_pretrained(tmp_path / "ae-vq-f4-shapes32")
-    monkeypatch.setattr(R, "PRETRAINED_DIR", tmp_path)
-    ae, source = R.get_autoencoder("vq", 4, "shapes", IMAGES, steps=2, out=tmp_path / "out")
-    assert source == "shipped (ae-vq-f4-shapes32)"
-    assert float(ae.scale_factor) == 0.25 and ae.config.codebook_size == 16
-    _, source = R.get_autoencoder("vq", 4, "shapes", IMAGES, steps=1, batch_size=4, prefer_shipped=False,
-                                  out=tmp_path / "out", progress=False)
-    assert source.startswith("trained now")
+    shipped.save_pretrained(tmp_path / "pre" / "ae-vq-f4-shapes32")
+    monkeypatch.setattr(R, "PRETRAINED_DIR", tmp_path / "pre")
+    ae, source = R.load_or_train("ae-vq-f4-shapes32")
+    assert source == "shipped (ae-vq-f4-shapes32)" and float(ae.scale_factor) == 0.25
+    quick = {**SMOKE, "base_channels": 16, "loss": "short"}
+    ae2, source = R.load_or_train("ae-kl-f2-shapes32", tmp_path / "run", progress=False, **quick)
+    assert source.startswith("trained now (2 steps") and ae2.f == 2
+    again, source = R.load_or_train("ae-kl-f2-shapes32", tmp_path / "run", **quick)
+    assert source.startswith("trained here earlier")
+    assert all(torch.equal(a, b) for a, b in zip(ae2.state_dict().values(), again.state_dict().values()))
+    _, source = R.load_or_train("ae-kl-f2-shapes32", tmp_path / "run", progress=False, **{**quick, "steps": 3})
+    assert source.startswith("trained now (3 steps")  # other settings: trained on, not the earlier model
+
+
+def test_init_from_refuses_another_architecture_naming_the_field(tmp_path):
+    R.build_ldm(R.config("ldm-semantic-shapes32", model_channels=32)).save_pretrained(tmp_path / "m32")
+    with pytest.raises(ValueError, match="init_from=.*unet="):
+        R.train("ldm-semantic-shapes32", tmp_path / "r", progress=False, init_from=str(tmp_path / "m32"),
+                **{**SMOKE, "model_channels": 64})
+    with pytest.raises(ValueError, match="latent_cache=True cannot serve inpainting"):
+        R.train("ldm-inpaint-shapes32", tmp_path / "i", progress=False, latent_cache=True, **SMOKE)
 
 
 def test_training_data_by_name_and_clear_error(tmp_path):
     train, held = R.training_data("shapes", resolution=16, n_train=10)
     assert len(train) == 10 and len(held) == 512 and train[0]["image"].shape == (3, 16, 16)
-    mtrain, mtest = R.training_data("mnist", resolution=16)
-    assert mtrain[0]["image"].shape == (3, 16, 16) and len(mtest) > 0
+    mtrain, mtest = R.training_data("mnist", resolution=16, n_train=100)
+    assert len(mtrain) == 100 and mtrain[0]["image"].shape == (3, 16, 16) and len(mtest) > 0
     from PIL import Image
 
     folder = tmp_path / "imgs"
@@ -74,12 +102,18 @@ def test_training_data_by_name_and_clear_error(tmp_path):
         R.training_data("cifar")
 
 
+def test_load_names_what_it_accepts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model at .*shipped name"):
+        R.load(tmp_path / "nothing")
+    assert isinstance(R.load("ldm-kl-f4-shapes32"), LatentDiffusion)
+
+
 def test_ship_writes_model_metrics_and_readme_atomically(tmp_path):
     ae = tiny()
-    dest = R.ship(ae, tmp_path / "ae-test", {"psnr": 30.0}, "ldm-lite train-ae --ship ae-test", "A test")
+    dest = R.ship(ae, tmp_path / "ae-test", {"psnr": 30.0}, "ldm-lite train ae --ship ae-test", "A test")
     assert sorted(p.name for p in dest.iterdir()) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
     assert json.loads((dest / "metrics.json").read_text())["psnr"] == 30.0
-    assert "ldm-lite train-ae --ship ae-test" in (dest / "README.md").read_text()
+    assert "ldm-lite train ae --ship ae-test" in (dest / "README.md").read_text()
     back = Autoencoder.from_pretrained(dest)
     assert not back.training and all(torch.equal(a, b) for a, b in zip(ae.state_dict().values(),
                                                                        back.state_dict().values()))

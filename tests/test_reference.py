@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -151,8 +152,10 @@ def test_kl_logvar_is_fixed_by_default_as_in_the_reference():
     learned = AutoencoderLoss(AutoencoderLossConfig(perceptual_weight=0, learn_logvar=True))
     assert learned.generator_parameters() == [learned.logvar]  # the option stays
     # the recipes' presets follow the default, and the CLI can still reproduce the shipped (learned) models
-    assert not ll.recipes.short_loss().learn_logvar and not ll.recipes.full_loss(100).learn_logvar
-    assert ll.recipes.short_loss(learn_logvar=True).learn_logvar
+    cfg = ll.recipes.config("ae")
+    for loss in ("short", "full"):
+        assert not ll.recipes.autoencoder_loss_config(replace(cfg, loss=loss)).learn_logvar
+    assert ll.recipes.autoencoder_loss_config(replace(cfg, learn_logvar=True)).learn_logvar
     args = ll.cli.build_parser().parse_args(["train-ae", "--learn-logvar"])
     assert args.learn_logvar
 

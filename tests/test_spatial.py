@@ -10,15 +10,13 @@ from torch.utils.data import default_collate
 import ldm_lite as ll
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig
 from ldm_lite.conditioning import CONDITIONERS, Condition
+from ldm_lite.datasets import InpaintingMasks, SuperResolutionPairs, inpaint_mask
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.spatial import (
     InpaintingConditioner,
-    InpaintingMasks,
     SemanticConditioner,
     SuperResolutionConditioner,
     SuperResolutionConfig,
-    SuperResolutionPairs,
-    inpaint_mask,
     sdedit,
 )
 from ldm_lite.unet import UNet, UNetConfig
@@ -267,24 +265,20 @@ def test_known_latents_keep_exactly_the_cells_without_missing_pixels():
 
 
 def test_image_to_image_training_can_start_from_saved_weights(tmp_path):
-    from ldm_lite import image_to_image as i2i
+    from ldm_lite import recipes as R
 
-    shipped = i2i.load("semantic")
-    cfg = i2i.ImageToImageConfig(task="semantic", steps=1, n_train=16, batch_size=4, warmup=1, lr=1e-9,
-                                 latent_cache=True, init_from=str(ll.paths.pretrained(i2i.shipped_name("semantic"))))
-    tuned = i2i.train("semantic", tmp_path / "ft", config=cfg, progress=False, device="cpu")
-    fresh = i2i.build("semantic")
+    semantic = str(ll.paths.pretrained("ldm-semantic-shapes32"))
+    shipped = R.load(semantic)
+    kw = {"steps": 1, "n_train": 16, "batch_size": 4, "warmup": 1, "lr": 1e-9, "device": "cpu"}
+    tuned = R.train("ldm-semantic-shapes32", tmp_path / "ft", progress=False, init_from=semantic, **kw).model
+    fresh = R.build_ldm(R.config("ldm-semantic-shapes32"))
     w = "unet.conv_in.weight"
     assert torch.allclose(tuned.state_dict()[w], shipped.state_dict()[w], atol=1e-6)  # lr ~0: still the start
     assert not torch.allclose(fresh.state_dict()[w], shipped.state_dict()[w], atol=1e-3)
-    with pytest.raises(ValueError, match="same task and width"):
-        i2i.train("sr", tmp_path / "bad", config=i2i.ImageToImageConfig(
-            task="sr", steps=1, n_train=16, init_from=str(ll.paths.pretrained(i2i.shipped_name("semantic")))))
-    other = i2i.build("semantic")  # the same architecture on the paper's β: refused, not silently re-scheduled
+    with pytest.raises(ValueError, match="init_from=.*same recipe"):
+        R.train("ldm-sr4-bicubic-shapes32", tmp_path / "bad", progress=False, init_from=semantic, **kw)
+    other = R.build_ldm(R.config("ldm-semantic-shapes32"))  # the same architecture on the paper's β: refused
     LatentDiffusion(other.autoencoder, other.unet, other.conditioner, ll.schedule.Schedule.ldm(), image_size=32,
                     cond_drop_prob=0.0).save_pretrained(tmp_path / "other")
-    with pytest.raises(ValueError, match="β schedule"):
-        i2i.train("semantic", tmp_path / "bad1", config=i2i.ImageToImageConfig(
-            task="semantic", steps=1, n_train=16, init_from=str(tmp_path / "other")))
-    with pytest.raises(ValueError, match="latent_cache=True cannot serve inpainting"):
-        i2i.train("inpaint", tmp_path / "bad2", config=i2i.ImageToImageConfig(task="inpaint", latent_cache=True))
+    with pytest.raises(ValueError, match="schedule"):
+        R.train("ldm-semantic-shapes32", tmp_path / "bad1", progress=False, init_from=str(tmp_path / "other"), **kw)

@@ -81,7 +81,7 @@ def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically
     cfg, out, rows, kwargs = sweep
     calls = []
     real_train = ldm_lite.train.train_ldm
-    monkeypatch.setattr(ldm_lite.train, "train_ldm", lambda *a, **k: calls.append(k["steps"]) or real_train(*a, **k))
+    monkeypatch.setattr(tradeoff, "train_ldm", lambda *a, **k: calls.append(k["steps"]) or real_train(*a, **k))
     again = tradeoff.run_tradeoff(cfg, out, **kwargs)
     assert calls == [] and again == rows  # nothing retrained, nothing resampled
 
@@ -137,6 +137,6 @@ def test_a_missing_first_stage_is_trained_once_through_the_recipe(tmp_path, monk
     ae = tradeoff.load_first_stage(2, cfg)
     assert ae.f == 2 and ae.latent_channels == 3 and not ae.training
     assert read_json(tmp_path / "ae" / "ae-test-f2-c3" / "checkpoint" / "state.json")["step"] == 2
-    monkeypatch.setattr(ldm_lite.recipes, "autoencoder_recipe", lambda *a, **k: pytest.fail("trained twice"))
+    monkeypatch.setattr(ldm_lite.recipes, "train", lambda *a, **k: pytest.fail("trained twice"))
     again = tradeoff.load_first_stage(2, cfg)
     assert all(torch.equal(a, b) for a, b in zip(ae.state_dict().values(), again.state_dict().values()))

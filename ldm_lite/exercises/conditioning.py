@@ -15,6 +15,7 @@ from .checking import (
     rand,
     real_autoencoder,
     real_images,
+    shipped,
 )
 
 
@@ -148,11 +149,10 @@ def check_keep_known(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        from .. import image_to_image as i2i
         from .. import samplers
         from ..spatial import known_latents
 
-        model = i2i.load("inpaint")
+        model = shipped("ldm-inpaint-shapes32")
         x = real_images(4)
         m = torch.zeros(4, 32, 32)
         m[:, 8:20, 10:22] = 1  # a box in the middle

@@ -1,7 +1,7 @@
 """Fixed-seed outputs of every shipped model, written once before the one-path refactor (issue 20) and compared
 after it: each LDM's 8 DDIM-10 samples, each autoencoder's reconstructions, each judge's outputs.
 
-    python tests/helpers/shipped_baseline.py            # rewrite tests/data/shipped_baseline.safetensors
+    python tests/helpers/shipped_baseline.py --write    # rewrite tests/data/shipped_baseline.safetensors
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _ldm_condition(name: str, ldm, batch: dict) -> dict:
     if kind == "ClassConditioner":
         return {"labels": torch.arange(N) % 10, "guidance_scale": 3.0}
     if kind == "LayoutConditioner":
-        return {"batch": {"attrs": batch["attrs"]}, "guidance_scale": 3.0}
+        return {"batch": {"boxes": batch["boxes"], "box_labels": batch["box_labels"]}, "guidance_scale": 3.0}
     if kind == "SuperResolutionConditioner":
         from ldm_lite.datasets import bicubic_degradation
         return {"batch": {ldm.conditioner.config.lowres_key: bicubic_degradation(x, 4)}}
@@ -86,6 +86,8 @@ def outputs() -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/helpers/shipped_baseline.py --write  (overwrites the committed baseline)")
     o = outputs()
     save_file({k: v.contiguous() for k, v in o.items()}, str(BASELINE))
     print(f"wrote {BASELINE}: {sorted(o)}", file=sys.stderr)
