@@ -7,6 +7,7 @@ its code (`make_beta_schedule`, `make_ddim_timesteps`, `make_ddim_sampling_param
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
@@ -192,8 +193,9 @@ def reference_ddim(ac: np.ndarray, x: torch.Tensor, steps: int) -> tuple[torch.T
     """DDIMSampler.ddim_sampling with eta = 0 (p_sample_ddim), transcribed."""
     timesteps, alphas, alphas_prev = reference_ddim_parameters(ac, steps)
     visited = []
+    total_steps = timesteps.shape[0]  # S + 1 when S does not divide T
     for i, step in enumerate(np.flip(timesteps)):
-        index = steps - i - 1
+        index = total_steps - i - 1
         e_t = toy_denoiser(x, torch.full((x.shape[0],), int(step)), None)
         a_t, a_prev = float(alphas[index]), float(alphas_prev[index])
         pred_x0 = (x - math.sqrt(1 - a_t) * e_t) / math.sqrt(a_t)
@@ -213,8 +215,9 @@ def reference_plms(ac: np.ndarray, x: torch.Tensor, steps: int) -> torch.Tensor:
         pred_x0 = (x - math.sqrt(1 - a_t) * e_t) / math.sqrt(a_t)
         return math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * e_t
 
+    total_steps = timesteps.shape[0]
     for i, step in enumerate(time_range):
-        index = steps - i - 1
+        index = total_steps - i - 1
         t = torch.full((x.shape[0],), int(step))
         t_next = torch.full((x.shape[0],), int(time_range[min(i + 1, len(time_range) - 1)]))
         e_t = toy_denoiser(x, t, None)
@@ -231,21 +234,50 @@ def reference_plms(ac: np.ndarray, x: torch.Tensor, steps: int) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("steps", [10, 50])
+@pytest.mark.parametrize("steps", [7, 10, 30, 50, 200])
 def test_ddim_and_plms_with_ldm_reference_options_match_the_reference_update(steps):
     sched = Schedule.ldm()
     ac = sched.alpha_bar.numpy()
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref_z, ref_visited = reference_ddim(ac, noise, steps)
-    visited = []
-    ours = ll.samplers.ddim(toy_denoiser, sched, noise, steps, callback=lambda i, t, z, x0: visited.append(t),
-                            **LDM_REFERENCE)
-    assert visited == ref_visited and visited[-1] == 1 and visited[0] == 1000 - 1000 // steps + 1
+    visited, indices = [], []
+    ours = ll.samplers.ddim(toy_denoiser, sched, noise, steps, callback=lambda i, t, z, x0: visited.append(t) or
+                            indices.append(i), **LDM_REFERENCE)
+    # make_ddim_timesteps: range(0, T, T // S) + 1, i.e. S + 1 timesteps when S does not divide T (7: 995, 853, ...)
+    c = 1000 // steps
+    assert visited == ref_visited and visited[-1] == 1 and visited[0] == (999 // c) * c + 1
+    assert len(visited) == {7: 8, 10: 10, 30: 31, 50: 50, 200: 200}[steps] and indices == list(range(len(visited)))
     torch.testing.assert_close(ours, ref_z, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(ll.samplers.plms(toy_denoiser, sched, noise, steps, **LDM_REFERENCE),
                                reference_plms(ac, noise, steps), rtol=1e-10, atol=1e-10)
     # the default (diffusers') convention is a different update: the options are what make the match
     assert not torch.allclose(ll.samplers.ddim(toy_denoiser, sched, noise, steps), ref_z, atol=1e-4)
+
+
+def test_reference_step_counts_that_index_t_equal_T_are_a_clear_error():
+    sched = Schedule.ldm()
+    with pytest.raises(IndexError):  # the transcription of make_ddim_timesteps + make_ddim_sampling_parameters fails
+        reference_ddim_parameters(sched.alpha_bar.numpy(), 300)  # range(0, 1000, 3) + 1 ends at 1000
+    noise = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    for sampler in (ll.samplers.ddim, ll.samplers.plms):
+        with pytest.raises(ValueError, match=r"steps=300 .* t=1000, outside \[0, 999\].*use steps=250 or 334"):
+            sampler(toy_denoiser, sched, noise, 300, **LDM_REFERENCE)
+    for steps in (250, 334):  # the counts the error proposes work, here and in the transcription
+        ref_timesteps = reference_ddim_parameters(sched.alpha_bar.numpy(), steps)[0]
+        assert sched.timesteps(steps, **{k: LDM_REFERENCE[k] for k in ("spacing", "offset")}).tolist() == \
+            ref_timesteps[::-1].tolist()
+
+
+def test_reference_spacing_is_leading_when_steps_divide_T_so_default_samples_are_unchanged():
+    sched = Schedule.ldm()
+    divisors = [s for s in range(1, 1001) if 1000 % s == 0]
+    for steps in divisors:  # the default sampler ("leading", offset 0) is untouched; the reference option equals it
+        assert torch.equal(sched.timesteps(steps, "ldm_uniform"), sched.timesteps(steps, "leading"))
+        if steps < 1000:
+            assert torch.equal(sched.timesteps(steps, "ldm_uniform", 1), sched.timesteps(steps, "leading", 1))
+    for fn in (ll.samplers.ddim, ll.samplers.plms, ll.samplers.ddpm, ll.samplers.dpm_solver_pp):
+        assert inspect.signature(fn).parameters["spacing"].default == "leading"
+        assert inspect.signature(fn).parameters["offset"].default == 0
 
 
 def test_latent_diffusion_sample_passes_the_reference_options():
