@@ -280,6 +280,46 @@ def test_reference_spacing_is_leading_when_steps_divide_T_so_default_samples_are
         assert inspect.signature(fn).parameters["offset"].default == 0
 
 
+def reference_pixel_ddpm(betas: np.ndarray, x: torch.Tensor, clip: bool, generator: torch.Generator) -> torch.Tensor:
+    """The pixel-space `DDPM.p_sample_loop` / `p_sample` / `p_mean_variance(clip_denoised)`, transcribed: the only
+    reference path that clamps x̂_0 (`LatentDiffusion` sets clip_denoised = False; DDIM and PLMS never clamp)."""
+    alphas = 1 - betas
+    ac = np.cumprod(alphas)
+    ac_prev = np.append(1.0, ac[:-1])
+    coef1, coef2 = betas * np.sqrt(ac_prev) / (1 - ac), (1 - ac_prev) * np.sqrt(alphas) / (1 - ac)
+    log_var = np.log(np.maximum(betas * (1 - ac_prev) / (1 - ac), 1e-20))  # posterior_log_variance_clipped
+    for i in reversed(range(len(betas))):
+        e = toy_denoiser(x, torch.full((x.shape[0],), i), None)
+        x_recon = math.sqrt(1 / ac[i]) * x - math.sqrt(1 / ac[i] - 1) * e  # predict_start_from_noise
+        if clip:
+            x_recon = x_recon.clamp(-1, 1)
+        mean = coef1[i] * x_recon + coef2[i] * x
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = mean + (i != 0) * math.exp(0.5 * log_var[i]) * noise
+    return x
+
+
+def test_clip_x0_is_the_pixel_ddpm_clamp_and_no_reference_ddim_clamps():
+    sched = Schedule.ldm(T=40)
+    noise = 3 * torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x0_seen = []
+    ours = ll.samplers.ddpm(toy_denoiser, sched, noise, generator=torch.Generator().manual_seed(1), clip_x0=1.0,
+                            callback=lambda i, t, z, x0: x0_seen.append(x0))
+    ref = reference_pixel_ddpm(sched.betas.numpy(), noise, True, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert max(float(x.abs().max()) for x in x0_seen) == 1.0  # the clamp was active (x̂_0 reaches past ±1 here)
+    unclipped = ll.samplers.ddpm(toy_denoiser, sched, noise, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(unclipped, reference_pixel_ddpm(sched.betas.numpy(), noise, False,
+                                                               torch.Generator().manual_seed(1)), rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(unclipped, ours, atol=1e-3)
+    # DDIMSampler has no clamp: the reference's DDIM is the kit's with clip_x0=None (its default), not 1.0
+    ref_ddim, _ = reference_ddim(sched.alpha_bar.numpy(), noise, 10)
+    torch.testing.assert_close(ll.samplers.ddim(toy_denoiser, sched, noise, 10, **LDM_REFERENCE), ref_ddim,
+                               rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(ll.samplers.ddim(toy_denoiser, sched, noise, 10, clip_x0=1.0, **LDM_REFERENCE),
+                              ref_ddim, atol=1e-3)
+
+
 def test_latent_diffusion_sample_passes_the_reference_options():
     ldm = LatentDiffusion(tiny_ae(), tiny_unet(), image_size=16)
     seen = []
