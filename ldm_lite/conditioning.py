@@ -6,7 +6,7 @@ The paper has two routes, and one `Condition` carries both:
     null = conditioner.null(B)    # ∅ for classifier-free guidance and condition dropout (context-only)
     null = conditioner.null_like(cond)  # ∅ shaped like `cond` (spatial part: zeros unless a conditioner says else)
 
-- `context`: a token sequence the UNet's cross-attention attends to (eq. 3: Q from the image, K and V from τ_θ(y)).
+- `context`: a token sequence the UNet's cross-attention attends to (§3.3: Q from the image, K and V from τ_θ(y)).
 - `concat`: a spatial map at latent resolution concatenated to z_t along channels (super-resolution, inpainting,
   semantic maps, §3.3 "concatenation").
 
