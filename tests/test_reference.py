@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import ldm_lite as ll
-from ldm_lite.attention import AttentionBlock
+from ldm_lite.attention import AttentionBlock, SpatialTransformer
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, VectorQuantizer
 from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
 from ldm_lite.ldm import LatentDiffusion, ScaleFactorWarning
@@ -165,6 +165,7 @@ def test_resblock_second_conv_and_self_attention_output_start_at_zero():
     blocks = [m for m in unet.modules() if isinstance(m, ResBlock)]
     attns = [m for m in unet.modules() if isinstance(m, AttentionBlock)]
     assert blocks and attns
+    assert not unet.conv_out.weight.any() and not unet.conv_out.bias.any()  # zero_module(conv_nd(...)) of `out`
     for m in blocks:
         assert not m.conv2.weight.any() and not m.conv2.bias.any()
         x, emb = torch.randn(2, m.conv1.in_channels, 8, 8), torch.randn(2, m.emb.in_features)
@@ -172,6 +173,23 @@ def test_resblock_second_conv_and_self_attention_output_start_at_zero():
     for m in attns:
         x = torch.randn(2, m.norm.num_channels, 4, 4)
         torch.testing.assert_close(m(x), x)
+
+
+def test_spatial_transformer_proj_out_starts_at_zero():
+    """The reference's SpatialTransformer: proj_out = zero_module(Conv2d(inner_dim, in_channels, 1)), so a new
+    cross-attention block is the identity whatever the context."""
+    torch.manual_seed(0)
+    unet = tiny_unet(ctx=24)
+    transformers = [m for m in unet.modules() if isinstance(m, SpatialTransformer)]
+    assert transformers
+    for m in transformers:
+        assert not m.proj_out.weight.any() and not m.proj_out.bias.any()
+        assert m.proj_in.weight.any()  # only the output projection is zeroed
+        x, context = torch.randn(2, m.norm.num_channels, 4, 4), torch.randn(2, 5, 24)
+        torch.testing.assert_close(m(x, context), x)
+        with torch.no_grad():
+            torch.nn.init.normal_(m.proj_out.weight)
+        assert not torch.allclose(m(x, context), x)  # so the check above depends on the zeros
 
 
 # ------------------------------------------------------------------------------------------- 6. sampler conventions
