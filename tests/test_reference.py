@@ -345,6 +345,57 @@ def test_latent_diffusion_sample_passes_the_reference_options():
     assert seen == [801, 601, 401, 201, 1]
 
 
+# ------------------------------------------------------------------------------------------- layout tokens
+def reference_layout_tokens(boxes: list, labels: list, no_tokens: int, no_max_objects: int) -> list[int]:
+    """taming's ObjectsBoundingBoxConditionalBuilder._make_object_descriptors + tokenize_coordinates, transcribed
+    (no shuffle, no crop tokens); bbox (x, y, w, h) there, (x0, y0, x1, y1) here."""
+    sections, none = int(math.sqrt(no_tokens)), no_tokens - 1
+
+    def tokenize_coordinates(x, y):
+        return int(round(y * (sections - 1))) * sections + int(round(x * (sections - 1)))
+
+    triples = [(c, tokenize_coordinates(b[0], b[1]), tokenize_coordinates(b[0] + (b[2] - b[0]), b[1] + (b[3] - b[1])))
+               for b, c in zip(boxes, labels) if c >= 0]
+    triples += [(none, none, none)] * (no_max_objects - len(triples))
+    return [t for triple in triples for t in triple]
+
+
+def test_layout_token_conditioner_is_the_reference_tokenisation_into_a_transformer(tmp_path):
+    from ldm_lite.conditioning import LayoutTokenConditioner, LayoutTokenConditionerConfig, boxes_from_attrs
+
+    torch.manual_seed(0)
+    cond = LayoutTokenConditioner(LayoutTokenConditionerConfig(grid=12, dim=32, depth=1, max_objects=3))
+    ds = ll.datasets.shapes(16, n=32, seed=3)
+    attrs = torch.stack([ds[i]["attrs"] for i in range(32)])
+    boxes, labels = cond.layout({"attrs": attrs})
+    ids = cond.tokenize(boxes, labels)
+    assert ids.shape == (32, 9)
+    for i in range(32):  # the same ids as the reference's builder with no_tokens = 12² + 1 (so √ gives 12 sections)
+        assert ids[i].tolist() == reference_layout_tokens(boxes[i].tolist(), labels[i].tolist(), 12 * 12 + 1, 3)
+    assert ids.max() == cond.none == 144 and (ids < 6).any()  # class tokens and corners share one table
+    raw, _ = boxes_from_attrs(attrs)
+    assert torch.equal(boxes[labels >= 0], raw[labels >= 0])  # the kit's checked layout feeds it unchanged
+    c = cond({"attrs": attrs})
+    assert c.context.shape == (32, 9, 32)
+    empty = {"boxes": torch.zeros(1, 3, 4), "box_labels": torch.full((1, 3), -1)}
+    torch.testing.assert_close(cond(empty).context, cond.null(1).context)  # ∅ is the empty layout
+    one = {"boxes": [[[0.1, 0.1, 0.5, 0.5]]], "box_labels": [[2]]}
+    moved = {"boxes": [[[0.5, 0.5, 0.9, 0.9]]], "box_labels": [[2]]}
+    assert not torch.allclose(cond(one).context, cond(moved).context)
+    with pytest.raises(ValueError, match="max_objects=3"):
+        cond({"boxes": [[[0.1, 0.1, 0.5, 0.5]] * 4], "box_labels": [[0] * 4]})
+    # trained through eq. 3 like any conditioner; saved and loaded inside a LatentDiffusion
+    ldm = LatentDiffusion(IdentityAutoencoder(), tiny_unet(ctx=32), cond, image_size=16)
+    for m in [*(m.proj_out for m in ldm.unet.modules() if isinstance(m, SpatialTransformer)), ldm.unet.conv_out]:
+        torch.nn.init.normal_(m.weight, std=0.1)  # as if trained: zero-initialised layers pass no gradient to τ_θ
+    ldm.loss({"image": images(2), "attrs": attrs[:2]}, generator=torch.Generator().manual_seed(0)).backward()
+    assert cond.token_embedding.weight.grad.abs().sum() > 0
+    ldm.save_pretrained(tmp_path / "m")
+    back = LatentDiffusion.from_pretrained(tmp_path / "m")
+    assert isinstance(back.conditioner, LayoutTokenConditioner)
+    torch.testing.assert_close(back.conditioner(one).context, cond.eval()(one).context)
+
+
 # ------------------------------------------------------------------------------------------- 7. no silent fallbacks
 def test_unestimated_scale_factor_warns_with_the_fix():
     ae = tiny_ae()
