@@ -19,7 +19,7 @@ import torch
 import ldm_lite as ll
 from ldm_lite.attention import AttentionBlock, SpatialTransformer
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, VectorQuantizer
-from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
+from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig, Condition
 from ldm_lite.ldm import LatentDiffusion, ScaleFactorWarning
 from ldm_lite.losses import AutoencoderLoss, AutoencoderLossConfig
 from ldm_lite.paths import PRETRAINED_DIR
@@ -394,6 +394,36 @@ def test_layout_token_conditioner_is_the_reference_tokenisation_into_a_transform
     back = LatentDiffusion.from_pretrained(tmp_path / "m")
     assert isinstance(back.conditioner, LayoutTokenConditioner)
     torch.testing.assert_close(back.conditioner(one).context, cond.eval()(one).context)
+
+
+# ------------------------------------------------------------------------------------------- inpainting encoding
+def test_inpainting_reference_encoding_is_the_reference_scripts_condition():
+    from ldm_lite.spatial import InpaintingConditioner, InpaintingConfig, known_latents
+
+    ae, x = tiny_ae(), images(2)
+    m = torch.zeros(2, 16, 16)
+    m[0, 2:9, 3:12], m[1, 8:, :] = 1, 1
+    cond = InpaintingConditioner(InpaintingConfig(reference_encoding=True))
+    cond.attach_autoencoder(ae)
+    c = cond({"image": x, "inpaint_mask": m}).concat
+    # scripts/inpaint.py make_batch + the sampling loop, transcribed: images and masks in [0, 1], the hole zeroed,
+    # everything mapped by × 2 - 1, the masked image encoded, the mask resized by F.interpolate's default (nearest)
+    image, mask = (x + 1) / 2, m[:, None]
+    masked_image = (1 - mask) * image
+    batch = {k: v * 2.0 - 1.0 for k, v in {"image": image, "mask": mask, "masked_image": masked_image}.items()}
+    with torch.no_grad():
+        ref_c = ae.to_latent(batch["masked_image"], sample=False)  # × s: the kit's latent scale (1.0 there)
+    ref_cc = torch.nn.functional.interpolate(batch["mask"], size=ref_c.shape[-2:])
+    torch.testing.assert_close(c, torch.cat([ref_c, ref_cc], 1))
+    assert set(c[:, -1].unique().tolist()) == {-1.0, 1.0}
+    # the kit's default encoding differs (hole 0, area-pooled mask in [0, 1]) and stays the default
+    kit = InpaintingConditioner()
+    kit.attach_autoencoder(ae)
+    assert not InpaintingConfig().reference_encoding
+    kit_c = kit({"image": x, "inpaint_mask": m}).concat
+    assert not torch.allclose(kit_c, c) and float(kit_c[:, -1].min()) >= 0 and float(kit_c[:, -1].max()) <= 1
+    # replacement sampling reads either: a cell is kept where the (pooled or sampled) mask says "known"
+    torch.testing.assert_close(known_latents(Condition(concat=c))[1], (ref_cc < 0).float())
 
 
 # ------------------------------------------------------------------------------------------- 7. no silent fallbacks
