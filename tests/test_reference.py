@@ -426,6 +426,37 @@ def test_inpainting_reference_encoding_is_the_reference_scripts_condition():
     torch.testing.assert_close(known_latents(Condition(concat=c))[1], (ref_cc < 0).float())
 
 
+# ------------------------------------------------------------------------------------------- smaller differences
+def test_the_smaller_listed_differences_hold():
+    """Each fact the "smaller differences" table of docs/differences.md states about the kit."""
+    from ldm_lite.losses import AutoencoderLossConfig
+    from ldm_lite.text import TextConditioner
+
+    unet = tiny_unet(ctx=32)
+    norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.eps == 1e-6 for m in norms)  # the reference's openaimodel: 1e-5 (GroupNorm32's default)
+    attn = next(m for m in tiny_unet().modules() if isinstance(m, AttentionBlock))
+    assert attn.attn.to_qkv.bias is None  # the reference's AttentionBlock: conv_nd(1, C, 3C, 1) with a bias
+    assert AutoencoderLossConfig().disc_weight == 0.5  # the reference's KL configs 0.5; vq-f4 0.75, vq-f8 0.6
+    text = TextConditioner()
+    assert text.config.max_length == 24 and text.token_embedding.num_embeddings < 100  # BERT's 30,522 and 77 there
+
+
+def test_ema_covers_the_conditioner_as_well_as_the_unet():
+    """The reference's LitEma tracks `self.model` (the UNet) only; the kit's EMA also averages τ_θ."""
+    def trained(ema):
+        torch.manual_seed(0)
+        cond = ClassConditioner(ClassConditionerConfig(num_classes=6, dim=32))
+        ldm = LatentDiffusion(IdentityAutoencoder(), tiny_unet(ctx=32), cond, image_size=16)
+        ll.train.train_ldm(ldm, ll.datasets.shapes(16, n=8, seed=0), steps=3, batch_size=4, warmup=0, device="cpu",
+                           progress=False, ema=ema, lr=1e-2)
+        return ldm
+
+    raw, averaged = trained(None), trained(0.5)
+    assert not torch.allclose(raw.conditioner.embedding.weight, averaged.conditioner.embedding.weight)
+    assert not torch.allclose(raw.unet.conv_in.weight, averaged.unet.conv_in.weight)
+
+
 # ------------------------------------------------------------------------------------------- 7. no silent fallbacks
 def test_unestimated_scale_factor_warns_with_the_fix():
     ae = tiny_ae()
