@@ -272,6 +272,21 @@ def test_ddim_and_plms_with_ldm_reference_options_match_the_reference_update(ste
     assert not torch.allclose(ll.samplers.ddim(toy_denoiser, sched, noise, steps), ref_z, atol=1e-4)
 
 
+def test_with_the_reference_spacing_steps_are_reported_per_visited_timestep():
+    """S = 30 visits 31 timesteps: the callback sees steps 0..30 and notebook 04's scrubber counts 31 ("step i/31")."""
+    from ldm_lite import widgets
+
+    sched = Schedule.ldm()
+    callback, trajectory = widgets.record_trajectory(sched)
+    noise = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    z = ll.samplers.ddim(toy_denoiser, sched, noise, 30, callback=callback, **LDM_REFERENCE)
+    assert z.shape == noise.shape  # the return is the final sample, as always
+    assert [r.step for r in trajectory] == list(range(31)) and [r.t for r in trajectory][:2] == [991, 958]
+    panel = widgets.reverse_scrubber(trajectory, lambda z: z)
+    assert widgets.find(panel, widgets.MAIN_CONTROL_CLASS).max == 31
+    assert "step 1/31" in widgets.find(panel, widgets.READOUT_CLASS).value
+
+
 def test_reference_step_counts_that_index_t_equal_T_are_a_clear_error():
     sched = Schedule.ldm()
     with pytest.raises(IndexError):  # the transcription of make_ddim_timesteps + make_ddim_sampling_parameters fails
