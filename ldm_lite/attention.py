@@ -1,6 +1,6 @@
 """Attention for the UNet: self-attention over image tokens, cross-attention to a context sequence (LDM §3.3).
 
-    Attention(Q, K, V) = softmax(Q Kᵀ / √d) V                       (LDM eq. 3; Vaswani et al. 2017)
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d) V                       (LDM §3.3, unnumbered; Vaswani et al. 2017)
     Q = W_Q φ(z_t)  from the image tokens (B, HW, C)
     K = W_K τ_θ(y), V = W_V τ_θ(y)  from the context (B, L, d_ctx): class, text or layout tokens
                                     (semantic maps reach the UNet by concatenation, not attention)
@@ -64,7 +64,7 @@ class Attention(nn.Module):
             q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
             k, v = rearrange(self.to_kv(context), "b l (two h d) -> two b h l d", two=2, h=self.heads)
         if self.store_attention:
-            probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, h, N, L), eq. 3
+            probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # (B, h, N, L), LDM §3.3
             self.last_attention = probs.detach()
             out = probs @ v
         else:

@@ -130,7 +130,7 @@ class AttentionRecord:
 def attention_over_steps(ldm: LatentDiffusion, prompt: str, *, guidance_scale: float = 3.0, steps: int = 20,
                          seed: int = 0) -> AttentionRecord:
     """Sample one image for `prompt` with DDIM and keep, at every step, the cross-attention probabilities
-    softmax(Q Kᵀ/√d) (eq. 3) of the conditional branch, averaged over heads and over the layers that attend at
+    softmax(Q Kᵀ/√d) (§3.3) of the conditional branch, averaged over heads and over the layers that attend at
     the finest latent resolution (h × w)."""
     tokens = ldm.conditioner.tokenizer.tokens(prompt)
     maps, timesteps = [], []

@@ -6,7 +6,7 @@ The paper has two routes, and one `Condition` carries both:
     null = conditioner.null(B)    # ∅ for classifier-free guidance and condition dropout (context-only)
     null = conditioner.null_like(cond)  # ∅ shaped like `cond` (spatial part: zeros unless a conditioner says else)
 
-- `context`: a token sequence the UNet's cross-attention attends to (eq. 3: Q from the image, K and V from τ_θ(y)).
+- `context`: a token sequence the UNet's cross-attention attends to (§3.3: Q from the image, K and V from τ_θ(y)).
 - `concat`: a spatial map at latent resolution concatenated to z_t along channels (super-resolution, inpainting,
   semantic maps, §3.3 "concatenation").
 
@@ -21,6 +21,8 @@ Conditioners here (text ones are in `ldm_lite.text`):
 - `LayoutConditioner` (layout-to-image, §4.3.2 on COCO/OpenImages layouts) maps a set of objects, each a box
   (x0, y0, x1, y1) in [0, 1] (y down) and a class, to one token per object through a small transformer; ∅ is
   the empty layout (every slot "no object").
+- `LayoutTokenConditioner` is the reference's form of the same condition: 3 discrete tokens per object (class and
+  two grid corners) into a transformer; same interface, an option (the kit's default is `LayoutConditioner`).
 """
 
 from __future__ import annotations
@@ -211,7 +213,74 @@ class LayoutConditioner(Pretrained, Conditioner):
         return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
 
 
+@dataclass
+class LayoutTokenConditionerConfig:
+    num_classes: int = 6  # object classes (shapes: the 6 kinds)
+    max_objects: int = 3  # objects per layout; the sequence has 3 tokens per object slot
+    grid: int = 16  # corners snap to a grid × grid lattice (the reference: int(√8192) = 90)
+    dim: int = 128  # d: width of the transformer and of the context tokens (= the UNet's context_dim)
+    depth: int = 2  # transformer layers over the tokens (the reference: 16 at d = 512)
+    head_dim: int = 32  # channels per attention head
+
+
+class LayoutTokenConditioner(Pretrained, Conditioner):
+    """The reference's layout τ_θ: each object becomes 3 discrete tokens — its class, its top-left corner and its
+    bottom-right corner on a grid — and a BERT-like transformer reads the sequence (B, 3 · max_objects) -> context
+    (B, 3 · max_objects, d).
+
+    Tokens (taming-transformers `ObjectsBoundingBoxConditionalBuilder`, read by latent-diffusion's `BERTEmbedder`
+    with `use_tokenizer=False`): class c -> token c; a corner (x, y) -> round(y (g-1)) · g + round(x (g-1)); class
+    and corner tokens share one table, told apart by position; an empty slot is 3 × the "none" token (the last
+    id). Same batch interface as `LayoutConditioner` (`boxes` + `box_labels`, or `attrs`), whose `layout` check
+    it shares; ∅ is the empty layout. Not done here: the reference shuffles the objects of each training image and
+    can append two crop tokens."""
+
+    config_class = LayoutTokenConditionerConfig
+    usage = LayoutConditioner.usage
+    layout = LayoutConditioner.layout  # the same checked (boxes, classes) from a batch; reads config and usage only
+
+    def __init__(self, config: LayoutTokenConditionerConfig | None = None):
+        super().__init__()
+        c = self.config = config or LayoutTokenConditionerConfig()
+        if c.grid < 2:
+            raise ValueError(f"grid={c.grid} cannot tell corners apart; use grid >= 2")
+        self.none = max(c.grid * c.grid, c.num_classes)  # the last id: "no object"
+        self.token_embedding = nn.Embedding(self.none + 1, c.dim)
+        self.position_embedding = nn.Parameter(torch.randn(3 * c.max_objects, c.dim) * 0.02)
+        self.encoder = token_encoder(c.dim, c.head_dim, c.depth)
+        self.norm = nn.LayerNorm(c.dim)
+
+    @property
+    def context_dim(self) -> int:
+        return self.config.dim
+
+    def tokenize(self, boxes: Tensor, labels: Tensor) -> Tensor:
+        """boxes (B, N, 4) as (x0, y0, x1, y1) in [0, 1], classes (B, N) (-1 = none) -> ids (B, 3N):
+        (class, corner(x0, y0), corner(x1, y1)) per object."""
+        g, boxes = self.config.grid, boxes.double()  # float64 as the reference's Python floats (ties round to even)
+
+        def corner(x: Tensor, y: Tensor) -> Tensor:
+            return torch.round(y * (g - 1)).long() * g + torch.round(x * (g - 1)).long()
+
+        ids = torch.stack([labels.long(), corner(boxes[..., 0], boxes[..., 1]), corner(boxes[..., 2], boxes[..., 3])],
+                          -1)  # (B, N, 3)
+        return torch.where((labels >= 0)[..., None], ids, self.none).flatten(1)
+
+    def encode(self, boxes: Tensor, labels: Tensor) -> Tensor:
+        """boxes (B, L, 4), classes (B, L) -> context (B, 3L, d)."""
+        ids = self.tokenize(boxes, labels).to(self.token_embedding.weight.device)
+        return self.norm(self.encoder(self.token_embedding(ids) + self.position_embedding))
+
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        return Condition(context=self.encode(*self.layout(batch)))
+
+    def null(self, batch_size: int) -> Condition:
+        L = self.config.max_objects
+        return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
+
+
 CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner,
-                                            "LayoutConditioner": LayoutConditioner}
+                                            "LayoutConditioner": LayoutConditioner,
+                                            "LayoutTokenConditioner": LayoutTokenConditioner}
 
 # the text conditioners (`text`) and the spatial ones (`spatial`) register themselves on import; `ldm` imports both

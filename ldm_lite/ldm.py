@@ -197,7 +197,8 @@ class LatentDiffusion(Pretrained, nn.Module):
 
     def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None, t: Tensor | None = None,
              noise: Tensor | None = None) -> Tensor:
-        """L_LDM (eq. 2): the mean squared error between ε (or v) and the UNet's prediction at a random t.
+        """L_LDM (eq. 2; eq. 3 with a condition τ_θ(y)): the mean squared error between ε (or v) and the UNet's
+        prediction at a random t.
 
         t (B,) and noise (B, c, h, w) are drawn from `generator` unless given (training draws them for the whole
         global batch, so a multi-process run sees the same t and ε as a single process)."""

@@ -7,7 +7,8 @@ Every sampler is a plain function with one signature:
     denoiser(z_t, t, cond) -> ε̂       z_t (B, C, H, W); t LongTensor (B,); ε̂ like z_t
     schedule                          a `ldm_lite.schedule.Schedule`
     noise                             z_T ~ N(0, I), (B, C, H, W): the starting point
-    steps                             number of denoiser steps (PLMS calls the denoiser steps + 1 times)
+    steps                             number of denoiser steps (PLMS calls the denoiser steps + 1 times; with
+                                      spacing="ldm_uniform" it can be more, see below)
     generator                         torch.Generator for the noise DDPM (and DDIM with eta > 0) inject
     callback(step, t, z_t, z0_hat)    called once per step with the step index, the timestep (int), the sample the
                                       denoiser saw at that step and its prediction ẑ_0 (DDPM eq. 15)
@@ -19,7 +20,7 @@ conditional denoiser into a classifier-free-guided one.
 Timestep spacing (option `spacing`, default "leading", and `offset`, default 0): the sampler visits
 `schedule.timesteps(steps, spacing, offset)` = t_0 > t_1 > ... > t_{N-1}, and step i moves z from t_i to
 t_{i+1}; the last step moves to "t = -1", i.e. ᾱ = 1 (or ᾱ_0 when `final_alpha_one=False`, as in the original
-LDM code, which also uses spacing="leading", offset=1). With T=1000 and 50 steps:
+LDM code, which uses spacing="ldm_uniform", offset=1). With T=1000 and 50 steps:
     leading   980, 960, ..., 20, 0     (diffusers' default for DDPM/DDIM/PNDM)
     trailing  999, 979, ..., 39, 19    (starts at pure noise; Lin et al. 2023)
     linspace  999, 979, ..., 20, 0
@@ -27,10 +28,16 @@ Two conventions, both tested step by step:
     default        spacing="leading", offset=0, final_alpha_one=True: diffusers' `DDIMScheduler`/`PNDMScheduler`
                    defaults (steps_offset=0, set_alpha_to_one=True). Chosen because diffusers is the oracle every
                    sampler test compares with, and the last step lands on ᾱ = 1, i.e. returns ẑ_0 itself.
-    LDM reference  `**LDM_REFERENCE` = spacing="leading", offset=1, final_alpha_one=False: CompVis `DDIMSampler` /
-                   `PLMSSampler` (`make_ddim_timesteps` adds 1: 981, 961, ..., 1 for 50 steps; the last step goes to
-                   ᾱ_0, i.e. stops at noise level σ = √(1-ᾱ_0), 0.039 with β_1 = 0.0015). Use it to reproduce the
-                   reference's samples: `ldm.sample(..., sampler="ddim", **ll.samplers.LDM_REFERENCE)`.
+    LDM reference  `**LDM_REFERENCE` = spacing="ldm_uniform", offset=1, final_alpha_one=False: CompVis `DDIMSampler`
+                   / `PLMSSampler` (`make_ddim_timesteps` takes range(0, T, T // steps) and adds 1: 981, 961, ..., 1
+                   for 50 steps; the last step goes to ᾱ_0, i.e. stops at noise level σ = √(1-ᾱ_0), 0.039 with
+                   β_1 = 0.0015). Use it to reproduce the reference's samples:
+                   `ldm.sample(..., sampler="ddim", **ll.samplers.LDM_REFERENCE)`. When `steps` does not divide T
+                   the reference visits more timesteps than asked (30 steps: 31, from 991) and so does this: the
+                   sampler then makes len(timesteps) steps (PLMS one denoiser call more), the callback's step index
+                   runs 0 .. len - 1 (notebook 04's scrubber shows "step i of 31"), and the return is still the
+                   final z. Step counts for which the reference would index t = T (e.g. 300) raise a ValueError
+                   naming the nearest counts that work. With steps dividing T, "ldm_uniform" = "leading".
     The two differ by one timestep of 1000 and by the last step's target; on a trained model the samples agree
     closely. (DDPM visits every t by default, as the reference; DPM-Solver++ has no final_alpha_one.)
 Tests configure diffusers' schedulers to the same spacing and check every step to 1e-5. Two differences to know:
@@ -61,7 +68,7 @@ Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
 __all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "SAMPLERS", "LDM_REFERENCE"]
 
 # the timestep convention of CompVis latent-diffusion's DDIMSampler / PLMSSampler (options of `ddim` and `plms`)
-LDM_REFERENCE: dict[str, Any] = {"spacing": "leading", "offset": 1, "final_alpha_one": False}
+LDM_REFERENCE: dict[str, Any] = {"spacing": "ldm_uniform", "offset": 1, "final_alpha_one": False}
 
 
 # ---------------------------------------------------------------------------------------------- denoiser wrappers

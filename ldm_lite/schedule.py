@@ -45,6 +45,12 @@ the same definitions as diffusers' `DDPMScheduler`/`DDIMScheduler`/`PNDMSchedule
     "leading"   t = (steps-1-i) · (T // steps) + offset      e.g. T=1000, 50 steps: 980, 960, ..., 20, 0
     "trailing"  t = round(T - i · T/steps) - 1               e.g. 999, 979, ..., 39, 19  (starts at pure noise)
     "linspace"  t = round(linspace(0, T-1, steps))[::-1]     e.g. 999, 979, ..., 20, 0
+    "ldm_uniform"  t = range(0, T, T // steps)[::-1] + offset  CompVis `make_ddim_timesteps("uniform")` (with offset 1:
+                "leading" + 1). The same as "leading" when steps divides T; otherwise it visits ⌈T / (T // steps)⌉
+                timesteps, more than `steps` (30 steps: 31 timesteps from 990, 991 with offset 1). With offset 1
+                some step counts reach t = T (steps = 3, 9, 27, 36, 37, 101-111, 251-333 and 501-1000 at T = 1000),
+                where the reference fails with an IndexError; here that is a ValueError naming the nearest counts
+                that work.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SPACINGS = ("leading", "trailing", "linspace")
+SPACINGS = ("leading", "trailing", "linspace", "ldm_uniform")
 LDM_BETA_START = 0.0015  # β_1 of every reference LDM except the 1.4B text-to-image model
 LDM_BETA_ENDS = (0.0195, 0.0155, 0.0205)  # the reference configs' β_T values (see the module docstring)
 
@@ -203,7 +209,8 @@ class Schedule:
 
     # ------------------------------------------------------------------ sampling timesteps
     def timesteps(self, steps: int, spacing: str = "leading", offset: int = 0) -> Tensor:
-        """The `steps` timesteps a sampler visits, in decreasing order: LongTensor (steps,). See the module doc."""
+        """The timesteps a sampler visits, in decreasing order: LongTensor (steps,), or (⌈T / (T // steps)⌉,) for
+        "ldm_uniform" (the reference's count; see the module doc)."""
         T = self.T
         if not 1 <= steps <= T:
             raise ValueError(f"steps={steps} must be between 1 and T={T}")
@@ -213,6 +220,14 @@ class Schedule:
             ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1 + offset
         elif spacing == "linspace":
             ts = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64) + offset
+        elif spacing == "ldm_uniform":
+            ts = np.arange(0, T, T // steps)[::-1] + offset
+            if int(ts.max()) >= T:
+                ok = [s for s in range(1, T + 1) if (T - 1) // (T // s) * (T // s) + offset < T]
+                near = [max([s for s in ok if s < steps], default=None), min([s for s in ok if s > steps], default=None)]
+                raise ValueError(f"steps={steps} with spacing='ldm_uniform', offset={offset} would visit "
+                                 f"t={int(ts.max())}, outside [0, {T - 1}] (CompVis' make_ddim_timesteps fails there "
+                                 f"too, with an IndexError); use steps=" + " or ".join(str(s) for s in near if s))
         else:
             raise ValueError(f"spacing={spacing!r} is not one of {SPACINGS}")
         ts = torch.from_numpy(np.ascontiguousarray(ts, dtype=np.int64))

@@ -128,6 +128,9 @@ class InpaintingConfig:
     latent_channels: int = 3  # c of the autoencoder the masked image is encoded with
     image_key: str = "image"  # batch field: images (B, 3, H, W) in [-1, 1] (the known pixels are read)
     mask_key: str = "inpaint_mask"  # batch field: (B, H, W) with 1 = missing (to fill), 0 = known
+    # the reference's encoding (CompVis scripts/inpaint.py): hole filled with -1 (black) and the mask nearest-
+    # downsampled in {-1, +1}; False (the kit's): hole 0 (grey), mask area-pooled to the share missing in [0, 1]
+    reference_encoding: bool = False
 
 
 class InpaintingConditioner(_SpatialConditioner):
@@ -161,6 +164,10 @@ class InpaintingConditioner(_SpatialConditioner):
         x, m = x.to(self.device), m.to(self.device)[:, None]  # m (B, 1, H, W)
         h = self.latent_side(x.shape[-2], "image")
         w = self.latent_side(x.shape[-1], "image")
+        if c.reference_encoding:  # masked_image = (1 - m) x in [0, 1], then × 2 - 1: the hole is -1
+            with torch.no_grad():
+                z = self.autoencoder.to_latent(x * (1 - m) - m, sample=False)  # (B, c, h, w)
+            return Condition(concat=torch.cat([z, F.interpolate(m * 2 - 1, size=(h, w), mode="nearest")], dim=1))
         with torch.no_grad():
             z = self.autoencoder.to_latent(x * (1 - m), sample=False)  # (B, c, h, w); 0 = grey in the hole
         return Condition(concat=torch.cat([z, F.adaptive_avg_pool2d(m, (h, w))], dim=1))
@@ -170,9 +177,11 @@ def known_latents(cond: Condition) -> tuple[Tensor, Tensor]:
     """(z_known, keep) for replacement sampling (`LatentDiffusion.sample(known=...)`, `samplers.keep_known`) from an
     `InpaintingConditioner`'s condition: the masked image's latent, and keep = 1 on latent cells with no missing
     pixel ((B, 1, h, w)). Sampling with it ends with exactly that latent on those cells, so away from the hole the
-    decoded output is the autoencoder's reconstruction of the masked image (its encoder still sees the grey hole)."""
+    decoded output is the autoencoder's reconstruction of the masked image (its encoder still sees the grey hole).
+    With `reference_encoding` (mask channel in {-1, +1}, nearest-downsampled) a cell is kept when the one pixel
+    the downsampling read is known."""
     z_known, m = cond.concat[:, :-1], cond.concat[:, -1:]
-    return z_known, (m == 0).to(z_known.dtype)
+    return z_known, (m <= 0).to(z_known.dtype)  # 0: no missing pixel (kit); -1: known (reference encoding)
 
 
 def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """Text conditioners τ_θ(prompt) for text-to-image LDMs (§3.3, §4.3.2: "a BERT tokenizer and a transformer").
 
     prompt ──► BERT WordPiece tokens [CLS] w_1 … w_n [SEP] [PAD]… (length L = max_length)
-           ──► τ_θ ──► context (B, L, d) that the UNet's cross-attention reads (eq. 3: K = W_K τ_θ(y), V = W_V τ_θ(y))
+           ──► τ_θ ──► context (B, L, d) that the UNet's cross-attention reads (§3.3: K = W_K τ_θ(y), V = W_V τ_θ(y))
 
 Two encoders share the tokenizer (`PromptTokenizer`):
 - `TextConditioner`: a small transformer trained jointly with the UNet, as the paper's text-to-image model is.

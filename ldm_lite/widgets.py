@@ -368,7 +368,7 @@ def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Calla
 # ---------------------------------------------------------------------------------------------- cross-attention
 def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
                     map_size: tuple[int, int] | None = None, alpha: float = 0.6) -> widgets.VBox:
-    """A token control overlaying the cross-attention map of one token on the image (paper §3.3, eq. 3; the paper
+    """A token control overlaying the cross-attention map of one token on the image (paper §3.3; the paper
     shows no attention maps: per-token maps like these are how Prompt-to-Prompt, Hertz et al. 2022, inspects them).
 
     image: (C,H,W) in [-1,1]. attn_maps: softmax weights (..., Q, L): Q = h·w image queries, L = len(tokens) keys;
@@ -498,7 +498,7 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
 # ---------------------------------------------------------------------------------------------- notebook 05
 def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], timesteps: Sequence[int],
                           alpha: float = 0.6) -> widgets.VBox:
-    """A token control and a step control over cross-attention maps recorded during sampling (§3.3, eq. 3):
+    """A token control and a step control over cross-attention maps recorded during sampling (§3.3):
     which word looks where, and when.
 
     image: (C,H,W) in [-1,1], the final sample. maps: (S, L, h, w) attention weights per reverse step and token

@@ -126,7 +126,7 @@ def resblock_forward(block, x, emb):
 ex.check_resblock_forward(resblock_forward);
 
 # %% [markdown]
-# **3 · Scaled dot-product attention** (LDM eq. 3): $\mathrm{softmax}(QK^\top/\sqrt d)\,V$, the softmax over the $L$
+# **3 · Scaled dot-product attention** (LDM §3.3): $\mathrm{softmax}(QK^\top/\sqrt d)\,V$, the softmax over the $L$
 # keys. In self-attention $L = N$ (the image tokens); in cross-attention (notebook 05) the keys and values come from
 # the condition. When right, every attention layer of the shipped UNet runs your code.
 

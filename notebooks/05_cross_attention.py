@@ -14,9 +14,9 @@
 # have seen classifier-free guidance sharpen (and over-sharpen) the result, read the attention maps of each word at
 # each reverse step, and compared a text encoder trained from scratch with a frozen pretrained one.
 #
-# *Paper:* Rombach et al., CVPR 2022, §3.3 (conditioning mechanisms, eq. 3: Q from the image, K and V from
-# τ_θ(y)), §4.3 (class-conditional, text-to-image and layout-to-image models); classifier-free guidance (Ho &
-# Salimans 2022).
+# *Paper:* Rombach et al., CVPR 2022, §3.3 (conditioning mechanisms: Q from the image, K and V from τ_θ(y);
+# the conditional objective, eq. 3), §4.3 (class-conditional, text-to-image and layout-to-image models);
+# classifier-free guidance (Ho & Salimans 2022).
 #
 # *Time:* about 2 minutes on a laptop CPU with the shipped models (`ldm-kl-f4-shapes32-text`,
 # `ldm-kl-f4-mnist32-class`); without them the notebook trains small stand-ins first (weak models; the shipped ones
@@ -67,10 +67,31 @@ print("context τ_θ(y):", tuple(context.shape), "= (batch, L tokens, d)")
 # %% [markdown]
 # Each of the UNet's spatial transformers now computes, at every latent pixel,
 # $\mathrm{softmax}(QK^\top/\sqrt d)\,V$ with $Q = W_Q\,\varphi(z_t)$ from the image and
-# $K = W_K\,\tau_\theta(y)$, $V = W_V\,\tau_\theta(y)$ from these L tokens (eq. 3). The empty prompt `""` is the null
+# $K = W_K\,\tau_\theta(y)$, $V = W_V\,\tau_\theta(y)$ from these L tokens (§3.3; the formula has no number in
+# the paper). The empty prompt `""` is the null
 # condition ∅: during training 10% of the captions were replaced by it, so the same network also predicts
 # ε̂(z_t, ∅) — which is what classifier-free guidance needs.
 #
+# The paper's eq. 3 is the objective that trains both networks at once:
+#
+# $$L_{LDM} := \mathbb{E}_{\mathcal{E}(x),\,y,\,\epsilon\sim\mathcal{N}(0,1),\,t}
+#   \Big[\big\|\epsilon - \epsilon_\theta\big(z_t, t, \tau_\theta(y)\big)\big\|_2^2\Big] \qquad (3)$$
+#
+# τ_θ has no loss of its own: the gradient of eq. 3 flows back through the keys and values of every cross-attention
+# layer into the text encoder. One loss on a few training captions shows it (`t2i.loss` is eq. 3).
+
+# %%
+ds = ll.datasets.shapes(t2i.config.image_size, n=8, seed=0, max_shapes=1)  # single-shape captions fit L
+batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+t2i.zero_grad()
+loss = t2i.loss(batch, generator=torch.Generator().manual_seed(0))  # eq. 3 on 8 (image, caption) pairs
+loss.backward()
+grads = [p.grad for p in t2i.conditioner.parameters() if p.grad is not None]
+print(f"L_LDM = {loss.item():.4f};  ‖∂L/∂τ_θ‖ = {torch.cat([g.flatten() for g in grads]).norm():.2e} over "
+      f"{len(grads)} tensors of τ_θ (a frozen encoder would have none)")
+t2i.zero_grad()
+
+# %% [markdown]
 # ## 2 · Type a prompt, move the guidance
 #
 # Guidance scale s mixes the two predictions: ε̃ = ε̂(z_t, ∅) + s · (ε̂(z_t, c) − ε̂(z_t, ∅)). s = 1 is the plain
@@ -205,7 +226,7 @@ for s in ("guidance_1", "guidance_3"):
           f"FID {r['fid_classifier_features']:.1f}")
 
 # %% [markdown]
-# ## Your turn: cross-attention (eq. 3)
+# ## Your turn: cross-attention (§3.3)
 #
 # Write one head of cross-attention: queries from the image tokens x (B, N, d), keys and values from the context
 # (B, L, d_ctx). The check compares with `ll.attention.Attention` and names the usual mistakes.

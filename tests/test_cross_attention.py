@@ -83,3 +83,23 @@ def test_layout_map_and_layout_pictures_for_the_panel():
     assert list(pictures) == ["requested layout", "a real scene", "sample 0 (s=2)", "sample 1 (s=2)"]
     assert pictures["requested layout"].ndim == 2 and pictures["sample 0 (s=2)"].shape == (3, 32, 32)
     assert text.startswith("requested: ")
+
+
+def test_without_context_the_cross_attention_sublayer_is_skipped_where_the_reference_self_attends():
+    """docs/differences.md: the reference's BasicTransformerBlock runs attn2 with `context = default(context, x)`,
+    i.e. self-attention through the cross-attention weights; the kit skips the sub-layer."""
+    from ldm_lite.attention import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(32, head_dim=16, context_dim=None).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 6, 32)
+    h = x + block.attn1(block.norm1(x))
+    skipped = h + block.ff(block.norm3(h))
+    torch.testing.assert_close(block(x), skipped)
+    h_ref = h + block.attn2(block.norm2(h), block.norm2(h))  # the reference: K, V from the (normed) image tokens
+    assert not torch.allclose(block(x), h_ref + block.ff(block.norm3(h_ref)), atol=1e-3)
+    c = torch.randn(2, 4, 32)  # with a context both compute the same cross-attention
+    h_c = h + block.attn2(block.norm2(h), c)
+    torch.testing.assert_close(block(x, c), h_c + block.ff(block.norm3(h_c)))

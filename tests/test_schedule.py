@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -99,3 +100,21 @@ def test_works_in_float32_and_half_without_float64_leaking():
     assert s.q_sample(z0, torch.tensor([1, 999]), torch.randn_like(z0)).dtype == torch.float32
     zb = z0.bfloat16()
     assert s.q_sample(zb, torch.tensor([1, 999]), torch.randn_like(zb)).dtype == torch.bfloat16
+
+
+def test_ldm_uniform_spacing_is_make_ddim_timesteps_and_fails_where_it_does():
+    """CompVis `make_ddim_timesteps("uniform")`: range(0, T, T // S) + offset; with offset 1 it reaches t = T for
+    the step counts the module docstring lists (the reference then fails with an IndexError)."""
+    s = Schedule.linear()
+    failing = []
+    for steps in range(1, 1001):
+        c = 1000 // steps
+        ref = (np.asarray(list(range(0, 1000, c))) + 1)[::-1]
+        if ref.max() >= 1000:
+            failing.append(steps)
+            with pytest.raises(ValueError, match=f"steps={steps} with spacing='ldm_uniform'"):
+                s.timesteps(steps, "ldm_uniform", offset=1)
+        else:
+            assert s.timesteps(steps, "ldm_uniform", offset=1).tolist() == ref.tolist()
+        assert s.timesteps(steps, "ldm_uniform").tolist() == (ref - 1).tolist()  # offset 0 never fails
+    assert failing == [3, 9, 27, 36, 37, *range(101, 112), *range(251, 334), *range(501, 1001)]

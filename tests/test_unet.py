@@ -102,7 +102,7 @@ def test_attention_against_reference_formula():
     x, ctx = torch.randn(2, 10, 32), torch.randn(2, 3, 12)
     q = attn.to_q(x).view(2, 10, 4, 8).transpose(1, 2)
     k, v = attn.to_kv(ctx).view(2, 3, 2, 4, 8).permute(2, 0, 3, 1, 4)
-    p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1)  # LDM eq. 3
+    p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1)  # LDM §3.3
     ref = attn.to_out((p @ v).transpose(1, 2).reshape(2, 10, 32))
     torch.testing.assert_close(attn(x, ctx), ref, atol=1e-5, rtol=1e-5)
 

@@ -39,12 +39,12 @@ Checks (notebook: function to write; paper):
     03  ldm_loss(eps_model, alpha_bar, z0, t, noise) -> ()      L_LDM (LDM eq. 2)
     03  timestep_embedding(t, dim) -> (B, dim)                  sinusoidal time embedding
     03  resblock_forward(block, x, emb) -> (B, C_out, H, W)     a UNet ResBlock with its time injection
-    03  attention(q, k, v) -> (B, h, N, d)                      softmax(QKᵀ/√d) V (LDM eq. 3)
+    03  attention(q, k, v) -> (B, h, N, d)                      softmax(QKᵀ/√d) V (LDM §3.3)
     03  unet_forward(unet, x, t) -> ε̂ (B, C, H, W)              the whole UNet assembled from its parts
     04  predict_x0(z_t, eps, alpha_bar_t) -> ẑ_0                DDPM eq. 15
     04  ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise) -> z_prev   DDIM eq. 12 with σ(η) of eq. 16
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
-    05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM eq. 3)
+    05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM §3.3)
     06  sr_unet_input(z_t, lowres) -> (B, c + 3, h, w)          the UNet input of LDM super-resolution (concat, §3.3)
     06  keep_known(z_t, eps, alpha_bar_t, z_known, keep) -> ε̃   replacement sampling for inpainting (RePaint)
     07  conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int  the cost of a convolution, the unit of LDM-f's cost

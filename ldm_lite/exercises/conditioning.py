@@ -20,7 +20,7 @@ from .checking import (
 
 
 def check_cross_attention(fn: Fn, demo: bool = False) -> Verdict:
-    """`cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d)`: one head of LDM's cross-attention (eq. 3):
+    """`cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d)`: one head of LDM's cross-attention (§3.3):
     Q = x·w_q from the image tokens x (B, N, d), K = context·w_k and V = context·w_v from the context (B, L, d_ctx);
     softmax(Q·Kᵀ / √d)·V. w_q (d, d), w_k and w_v (d_ctx, d). Cases: d_ctx = d, d_ctx ≠ d, one context token, B = 1.
     (No model demo: notebook 05 shows cross-attention in a conditional model.)"""

@@ -222,7 +222,7 @@ def check_resblock_forward(fn: Fn, demo: bool = True) -> Verdict:
 
 
 def check_attention(fn: Fn, demo: bool = True) -> Verdict:
-    """`attention(q, k, v) -> softmax(q·kᵀ / √d)·v` (LDM eq. 3), q (B, h, N, d), k and v (B, h, L, d) ->
+    """`attention(q, k, v) -> softmax(q·kᵀ / √d)·v` (LDM §3.3), q (B, h, N, d), k and v (B, h, L, d) ->
     (B, h, N, d); the softmax runs over the L keys. Cases: self-attention (L = N), cross-attention (L ≠ N), one key
     (L = 1), d = 32."""
     def ref(q, k, v):
