@@ -10,6 +10,7 @@ elsewhere (VQ, first stages with attention inside the levels, the unconditional 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pickle
 import sys
@@ -24,6 +25,7 @@ from ldm_lite import interop
 from ldm_lite.autoencoder import Autoencoder
 from ldm_lite.checkpoint import CheckpointError
 from ldm_lite.ldm import LatentDiffusion
+from ldm_lite.unet import UNet
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 import compvis_reference as ref  # noqa: E402
@@ -394,3 +396,64 @@ def test_cli_convert_compvis_writes_a_kit_folder_and_exits_2_on_errors(churches,
         cli.main(["convert", "compvis", str(path), "--config", str(bad), "--out", str(tmp_path / "no")])
     assert e.value.code == 2 and not (tmp_path / "no").exists()
     assert "model.diffusion_model." in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------------------------- out to diffusers
+def small_ldm(regularizer: str = "kl", conditional: bool = False, seed: int = 0) -> LatentDiffusion:
+    from ldm_lite.autoencoder import AutoencoderConfig
+    from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
+    from ldm_lite.schedule import Schedule
+    from ldm_lite.unet import UNetConfig
+
+    torch.manual_seed(seed)
+    make = AutoencoderConfig.kl if regularizer == "kl" else AutoencoderConfig.vq
+    ae = Autoencoder(make(f=4, base_channels=16, attention=True, codebook_size=32) if regularizer == "vq"
+                     else make(f=4, base_channels=16, attention=True))
+    ae.scale_factor.fill_(0.8)
+    unet = UNet(UNetConfig.small(in_channels=3, model_channels=32, scale_shift_norm=True,
+                                 context_dim=16 if conditional else None))
+    cond = ClassConditioner(ClassConditionerConfig(num_classes=4, dim=16)) if conditional else None
+    with torch.no_grad():
+        for p in [*unet.parameters(), *ae.parameters(), *(cond.parameters() if cond else [])]:
+            p.add_(0.1 * torch.randn_like(p))
+    return LatentDiffusion(ae, unet.eval(), cond, Schedule.scaled_linear(1000, 0.0015, 0.0195), image_size=16).eval()
+
+
+@pytest.mark.parametrize("regularizer", ["kl", "vq"])
+def test_exported_pipeline_samples_the_kits_images(regularizer, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    ldm = small_ldm(regularizer)
+    interop.to_diffusers(ldm, tmp_path / "pipe")
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe).__name__ == "LDMPipeline"
+    assert type(pipe.vqvae).__name__ == ("AutoencoderKL" if regularizer == "kl" else "VQModel")
+    pipe.set_progress_bar_config(disable=True)
+    ours = ldm.sample(2, steps=10, generator=torch.Generator().manual_seed(3))
+    theirs = pipe(batch_size=2, num_inference_steps=10, generator=torch.Generator().manual_seed(3), output_type="np")
+    torch.testing.assert_close(torch.from_numpy(theirs.images).permute(0, 3, 1, 2), (ours + 1) / 2,
+                               atol=1e-4, rtol=0)
+
+
+def test_conditional_export_and_the_unet_round_trip(tmp_path):
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    ldm = small_ldm(conditional=True)
+    out = interop.to_diffusers(ldm, tmp_path / "cond")
+    unet = UNet2DConditionModel.from_pretrained(out / "unet")
+    assert (out / "conditioner" / "config.json").is_file() and "encoder_hidden_states" in (out / "README.md").read_text()
+    z, t = torch.randn(2, 3, 4, 4), torch.tensor([5, 900])
+    cond = ldm.condition({"label": torch.tensor([0, 3])}, 2)
+    with torch.no_grad():
+        eps = ldm.denoiser(z, t, cond)
+        torch.testing.assert_close(unet(z, t, encoder_hidden_states=cond.context).sample, eps, atol=1e-5, rtol=1e-5)
+        back = interop.from_diffusers(out)  # folder with unet/ -> the kit's UNet, the same function
+        torch.testing.assert_close(back(z, t, cond.context), eps, atol=1e-6, rtol=0)
+    uncond = small_ldm().unet
+    exported = interop.unet_to_diffusers(uncond, 4)
+    assert isinstance(exported, UNet2DModel)
+    with torch.no_grad():
+        torch.testing.assert_close(interop.from_diffusers(exported)(z, t), uncond(z, t), atol=1e-6, rtol=0)
+    churches = interop.unet_config(UNETS["lsun_churches256"])
+    with pytest.raises(ValueError, match="resblock_updown"):
+        interop.unet_to_diffusers(UNet(dataclasses.replace(churches, model_channels=32)))
