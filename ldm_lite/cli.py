@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("path", type=Path, help="compvis: the checkpoint; diffusers: the ldm_lite model folder")
     cv.add_argument("--config", type=Path, default=None, help="compvis: the model's config.yaml")
     cv.add_argument("--out", type=Path, required=True, help="the folder to write (written atomically)")
-    cv.add_argument("--ema", action="store_true", help="compvis: take the UNet's EMA weights (model_ema.*)")
+    cv.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                    help="compvis: the UNet's EMA weights (model_ema.*) or not (default: EMA when the checkpoint has it)")
     cv.add_argument("--first-stage-only", action="store_true", help="compvis: write only an LDM's first stage")
     cv.set_defaults(func=cmd_convert)
     return p

@@ -29,7 +29,6 @@ What the reference's UNet needs from the kit's options (`UNetConfig`): `norm_eps
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import warnings
@@ -48,12 +47,10 @@ from .ldm import LatentDiffusion, ScaleFactorWarning
 from .schedule import Schedule
 from .unet import UNet, UNetConfig
 
-log = logging.getLogger(__name__)
-
 # Lightning keeps its own objects next to state_dict (callbacks keyed by class, loop state); they become stubs
-ALLOWED_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+# (and OmegaConf containers of saved hyper-parameters): plain data, replaced by inert stubs
+ALLOWED_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.")
 FIRST_STAGES = ("AutoencoderKL", "VQModel", "VQModelInterface", "IdentityFirstStage")
-IGNORED_IN_FIRST_STAGE = ("loss.", "model_ema.")  # LPIPS + discriminator; the autoencoder's EMA (not used by LDM)
 
 
 def _need_yaml():
@@ -451,10 +448,12 @@ def _class_embedder(cond: Mapping, null_class: bool | None) -> ClassConditioner:
                                                    null_class=null)).eval()
 
 
-TEXT_GAP = ("the text-to-image model's BERTEmbedder (an x-transformers TransformerWrapper over the full 30,522-token "
-            "BERT vocabulary with learned absolute positions, 77 tokens) has no twin in ldm_lite: its TextConditioner "
-            "keeps only the rows of its training vocabulary and uses torch's TransformerEncoderLayer, whose attention "
-            "and feed-forward weights are laid out differently; convert the first stage alone (first_stage_only=True)")
+TEXT_GAP = ("the text-to-image model's BERTEmbedder (x-transformers, 32 pre-norm layers) does not map onto ldm_lite's "
+            "TextConditioner: (1) its attention projects the width-640 tokens to 8 heads x 64 = 512 channels (q/k/v "
+            "without bias), where the kit's torch TransformerEncoderLayer keeps the model width in every head; (2) it "
+            "attends to the [PAD] tokens of its 77-token prompts, which the kit masks; (3) its token table covers all "
+            "30,522 BERT ids, the kit's only its training vocabulary. Convert its first stage alone with "
+            "first_stage_only=True")
 
 
 def _conditioner(params: Mapping, null_class: bool | None) -> ClassConditioner | None:
@@ -472,7 +471,8 @@ def _conditioner(params: Mapping, null_class: bool | None) -> ClassConditioner |
                      "stage alone with first_stage_only=True")
 
 
-def from_compvis(ckpt: str | os.PathLike | Mapping[str, Tensor], config: str | os.PathLike | Mapping, *, ema: bool = False,
+def from_compvis(ckpt: str | os.PathLike | Mapping[str, Tensor], config: str | os.PathLike | Mapping, *,
+                 ema: bool | None = None,
                  first_stage_only: bool = False, null_class: bool | None = None) -> Autoencoder | LatentDiffusion:
     """A CompVis `latent-diffusion` checkpoint as an ldm_lite model, in eval mode.
 
@@ -480,10 +480,16 @@ def from_compvis(ckpt: str | os.PathLike | Mapping[str, Tensor], config: str | o
     dict itself.
     config: its config.yaml (path or parsed mapping). A first-stage config (`AutoencoderKL`, `VQModel`) gives an
     `Autoencoder` (keys with or without the `first_stage_model.` prefix); an LDM config a `LatentDiffusion` with the
-    first stage, the UNet (`model.diffusion_model.*`, or its EMA copy with `ema=True`), the class embedder
+    first stage, the UNet, the class embedder
     (`cond_stage_model.*`) when class-conditional, the config's schedule and its scale factor (from the checkpoint
     when `scale_by_std`). `first_stage_only=True` returns only the LDM's first stage.
+    ema: the UNet's weights: None (default) the EMA copy (`model_ema.*`) when the checkpoint holds one, as the
+    reference's sampling scripts use it (`ema_scope`), else `model.diffusion_model.*`; True: the EMA copy or an
+    error; False: `model.diffusion_model.*`.
     null_class: whether the class embedder's last row is ∅ (default: when it has 1001 rows, as cin256-v2).
+
+    To take the reference DDIMSampler's steps: `ldm.sample(sampler="ddim", offset=1, final_alpha_one=False, ...)`
+    (its timesteps are range(0, T, T/steps) + 1 and its last ᾱ_prev is ᾱ_0); guidance as there: `guidance_scale`.
 
     Keys the kit does not need (the loss' LPIPS and discriminator, schedule buffers, EMA copies) are ignored; a
     key or shape that does not fit the config raises `CheckpointError` naming the checkpoint's key.
@@ -508,13 +514,13 @@ def from_compvis(ckpt: str | os.PathLike | Mapping[str, Tensor], config: str | o
     ae = convert_first_stage(state, fs, "first_stage_model.")
     if first_stage_only:
         return ae
-    if ema:
-        ema_keys = {k: "model_ema." + k[len("model."):].replace(".", "") for k in state
-                    if k.startswith("model.diffusion_model.")}
-        missing = [v for v in ema_keys.values() if v not in state]
-        if missing:
-            raise CheckpointError(f"ema=True but the checkpoint has no EMA copy ({missing[0]!r} is missing); "
-                                  "load it with ema=False")
+    ema_keys = {k: "model_ema." + k[len("model."):].replace(".", "") for k in state  # LitEma's flattened names
+                if k.startswith("model.diffusion_model.")}
+    missing = [v for v in ema_keys.values() if v not in state]
+    if ema and missing:
+        raise CheckpointError(f"ema=True but the checkpoint has no EMA copy ({missing[0]!r} is missing); "
+                              "load it with ema=False")
+    if ema or (ema is None and ema_keys and not missing):
         state = {**state, **{k: state[v] for k, v in ema_keys.items()}}
     unet = convert_unet(state, params["unet_config"]["params"])
     if conditioner is not None:

@@ -229,6 +229,8 @@ def test_class_conditional_unet_matches_diffusers_own_conversion():
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ldm.conditioner.null(1).context[0], embedder.embedding.weight[1000:])
     assert ldm.conditioner.config.num_classes == 1000 and ldm.config.cond_drop_prob > 0
+    with pytest.raises(CheckpointError, match="no EMA copy"):  # cin256-v2 was trained with use_ema: False
+        interop.from_compvis(state, cfg, ema=True)
 
 
 def test_cin256_v1_has_no_null_class_and_refuses_guidance():
@@ -308,7 +310,7 @@ def test_ldm_ckpt_with_lightning_objects_loads_with_its_schedule_and_scale_facto
     assert "pytorch_lightning" not in sys.modules
     with pytest.raises(pickle.UnpicklingError):  # plain weights_only refuses the Lightning class
         torch.load(path, weights_only=True)
-    ldm = interop.from_compvis(path, cfg)
+    ldm = interop.from_compvis(path, cfg, ema=False)
     assert "pytorch_lightning" not in sys.modules  # stubs, never an import
     assert float(ldm.autoencoder.scale_factor) == pytest.approx(0.22)
     torch.testing.assert_close(ldm.schedule.betas, torch.from_numpy(ref.make_beta_schedule(1000, 0.0015, 0.0155)),
@@ -320,15 +322,19 @@ def test_ldm_ckpt_with_lightning_objects_loads_with_its_schedule_and_scale_facto
         x = images(1)
         torch.testing.assert_close(ldm.autoencoder.to_latent(x, sample=False), 0.22 * first_stage.encode(x),
                                    atol=1e-5, rtol=1e-5)
+    x_T = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(8))  # the reference DDIMSampler's steps
+    theirs = ref.ddim_sample(unet, (1 - ref.make_beta_schedule(1000, 0.0015, 0.0155)).cumprod(), 5, x_T)
+    ours = ldm.sample(1, noise=x_T, steps=5, offset=1, final_alpha_one=False, return_latents=True)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     ldm.save_pretrained(tmp_path / "kit")  # a kit folder that loads back
     again = LatentDiffusion.from_pretrained(tmp_path / "kit")
     with torch.no_grad():
         torch.testing.assert_close(again.unet(z, t), ldm.unet(z, t), rtol=0, atol=0)
-    ema = interop.from_compvis(path, cfg, ema=True)  # the EMA copy (here: the weights + 1) is a different model
+    ema = interop.from_compvis(path, cfg)  # by default the EMA copy (here: the weights + 1), as the reference samples
     torch.testing.assert_close(ema.unet.conv_in.weight, ldm.unet.conv_in.weight + 1)
     safetensors_path = tmp_path / "model.safetensors"  # the same weights as .safetensors
     save_file({k: v.contiguous() for k, v in state.items()}, str(safetensors_path))
-    again = interop.from_compvis(safetensors_path, cfg)
+    again = interop.from_compvis(safetensors_path, cfg, ema=False)
     torch.testing.assert_close(again.unet.conv_out.weight, ldm.unet.conv_out.weight, rtol=0, atol=0)
     fs = interop.from_compvis(path, cfg, first_stage_only=True)  # the LDM's first stage alone
     assert isinstance(fs, Autoencoder) and torch.equal(fs.decoder.conv_out.weight, ldm.autoencoder.decoder.conv_out.weight)
@@ -396,6 +402,12 @@ def test_cli_convert_compvis_writes_a_kit_folder_and_exits_2_on_errors(churches,
         cli.main(["convert", "compvis", str(path), "--config", str(bad), "--out", str(tmp_path / "no")])
     assert e.value.code == 2 and not (tmp_path / "no").exists()
     assert "model.diffusion_model." in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["convert", "compvis", str(path), "--out", str(tmp_path / "no")])
+    assert e.value.code == 2 and "--config" in capsys.readouterr().err
+    small_ldm().save_pretrained(tmp_path / "kit")  # and out to diffusers
+    assert cli.main(["convert", "diffusers", str(tmp_path / "kit"), "--out", str(tmp_path / "diffusers")]) == 0
+    assert (tmp_path / "diffusers" / "model_index.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- out to diffusers

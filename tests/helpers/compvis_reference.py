@@ -471,3 +471,21 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
                 fan_in = p[0].numel() if "embedding" not in name else 1
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
     return module
+
+
+@torch.no_grad()
+def ddim_sample(eps_model, alphas_cumprod: np.ndarray, steps: int, x_T: torch.Tensor) -> torch.Tensor:
+    """DDIMSampler.sample with eta = 0 ("uniform" discretization, ldm/models/diffusion/ddim.py)."""
+    T = len(alphas_cumprod)
+    ddim_timesteps = np.asarray(list(range(0, T, T // steps))) + 1  # make_ddim_timesteps: "+1 for the final alpha"
+    alphas = torch.tensor(alphas_cumprod[ddim_timesteps], dtype=torch.float32)
+    alphas_prev = torch.tensor([alphas_cumprod[0]] + alphas_cumprod[ddim_timesteps[:-1]].tolist(), dtype=torch.float32)
+    x = x_T
+    for i, step in enumerate(np.flip(ddim_timesteps)):
+        index = len(ddim_timesteps) - i - 1
+        t = torch.full((x.shape[0],), int(step), dtype=torch.long)
+        e_t = eps_model(x, t)
+        a_t, a_prev = alphas[index], alphas_prev[index]
+        pred_x0 = (x - (1 - a_t).sqrt() * e_t) / a_t.sqrt()
+        x = a_prev.sqrt() * pred_x0 + (1.0 - a_prev).sqrt() * e_t
+    return x
