@@ -405,6 +405,13 @@ def test_cli_convert_compvis_writes_a_kit_folder_and_exits_2_on_errors(churches,
     with pytest.raises(SystemExit) as e:
         cli.main(["convert", "compvis", str(path), "--out", str(tmp_path / "no")])
     assert e.value.code == 2 and "--config" in capsys.readouterr().err
+    first_stage = small_first_stage("kl-f16")  # a first-stage checkpoint -> an Autoencoder folder
+    torch.save({"state_dict": reference_first_stage(first_stage).state_dict()}, tmp_path / "ae.ckpt")
+    (tmp_path / "ae.yaml").write_text(yaml.safe_dump({"model": first_stage}))
+    cli.main(["convert", "compvis", str(tmp_path / "ae.ckpt"), "--config", str(tmp_path / "ae.yaml"),
+              "--out", str(tmp_path / "ae")])
+    ae = Autoencoder.from_pretrained(tmp_path / "ae")
+    assert ae.config.attention_resolutions == (16,) and ae.f == 16
     small_ldm().save_pretrained(tmp_path / "kit")  # and out to diffusers
     assert cli.main(["convert", "diffusers", str(tmp_path / "kit"), "--out", str(tmp_path / "diffusers")]) == 0
     assert (tmp_path / "diffusers" / "model_index.json").is_file()
@@ -466,6 +473,11 @@ def test_conditional_export_and_the_unet_round_trip(tmp_path):
     assert isinstance(exported, UNet2DModel)
     with torch.no_grad():
         torch.testing.assert_close(interop.from_diffusers(exported)(z, t), uncond(z, t), atol=1e-6, rtol=0)
+    native = ref.randomize(UNet2DModel(block_out_channels=(32, 64, 96, 128), attention_head_dim=32, sample_size=8), 9)
+    with torch.no_grad():  # a diffusers-made UNet2DModel (the layout of its LDM checkpoints, reduced width)
+        z8, kit = torch.randn(2, 3, 8, 8), interop.from_diffusers(native.eval())
+        torch.testing.assert_close(kit(z8, t), native(z8, t).sample, atol=1e-5, rtol=1e-5)
+    assert kit.config.attention_resolutions == (2, 4, 8) and kit.config.norm_eps == 1e-5
     churches = interop.unet_config(UNETS["lsun_churches256"])
     with pytest.raises(ValueError, match="resblock_updown"):
         interop.unet_to_diffusers(UNet(dataclasses.replace(churches, model_channels=32)))
