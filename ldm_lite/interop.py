@@ -116,7 +116,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
                               "unpickle it (it could run code). Convert the checkpoint to .safetensors where you trust it")
     try:
         with torch.serialization.safe_globals([_stub(g) for g in unsafe]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors stay on disk until used
     except Exception as e:
         raise CheckpointError(f"{path} could not be read with weights_only=True ({str(e).splitlines()[0]})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None

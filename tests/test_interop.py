@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import pickle
 import sys
 import types
@@ -382,7 +381,6 @@ def test_mismatching_checkpoints_name_the_first_bad_key(tmp_path):
         interop.from_compvis(state, text)
 
 
-@pytest.mark.skipif(os.environ.get("LDM_LITE_SKIP_CLI") == "1", reason="CLI disabled")
 def test_cli_convert_compvis_writes_a_kit_folder_and_exits_2_on_errors(churches, tmp_path, capsys):
     import yaml
 
