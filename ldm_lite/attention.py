@@ -12,7 +12,7 @@ Blocks here:
                           (zero-initialised) -> residual. With `context=None` the cross-attention sub-layer is
                           skipped (its residual adds nothing), so a conditional UNet also runs unconditionally.
 
-Heads: the number of heads is channels // head_dim. Wide heads (32-64) matter on a CPU: the fused kernel of
+Heads: the number of heads is channels // head_dim, or a fixed `heads` (the reference's `num_heads`). Wide heads (32-64) matter on a CPU: the fused kernel of
 `scaled_dot_product_attention` is much slower per FLOP with 8-wide heads (diffusers' default).
 
 Attention maps: set `store_attention = True` on a cross-attention module (or `UNet.store_attention(True)`) and it
@@ -28,7 +28,12 @@ from einops import rearrange
 from torch import Tensor, nn
 
 
-def _heads(channels: int, head_dim: int) -> int:
+def _heads(channels: int, head_dim: int, heads: int | None = None) -> int:
+    """Heads of a layer: `heads` when fixed (the reference's num_heads), else channels // head_dim."""
+    if heads is not None:
+        if heads < 1 or channels % heads:
+            raise ValueError(f"{channels} channels cannot be split into heads={heads}; pick a head count dividing it")
+        return heads
     if channels % head_dim:
         raise ValueError(f"{channels} channels are not divisible by head_dim={head_dim}; pick a head_dim dividing it")
     return channels // head_dim
@@ -37,12 +42,13 @@ def _heads(channels: int, head_dim: int) -> int:
 class Attention(nn.Module):
     """Multi-head (self or cross) attention on token sequences. x (B, N, dim), context (B, L, context_dim)."""
 
-    def __init__(self, dim: int, head_dim: int = 64, context_dim: int | None = None):
+    def __init__(self, dim: int, head_dim: int = 64, context_dim: int | None = None, heads: int | None = None,
+                 qkv_bias: bool = False):
         super().__init__()
-        self.heads = _heads(dim, head_dim)
+        self.heads = _heads(dim, head_dim, heads)
         self.context_dim = context_dim
         if context_dim is None:
-            self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)  # one matmul for Q, K, V
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)  # one matmul for Q, K, V
         else:
             self.to_q = nn.Linear(dim, dim, bias=False)
             self.to_kv = nn.Linear(context_dim, 2 * dim, bias=False)
@@ -75,10 +81,11 @@ class Attention(nn.Module):
 class AttentionBlock(nn.Module):
     """Self-attention on a feature map with a residual: x + W_o Attn(GroupNorm(x)). (B, C, H, W) -> same."""
 
-    def __init__(self, channels: int, head_dim: int = 64, norm_groups: int = 32):
+    def __init__(self, channels: int, head_dim: int = 64, norm_groups: int = 32, heads: int | None = None,
+                 qkv_bias: bool = False, eps: float = 1e-6):
         super().__init__()
-        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
-        self.attn = Attention(channels, head_dim)
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=eps)
+        self.attn = Attention(channels, head_dim, heads=heads, qkv_bias=qkv_bias)
         nn.init.zeros_(self.attn.to_out.weight)  # starts as the identity, as the reference's zero_module(proj_out)
         nn.init.zeros_(self.attn.to_out.bias)
 
@@ -103,11 +110,12 @@ class GEGLU(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block: self-attn, cross-attn (skipped without context), GEGLU feed-forward."""
 
-    def __init__(self, dim: int, head_dim: int, context_dim: int | None, dropout: float = 0.0, ff_mult: int = 4):
+    def __init__(self, dim: int, head_dim: int, context_dim: int | None, dropout: float = 0.0, ff_mult: int = 4,
+                 heads: int | None = None):
         super().__init__()
-        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim, head_dim)
+        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim, head_dim, heads=heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, head_dim, context_dim=context_dim or dim)
+        self.attn2 = Attention(dim, head_dim, context_dim=context_dim or dim, heads=heads)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(GEGLU(dim, ff_mult * dim), nn.Dropout(dropout), nn.Linear(ff_mult * dim, dim))
 
@@ -126,11 +134,12 @@ class SpatialTransformer(nn.Module):
     """
 
     def __init__(self, channels: int, head_dim: int = 64, context_dim: int | None = None, depth: int = 1,
-                 dropout: float = 0.0, norm_groups: int = 32):
+                 dropout: float = 0.0, norm_groups: int = 32, heads: int | None = None):
         super().__init__()
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
-        self.blocks = nn.ModuleList(TransformerBlock(channels, head_dim, context_dim, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(TransformerBlock(channels, head_dim, context_dim, dropout, heads=heads)
+                                    for _ in range(depth))
         self.proj_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)

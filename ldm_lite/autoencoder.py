@@ -41,6 +41,8 @@ class AutoencoderConfig:
     num_res_blocks: int = 1  # ResNet blocks per level in the encoder (the decoder has one more, as in LDM)
     latent_channels: int = 3  # c: channels of z
     attention: bool = False  # self-attention in the middle block (LDM has it; costly at high resolution)
+    attention_resolutions: tuple[int, ...] = ()  # downsampling rates (1 = full size) whose ResNet blocks each end in
+    #   self-attention too: the reference's attn_resolutions (kl-f16/f32, vq-f8/f16); () = the middle block only
     norm_groups: int = 16  # GroupNorm groups; must divide every level's channel count
     regularizer: str = "kl"  # "kl" (diagonal Gaussian posterior) or "vq" (vector-quantized codebook)
     codebook_size: int = 512  # VQ: number of codebook vectors K
@@ -51,12 +53,17 @@ class AutoencoderConfig:
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
+        self.attention_resolutions = tuple(self.attention_resolutions)
         if self.regularizer not in ("kl", "vq"):
             raise ValueError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
         if self.vq_latent not in ("pre_quant", "quantized"):
             raise ValueError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
         if not 1 <= len(self.channel_mult) <= 6:
             raise ValueError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
+        rates = [2**i for i in range(len(self.channel_mult))]
+        if any(r not in rates for r in self.attention_resolutions):
+            raise ValueError(f"attention_resolutions {self.attention_resolutions} must be downsampling rates of this "
+                             f"autoencoder, some of {rates}")
         bad = [self.base_channels * m for m in self.channel_mult if (self.base_channels * m) % self.norm_groups]
         if bad:
             raise ValueError(f"channels {bad} are not divisible by norm_groups={self.norm_groups}; change norm_groups")
@@ -169,14 +176,19 @@ class Upsample(nn.Module):
 
 
 class Level(nn.Module):
-    def __init__(self, blocks: list[nn.Module], resample: nn.Module):
+    """ResNet blocks, each followed by self-attention when `attns` is given (one per block), then the resampling."""
+
+    def __init__(self, blocks: list[nn.Module], resample: nn.Module, attns: list[nn.Module] = ()):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.attns = nn.ModuleList(attns)  # empty: no attention at this level (and no state-dict keys)
         self.resample = resample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if len(self.attns):
+                x = self.attns[i](x)
         return self.resample(x)
 
 
@@ -191,7 +203,8 @@ class Encoder(nn.Module):
         levels, cin = [], chs[0]
         for i, ch in enumerate(chs):
             blocks = [ResBlock(cin if j == 0 else ch, ch, g) for j in range(cfg.num_res_blocks)]
-            levels.append(Level(blocks, Downsample(ch) if i < len(chs) - 1 else nn.Identity()))
+            attns = [SelfAttention(ch, g) for _ in blocks] if 2**i in cfg.attention_resolutions else []
+            levels.append(Level(blocks, Downsample(ch) if i < len(chs) - 1 else nn.Identity(), attns))
             cin = ch
         self.down = nn.ModuleList(levels)
         self.mid = MidBlock(chs[-1], g, cfg.attention)
@@ -217,7 +230,9 @@ class Decoder(nn.Module):
         levels, cin = [], chs[0]
         for i, ch in enumerate(chs):
             blocks = [ResBlock(cin if j == 0 else ch, ch, g) for j in range(cfg.num_res_blocks + 1)]
-            levels.append(Level(blocks, Upsample(ch) if i < len(chs) - 1 else nn.Identity()))
+            rate = 2 ** (len(chs) - 1 - i)  # levels run from the lowest resolution up
+            attns = [SelfAttention(ch, g) for _ in blocks] if rate in cfg.attention_resolutions else []
+            levels.append(Level(blocks, Upsample(ch) if i < len(chs) - 1 else nn.Identity(), attns))
             cin = ch
         self.up = nn.ModuleList(levels)
         self.norm_out = _norm(chs[-1], g)
@@ -593,6 +608,9 @@ def diffusers_config(config: AutoencoderConfig, scale_factor: float = 1.0, sampl
     """Keyword arguments for `diffusers.AutoencoderKL` matching a KL `AutoencoderConfig`."""
     if config.regularizer != "kl":
         raise ValueError("only KL autoencoders convert to diffusers.AutoencoderKL (VQ has no AutoencoderKL twin)")
+    if config.attention_resolutions:
+        raise ValueError(f"attention_resolutions={config.attention_resolutions} (attention inside the levels) has no "
+                         "conversion to diffusers.AutoencoderKL here; only middle-block attention converts")
     n = len(config.channel_mult)
     return dict(in_channels=config.in_channels, out_channels=config.in_channels,
                 down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,

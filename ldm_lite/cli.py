@@ -266,6 +266,25 @@ def _optional(base):
     return parse
 
 
+def cmd_convert(args) -> None:
+    """ldm-lite convert compvis CKPT --config YAML --out DIR | ldm-lite convert diffusers MODEL_DIR --out DIR"""
+    try:
+        from . import interop
+
+        if args.source == "compvis":
+            if args.config is None:
+                raise ValueError("convert compvis needs --config: the model's config.yaml from CompVis/latent-diffusion")
+            model = interop.from_compvis(args.path, args.config, ema=args.ema, first_stage_only=args.first_stage_only)
+            model.save_pretrained(args.out)
+        else:
+            from .ldm import LatentDiffusion
+
+            interop.to_diffusers(LatentDiffusion.from_pretrained(args.path), args.out)
+    except ImportError as e:  # the optional dependencies: say which, exit 2 like any user error
+        raise ValueError(f"{e}; install the extra with: pip install 'ldm-lite[interop]' (diffusers, pyyaml)") from e
+    log.info("wrote %s", args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ldm-lite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -422,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-eval", type=int, default=1000, help="held-out 32x32 images (and a fifth as many 64x64 canvases)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     g.set_defaults(func=cmd_train_segmenter)
+    cv = sub.add_parser("convert", help="in and out of the kit: CompVis latent-diffusion checkpoints -> ldm_lite "
+                                         "folders, ldm_lite LDMs -> diffusers folders")
+    cv.add_argument("source", choices=["compvis", "diffusers"],
+                    help="compvis: read a released .ckpt/.safetensors + its config.yaml; diffusers: write a "
+                         "LatentDiffusion folder as a diffusers folder (LDMPipeline when unconditional)")
+    cv.add_argument("path", type=Path, help="compvis: the checkpoint; diffusers: the ldm_lite model folder")
+    cv.add_argument("--config", type=Path, default=None, help="compvis: the model's config.yaml")
+    cv.add_argument("--out", type=Path, required=True, help="the folder to write (written atomically)")
+    cv.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                    help="compvis: the UNet's EMA weights (model_ema.*) or not (default: EMA when the checkpoint has it)")
+    cv.add_argument("--first-stage-only", action="store_true", help="compvis: write only an LDM's first stage")
+    cv.set_defaults(func=cmd_convert)
     return p
 
 

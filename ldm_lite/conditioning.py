@@ -97,10 +97,11 @@ class ClassConditionerConfig:
     num_classes: int = 6  # number of classes (shapes: the 6 kinds)
     dim: int = 128  # d: features per context token (= the UNet's context_dim)
     label_key: str = "label"  # which batch field holds the class index
+    null_class: bool = True  # a last row for ∅ (guidance); False: the table has num_classes rows (reference cin256 v1)
 
 
 class ClassConditioner(Pretrained, Conditioner):
-    """y -> one token e_y (B, 1, d); row `num_classes` is the null class ∅ used for guidance."""
+    """y -> one token e_y (B, 1, d); row `num_classes` is the null class ∅ used for guidance (unless null_class=False)."""
 
     config_class = ClassConditionerConfig
     usage = "labels=[...] (class indices)"
@@ -108,7 +109,7 @@ class ClassConditioner(Pretrained, Conditioner):
     def __init__(self, config: ClassConditionerConfig | None = None):
         super().__init__()
         self.config = config or ClassConditionerConfig()
-        self.embedding = nn.Embedding(self.config.num_classes + 1, self.config.dim)
+        self.embedding = nn.Embedding(self.config.num_classes + int(self.config.null_class), self.config.dim)
 
     @property
     def context_dim(self) -> int:
@@ -120,13 +121,17 @@ class ClassConditioner(Pretrained, Conditioner):
         labels = torch.as_tensor(batch[self.config.label_key], device=self.embedding.weight.device).long()
         if labels.ndim != 1:
             raise ValueError(f"class labels must be a 1-D tensor (B,), got shape {tuple(labels.shape)}")
-        bad = (labels < 0) | (labels > self.config.num_classes)
+        bad = (labels < 0) | (labels >= self.embedding.num_embeddings)
         if bool(bad.any()):
-            raise ValueError(f"class labels must lie in 0..{self.config.num_classes - 1} "
-                             f"(or {self.config.num_classes} for ∅); got {labels[bad][:5].tolist()}")
+            null = f" (or {self.config.num_classes} for ∅)" if self.config.null_class else ""
+            raise ValueError(f"class labels must lie in 0..{self.config.num_classes - 1}{null}; "
+                             f"got {labels[bad][:5].tolist()}")
         return Condition(context=self.embedding(labels)[:, None, :])  # (B, 1, d)
 
     def null(self, batch_size: int) -> Condition:
+        if not self.config.null_class:
+            raise ValueError("this class embedder has no ∅ row (null_class=False, like the reference's cin256 v1), so "
+                             "it cannot give an unconditional context; sample with guidance_scale=1.0")
         idx = torch.full((batch_size,), self.config.num_classes, device=self.embedding.weight.device)
         return Condition(context=self.embedding(idx)[:, None, :])  # (B, 1, d)
 

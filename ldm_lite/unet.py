@@ -50,6 +50,10 @@ class UNetConfig:
     scale_shift_norm: bool = False  # inject t as GroupNorm scale and shift (ADM) instead of adding it
     norm_groups: int = 32  # GroupNorm groups; every width must be divisible by it
     use_checkpoint: bool = False  # gradient checkpointing per block (less memory, ~30% slower training)
+    num_heads: int | None = None  # fixed heads per attention layer (the reference's num_heads); None: width // head_dim
+    resblock_updown: bool = False  # resample with ResBlocks (avg-pool / nearest inside; BigGAN, reference's churches)
+    norm_eps: float = 1e-6  # GroupNorm eps of ResBlocks, self-attention blocks and the output (reference: 1e-5)
+    attention_qkv_bias: bool = False  # bias on the self-attention blocks' q, k, v projection (the reference has one)
 
     @classmethod
     def small(cls, in_channels: int = 3, context_dim: int | None = None, **overrides) -> UNetConfig:
@@ -77,7 +81,11 @@ class UNetConfig:
             if width % self.norm_groups:
                 raise ValueError(f"width {width} is not divisible by norm_groups={self.norm_groups}; change model_channels")
             attends = 2**level in self.attention_resolutions or level == levels - 1  # the middle block always attends
-            if attends and width % self.head_dim:
+            if attends and self.num_heads is not None:
+                if width % self.num_heads:
+                    raise ValueError(f"width {width} is not divisible by num_heads={self.num_heads}; pick a head count "
+                                     "dividing it")
+            elif attends and width % self.head_dim:
                 raise ValueError(f"width {width} is not divisible by head_dim={self.head_dim}; pick a head_dim dividing it")
 
 
@@ -92,23 +100,38 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, + time embedding, GroupNorm-SiLU-dropout-conv, + skip (1×1 conv if widths differ)."""
+    """GroupNorm-SiLU-conv, + time embedding, GroupNorm-SiLU-dropout-conv, + skip (1×1 conv if widths differ).
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool, groups: int):
+    `resample="down"` / `"up"`: the block also halves (2×2 average pool) / doubles (nearest) the resolution, of the
+    main path between SiLU and the first conv and of the skip path (BigGAN; the reference's `resblock_updown`)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, scale_shift: bool, groups: int,
+                 eps: float = 1e-6, resample: str | None = None):
         super().__init__()
-        self.scale_shift = scale_shift
-        self.norm1 = nn.GroupNorm(groups, c_in, eps=1e-6)
+        if resample not in (None, "down", "up"):
+            raise ValueError(f"resample must be None, 'down' or 'up', got {resample!r}")
+        self.scale_shift, self.resample = scale_shift, resample
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=eps)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
-        self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-6)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path, as in the reference (zero_module)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
+    def _resample(self, x: Tensor) -> Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # x (B, c_in, H, W), emb (B, emb_dim) -> (B, c_out, H, W)
-        h = self.conv1(F.silu(self.norm1(x)))
+        if self.resample is None:
+            h = self.conv1(F.silu(self.norm1(x)))
+        else:  # (B, c, H, W) -> (B, c, H/2, W/2) or (B, c, 2H, 2W)
+            h = self.conv1(self._resample(F.silu(self.norm1(x))))
+            x = self._resample(x)
         e = self.emb(F.silu(emb))[:, :, None, None]
         if self.scale_shift:  # ADM's AdaGN: norm(h) (1 + scale) + shift
             scale, shift = e.chunk(2, dim=1)
@@ -141,8 +164,8 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H/2, W/2)
-        return self.conv(x)
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, C, H, W) -> (B, C, H/2, W/2)
+        return self.conv(x)  # emb unused: the same call as a resampling ResBlock
 
 
 class Upsample(nn.Module):
@@ -150,8 +173,8 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # emb unused, as in Downsample
 
 
 class UNet(nn.Module, Pretrained):
@@ -175,8 +198,11 @@ class UNet(nn.Module, Pretrained):
         self.time_mlp = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.conv_in = nn.Conv2d(c.in_channels + c.concat_channels, mc, 3, padding=1)
 
+        def resblock(c_in: int, c_out: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(c_in, c_out, emb_dim, c.dropout, c.scale_shift_norm, c.norm_groups, c.norm_eps, resample)
+
         def block(c_in: int, c_out: int, attend: bool) -> Block:
-            res = ResBlock(c_in, c_out, emb_dim, c.dropout, c.scale_shift_norm, c.norm_groups)
+            res = resblock(c_in, c_out)
             attn = self._attention(c_out) if attend else None
             return Block(res, attn, c.use_checkpoint)
 
@@ -192,7 +218,7 @@ class UNet(nn.Module, Pretrained):
                 skip_widths.append(ch)
             self.down.append(blocks)
             if level < len(widths) - 1:
-                self.downsample.append(Downsample(ch))
+                self.downsample.append(resblock(ch, ch, "down") if c.resblock_updown else Downsample(ch))
                 skip_widths.append(ch)
         self.mid1, self.mid2 = block(ch, ch, True), block(ch, ch, False)
 
@@ -205,8 +231,8 @@ class UNet(nn.Module, Pretrained):
                 ch = width
             self.up.append(blocks)
             if level > 0:
-                self.upsample.append(Upsample(ch))
-        self.norm_out = nn.GroupNorm(c.norm_groups, ch, eps=1e-6)
+                self.upsample.append(resblock(ch, ch, "up") if c.resblock_updown else Upsample(ch))
+        self.norm_out = nn.GroupNorm(c.norm_groups, ch, eps=c.norm_eps)
         self.conv_out = nn.Conv2d(ch, c.out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # ε̂ = 0 at initialisation
         nn.init.zeros_(self.conv_out.bias)
@@ -214,8 +240,9 @@ class UNet(nn.Module, Pretrained):
     def _attention(self, channels: int) -> nn.Module:
         c = self.config
         if c.context_dim is None:
-            return AttentionBlock(channels, c.head_dim, c.norm_groups)
-        return SpatialTransformer(channels, c.head_dim, c.context_dim, c.transformer_depth, c.dropout, c.norm_groups)
+            return AttentionBlock(channels, c.head_dim, c.norm_groups, c.num_heads, c.attention_qkv_bias, c.norm_eps)
+        return SpatialTransformer(channels, c.head_dim, c.context_dim, c.transformer_depth, c.dropout, c.norm_groups,
+                                  c.num_heads)
 
     @property
     def levels(self) -> int:
@@ -263,14 +290,14 @@ class UNet(nn.Module, Pretrained):
                 h = blk(h, emb, context)
                 skips.append(h)
             if level < self.levels - 1:
-                h = self.downsample[level](h)  # (B, C, H/2^(level+1), W/2^(level+1))
+                h = self.downsample[level](h, emb)  # (B, C, H/2^(level+1), W/2^(level+1))
                 skips.append(h)
         h = self.mid2(self.mid1(h, emb, context), emb, context)
         for i, blocks in enumerate(self.up):
             for blk in blocks:
                 h = blk(torch.cat([h, skips.pop()], dim=1), emb, context)
             if i < self.levels - 1:
-                h = self.upsample[i](h)
+                h = self.upsample[i](h, emb)
         return self.conv_out(F.silu(self.norm_out(h))).contiguous()  # (B, C_out, H, W), standard layout
 
     # ------------------------------------------------------------------ attention maps for the notebooks
