@@ -249,6 +249,7 @@ def test_train_from_a_latent_cache_resumes_and_ships_the_full_model(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), fresh.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():
     from ldm_lite import conditional
     from ldm_lite.classifier import MNISTClassifier, ShapesClassifier

@@ -57,6 +57,7 @@ def test_loads_the_shipped_checkpoint_unless_told_not_to(tmp_path, monkeypatch):
     assert source.startswith("trained now")
 
 
+@pytest.mark.slow
 def test_training_data_by_name_and_clear_error(tmp_path):
     train, held = R.training_data("shapes", resolution=16, n_train=10)
     assert len(train) == 10 and len(held) == 512 and train[0]["image"].shape == (3, 16, 16)

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from ldm_lite import cli
 from ldm_lite.checkpoint import recover_dir
+from ldm_lite.ldm import LatentDiffusion
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "data" / "pretrained"
@@ -25,8 +26,8 @@ TINY = {
     "benchmarks/bench_exercises.py": (["--smoke"], "| conv2d_flops | True |"),
     "benchmarks/bench_image_to_image.py": (["--smoke", "--out", "{tmp}/i2i"], "## Semantic synthesis"),
     "benchmarks/bench_training_loop.py": (["--smoke"], "| train_ldm, latent cache |"),
-    "benchmarks/bench_unet.py": (["--smoke", "--out", "{tmp}/unet.md"], "| latent 8×8×3 + cross-attn"),
-    "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| 4 | 3x8x8 |"),
+    "benchmarks/bench_unet.py": (["--smoke", "--out", "{tmp}/unet.md"], "+ cross-attn (L=8, d=64) | sample |"),
+    "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| f | latent |"),
     "scripts/compare_beta_schedules.py": (["--smoke", "--out", "{tmp}/beta"], "| 0.0015 -> 0.0195 (paper) |"),
     "scripts/crash_soak.py": (["--smoke"], "1/1 finished runs bit-identical"),
     "scripts/evaluate_conditional.py": (["--smoke", "--model", str(PRETRAINED / "ldm-kl-f4-shapes32-text"),
@@ -37,11 +38,7 @@ TINY = {
     "scripts/ship_image_to_image.py": None,  # test_ship_image_to_image_is_atomic
 }
 NO_SMOKE_FLAG = {"guidance_curve.py", "ship_image_to_image.py"}  # they train nothing: paths make them tiny
-# the slowest at their tiny size (~10-25 s each on a busy 2-core machine): `make test` only
-SLOW = {"benchmarks/bench_exercises.py", "benchmarks/bench_unet.py", "benchmarks/run_tradeoff.py",
-        "scripts/crash_soak.py", "scripts/evaluate_conditional.py", "scripts/compare_beta_schedules.py",
-        "benchmarks/bench_image_to_image.py", "benchmarks/bench_training_loop.py", "benchmarks/bench_autoencoder.py",
-        "scripts/main_job_recipe.py"}
+FAST = {"scripts/guidance_curve.py"}  # plots only; the others train or sample (5-25 s each): `slow`
 
 
 def env(tmp_path: Path, **extra: str) -> dict:
@@ -89,7 +86,7 @@ def test_every_script_answers_help_without_starting_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "--help wrote files"
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=[pytest.mark.slow] if s in SLOW else [])
+@pytest.mark.parametrize("script", [pytest.param(s, marks=[] if s in FAST else [pytest.mark.slow])
                                     for s in SCRIPTS if TINY[s] is not None])
 def test_script_runs_at_a_tiny_size(script, tmp_path):
     args, expect = TINY[script]
@@ -100,10 +97,11 @@ def test_script_runs_at_a_tiny_size(script, tmp_path):
     assert expect in r.stdout, r.stdout[-3000:]
     if script == "scripts/evaluate_conditional.py":
         metrics = json.loads((tmp / "metrics.json").read_text())
-        assert 0 <= metrics["guidance_1"]["single_kind_and_color"] <= 1
+        assert "guidance_1" in metrics and "--smoke" in metrics["command"].split()
         assert (tmp / "grid.png").stat().st_size > 1000
         shipped = sorted(p.name for p in (tmp / "shipped").iterdir())
         assert shipped == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+        LatentDiffusion.from_pretrained(tmp / "shipped")  # a model folder that loads
     if script == "scripts/guidance_curve.py":
         assert (tmp / "curve.png").stat().st_size > 10_000
 
@@ -127,6 +125,7 @@ def fake_run(folder: Path, weights: torch.Tensor, loss: float) -> None:
     (folder / "history.json").write_text(json.dumps({"step": list(range(200)), "loss": [loss] * 200}))
 
 
+@pytest.mark.slow
 def test_ship_image_to_image_is_atomic(tmp_path):
     runs, dest, bench = tmp_path / "runs", tmp_path / "pretrained", tmp_path / "bench.json"
     bench.write_text(json.dumps({"sr": {"rows": [{"method": "bicubic up-sampling", "psnr": 21.5},
