@@ -195,13 +195,13 @@ def main() -> None:
     if args.smoke:  # the tiny sizes, unless a flag sets its own
         ap.set_defaults(**SMOKE)
         args = ap.parse_args()
+    unknown = sorted(set(args.configs.split(",")) - set(CASES))
+    if unknown:
+        ap.error(f"--configs: unknown {unknown}; choose from {list(CASES)}")
     torch.set_num_threads(args.threads)
     import diffusers
 
     rows, details, ceilings = [], [], []
-    unknown = sorted(set(args.configs.split(",")) - set(CASES))
-    if unknown:
-        ap.error(f"--configs: unknown {unknown}; choose from {list(CASES)}")
     for key in args.configs.split(","):
         case = CASES[key]
         r = bench_case(case, args.batch, args.repeats, args.warmup, lambda: matmul_ceiling(args.ceiling_size))
