@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ldm_lite.autoencoder import Autoencoder, AutoencoderConfig, to_diffusers  # noqa: E402
 from ldm_lite.runtime import pick_device  # noqa: E402
 
+SMOKE = {"resolution": 16, "batch_size": 2, "steps": 1, "repeats": 1, "threads": 1}  # --smoke: seconds, for tests
+
 
 def ours_step(ae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     posterior = ae.encode(x)
@@ -60,7 +62,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = p.parse_args()
+    if args.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -10,6 +10,7 @@ benchmarks/results/image_to_image.json and .md (tables). DDIM with --steps steps
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -23,12 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ldm_lite import image_to_image as i2i  # noqa: E402
 from ldm_lite.classifier import ShapesClassifier  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
-from ldm_lite.paths import pretrained  # noqa: E402
+from ldm_lite.paths import OUTPUTS_DIR, pretrained  # noqa: E402
 from ldm_lite.segmenter import load_segmenter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {"sr-bicubic": ("sr", "bicubic"), "sr-realistic": ("sr", "realistic"), "inpaint": ("inpaint", "bicubic"),
         "semantic": ("semantic", "bicubic")}
+SMOKE = {"steps": 2, "n_sr": 2, "n_real": 8, "n_inpaint": 2, "n_semantic": 1, "threads": 1,  # --smoke: for tests
+         "out": str(OUTPUTS_DIR / "smoke" / "image_to_image")}  # (not over the committed results)
 
 
 def load(models: str | None, run: str):
@@ -70,11 +73,17 @@ def main() -> None:
     p.add_argument("--models", default=None, help="folder with <run>/model for each run (default: shipped models)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per sample")
     p.add_argument("--n-sr", type=int, default=256)
+    p.add_argument("--n-real", type=int, default=1000, help="held-out images the SR FID compares with")
     p.add_argument("--n-inpaint", type=int, default=128)
-    p.add_argument("--only", nargs="*", default=["sr", "inpaint", "semantic"])
-    p.add_argument("--out", default=str(RESULTS / "image_to_image"))
+    p.add_argument("--n-semantic", type=int, default=None, help="maps per size (default: the study's own counts)")
+    p.add_argument("--only", nargs="*", default=["sr", "inpaint", "semantic"], choices=["sr", "inpaint", "semantic"])
+    p.add_argument("--out", default=str(RESULTS / "image_to_image"), help="writes <out>.json and <out>.md")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     a = p.parse_args()
+    if a.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        a = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -87,7 +96,7 @@ def main() -> None:
         t = time.perf_counter()
         (bic, pb), (real, pr) = load(a.models, "sr-bicubic"), load(a.models, "sr-realistic")
         rows = i2i.sr_study({"LDM-SR trained on bicubic": bic, "LDM-SR trained on realistic": real}, n=a.n_sr,
-                            steps=a.steps, classifier=classifier)
+                            steps=a.steps, classifier=classifier, n_real=a.n_real)
         results["sr"] = {"rows": rows, "models": [pb, pr], "seconds": round(time.perf_counter() - t, 1),
                          "command": command, "sampler": f"ddim, {a.steps} steps"}
     if "inpaint" in a.only:
@@ -99,7 +108,10 @@ def main() -> None:
     if "semantic" in a.only:
         t = time.perf_counter()
         ldm, path = load(a.models, "semantic")
-        rows = i2i.semantic_study(ldm, segmenter, steps=a.steps)
+        study_sizes = inspect.signature(i2i.semantic_study).parameters["sizes"].default  # (side, canvas, n) each
+        sizes = {} if a.n_semantic is None else {"sizes": tuple((side, canvas, a.n_semantic)
+                                                                 for side, canvas, _ in study_sizes)}
+        rows = i2i.semantic_study(ldm, segmenter, steps=a.steps, **sizes)
         results["semantic"] = {"rows": rows, "model": path, "seconds": round(time.perf_counter() - t, 1),
                          "command": command, "sampler": f"ddim, {a.steps} steps"}
     md = markdown(results)

@@ -47,6 +47,8 @@ from ldm_lite.train import train_ldm  # noqa: E402
 from ldm_lite.unet import UNet, UNetConfig  # noqa: E402
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process: robust to other jobs)
+SMOKE = {"threads": 1, "batch": 4, "width": 32, "steps": 2, "rounds": 1, "n_images": 64,  # --smoke: seconds, for tests
+         "ceiling_size": 256}
 
 
 def sync(device: torch.device) -> None:
@@ -121,7 +123,13 @@ def main() -> None:
                    "reduce-overhead = CUDA graphs; none on the CPU)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time (on a shared CPU machine, insensitive to other processes)")
+    p.add_argument("--n-images", type=int, default=2_000, help="training images (at least batch x (steps + 8))")
+    p.add_argument("--ceiling-size", type=int, default=2048, help="side of the matmul that measures the ceiling")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = p.parse_args()
+    if args.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        args = p.parse_args()
     global CLOCK
     if args.clock == "cpu":
         if pick_device(args.device).type == "cuda":
@@ -134,7 +142,7 @@ def main() -> None:
     bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
     ae, source = recipes.get_autoencoder("kl", 4, "shapes", device=dev)
-    images = datasets.shapes(32, n=max(2_000, args.batch * (args.steps + 8)), seed=0, max_shapes=1)
+    images = datasets.shapes(32, n=max(args.n_images, args.batch * (args.steps + 8)), seed=0, max_shapes=1)
     t0 = time.perf_counter()
     cache = LatentCache(images, ae, device=dev, progress=False)
     sync(dev)
@@ -162,7 +170,7 @@ def main() -> None:
     probe = build(ae, args.width).to(dev)
     z = torch.randn(args.batch, *probe.latent_shape, device=dev)
     flops = count_flops(lambda: probe.unet(z, torch.zeros(args.batch, dtype=torch.long, device=dev)), backward=True)
-    ceiling = matmul_ceiling(repeats=5, device=dev, clock=CLOCK)
+    ceiling = matmul_ceiling(args.ceiling_size, repeats=5, device=dev, clock=CLOCK)
     bare = per_round["bare UNet step"]
     fastest_bare = [min(vals) for vals in zip(*(v for k, v in per_round.items() if k.startswith("bare")))]
     rows = []
@@ -180,7 +188,7 @@ def main() -> None:
     print(format_table(rows))
     achieved = flops / statistics.median(bare) / 1e9
     print(f"\nbare step: {flops / 1e9:.1f} GFLOP (torch.utils.flop_counter) -> {achieved:.1f} GFLOP/s = "
-          f"{achieved / ceiling:.0%} of the fp32 matmul ceiling ({ceiling:.1f} GFLOP/s, 2048² matmul, same clock)")
+          f"{achieved / ceiling:.0%} of the fp32 matmul ceiling ({ceiling:.1f} GFLOP/s, {args.ceiling_size}² matmul, same clock)")
 
 
 if __name__ == "__main__":

@@ -38,17 +38,29 @@ from ldm_lite.unet import UNet, UNetConfig  # noqa: E402
 
 @dataclass
 class Case:
-    name: str
+    space: str  # "pixel" or "latent"
     ours: UNetConfig
-    shape: tuple[int, int, int]  # (C, H, W)
+    size: int  # H = W of the input
     context: tuple[int, int] | None  # (L, d) or None
+    note: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W), with C the channels the config takes (so a changed preset cannot feed the wrong shape)."""
+        return (self.ours.in_channels, self.size, self.size)
+
+    @property
+    def name(self) -> str:
+        c, h, w = self.shape
+        return f"{self.space} {h}×{w}×{c}{self.note}"
 
 
 CASES = {
-    "pixel32": Case("pixel 32×32×3 (LDM-1)", UNetConfig.pixel32(), (3, 32, 32), None),
-    "latent8": Case("latent 8×8×4 (LDM-4)", UNetConfig.small(), (4, 8, 8), None),
-    "latent8-cond": Case("latent 8×8×4 + cross-attn (L=8, d=64)", UNetConfig.small(context_dim=64), (4, 8, 8), (8, 64)),
+    "pixel32": Case("pixel", UNetConfig.pixel32(), 32, None, " (LDM-1)"),
+    "latent8": Case("latent", UNetConfig.small(), 8, None, " (LDM-4)"),
+    "latent8-cond": Case("latent", UNetConfig.small(context_dim=64), 8, (8, 64), " + cross-attn (L=8, d=64)"),
 }
+SMOKE = {"batch": 1, "repeats": 1, "warmup": 0, "threads": 1, "ceiling_size": 256}  # --smoke: seconds, for tests
 
 
 def diffusers_twin(cfg: UNetConfig, size: int) -> torch.nn.Module:
@@ -176,15 +188,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ceiling-size", type=int, default=2048, help="side of the matmul that measures the ceiling")
     ap.add_argument("--out", default=None, help="also write the markdown table to this file")
+    ap.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = ap.parse_args()
+    if args.smoke:  # the tiny sizes, unless a flag sets its own
+        ap.set_defaults(**SMOKE)
+        args = ap.parse_args()
+    unknown = sorted(set(args.configs.split(",")) - set(CASES))
+    if unknown:
+        ap.error(f"--configs: unknown {unknown}; choose from {list(CASES)}")
     torch.set_num_threads(args.threads)
     import diffusers
 
     rows, details, ceilings = [], [], []
     for key in args.configs.split(","):
         case = CASES[key]
-        r = bench_case(case, args.batch, args.repeats, args.warmup, matmul_ceiling)
+        r = bench_case(case, args.batch, args.repeats, args.warmup, lambda: matmul_ceiling(args.ceiling_size))
         ceiling = statistics.median(r["ceilings"])
         ceilings += r["ceilings"]
         for mode, fi in (("train", 0), ("sample", 1)):
@@ -202,7 +222,7 @@ def main() -> None:
     lines = [
         f"torch {torch.__version__}, diffusers {diffusers.__version__}, {platform.processor() or platform.machine()}, "
         f"threads={torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, batch {args.batch}, "
-        f"{args.repeats} repeats (median). fp32 ceiling: a 2048² matmul timed once per round (best of 3), "
+        f"{args.repeats} repeats (median). fp32 ceiling: a {args.ceiling_size}² matmul timed once per round (best of 3), "
         f"{min(ceilings):.0f}-{max(ceilings):.0f} GFLOP/s over the run (other processes share the cores); "
         "each config's % uses the median of its own rounds.",
         "",

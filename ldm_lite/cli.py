@@ -216,7 +216,7 @@ def cmd_bench(args) -> None:
         scripts = [s for s in scripts if args.only in s.name]
     for script in scripts:
         log.info("running %s", script.name)
-        subprocess.run([sys.executable, str(script)], check=True)
+        subprocess.run([sys.executable, str(script), *(["--smoke"] if args.smoke else [])], check=True)
 
 
 def cmd_train_classifier(args) -> None:  # = train shapes-classifier-32
@@ -409,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run the benchmark scripts in benchmarks/ (prints markdown tables)")
     b.add_argument("--only", default=None, help="run only scripts whose name contains this")
+    b.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): checks that they run, measures nothing")
     b.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("experiment", help="the paper's experiments; tradeoff: LDM-{1,2,4,8,16} at equal budget")

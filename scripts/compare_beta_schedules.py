@@ -26,6 +26,7 @@ from ldm_lite.paths import OUTPUTS_DIR, PRETRAINED_DIR  # noqa: E402
 
 SCHEDULES = {"0.0015 -> 0.0195 (paper)": ll.schedule.Schedule.ldm,
              "0.00085 -> 0.012 (Stable Diffusion; the kit's default)": ll.schedule.Schedule.stable_diffusion}
+SMOKE = {"steps": 2, "batch_size": 4, "warmup": 1, "samples": 4, "sample_steps": 2, "n_real": 8}  # --smoke: tests
 
 
 def main() -> None:
@@ -37,8 +38,14 @@ def main() -> None:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--n-real", type=int, default=1_000)
+    p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps per sample")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=OUTPUTS_DIR / "compare-beta", help="training runs go under here")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = p.parse_args()
+    if args.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
@@ -47,22 +54,24 @@ def main() -> None:
     held_out = ll.datasets.shapes(32, n=args.n_real, seed=1, max_shapes=1)
     real = torch.stack([held_out[i]["image"] for i in range(args.n_real)])
     classifier = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
-    noise = torch.randn((args.samples, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    c, h, w = ae.latent_shape(32, 32)
+    noise = torch.randn((args.samples, c, h, w), generator=torch.Generator().manual_seed(0))
     rows = []
     for name, make in SCHEDULES.items():
         torch.manual_seed(0)
-        ldm = ll.ldm.LatentDiffusion(ae, ll.unet.UNet(ll.unet.UNetConfig.small(in_channels=3)), schedule=make())
+        ldm = ll.ldm.LatentDiffusion(ae, ll.unet.UNet(ll.unet.UNetConfig.small(in_channels=c)), schedule=make())
         t0 = time.perf_counter()
         hist = ll.train.train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                   warmup=args.warmup, ema=args.ema, device="cpu", progress=False, seed=0,
-                                  out_dir=OUTPUTS_DIR / "compare-beta" / name.split()[2], checkpoint_every=args.steps)
+                                  out_dir=args.out / name.split()[2], checkpoint_every=args.steps)
         train_s = time.perf_counter() - t0
-        samples = torch.cat([ldm.sample(noise=z, n=len(z), sampler="ddim", steps=50) for z in noise.split(64)])
+        samples = torch.cat([ldm.sample(noise=z, n=len(z), sampler="ddim", steps=args.sample_steps)
+                             for z in noise.split(64)])
         score = evaluate_samples(samples, real, classifier)
         tail = hist["loss"][-min(100, len(hist["loss"])):]
         rows.append((name, sum(tail) / len(tail), score, train_s))
-    print(f"\n{args.steps} steps, batch {args.batch_size}, lr {args.lr}, EMA {args.ema}; {args.samples} DDIM-50 samples "
-          f"vs {args.n_real} held-out images\n")
+    print(f"\n{args.steps} steps, batch {args.batch_size}, lr {args.lr}, EMA {args.ema}; {args.samples} "
+          f"DDIM-{args.sample_steps} samples vs {args.n_real} held-out images\n")
     print("| β schedule | loss (last 100 logged) | recognisable | FID (classifier features) | train s |")
     print("|---|---|---|---|---|")
     for name, loss, score, train_s in rows:

@@ -31,6 +31,7 @@ from ldm_lite.checkpoint import read_json, recover_dir  # noqa: E402
 from ldm_lite.ldm import LatentDiffusion  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HELPERS)]), "OMP_WAIT_POLICY": "PASSIVE"}
+SMOKE = {"kills": 1, "steps": 4}  # --smoke: one kill (seconds), for tests
 
 
 def start(out: Path, steps: int) -> subprocess.Popen:
@@ -45,7 +46,11 @@ def main() -> None:
     p.add_argument("--min-delay", type=float, default=0.3, help="kill delay, as a fraction of one uninterrupted run")
     p.add_argument("--max-delay", type=float, default=1.1, help="(so runs progress on a slow or busy machine too)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = p.parse_args()
+    if args.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        args = p.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="crash-soak-"))
     ref_dir = work / "reference"

@@ -26,6 +26,19 @@ import torch
 from ldm_lite import conditional, plotting
 from ldm_lite.recipes import ship
 
+SMOKE = {"n": 2, "guidance": [1.0], "steps": 2, "n_real": 8}  # --smoke: seconds, for tests
+
+
+def flags(args: argparse.Namespace, leave_out: tuple[str, ...]) -> str:
+    """The command-line flags that give `args` (those set, less `leave_out`), for the metrics' "command"."""
+    out = []
+    for k, v in vars(args).items():
+        if v is None or v is False or v == "" or k in leave_out:
+            continue
+        flag = "--" + k.replace("_", "-")
+        out.append(flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}")
+    return " ".join(out)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +55,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--ship", default=None, help="name under data/pretrained/ to ship the model as")
     p.add_argument("--train-command", default="", help="the command that trained it (for the README)")
+    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     a = p.parse_args()
+    if a.smoke:  # the tiny sizes, unless a flag sets its own
+        p.set_defaults(**SMOKE)
+        a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -53,9 +70,7 @@ def main() -> None:
     metrics = conditional.evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)
     batch = conditional.example_conditions(ldm)
     metrics["evaluation_seconds"] = round(time.perf_counter() - t0, 1)
-    metrics["command"] = "python scripts/evaluate_conditional.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(a).items() if v not in (None, "") and k not in ("ship", "train_command", "samples"))
+    metrics["command"] = "python scripts/evaluate_conditional.py " + flags(a, ("ship", "train_command", "samples"))
     train_json = path.parent / "train.json"
     if train_json.exists():
         metrics["training"] = json.loads(train_json.read_text())

@@ -10,8 +10,8 @@ that `ldm-lite evaluate --guidance ...` wrote for the shipped text-to-image and 
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +26,8 @@ CURVES = {  # file -> (metric, label) drawn on the accuracy axis
 }
 
 
-def main(folder: Path) -> None:
+def plot(folder: Path) -> plt.Figure:
+    """The two panels from `folder`/text.json and layout.json."""
     fig, (acc, fid) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, metrics in CURVES.items():
         runs = json.loads((folder / name).read_text())
@@ -42,8 +43,20 @@ def main(folder: Path) -> None:
     acc.legend(fontsize=8)
     fid.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "curve.png", dpi=110)
+    return fig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", nargs="?", type=Path, default=Path("benchmarks/results/guidance"),
+                   help="folder with text.json and layout.json (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="the figure to write (default: <folder>/curve.png)")
+    args = p.parse_args()
+    missing = [name for name in CURVES if not (args.folder / name).is_file()]
+    if missing:
+        p.error(f"{args.folder} has no {' or '.join(missing)}; write them with `ldm-lite evaluate` as above")
+    plot(args.folder).savefig(args.out or args.folder / "curve.png", dpi=110)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/guidance"))
+    main()

@@ -5,6 +5,7 @@ at each count, as the main job does (share recognisable, FID on ShapesClassifier
 
 Used to choose `MainConfig` (lr, batch, the `min_ldm_steps` floor); each count resumes the same run, so the points
 lie on one training curve (the learning rate is constant after warm-up). Results go to outputs/recipe/NAME.
+--smoke starts from the main job's smoke configuration (`MainConfig.for_device(..., smoke=True)`) instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,23 +33,29 @@ from ldm_lite.train import train_ldm  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
-    p.add_argument("--batch", type=int, default=MainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=MainConfig.lr)
-    p.add_argument("--warmup", type=int, default=MainConfig.warmup)
-    p.add_argument("--ema", type=float, default=MainConfig.ema)
-    p.add_argument("--width", type=int, default=MainConfig.model_channels)
-    p.add_argument("--evals", default="400,700,1000", help="step counts at which to judge samples")
+    p.add_argument("--batch", type=int, default=None, help=f"default: MainConfig's ({MainConfig.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"default: MainConfig's ({MainConfig.lr})")
+    p.add_argument("--warmup", type=int, default=None, help=f"default: MainConfig's ({MainConfig.warmup})")
+    p.add_argument("--ema", type=float, default=None, help=f"default: MainConfig's ({MainConfig.ema})")
+    p.add_argument("--width", type=int, default=None, help=f"default: MainConfig's ({MainConfig.model_channels})")
+    p.add_argument("--evals", default=None, help="step counts at which to judge samples (default 400,700,1000; "
+                   "with --smoke: the smoke config's steps)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("outputs/recipe"), help="the run goes to <out>/NAME")
+    p.add_argument("--smoke", action="store_true", help="the main job's smoke sizes (seconds; for tests, not numbers)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = MainConfig(batch_size=a.batch, lr=a.lr, warmup=a.warmup, ema=a.ema, model_channels=a.width)
-    out = Path("outputs/recipe") / a.name
     dev = torch.device("cpu")
+    base = MainConfig.for_device(dev, smoke=True) if a.smoke else MainConfig()
+    overrides = {"batch_size": a.batch, "lr": a.lr, "warmup": a.warmup, "ema": a.ema, "model_channels": a.width}
+    cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    evals = a.evals or (str(cfg.ldm_steps) if a.smoke else "400,700,1000")
+    out = a.out / a.name
     ae, _ = recipes.get_autoencoder("kl", 4, "shapes", device=dev)
     ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
     real = _images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=1, max_shapes=1), cfg.n_eval_real)
     cpu = 0.0
-    for n in (int(s) for s in a.evals.split(",")):
+    for n in (int(s) for s in evals.split(",")):
         torch.manual_seed(cfg.seed)
         ldm = build_ldm(cfg, ae)
         c0 = time.process_time()

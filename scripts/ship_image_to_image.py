@@ -5,12 +5,14 @@
 
 Copies config.json + model.safetensors of each trained run, writes metrics.json (training config, loss at the end,
 and the run's rows of benchmarks/results/image_to_image.json) and a README.md with the commands that made it.
+Each model folder is written beside its target and moved into place (`ldm_lite.recipes.ship`): a failed or
+interrupted run leaves the shipped model as it was.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +23,7 @@ sys.path.insert(0, str(REPO))
 from ldm_lite.image_to_image import ImageToImageConfig  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
+from ldm_lite.recipes import ship  # noqa: E402
 
 RUNS = {  # run folder -> (shipped name, task, what it is)
     "sr-bicubic": ("ldm-sr4-bicubic-shapes32", "sr",
@@ -67,18 +70,14 @@ or `ldm_lite.ldm.LatentDiffusion.from_pretrained("data/pretrained/{name}")`.
 """
 
 
-def ship_run(run: str, bench: dict) -> None:
+def ship_run(run: str, bench: dict, runs_dir: Path, dest: Path) -> None:
     name, args, what = RUNS[run]
-    src = REPO / "outputs" / "i2i" / run
-    dst = PRETRAINED_DIR / name
-    dst.mkdir(parents=True, exist_ok=True)
+    src = runs_dir / run
     model_dir, hist_file, cfg = src / "model", src / "history.json", None
     if run in SNAPSHOT:  # the run's model after its first session (all steps on one β schedule)
         steps = SNAPSHOT[run]
         model_dir, hist_file = src / f"model-{steps}", src / f"history-{steps}.json"
         cfg = asdict(ImageToImageConfig(task=run, steps=steps))
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(model_dir / f, dst / f)
     cfg = cfg or json.loads((src / "train_config.json").read_text())
     hist = json.loads(hist_file.read_text())
     key = {"sr-bicubic": "sr", "sr-realistic": "sr", "inpaint": "inpaint", "semantic": "semantic"}[run]
@@ -89,9 +88,9 @@ def ship_run(run: str, bench: dict) -> None:
                "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
                "evaluation_command": bench.get(key, {}).get("command"),
                "evaluation_sampler": bench.get(key, {}).get("sampler"), "wall_minutes": WALL[run]}
-    (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
     steps = metrics["steps_done"]
-    (dst / "README.md").write_text(f"""# {name}
+    command = f"ldm-lite train-ldm --condition {args} --batch-size 16 --steps {steps} --threads 1 --out outputs/i2i/{run}"
+    readme = f"""# {name}
 
 A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {what} (paper §3.3, §4.3-4.5).
 UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained {steps} steps of batch {cfg['batch_size']} on
@@ -100,10 +99,10 @@ shared 2-core CPU with 1 thread: {WALL[run]} minutes of wall clock.
 
 Made by (from the repository root; resumable, `outputs/i2i/{run}/checkpoint`{RESUMED.get(run, "")}):
 
-    ldm-lite train-ldm --condition {args} --batch-size 16 --steps {steps} --threads 1 --out outputs/i2i/{run}
+    {command}
 
-""" + readme_tail(metrics, rows, run, name))
-    print("shipped", dst)
+""" + readme_tail(metrics, rows, run, name)
+    print("shipped", ship_files(model_dir, dest / name, metrics, command, readme))
 
 
 FINE_TUNED = {  # run folder -> (the first run, whose shipped model it started from, and that run's steps of batch 16)
@@ -122,28 +121,27 @@ FT_NOTES = {"inpaint-ft": " The fine-tuning ran as `--steps 4000`, then resumed 
                           "constant after warm-up and batches are a function of (seed, step), so that equals one run."}
 
 
-def ship_fine_tuned(run: str, bench: dict, wall_minutes: str) -> None:
+def ship_fine_tuned(run: str, bench: dict, wall_minutes: str, runs_dir: Path, dest: Path) -> None:
     """Ship a run that fine-tuned a shipped model (`train-ldm --init`) in that model's place."""
     base, first_steps = FINE_TUNED[run]
     name, condition, what = RUNS[base]
     task = base.split("-")[0]
-    src, dst = REPO / "outputs" / "i2i" / run, PRETRAINED_DIR / name
+    src = runs_dir / run
     cfg = json.loads((src / "train_config.json").read_text())
     hist = json.loads((src / "history.json").read_text())
     steps = int(hist["step"][-1]) + 1
     rows = bench.get(task, {}).get("rows", [])
     if task == "sr":
         rows = [r for r in rows if base.split("-")[1] in r["method"] or r["method"].startswith("bicubic")]
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(src / "model" / f, dst / f)
     first = asdict(ImageToImageConfig(task=task, degradation=cfg["degradation"], steps=first_steps))
     metrics = {"what": what, "train_config": cfg, "first_stage_of_training": first,
                "steps_done": first_steps + steps, "loss_mean_last_100_steps": tail_mean(hist), "evaluation": rows,
                "evaluation_command": bench.get(task, {}).get("command"),
                "evaluation_sampler": bench.get(task, {}).get("sampler"), "wall_minutes_fine_tuning": wall_minutes}
-    (dst / "metrics.json").write_text(json.dumps(metrics, indent=1))
     flags = f"--init outputs/i2i/{base}/model" + (" --latent-cache" if cfg.get("latent_cache") else "")
-    (dst / "README.md").write_text(f"""# {name}
+    command = (f"ldm-lite train-ldm --condition {condition} {flags} --batch-size {cfg['batch_size']} "
+               f"--steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}")
+    readme = f"""# {name}
 
 A concat-conditioned LDM on the shipped `ae-kl-f4-shapes32`: {what} (paper §3.3, §4.3-4.5).
 UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained in two runs on `shapes(32, n={cfg['n_train']}, seed={cfg['seed']})`
@@ -155,25 +153,21 @@ UNet {cfg['model_channels']} channels, levels 8x8 and 4x4, trained in two runs o
 Made by (from the repository root):
 
     ldm-lite train-ldm --condition {condition} --batch-size 16 --steps {first_steps} --threads 1 --out outputs/i2i/{base}
-    ldm-lite train-ldm --condition {condition} {flags} --batch-size {cfg['batch_size']} --steps {cfg['steps']} --threads 1 --out outputs/i2i/{run}
+    {command}
 
 ({FIRST_RUN.get(base, "")}the fine-tuning started from the first version as it was shipped, the same weights as that run's model/ folder{", stopped by its time limit at step " + str(steps) if steps < cfg['steps'] else ""}).{FT_NOTES.get(run, "")}
 
-""" + readme_tail(metrics, rows, base, name))
-    print("shipped", dst)
+""" + readme_tail(metrics, rows, base, name)
+    print("shipped", ship_files(src / "model", dest / name, metrics, command, readme))
 
 
-def ship_segmenter() -> None:
-    src, dst = REPO / "outputs" / "segmenter", PRETRAINED_DIR / "shapes-segmenter-32"
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(src / "model" / f, dst / f)
+def ship_segmenter(src: Path, dest: Path) -> None:
     m = json.loads((src / "metrics.json").read_text())
     m.pop("history", None)
-    (dst / "metrics.json").write_text(json.dumps(m, indent=1))
     h32 = m["held_out_32"]
     canvas = m.get("held_out_64_canvas") or m.get("held_out_64_scaled_scenes", {})
-    (dst / "README.md").write_text(f"""# shapes-segmenter-32
+    command = "ldm-lite train-segmenter --steps 600 --threads 1 --out outputs/segmenter"
+    readme = f"""# shapes-segmenter-32
 
 `ldm_lite.segmenter.ShapesSegmenter`: a small fully convolutional net (three-level UNet, width 16) predicting the
 `shapes` class of every pixel (0 background, 1..6 circle, square, triangle, diamond, cross, star). The judge of mask
@@ -182,28 +176,49 @@ with mild blur/noise on half of each batch.
 
 Made by (from the repository root, CPU, 1 thread):
 
-    ldm-lite train-segmenter --steps 600 --threads 1 --out outputs/segmenter
+    {command}
 
 Validated on held-out real images (`evaluate_segmenter`, shapes(32, n=1000, seed=12345)): pixel accuracy
 {h32['pixel_accuracy']:.4f}, mean IoU {h32['mean_iou']:.4f}; on 64x64 scenes: mean IoU {canvas.get('mean_iou', float('nan')):.4f}
 (see metrics.json).
 
 Load it with `ldm_lite.segmenter.load_segmenter()`.
-""")
-    print("shipped", dst)
+"""
+    print("shipped", ship_files(src / "model", dest / "shapes-segmenter-32", m, command, readme))
+
+
+def ship_files(model_dir: Path, target: Path, metrics: dict, command: str, readme: str) -> Path:
+    """`model_dir`'s config.json + model.safetensors, metrics.json and README.md, moved into `target` at once."""
+    for f in ("config.json", "model.safetensors"):
+        if not (model_dir / f).is_file():
+            raise FileNotFoundError(f"{model_dir / f} is missing: is {model_dir.parent} a finished run?")
+    return ship(model_dir, target.resolve(), metrics, command, target.name, readme=readme)
 
 
 def main() -> None:
-    bench_path = REPO / "benchmarks" / "results" / "image_to_image.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-    which = sys.argv[1:] or [*RUNS, "segmenter"]
-    for run in which:
+    runs = [*RUNS, "segmenter"]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="*", metavar="RUN", default=runs,
+                   help=f"what to ship (default: all of {' '.join(runs)}); a fine-tuned run as RUN=MINUTES of "
+                   f"wall clock, RUN one of {' '.join(FINE_TUNED)}")
+    p.add_argument("--runs-dir", type=Path, default=REPO / "outputs" / "i2i", help="the runs (<dir>/<run>/model ...)")
+    p.add_argument("--segmenter-dir", type=Path, default=REPO / "outputs" / "segmenter",
+                   help="the segmenter's run (model/ and metrics.json)")
+    p.add_argument("--dest", type=Path, default=PRETRAINED_DIR, help="ship to <dest>/<name>")
+    p.add_argument("--bench", type=Path, default=REPO / "benchmarks" / "results" / "image_to_image.json",
+                   help="the benchmark's results, whose rows go into metrics.json and the README")
+    args = p.parse_args()
+    unknown = [r for r in args.runs if r not in runs and r.partition("=")[0] not in FINE_TUNED]
+    if unknown:
+        p.error(f"unknown run(s) {unknown}: use {' '.join(runs)}, or RUN=MINUTES with RUN one of {' '.join(FINE_TUNED)}")
+    bench = json.loads(args.bench.read_text()) if args.bench.exists() else {}
+    for run in args.runs:
         if run == "segmenter":
-            ship_segmenter()
+            ship_segmenter(args.segmenter_dir, args.dest)
         elif run.partition("=")[0] in FINE_TUNED:  # e.g. semantic-ft=21 (wall-clock minutes of the fine-tuning)
-            ship_fine_tuned(*run.split("=")[:1], bench, run.partition("=")[2] or "?")
+            ship_fine_tuned(run.partition("=")[0], bench, run.partition("=")[2] or "?", args.runs_dir, args.dest)
         else:
-            ship_run(run, bench)
+            ship_run(run, bench, args.runs_dir, args.dest)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import ldm_lite as ll
@@ -19,6 +20,7 @@ def run(*args, tmp_path, smoke=True, **env_extra):
                           timeout=600, check=True)
 
 
+@pytest.mark.slow
 def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     out = tmp_path / "main"
     run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
@@ -36,6 +38,7 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["autoencoder"].startswith("trained here earlier")
 
 
+@pytest.mark.slow
 def test_sample_and_evaluate_a_saved_model(tmp_path):
     torch.manual_seed(0)
     cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
@@ -56,6 +59,7 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
     assert json.loads(res.stdout) == data  # what it prints is what it wrote
 
 
+@pytest.mark.slow
 def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scale(tmp_path):
     from ldm_lite import recipes
 
@@ -80,6 +84,7 @@ def test_bad_model_path_gives_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "is not a folder" in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path):
     from PIL import Image
 
@@ -107,6 +112,7 @@ def test_unknown_dataset_names_the_choices(tmp_path):
     assert proc.returncode == 2 and "unknown dataset 'cifar'" in proc.stderr and "hub:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_conditional_stages_train_sample_and_experiment(tmp_path):
     """train-ldm --condition / sample --labels and --lowres / experiment tradeoff are wired to the library."""
     out = tmp_path / "cls"
@@ -130,6 +136,7 @@ def test_conditional_stages_train_sample_and_experiment(tmp_path):
     assert (tmp_path / "report" / "results.csv").exists() and "| 4 | 3x8x8 |" in res.stdout  # Table 6, row f=4
 
 
+@pytest.mark.slow
 def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_path):
     """train-ldm --condition semantic --init <model> --latent-cache: the run starts from the saved weights."""
     shipped = ll.paths.pretrained("ldm-semantic-shapes32")
@@ -141,6 +148,7 @@ def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_pat
     assert max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start) < 1e-6
 
 
+@pytest.mark.slow
 def test_train_segmenter_saves_a_validated_model(tmp_path):
     out = tmp_path / "seg"
     run("train-segmenter", "--steps", "2", "--batch-size", "4", "--n-eval", "10", "--threads", "1", "--out", str(out),

@@ -237,6 +237,7 @@ def test_text_recipe_trains_from_the_one_latent_cache_drawing_z_from_the_posteri
     assert json.loads((tmp_path / "t2i" / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
+@pytest.mark.slow
 def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer():
     from ldm_lite import conditional, recipes
     from ldm_lite.classifier import MNISTClassifier, ShapesClassifier

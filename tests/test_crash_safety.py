@@ -42,6 +42,7 @@ def reference(tmp_path_factory):
 
 # "files": inside the new folder, half written; "swap": the old folder moved aside, the new not yet in place (the
 # only moment with no folder under the checkpoint's name); "cleanup": the new one in place, the old not deleted.
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["files:2", "swap:1", "cleanup:1"])
 def test_sigkill_inside_a_checkpoint_write_loses_nothing(tmp_path, reference, crash_at):
     killed = _run(tmp_path, crash_at)
@@ -103,6 +104,7 @@ def test_checkpoint_from_a_newer_version_names_the_fix(tmp_path):
         ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_a_dying_torchrun_process_stops_the_others_with_a_message(tmp_path):
     """Rank 1 exits mid-run: the whole job ends (non-zero) well within the timeout instead of hanging."""
     import time

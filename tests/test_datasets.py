@@ -114,6 +114,7 @@ def test_default_batching_works_for_every_field():
     assert batch["caption"] == again["caption"]
 
 
+@pytest.mark.slow
 def test_mnist_offline_split_is_shuffled_disjoint_and_captioned():
     tr = ll.datasets.mnist(resolution=32, channels=3, split="train", source="offline")
     te = ll.datasets.mnist(resolution=32, channels=1, split="test", source="offline")

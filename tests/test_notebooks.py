@@ -93,6 +93,7 @@ def test_defines_no_library_code(path):
                 raise AssertionError(f"{path.name} defines function {node.name}; move it to ldm_lite/ with a test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_runs_top_to_bottom_in_smoke_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")

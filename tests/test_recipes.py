@@ -85,6 +85,7 @@ def test_init_from_refuses_another_architecture_naming_the_field(tmp_path):
         R.train("ldm-inpaint-shapes32", tmp_path / "i", progress=False, latent_cache=True, **SMOKE)
 
 
+@pytest.mark.slow
 def test_training_data_by_name_and_clear_error(tmp_path):
     train, held = R.training_data("shapes", resolution=16, n_train=10)
     assert len(train) == 10 and len(held) == 512 and train[0]["image"].shape == (3, 16, 16)

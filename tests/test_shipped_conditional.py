@@ -1,5 +1,6 @@
 """The shipped conditional LDMs load in eval mode and follow their condition (judged by the validated classifiers)."""
 
+import pytest
 import torch
 
 from ldm_lite.classifier import MNISTClassifier
@@ -7,6 +8,7 @@ from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.paths import pretrained
 
 
+@pytest.mark.slow
 def test_class_conditional_mnist_draws_the_requested_digits():
     ldm = LatentDiffusion.from_pretrained(pretrained("ldm-kl-f4-mnist32-class"))
     assert not ldm.training and ldm.config.conditioner_kind == "ClassConditioner"
@@ -18,6 +20,7 @@ def test_class_conditional_mnist_draws_the_requested_digits():
     assert float((clf.predict(x) == digits).float().mean()) >= 0.8  # measured: 100% of 100 at 20 steps
 
 
+@pytest.mark.slow
 def test_text_to_image_draws_the_requested_kind_and_colour():
     from ldm_lite.classifier import ShapesClassifier
     from ldm_lite.datasets import COLOR_NAMES, KINDS

@@ -57,6 +57,7 @@ def sweep(tmp_path_factory):
     return cfg, out, rows, kwargs
 
 
+@pytest.mark.slow
 def test_sweep_writes_every_result_with_the_csv_columns(sweep):
     cfg, out, rows, _ = sweep
     assert len(rows) == 2 * (2 + 2)  # per f: 2 training checkpoints + 2 DDIM step counts
@@ -77,6 +78,7 @@ def test_sweep_writes_every_result_with_the_csv_columns(sweep):
     assert [r["f"] for r in t6] == [1, 4] and {"samples_per_s_ddim1", "fid", "recognisable"} <= set(t6[0])
 
 
+@pytest.mark.slow
 def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically(sweep, monkeypatch):
     cfg, out, rows, kwargs = sweep
     calls = []
@@ -102,6 +104,7 @@ def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically
         tradeoff.run_tradeoff(tradeoff.TradeoffConfig.smoke(fs=(1, 4), steps=8), out, **kwargs)
 
 
+@pytest.mark.slow
 def test_tradeoff_figures_have_one_line_per_f(sweep):
     _, out, rows, _ = sweep
     fig6 = plotting.tradeoff_training(rows)
@@ -114,6 +117,7 @@ def test_tradeoff_figures_have_one_line_per_f(sweep):
     assert len(plotting.samples_by_f(samples, ncols=4).axes) == 8
 
 
+@pytest.mark.slow
 def test_report_writes_the_committed_files(sweep, tmp_path):
     _, out, rows, _ = sweep
     tradeoff.write_report(out, tmp_path / "report", command="python benchmarks/run_tradeoff.py --smoke")
@@ -126,6 +130,7 @@ def test_report_writes_the_committed_files(sweep, tmp_path):
     assert "| f | latent |" in (rep / "table6.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_missing_first_stage_is_trained_once_through_the_recipe(tmp_path, monkeypatch):
     import ldm_lite.recipes
 

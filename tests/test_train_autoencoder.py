@@ -33,6 +33,7 @@ def _train(cfg, out_dir, steps, seed_model=1, **kw):
     return ae, history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["kl", "vq"])
 def test_resume_is_bit_identical(tmp_path, kind: str) -> None:
     loss = LOSS if kind == "kl" else replace(LOSS, perceptual_weight=0.0)  # LPIPS is frozen: once is enough

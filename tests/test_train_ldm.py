@@ -34,6 +34,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert not torch.equal(next(iter(a.unet.parameters())), next(iter(d.unet.parameters())))
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss():
     ldm = tiny_ldm()
     hist = ll.train.train_ldm(ldm, ll.datasets.shapes(16, n=64, seed=0), steps=40, batch_size=16, warmup=5, lr=1e-3,
@@ -69,6 +70,7 @@ def test_nan_guard_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path)
     ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "checkpoint")  # the kept checkpoint loads
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     script = Path(__file__).parent / "helpers" / "ddp_train.py"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
@@ -100,6 +102,7 @@ def test_min_steps_is_a_floor_under_the_time_budget(tmp_path, caplog):
     assert ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")["step"] == 3
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_the_same_model_and_falls_back_when_compilation_fails(tmp_path, caplog):
     """compile= wires torch.compile around the training step (the 'eager' backend checks the plumbing on a CPU);
     a compiler that fails leaves an eager run with a warning, with the same weights."""

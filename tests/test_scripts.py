@@ -1,0 +1,166 @@
+"""Every script in scripts/ and benchmark in benchmarks/ answers `--help` and runs at a tiny size, in a subprocess
+on one thread: a changed default in the library breaks this test, not a user's benchmark."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ldm_lite import cli
+from ldm_lite.checkpoint import recover_dir
+from ldm_lite.ldm import LatentDiffusion
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAINED = ROOT / "data" / "pretrained"
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("scripts", "benchmarks") for p in (ROOT / d).glob("*.py"))
+
+# script -> its arguments at a tiny size ({tmp}: a fresh folder) and what its output must contain
+TINY = {
+    "benchmarks/bench_autoencoder.py": (["--smoke"], "ratio ldm_lite / diffusers"),
+    "benchmarks/bench_datasets.py": (["--smoke"], "| mnist 32x32x3"),
+    "benchmarks/bench_exercises.py": (["--smoke"], "| conv2d_flops | True |"),
+    "benchmarks/bench_image_to_image.py": (["--smoke", "--out", "{tmp}/i2i"], "## Semantic synthesis"),
+    "benchmarks/bench_training_loop.py": (["--smoke"], "| train_ldm, latent cache |"),
+    "benchmarks/bench_unet.py": (["--smoke", "--out", "{tmp}/unet.md"], "+ cross-attn (L=8, d=64) | sample |"),
+    "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| f | latent |"),
+    "scripts/compare_beta_schedules.py": (["--smoke", "--out", "{tmp}/beta"], "| 0.0015 -> 0.0195 (paper) |"),
+    "scripts/crash_soak.py": (["--smoke"], "every checkpoint loaded"),  # exits 1 unless all runs are bit-identical
+    "scripts/evaluate_conditional.py": (["--smoke", "--model", str(PRETRAINED / "ldm-kl-f4-shapes32-text"),
+                                         "--out", "{tmp}/metrics.json", "--samples", "{tmp}/grid.png",
+                                         "--ship", "{tmp}/shipped"], '"guidance_1"'),
+    "scripts/guidance_curve.py": ([str(ROOT / "benchmarks" / "results" / "guidance"), "--out", "{tmp}/curve.png"], ""),
+    "scripts/main_job_recipe.py": (["tiny", "--smoke", "--out", "{tmp}"], 'RESULT {"name": "tiny"'),
+    "scripts/ship_image_to_image.py": None,  # test_ship_image_to_image_is_atomic
+}
+NO_SMOKE_FLAG = {"guidance_curve.py", "ship_image_to_image.py"}  # they train nothing: paths make them tiny
+FAST = {"scripts/guidance_curve.py"}  # plots only; the others train or sample (5-25 s each): `slow`
+
+
+def env(tmp_path: Path, **extra: str) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg", "LDM_LITE_OUTPUTS": str(tmp_path / "outputs"),
+            "LDM_LITE_SMOKE": "0", **extra}
+
+
+def run(args: list[str], tmp_path: Path, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env(tmp_path, **extra), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_every_script_has_a_tiny_case():
+    assert sorted(TINY) == SCRIPTS, "a new script needs its tiny-size case here"
+
+
+# One process runs every script's --help (torch is imported once): each must print its usage and exit 0 without
+# starting work, writing files or taking --help for a path.
+HELP_RUNNER = """
+import contextlib, io, json, runpy, sys
+report = {}
+for path in sys.argv[1:]:
+    sys.argv, out, code = [path, "--help"], io.StringIO(), "returned without exiting"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    except Exception as e:
+        code = repr(e)
+    report[path] = [code, out.getvalue()]
+print(json.dumps(report))
+"""
+
+
+def test_every_script_answers_help_without_starting_work(tmp_path):
+    r = run(["-c", HELP_RUNNER, *(str(ROOT / s) for s in SCRIPTS)], tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.splitlines()[-1])
+    bad = {Path(p).name: (code, out[-300:]) for p, (code, out) in report.items()
+           if code not in (0, None) or not out.startswith("usage:")
+           or ("--smoke" not in out and Path(p).name not in NO_SMOKE_FLAG)}
+    assert not bad, bad
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "--help wrote files"
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=[] if s in FAST else [pytest.mark.slow])
+                                    for s in SCRIPTS if TINY[s] is not None])
+def test_script_runs_at_a_tiny_size(script, tmp_path):
+    args, expect = TINY[script]
+    tmp = tmp_path / "work"
+    tmp.mkdir()
+    r = run([str(ROOT / script), *(a.format(tmp=tmp) for a in args)], tmp)
+    assert r.returncode == 0, f"{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    assert expect in r.stdout, r.stdout[-3000:]
+    if script == "scripts/evaluate_conditional.py":
+        metrics = json.loads((tmp / "metrics.json").read_text())
+        assert "guidance_1" in metrics and "--smoke" in metrics["command"].split()
+        assert (tmp / "grid.png").stat().st_size > 1000
+        shipped = sorted(p.name for p in (tmp / "shipped").iterdir())
+        assert shipped == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+        LatentDiffusion.from_pretrained(tmp / "shipped")  # a model folder that loads
+    if script == "scripts/guidance_curve.py":
+        assert (tmp / "curve.png").stat().st_size > 10_000
+
+
+def test_ldm_lite_bench_passes_smoke_to_every_benchmark(monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    assert cli.main(["bench", "--smoke"]) == 0
+    ran = sorted(Path(cmd[1]).relative_to(ROOT).as_posix() for cmd in calls)
+    assert ran == [s for s in SCRIPTS if s.startswith("benchmarks/bench_")]
+    assert all(cmd[0] == sys.executable and cmd[2:] == ["--smoke"] for cmd in calls)
+
+
+def fake_run(folder: Path, weights: torch.Tensor, loss: float) -> None:
+    """A finished `train-ldm --condition sr` run as ship_image_to_image.py reads it (the weights are not loaded)."""
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    (folder / "model" / "config.json").write_text(json.dumps({"kind": "stand-in"}))
+    save_file({"w": weights}, str(folder / "model" / "model.safetensors"))
+    (folder / "train_config.json").write_text(json.dumps({"model_channels": 32, "batch_size": 16, "n_train": 20_000,
+                                                          "seed": 0, "lr": 5e-4, "ema": 0.995}))
+    (folder / "history.json").write_text(json.dumps({"step": list(range(200)), "loss": [loss] * 200}))
+
+
+@pytest.mark.slow
+def test_ship_image_to_image_is_atomic(tmp_path):
+    runs, dest, bench = tmp_path / "runs", tmp_path / "pretrained", tmp_path / "bench.json"
+    bench.write_text(json.dumps({"sr": {"rows": [{"method": "bicubic up-sampling", "psnr": 21.5},
+                                                 {"method": "LDM-SR trained on realistic", "psnr": 24.0},
+                                                 {"method": "LDM-SR trained on bicubic", "psnr": 25.0}],
+                                        "command": "python benchmarks/bench_image_to_image.py", "sampler": "ddim"}}))
+    script = [str(ROOT / "scripts" / "ship_image_to_image.py"), "--runs-dir", str(runs), "--dest", str(dest),
+              "--bench", str(bench), "sr-bicubic"]
+    target = dest / "ldm-sr4-bicubic-shapes32"
+    r = run([*script[:-1], "sr-bicubc"], tmp_path)  # a misspelt run: the error names the runs there are
+    assert r.returncode == 2 and "sr-bicubc" in r.stderr and "sr-bicubic" in r.stderr and not dest.exists()
+
+    fake_run(runs / "sr-bicubic", torch.zeros(3), loss=0.25)
+    r = run(script, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in dest.iterdir()) == [target.name]  # no temporary folder left beside it
+    shipped = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert sorted(shipped) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    assert shipped["model.safetensors"] == (runs / "sr-bicubic" / "model" / "model.safetensors").read_bytes()
+    metrics = json.loads(shipped["metrics.json"])
+    assert metrics["steps_done"] == 200 and metrics["loss_mean_last_100_steps"] == pytest.approx(0.25)
+    assert [row["method"] for row in metrics["evaluation"]] == ["bicubic up-sampling", "LDM-SR trained on bicubic"]
+    assert "ldm-lite train-ldm --condition sr --batch-size 16 --steps 200" in shipped["README.md"].decode()
+
+    # killed between moving the old folder aside and the new one into place: the old one comes back whole
+    fake_run(runs / "sr-bicubic", torch.ones(3), loss=0.5)
+    r = run(script, tmp_path, LDM_LITE_CRASH_AT="swap")
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])  # SIGKILL: the ship went through the atomic write
+    assert not target.exists()  # the one moment with no folder under the name...
+    assert recover_dir(target) == target  # ...and recovery puts the old one back
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == shipped
+    assert sorted(p.name for p in dest.iterdir()) == [target.name]
+
+    # shipped again, all of the new run replaces all of the old one
+    r = run(script, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (target / "model.safetensors").read_bytes() == (runs / "sr-bicubic" / "model" / "model.safetensors").read_bytes()
+    assert json.loads((target / "metrics.json").read_text())["loss_mean_last_100_steps"] == pytest.approx(0.5)
