@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ldm_lite import image_to_image as i2i  # noqa: E402
+from ldm_lite import recipes  # noqa: E402
 from ldm_lite.classifier import ShapesClassifier  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR, pretrained  # noqa: E402
@@ -35,9 +36,8 @@ SMOKE = {"steps": 2, "n_sr": 2, "n_real": 8, "n_inpaint": 2, "n_semantic": 1, "t
 
 
 def load(models: str | None, run: str):
-    task, degradation = RUNS[run]
-    path = Path(models) / run / "model" if models else pretrained(i2i.shipped_name(task, degradation))
-    return i2i.load(task, degradation, path=path), str(path)
+    path = Path(models) / run / "model" if models else pretrained(i2i.SHIPPED[run.removesuffix("-bicubic")])
+    return recipes.load(path), str(path)
 
 
 NOTES = {

@@ -141,7 +141,8 @@ def main() -> None:
     compile_mode = args.compile or ("reduce-overhead" if dev.type == "cuda" else None)
     bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
-    ae, source = recipes.get_autoencoder("kl", 4, "shapes", device=dev)
+    ae, source = recipes.load_or_train("ae-kl-f4-shapes32")
+    ae = ae.to(dev)
     images = datasets.shapes(32, n=max(args.n_images, args.batch * (args.steps + 8)), seed=0, max_shapes=1)
     t0 = time.perf_counter()
     cache = LatentCache(images, ae, device=dev, progress=False)

@@ -6,7 +6,7 @@
         --out outputs/t2i-shapes32/metrics.json [--ship ldm-kl-f4-shapes32-text --train-command "..."]
 
 --model takes a model folder (save_pretrained) or a training checkpoint folder (<out_dir>/checkpoint: EMA weights
-on the shipped autoencoder, `conditional.load`). The judge follows the model's conditioner
+on the shipped autoencoder, `recipes.load`). The judge follows the model's conditioner
 (`conditional.condition_kind`): text on shapes: single-shape held-out captions by the frozen ShapesClassifier (kind
 and colour), FID on its features; two-shape captions by the shipped ShapesSegmenter + ldm_lite.grounding (every
 attribute and the relation). Layout: the segmenter finds each requested object in its box. Class / MNIST captions:
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ldm_lite import conditional, plotting
+from ldm_lite import conditional, plotting, recipes
 from ldm_lite.recipes import ship
 
 SMOKE = {"n": 2, "guidance": [1.0], "steps": 2, "n_real": 8}  # --smoke: seconds, for tests
@@ -42,7 +42,7 @@ def flags(args: argparse.Namespace, leave_out: tuple[str, ...]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--condition", default=None, choices=sorted(conditional.RECIPES),
+    p.add_argument("--condition", default=None, choices=["text", "frozen-text", "layout", "class", "mnist-text"],
                    help="ignored (older commands pass it): the model's conditioner says what it is")
     p.add_argument("--model", required=True)
     p.add_argument("--n", type=int, default=100, help="samples per guidance scale")
@@ -64,7 +64,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     path = Path(a.model)
-    ldm = conditional.load(path)
+    ldm = recipes.load(path)
     opts = {"sampler": a.sampler, "steps": a.steps}
     t0 = time.perf_counter()
     metrics = conditional.evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)
@@ -85,7 +85,7 @@ def main() -> None:
                             title=f"guidance {s:g}, {a.sampler} {a.steps} steps").savefig(a.samples, dpi=90)
     if a.ship:
         ship(ldm, a.ship, metrics, a.train_command, f"{a.ship}: conditional LDM ({metrics['condition_kind']})",
-             "Trained with `ldm_lite.conditional.train` (resumable; latents cached once). Evaluated with:\n\n"
+             "Trained with its recipe (`ldm-lite train <recipe>`; resumable, from the latent cache). Evaluated with:\n\n"
              f"    {metrics['command']}")
 
 

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -26,8 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ldm_lite import datasets, recipes  # noqa: E402
 from ldm_lite.evaluation import evaluate_samples  # noqa: E402
-from ldm_lite.pipeline import MainConfig, _images, build_ldm  # noqa: E402
-from ldm_lite.train import train_ldm  # noqa: E402
+from ldm_lite.pipeline import MainConfig, train_config  # noqa: E402
 
 
 def main() -> None:
@@ -51,16 +50,13 @@ def main() -> None:
     cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     evals = a.evals or (str(cfg.ldm_steps) if a.smoke else "400,700,1000")
     out = a.out / a.name
-    ae, _ = recipes.get_autoencoder("kl", 4, "shapes", device=dev)
-    ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
-    real = _images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=1, max_shapes=1), cfg.n_eval_real)
+    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=recipes.HELDOUT_SEED,
+                                                max_shapes=1))
     cpu = 0.0
     for n in (int(s) for s in evals.split(",")):
-        torch.manual_seed(cfg.seed)
-        ldm = build_ldm(cfg, ae)
         c0 = time.process_time()
-        train_ldm(ldm, ds, steps=n, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup, ema=cfg.ema, device=dev,
-                  out_dir=out / "ldm", checkpoint_every=0, resume=True, seed=cfg.seed, progress=False)
+        ldm = recipes.train("ldm-kl-f4-shapes32", out / "ldm", progress=False,
+                            **{**asdict(train_config(cfg, dev)), "steps": n, "max_seconds": None, "min_steps": 0}).model
         cpu += time.process_time() - c0
         samples = ldm.sample(cfg.n_samples, sampler=cfg.sampler, steps=cfg.sample_steps,
                              generator=torch.Generator().manual_seed(cfg.seed)).cpu()
