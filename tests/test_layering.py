@@ -11,7 +11,7 @@ CORE = {"schedule", "samplers", "attention", "unet", "autoencoder", "ldm", "cond
 # the data, the judges and the glue above the core
 ABOVE = {"datasets", "classifier", "segmenter", "grounding", "evaluation", "judge", "recipes", "train", "pipeline",
          "conditional", "image_to_image", "tradeoff", "compression", "cli", "widgets", "plotting", "introspect",
-         "exercises", "losses", "interop"}
+         "exercises", "losses", "interop", "interop_diffusers"}
 
 
 def imports() -> dict[str, set[str]]:
