@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from .checkpoint import Pretrained
+from .errors import UsageError, UsageTypeError
 
 # ----------------------------------------------------------------------------------------------- config
 
@@ -353,15 +354,19 @@ class AutoencoderOutput:
 
 
 def _check_images(x: torch.Tensor, channels: int, f: int) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise UsageTypeError(f"images must be a float tensor (B, {channels}, H, W) in [-1, 1], got {got}"
+                             + ("; convert with x.float() / 127.5 - 1" if getattr(x, "dtype", None) == torch.uint8 else ""))
     if x.ndim != 4:
-        raise ValueError(f"expected a batch of images (B, {channels}, H, W), got shape {tuple(x.shape)}; "
+        raise UsageError(f"expected a batch of images (B, {channels}, H, W), got shape {tuple(x.shape)}; "
                          "add a batch dimension with x[None]")
     if x.shape[1] != channels:
         hint = " (grayscale? use x.expand(-1, 3, -1, -1))" if x.shape[1] == 1 and channels == 3 else ""
-        raise ValueError(f"expected {channels} image channels, got {x.shape[1]} (shape {tuple(x.shape)}){hint}")
+        raise UsageError(f"expected {channels} image channels, got {x.shape[1]} (shape {tuple(x.shape)}){hint}")
     for size in x.shape[2:]:
         if size % f:
-            raise ValueError(f"image size {size} is not divisible by f={f}; use {math.ceil(size / f) * f} or pad")
+            raise UsageError(f"image size {size} is not divisible by f={f}; use {math.ceil(size / f) * f} or pad")
 
 
 class Autoencoder(Pretrained, nn.Module):
