@@ -53,14 +53,14 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
         if self.regularizer not in ("kl", "vq"):
-            raise ValueError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
+            raise UsageError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
         if self.vq_latent not in ("pre_quant", "quantized"):
-            raise ValueError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
+            raise UsageError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
         if not 1 <= len(self.channel_mult) <= 6:
-            raise ValueError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
+            raise UsageError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
         bad = [self.base_channels * m for m in self.channel_mult if (self.base_channels * m) % self.norm_groups]
         if bad:
-            raise ValueError(f"channels {bad} are not divisible by norm_groups={self.norm_groups}; change norm_groups")
+            raise UsageError(f"channels {bad} are not divisible by norm_groups={self.norm_groups}; change norm_groups")
 
     @property
     def f(self) -> int:
@@ -75,7 +75,7 @@ class AutoencoderConfig:
     def _mult(f: int) -> tuple[int, ...]:
         k = int(math.log2(f)) if f >= 1 else -1
         if f < 1 or 2**k != f or k > 5:
-            raise ValueError(f"f must be a power of two between 1 and 32, got {f}")
+            raise UsageError(f"f must be a power of two between 1 and 32, got {f}")
         return (1, 2, 2, 2, 4, 4)[: k + 1]
 
     @classmethod
@@ -94,7 +94,7 @@ class AutoencoderConfig:
         """`"kl-f4"`, `"vq-f8"`, ... -> the matching `kl(f=...)` / `vq(f=...)` config."""
         m = re.fullmatch(r"(kl|vq)-f(\d+)", name)
         if m is None:
-            raise ValueError(f"unknown preset {name!r}; use 'kl-f<f>' or 'vq-f<f>' with f in 1, 2, 4, 8, 16, 32")
+            raise UsageError(f"unknown preset {name!r}; use 'kl-f<f>' or 'vq-f<f>' with f in 1, 2, 4, 8, 16, 32")
         make = cls.kl if m.group(1) == "kl" else cls.vq
         return make(f=int(m.group(2)), **overrides)
 
@@ -413,7 +413,7 @@ class Autoencoder(Pretrained, nn.Module):
         """z (B, c, h, w) -> x_hat (B, C, h*f, w*f). VQ: z is snapped to the codebook first (as LDM's decoder
         absorbs the quantization), which leaves an already-quantized latent unchanged."""
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
-            raise ValueError(f"expected latents (B, {self.config.latent_channels}, h, w), got {tuple(z.shape)}; "
+            raise UsageError(f"expected latents (B, {self.config.latent_channels}, h, w), got {tuple(z.shape)}; "
                              "did you pass an image instead of ae.encode(x).sample()?")
         if self.quantizer is not None:
             z = z + (self.quantizer.lookup(self.quantizer.nearest(z.detach())) - z).detach()
@@ -558,7 +558,7 @@ def codebook_usage(ae: Autoencoder, data, max_images: int = 1024, batch_size: in
     """How often each VQ code is used over up to `max_images` images: counts (K,), e.g. for a usage bar plot.
     Perplexity of the whole set: exp(-sum p log p) with p = counts / counts.sum()."""
     if ae.quantizer is None:
-        raise ValueError("codebook_usage needs a VQ autoencoder (AutoencoderConfig.vq(...))")
+        raise UsageError("codebook_usage needs a VQ autoencoder (AutoencoderConfig.vq(...))")
     was_training = ae.training
     ae.eval()
     device = ae.scale_factor.device

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import UsageError
+from .errors import UsageError, UsageTypeError
 
 FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -207,6 +207,9 @@ def _write_model_files(model: torch.nn.Module, config: Any, directory: Path, kin
 
 
 def read_config(directory: str | os.PathLike, kind: str, config_cls: type[C]) -> C:
+    if not isinstance(directory, str | os.PathLike):
+        raise UsageTypeError(f"directory must be a path (str or pathlib.Path) to a saved model folder, got "
+                             f"{type(directory).__name__}")
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a folder; pass the folder written by save_pretrained()")

@@ -124,12 +124,43 @@ def _load_ldm(path: Path, device: str):
     return LatentDiffusion.from_pretrained(path).to(pick_device(device)).eval()
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (`--n 0` or `--steps 0` is a usage error, not a crash)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _label_list(text: str) -> list[int]:
+    """argparse type for --labels: comma-separated class indices, e.g. 0,1,2."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices such as 0,1,2, got {text!r}") from None
+
+
+def _image_file(out: Path, option: str = "--out") -> Path:
+    """An output image path: refuses a folder (it would write <folder>.png beside it) and a name without suffix."""
+    from .errors import UsageError
+
+    if out.is_dir():
+        raise UsageError(f"{option} {out} is a folder; give a file name, e.g. {option} {out / 'samples.png'}")
+    if not out.suffix:
+        raise UsageError(f"{option} {out} has no file type; give a name ending in .png (e.g. {out}.png)")
+    return out
+
+
 def cmd_sample(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import torch
 
+    from .errors import UsageError
     from .paths import OUTPUTS_DIR
     from .plotting import image_grid
 
@@ -138,21 +169,21 @@ def cmd_sample(args) -> None:
     if task is not None:  # image-to-image: one output image from files
         from .image_to_image import sample_to_file
 
-        out = args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png"
+        out = _image_file(args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png")
         path = sample_to_file(task, out, lowres=args.lowres, image=args.image, mask=args.mask, seg_map=args.map,
                               degradation=args.degradation, model=args.model, steps=args.steps, seed=args.seed)
         log.info("wrote %s", path)
         return
     if args.model is None:
-        raise ValueError("sample needs --model <LDM folder> (or --lowres / --mask / --map for image-to-image)")
+        raise UsageError("sample needs --model <LDM folder> (or --lowres / --mask / --map for image-to-image)")
+    out = _image_file(args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png")
     ldm = _load_ldm(args.model, args.device)
-    labels = [int(v) for v in args.labels.split(",")] if args.labels else None
+    labels = args.labels
     prompts = [args.prompt] * args.n if args.prompt is not None else None
     negative = [args.negative_prompt] * args.n if args.negative_prompt is not None else None
     x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
                    sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
                    generator=torch.Generator().manual_seed(args.seed)).cpu()
-    out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"{args.model.name}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
              + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
@@ -329,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
     s.add_argument("--model", type=Path, default=None, help="LDM folder (image-to-image: default the shipped one)")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--labels", default=None, help="class labels for a class-conditional model, e.g. 0,1,2")
+    s.add_argument("--n", type=_positive_int, default=64, help="number of images (with --prompt: of that prompt)")
+    s.add_argument("--labels", type=_label_list, default=None,
+                   help="class labels for a class-conditional model, e.g. 0,1,2")
     s.add_argument("--prompt", default=None, help='a text-to-image model\'s prompt, e.g. "a large red circle"')
     s.add_argument("--negative-prompt", default=None, help="guide away from this prompt (with --guidance > 1)")
     s.add_argument("--lowres", default=None, help="super-resolution x4 of this low-res RGB PNG")
@@ -340,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--degradation", default="bicubic", choices=["bicubic", "realistic"],
                    help="which shipped super-resolution model (trained on bicubic or realistic inputs)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "plms", "dpm_solver_pp"])
-    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--steps", type=_positive_int, default=50)
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
@@ -403,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError
+    from .errors import UsageError
+    from .fit import TrainingDiverged
 
     if getattr(args, "threads", 0):  # every stage with --threads: torch's intra-op threads, set once here
         import torch
@@ -411,8 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        parser.exit(2, f"ldm-lite {args.command}: error: {e}\n")
+    # the user's to fix: one line on stderr, exit 2 (UsageError includes CheckpointError and NonFiniteError);
+    # any other exception is a bug and keeps its traceback
+    except (UsageError, FileNotFoundError, TrainingDiverged) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        parser.exit(2, f"ldm-lite {args.command}: error: {message}\n")
     return 0
 
 

@@ -124,8 +124,7 @@ class ClassConditioner(Pretrained, Conditioner):
         key = self.config.label_key
         if key not in batch:
             raise UsageError(f"a class-conditional model reads batch[{key!r}]; pass labels=[...]")
-        name = "labels" if key == "label" else f"labels (batch[{key!r}])"
-        return {**batch, key: check_labels(name, batch[key], self.config.num_classes)}
+        return {**batch, key: check_labels("labels", batch[key], self.config.num_classes)}
 
     def __init__(self, config: ClassConditionerConfig | None = None):
         super().__init__()

@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+
 SPACINGS = ("leading", "trailing", "linspace")
 LDM_BETA_START = 0.0015  # β_1 of every reference LDM except the 1.4B text-to-image model
 LDM_BETA_ENDS = (0.0195, 0.0155, 0.0205)  # the reference configs' β_T values (see the module docstring)
@@ -72,9 +74,9 @@ class Schedule:
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64).cpu()
         if betas.ndim != 1 or len(betas) < 1:
-            raise ValueError(f"betas must be a 1-D tensor of length T >= 1, got shape {tuple(betas.shape)}")
+            raise UsageError(f"betas must be a 1-D tensor of length T >= 1, got shape {tuple(betas.shape)}")
         if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("every beta must lie in (0, 1); check beta_start/beta_end")
+            raise UsageError("every beta must lie in (0, 1); check beta_start/beta_end")
         object.__setattr__(self, "betas", betas)
 
     # ------------------------------------------------------------------ presets
@@ -97,7 +99,7 @@ class Schedule:
         (unconditional, class-conditional, 256² text-to-image), 0.0155 (super-resolution, LSUN churches) or 0.0205
         (layout, inpainting, semantic synthesis); see the module docstring for the config files."""
         if beta_end not in LDM_BETA_ENDS:
-            raise ValueError(f"beta_end={beta_end} is not one of the reference LDM values {LDM_BETA_ENDS}; "
+            raise UsageError(f"beta_end={beta_end} is not one of the reference LDM values {LDM_BETA_ENDS}; "
                              "use Schedule.scaled_linear(beta_start=..., beta_end=...) for other endpoints")
         return cls.scaled_linear(T, LDM_BETA_START, beta_end)
 
@@ -156,7 +158,7 @@ class Schedule:
         if t.ndim == 0:
             t = t.expand(like.shape[0])
         if bool((t >= self.T).any()) or bool((t < 0).any()):
-            raise ValueError(f"timesteps must lie in [0, {self.T - 1}] for this schedule, got {t.tolist()[:8]}")
+            raise UsageError(f"timesteps must lie in [0, {self.T - 1}] for this schedule, got {t.tolist()[:8]}")
         out = values[t].to(like.dtype).to(like.device)
         return out.reshape(-1, *([1] * (like.ndim - 1)))
 
@@ -206,7 +208,7 @@ class Schedule:
         """The `steps` timesteps a sampler visits, in decreasing order: LongTensor (steps,). See the module doc."""
         T = self.T
         if not 1 <= steps <= T:
-            raise ValueError(f"steps={steps} must be between 1 and T={T}")
+            raise UsageError(f"steps={steps} must be between 1 and T={T}")
         if spacing == "leading":
             ts = np.arange(steps)[::-1] * (T // steps) + offset
         elif spacing == "trailing":
@@ -214,10 +216,10 @@ class Schedule:
         elif spacing == "linspace":
             ts = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64) + offset
         else:
-            raise ValueError(f"spacing={spacing!r} is not one of {SPACINGS}")
+            raise UsageError(f"spacing={spacing!r} is not one of {SPACINGS}")
         ts = torch.from_numpy(np.ascontiguousarray(ts, dtype=np.int64))
         if int(ts.max()) >= T or int(ts.min()) < 0:
-            raise ValueError(f"offset={offset} moves the timesteps outside [0, {T - 1}]; use a smaller offset")
+            raise UsageError(f"offset={offset} moves the timesteps outside [0, {T - 1}]; use a smaller offset")
         return ts
 
     def __repr__(self) -> str:

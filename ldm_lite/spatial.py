@@ -70,9 +70,6 @@ def _float_images(name: str, x: Tensor) -> Tensor:
     return x.float()
 
 
-def _arg(name: str, key: str) -> str:
-    """How an error names a batch field: by the keyword argument of `LatentDiffusion.sample` that fills it."""
-    return name if name == key else f"{name} (batch[{key!r}])"
 
 
 class _SpatialConditioner(Pretrained, Conditioner):
@@ -129,7 +126,7 @@ class SuperResolutionConditioner(_SpatialConditioner):
     def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         key = self.config.lowres_key
         y = _field(batch, key, f"a low-resolution image: pass {self.usage}")
-        return {**batch, key: check_images(_arg("low_res", key), y, channels=self.config.channels)}
+        return {**batch, key: check_images("low_res", y, channels=self.config.channels)}
 
     def __init__(self, config: SuperResolutionConfig | None = None):
         super().__init__()
@@ -185,9 +182,9 @@ class InpaintingConditioner(_SpatialConditioner):
 
     def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         c = self.config
-        x = check_images(_arg("image", c.image_key), _field(batch, c.image_key, "an image to inpaint"))
+        x = check_images("image", _field(batch, c.image_key, "an image to inpaint"))
         m = _field(batch, c.mask_key, "an inpainting mask (1 = fill)")
-        return {**batch, c.image_key: x, c.mask_key: check_inpaint_mask(m, x, _arg("mask", c.mask_key))}
+        return {**batch, c.image_key: x, c.mask_key: check_inpaint_mask(m, x, "mask")}
 
     def __init__(self, config: InpaintingConfig | None = None):
         super().__init__()
@@ -264,7 +261,7 @@ class SemanticConditioner(_SpatialConditioner):
     def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         key = self.config.map_key
         y = _field(batch, key, f"a segmentation map: pass {self.usage}")
-        return {**batch, key: check_semantic_map(y, self.config.num_classes, _arg("semantic_map", key))}
+        return {**batch, key: check_semantic_map(y, self.config.num_classes, "semantic_map")}
 
     def __init__(self, config: SemanticConfig | None = None):
         super().__init__()

@@ -135,8 +135,7 @@ class _PromptInputs:
 
     def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         key = self.config.caption_key
-        name = "prompts" if key == "caption" else f"prompts (batch[{key!r}])"
-        return {**batch, key: check_strings(name, _prompts(batch, key))}
+        return {**batch, key: check_strings("prompts", _prompts(batch, key))}
 
 
 # ---------------------------------------------------------------------------------------------- trained jointly

@@ -70,9 +70,9 @@ def check_number(name: str, value: Any, *, min: float | None = None, max: float 
 
 def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        want = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
-                else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
-        raise UsageError(f"{name} must be {want}, got {value:g}")
+        want = (f"lie in [{lo:g}, {hi:g}]" if lo is not None and hi is not None
+                else f"be >= {lo:g}" if lo is not None else f"be <= {hi:g}")
+        raise UsageError(f"{name} must {want}, got {value:g}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
