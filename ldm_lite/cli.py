@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import UsageError
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see README: CPU threads)
 
 log = logging.getLogger("ldm_lite")
@@ -145,8 +147,6 @@ def _label_list(text: str) -> list[int]:
 
 def _image_file(out: Path, option: str = "--out") -> Path:
     """An output image path: refuses a folder (it would write <folder>.png beside it) and a name without suffix."""
-    from .errors import UsageError
-
     if out.is_dir():
         raise UsageError(f"{option} {out} is a folder; give a file name, e.g. {option} {out / 'samples.png'}")
     if not out.suffix:
@@ -160,7 +160,6 @@ def cmd_sample(args) -> None:
     matplotlib.use("Agg")
     import torch
 
-    from .errors import UsageError
     from .paths import OUTPUTS_DIR
     from .plotting import image_grid
 
@@ -435,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import UsageError
     from .fit import TrainingDiverged
 
     if getattr(args, "threads", 0):  # every stage with --threads: torch's intra-op threads, set once here
