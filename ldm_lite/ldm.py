@@ -48,6 +48,7 @@ from .validation import (
     check_int,
     check_number,
     check_strings,
+    describe,
 )
 
 AUTOENCODERS: dict[str, tuple[type[nn.Module], type]] = {
@@ -95,11 +96,11 @@ def _check_conditioner(conditioner: nn.Module | None, unet: UNet) -> None:
     """The conditioner's context width and spatial channels must be what the UNet was built for."""
     ctx_dim = None if conditioner is None else conditioner.context_dim
     if ctx_dim != unet.config.context_dim:
-        raise ValueError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
+        raise UsageError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
                          f"{unet.config.context_dim}; set UNetConfig(context_dim={ctx_dim})")
     concat = 0 if conditioner is None else conditioner.concat_channels
     if concat != unet.config.concat_channels:
-        raise ValueError(f"the conditioner concatenates {concat} channels to z_t but the UNet expects "
+        raise UsageError(f"the conditioner concatenates {concat} channels to z_t but the UNet expects "
                          f"{unet.config.concat_channels}; set UNetConfig(concat_channels={concat})")
 
 
@@ -116,20 +117,24 @@ class LatentDiffusion(Pretrained, nn.Module):
                  schedule: Schedule | str = "scaled_linear", *, image_size: int = 32, prediction: str = "eps",
                  cond_drop_prob: float = 0.1, T: int = 1000):
         super().__init__()
+        image_size, T = check_int("image_size", image_size, min=1), check_int("T", T, min=1)
+        cond_drop_prob = check_number("cond_drop_prob", cond_drop_prob, min=0.0, max=1.0)
         if isinstance(schedule, str):
             if schedule not in SCHEDULES:
-                raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
+                raise UsageError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
             schedule = SCHEDULES[schedule](T=T)
+        elif not isinstance(schedule, Schedule):
+            raise UsageTypeError(f"schedule must be a Schedule or one of {sorted(SCHEDULES)}, got {describe(schedule)}")
         if schedule.name not in SCHEDULES:
-            raise ValueError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
+            raise UsageError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
         if prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+            raise UsageError(f"prediction must be 'eps' or 'v', got {prediction!r}")
         f = autoencoder.f
         if image_size % f:
-            raise ValueError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
+            raise UsageError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
         c = autoencoder.latent_channels
         if unet.config.in_channels != c or unet.config.out_channels != c:
-            raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
+            raise UsageError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
                              f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
         _check_conditioner(conditioner, unet)
         _warn_if_unscaled(autoencoder)
@@ -188,7 +193,7 @@ class LatentDiffusion(Pretrained, nn.Module):
             return batch["latent"].to(self.device) * self.autoencoder.scale_factor
         x = batch["image"].to(self.device)
         if x.shape[-1] != self.config.image_size or x.shape[-2] != self.config.image_size:
-            raise ValueError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
+            raise UsageError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
                              f"{self.config.image_size}; resize the dataset (resolution={self.config.image_size})")
         return self.encode(x, generator=generator if generator is None or generator.device == x.device else None)
 
@@ -283,6 +288,7 @@ class LatentDiffusion(Pretrained, nn.Module):
         A latent that becomes NaN/inf stops the sampler with the step and t (`ldm_lite.errors.NonFiniteError`).
         """
         check_choice("sampler", sampler, _samplers.SAMPLERS)
+        _samplers.check_options(sampler, sampler_options)
         steps = check_int("steps", steps, min=1, max=self.schedule.T)
         guidance_scale = self.check_guidance(guidance_scale)
         generator, callback = check_generator("generator", generator), check_callable("callback", callback)

@@ -46,6 +46,7 @@ stream diffusers' schedulers draw, so one seed gives the same samples in both.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +61,8 @@ from ldm_lite.validation import check_callable, check_finite, check_generator, c
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # (z_t (B,C,H,W), t (B,) long, cond) -> ε̂ (B,C,H,W)
 Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
 
-__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "SAMPLERS", "LDM_REFERENCE"]
+__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "check_options", "SAMPLERS",
+           "LDM_REFERENCE"]
 
 # the timestep convention of CompVis latent-diffusion's DDIMSampler / PLMSSampler (options of `ddim` and `plms`)
 LDM_REFERENCE: dict[str, Any] = {"spacing": "leading", "offset": 1, "final_alpha_one": False}
@@ -134,6 +136,16 @@ def keep_known(denoiser: Denoiser, schedule: Schedule, z_known: Tensor, keep: Te
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """The extra keyword arguments given for sampler `name` must be options it has (e.g. eta for ddim)."""
+    fn = SAMPLERS[name]
+    known = [p for p in inspect.signature(fn).parameters
+             if p not in ("denoiser", "schedule", "noise", "steps", "cond", "generator", "callback", "prediction")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageTypeError(f"sampler {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
+
+
 def _prepare(name: str, denoiser: Denoiser, schedule: Schedule, noise: Tensor, steps: int, spacing: str,
              offset: int, prediction: str, generator: Any = None, callback: Any = None):
     """The checked arguments every sampler shares -> (ε-denoiser, visited t's, next t's, generator, guard)."""

@@ -239,6 +239,9 @@ CASES = [
      r"UNetConfig\(in_channels=3, out_channels=3\)"),
     ("image-size-vs-f", "models", "LatentDiffusion(image_size=30) on an f=4 autoencoder",
      lambda t: LatentDiffusion(tiny_ae(), tiny_unet(), image_size=30), ValueError, "not divisible by the autoencoder's f=4"),
+    ("cond-drop-prob-over-1", "models", "LatentDiffusion(..., cond_drop_prob=10) (a percentage?)",
+     lambda t: LatentDiffusion(IdentityAutoencoder(), tiny_unet(), image_size=16, cond_drop_prob=10), ValueError,
+     r"cond_drop_prob must lie in \[0, 1\], got 10"),
     ("other-kind", "models", "LatentDiffusion.from_pretrained on an autoencoder folder",
      lambda t: (tiny_ae().save_pretrained(t / "ae"), LatentDiffusion.from_pretrained(t / "ae")), CheckpointError,
      r"holds a Autoencoder.*Autoencoder\.from_pretrained"),
@@ -308,6 +311,11 @@ CASES = [
     ("noise-nan", "sampling", "sample(noise=<z_T holding NaN>)",
      lambda t: tiny_ldm().sample(1, steps=2, noise=with_nan(torch.zeros(1, 3, 16, 16))), NonFiniteError,
      "noise holds 1 NaN"),
+    ("sampler-option-unknown", "sampling", "sample(temperature=2) (a TypeError deep in the sampler before)",
+     lambda t: tiny_ldm().sample(1, steps=2, temperature=2.0), TypeError,
+     "sampler 'ddim' has no option temperature; its options: eta, spacing"),
+    ("ddpm-eta", "sampling", "sample(sampler='ddpm', eta=1) (eta is a DDIM option)",
+     lambda t: tiny_ldm().sample(1, steps=2, sampler="ddpm", eta=1.0), TypeError, "sampler 'ddpm' has no option eta"),
     ("size-not-int", "sampling", "sample(size=32.0)", lambda t: tiny_ldm().sample(1, steps=2, size=32.0), TypeError,
      "size must be an int"),
     ("batch-not-dict", "sampling", "sample(batch=['a red circle']) on a text model",
@@ -559,6 +567,9 @@ SIGNATURES = {  # public call -> (argument, a wrong value) pairs; each must rais
         ("max_seconds", -1.0), ("min_steps", -1), ("log_every", 0), ("dataset", 3)]),
     "train.train_autoencoder": (_train_ae_kw, [
         ("steps", -1), ("batch_size", 0), ("lr", 0.0), ("ema", 2.0), ("seed", 0.5), ("dataset", "x")]),
+    "LatentDiffusion": (lambda **kw: LatentDiffusion(IdentityAutoencoder(), tiny_unet(), **{"image_size": 16, **kw}), [
+        ("image_size", "16"), ("image_size", 0), ("T", 10.0), ("cond_drop_prob", 1.5), ("cond_drop_prob", NAN),
+        ("schedule", 3), ("schedule", "quadratic"), ("prediction", "x0")]),
     "LatentDiffusion.from_pretrained": (lambda directory: LatentDiffusion.from_pretrained(directory),
                                         [("directory", 42), ("directory", None)]),
 }
