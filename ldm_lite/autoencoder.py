@@ -30,6 +30,7 @@ from torch import nn
 
 from .checkpoint import Pretrained
 from .errors import UsageError, UsageTypeError
+from .validation import check_int
 
 # ----------------------------------------------------------------------------------------------- config
 
@@ -73,6 +74,7 @@ class AutoencoderConfig:
 
     @staticmethod
     def _mult(f: int) -> tuple[int, ...]:
+        check_int("f", f)
         k = int(math.log2(f)) if f >= 1 else -1
         if f < 1 or 2**k != f or k > 5:
             raise UsageError(f"f must be a power of two between 1 and 32, got {f}")

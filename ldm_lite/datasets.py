@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import UsageError
+from .errors import UsageError, UsageTypeError
 from .paths import CACHE_DIR
+from .validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Shapes(Dataset):
 
     def __init__(self, config: ShapesConfig, n: int):
         c = config
+        check_int("resolution", c.resolution), check_int("n", n)
         if not 16 <= c.resolution <= 256:
             raise UsageError(f"shapes resolution {c.resolution} is out of range; use 16..256 (e.g. 32 or 64)")
         if not 1 <= c.min_shapes <= c.max_shapes <= 3:
@@ -493,6 +495,8 @@ def _read_text(path: Path) -> str:
 
 
 def image_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 3) -> ImageFolder:
+    if not isinstance(path, str | os.PathLike):
+        raise UsageTypeError(f"path must be a folder path (str or pathlib.Path), got {type(path).__name__}")
     return ImageFolder(path, resolution, channels)
 
 

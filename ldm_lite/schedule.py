@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError
+from .validation import check_int
 
 SPACINGS = ("leading", "trailing", "linspace")
 LDM_BETA_START = 0.0015  # β_1 of every reference LDM except the 1.4B text-to-image model
@@ -83,6 +84,7 @@ class Schedule:
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
         """β linear in t (DDPM, Ho et al. 2020 §4)."""
+        check_int("T", T, min=1)
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear",
                    params={"beta_start": beta_start, "beta_end": beta_end})
 
@@ -90,6 +92,7 @@ class Schedule:
     def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Schedule:
         """√β linear in t, the form of LDM's schedules (Rombach et al. 2022); the defaults are the kit's (see the
         module docstring), `ldm(...)` gives the paper's."""
+        check_int("T", T, min=1)
         root = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)
         return cls(root**2, name="scaled_linear", params={"beta_start": beta_start, "beta_end": beta_end})
 
@@ -112,6 +115,7 @@ class Schedule:
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
         """ᾱ_t = cos²(((t/T)+s)/(1+s) · π/2) (Nichol & Dhariwal 2021, eq. 17), β_t = 1 - ᾱ_t/ᾱ_{t-1} capped."""
+        check_int("T", T, min=1)
 
         def f(u: float) -> float:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2

@@ -570,6 +570,12 @@ SIGNATURES = {  # public call -> (argument, a wrong value) pairs; each must rais
     "LatentDiffusion": (lambda **kw: LatentDiffusion(IdentityAutoencoder(), tiny_unet(), **{"image_size": 16, **kw}), [
         ("image_size", "16"), ("image_size", 0), ("T", 10.0), ("cond_drop_prob", 1.5), ("cond_drop_prob", NAN),
         ("schedule", 3), ("schedule", "quadratic"), ("prediction", "x0")]),
+    "datasets.shapes": (lambda **kw: ll.datasets.shapes(**{"resolution": 32, "n": 4, **kw}), [
+        ("resolution", "32"), ("resolution", 7), ("n", 2.5), ("n", 0)]),
+    "datasets.image_folder": (lambda **kw: ll.datasets.image_folder(**kw), [("path", 3)]),
+    **{f"Schedule.{name}": (getattr(ll.schedule.Schedule, name), [("T", 10.5), ("T", "1000")])
+       for name in ("linear", "scaled_linear", "cosine")},
+    "AutoencoderConfig.kl": (lambda **kw: AutoencoderConfig.kl(**kw), [("f", "4"), ("f", 3), ("f", 4.0)]),
     "LatentDiffusion.from_pretrained": (lambda directory: LatentDiffusion.from_pretrained(directory),
                                         [("directory", 42), ("directory", None)]),
 }
