@@ -127,6 +127,13 @@ def keep_known(denoiser: Denoiser, schedule: Schedule, z_known: Tensor, keep: Te
     A deterministic sampler then ends with z_0 = z_known exactly on the kept cells, and the generated cells are
     denoised beside the known ones at every step. z_known (B, C, H, W); keep (B, 1 or C, H, W) of 0/1.
     """
+    for name, x in (("z_known", z_known), ("keep", keep)):
+        if not isinstance(x, Tensor):
+            raise UsageTypeError(f"{name} must be a tensor, got {type(x).__name__}")
+        check_finite(name, x)
+    if keep.ndim != z_known.ndim or keep.shape[0] != z_known.shape[0] or keep.shape[2:] != z_known.shape[2:]:
+        raise UsageError(f"keep must be a 0/1 mask (B, 1, H, W) matching z_known {tuple(z_known.shape)}, got "
+                         f"{tuple(keep.shape)}")
 
     def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         e = denoiser(z_t, t, cond)

@@ -403,9 +403,8 @@ def sdedit(ldm: Any, images: Tensor, strength: float, *, batch: dict[str, Any] |
     steps = check_int("steps", steps, min=1, max=ldm.schedule.T)
     images = check_images("images", images, channels=ldm.autoencoder.config.in_channels)
     generator, callback = check_generator("generator", generator), check_callable("callback", callback)
-    ldm.check_guidance(guidance_scale)
-    if batch is not None and ldm.conditioner is not None:
-        batch = ldm.conditioner.check_batch(batch)
+    guidance_scale = ldm.check_guidance(guidance_scale)
+    batch, _ = ldm._condition_batches({}, batch, None, None, guidance_scale)  # checked; refused by an unconditional model
     was_training = ldm.training
     ldm.eval()
     try:
