@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths",
+    "errors",
+    "validation",
     "runtime",
     "checkpoint",
     "fit",

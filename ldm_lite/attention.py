@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .errors import UsageError
+
 
 def _heads(channels: int, head_dim: int, heads: int | None = None) -> int:
     """Heads of a layer: `heads` when fixed (the reference's num_heads), else channels // head_dim."""
@@ -35,7 +37,7 @@ def _heads(channels: int, head_dim: int, heads: int | None = None) -> int:
             raise ValueError(f"{channels} channels cannot be split into heads={heads}; pick a head count dividing it")
         return heads
     if channels % head_dim:
-        raise ValueError(f"{channels} channels are not divisible by head_dim={head_dim}; pick a head_dim dividing it")
+        raise UsageError(f"{channels} channels are not divisible by head_dim={head_dim}; pick a head_dim dividing it")
     return channels // head_dim
 
 
@@ -61,9 +63,9 @@ class Attention(nn.Module):
             q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         else:
             if context is None:
-                raise ValueError("this is a cross-attention layer: pass a context (B, L, context_dim)")
+                raise UsageError("this is a cross-attention layer: pass a context (B, L, context_dim)")
             if context.shape[-1] != self.context_dim:
-                raise ValueError(
+                raise UsageError(
                     f"context has {context.shape[-1]} features per token but the layer expects "
                     f"context_dim={self.context_dim}; project the context or build the UNet with that context_dim"
                 )

@@ -29,6 +29,8 @@ from einops import rearrange
 from torch import nn
 
 from .checkpoint import Pretrained
+from .errors import UsageError, UsageTypeError
+from .validation import check_int
 
 # ----------------------------------------------------------------------------------------------- config
 
@@ -55,18 +57,18 @@ class AutoencoderConfig:
         self.channel_mult = tuple(self.channel_mult)
         self.attention_resolutions = tuple(self.attention_resolutions)
         if self.regularizer not in ("kl", "vq"):
-            raise ValueError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
+            raise UsageError(f"regularizer must be 'kl' or 'vq', got {self.regularizer!r}")
         if self.vq_latent not in ("pre_quant", "quantized"):
-            raise ValueError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
+            raise UsageError(f"vq_latent must be 'pre_quant' (the reference's) or 'quantized', got {self.vq_latent!r}")
         if not 1 <= len(self.channel_mult) <= 6:
-            raise ValueError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
+            raise UsageError(f"channel_mult needs 1..6 levels (f = 1..32), got {self.channel_mult}")
         rates = [2**i for i in range(len(self.channel_mult))]
         if any(r not in rates for r in self.attention_resolutions):
-            raise ValueError(f"attention_resolutions {self.attention_resolutions} must be downsampling rates of this "
+            raise UsageError(f"attention_resolutions {self.attention_resolutions} must be downsampling rates of this "
                              f"autoencoder, some of {rates}")
         bad = [self.base_channels * m for m in self.channel_mult if (self.base_channels * m) % self.norm_groups]
         if bad:
-            raise ValueError(f"channels {bad} are not divisible by norm_groups={self.norm_groups}; change norm_groups")
+            raise UsageError(f"channels {bad} are not divisible by norm_groups={self.norm_groups}; change norm_groups")
 
     @property
     def f(self) -> int:
@@ -79,9 +81,10 @@ class AutoencoderConfig:
 
     @staticmethod
     def _mult(f: int) -> tuple[int, ...]:
+        check_int("f", f)
         k = int(math.log2(f)) if f >= 1 else -1
         if f < 1 or 2**k != f or k > 5:
-            raise ValueError(f"f must be a power of two between 1 and 32, got {f}")
+            raise UsageError(f"f must be a power of two between 1 and 32, got {f}")
         return (1, 2, 2, 2, 4, 4)[: k + 1]
 
     @classmethod
@@ -100,7 +103,7 @@ class AutoencoderConfig:
         """`"kl-f4"`, `"vq-f8"`, ... -> the matching `kl(f=...)` / `vq(f=...)` config."""
         m = re.fullmatch(r"(kl|vq)-f(\d+)", name)
         if m is None:
-            raise ValueError(f"unknown preset {name!r}; use 'kl-f<f>' or 'vq-f<f>' with f in 1, 2, 4, 8, 16, 32")
+            raise UsageError(f"unknown preset {name!r}; use 'kl-f<f>' or 'vq-f<f>' with f in 1, 2, 4, 8, 16, 32")
         make = cls.kl if m.group(1) == "kl" else cls.vq
         return make(f=int(m.group(2)), **overrides)
 
@@ -368,15 +371,19 @@ class AutoencoderOutput:
 
 
 def _check_images(x: torch.Tensor, channels: int, f: int) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise UsageTypeError(f"images must be a float tensor (B, {channels}, H, W) in [-1, 1], got {got}"
+                             + ("; convert with x.float() / 127.5 - 1" if getattr(x, "dtype", None) == torch.uint8 else ""))
     if x.ndim != 4:
-        raise ValueError(f"expected a batch of images (B, {channels}, H, W), got shape {tuple(x.shape)}; "
+        raise UsageError(f"expected a batch of images (B, {channels}, H, W), got shape {tuple(x.shape)}; "
                          "add a batch dimension with x[None]")
     if x.shape[1] != channels:
         hint = " (grayscale? use x.expand(-1, 3, -1, -1))" if x.shape[1] == 1 and channels == 3 else ""
-        raise ValueError(f"expected {channels} image channels, got {x.shape[1]} (shape {tuple(x.shape)}){hint}")
+        raise UsageError(f"expected {channels} image channels, got {x.shape[1]} (shape {tuple(x.shape)}){hint}")
     for size in x.shape[2:]:
         if size % f:
-            raise ValueError(f"image size {size} is not divisible by f={f}; use {math.ceil(size / f) * f} or pad")
+            raise UsageError(f"image size {size} is not divisible by f={f}; use {math.ceil(size / f) * f} or pad")
 
 
 class Autoencoder(Pretrained, nn.Module):
@@ -423,7 +430,7 @@ class Autoencoder(Pretrained, nn.Module):
         """z (B, c, h, w) -> x_hat (B, C, h*f, w*f). VQ: z is snapped to the codebook first (as LDM's decoder
         absorbs the quantization), which leaves an already-quantized latent unchanged."""
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
-            raise ValueError(f"expected latents (B, {self.config.latent_channels}, h, w), got {tuple(z.shape)}; "
+            raise UsageError(f"expected latents (B, {self.config.latent_channels}, h, w), got {tuple(z.shape)}; "
                              "did you pass an image instead of ae.encode(x).sample()?")
         if self.quantizer is not None:
             z = z + (self.quantizer.lookup(self.quantizer.nearest(z.detach())) - z).detach()
@@ -568,7 +575,7 @@ def codebook_usage(ae: Autoencoder, data, max_images: int = 1024, batch_size: in
     """How often each VQ code is used over up to `max_images` images: counts (K,), e.g. for a usage bar plot.
     Perplexity of the whole set: exp(-sum p log p) with p = counts / counts.sum()."""
     if ae.quantizer is None:
-        raise ValueError("codebook_usage needs a VQ autoencoder (AutoencoderConfig.vq(...))")
+        raise UsageError("codebook_usage needs a VQ autoencoder (AutoencoderConfig.vq(...))")
     was_training = ae.training
     ae.eval()
     device = ae.scale_factor.device

@@ -26,6 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import UsageError, UsageTypeError
+
 FORMAT = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -33,7 +35,7 @@ WEIGHTS_FILE = "model.safetensors"
 C = TypeVar("C")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded: missing, corrupt, or made for another model/config."""
 
 
@@ -205,6 +207,9 @@ def _write_model_files(model: torch.nn.Module, config: Any, directory: Path, kin
 
 
 def read_config(directory: str | os.PathLike, kind: str, config_cls: type[C]) -> C:
+    if not isinstance(directory, str | os.PathLike):
+        raise UsageTypeError(f"directory must be a path (str or pathlib.Path) to a saved model folder, got "
+                             f"{type(directory).__name__}")
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a folder; pass the folder written by save_pretrained()")
@@ -238,7 +243,18 @@ def load_state_into(model: torch.nn.Module, directory: str | os.PathLike) -> Non
             ) if s
         )
         raise CheckpointError(f"weights in {directory} do not match the model built from its config ({detail})")
+    check_finite_weights(state, Path(directory) / WEIGHTS_FILE)
     model.load_state_dict(state)
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Refuse loaded weights holding NaN/inf, naming the tensor (they would make every output NaN, silently)."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise CheckpointError(f"{where}: tensor {name!r} {tuple(t.shape)} holds {n_nan} NaN and {n_inf} inf "
+                                  "value(s); the checkpoint comes from a diverged run or is corrupt: load an earlier "
+                                  "checkpoint or re-train")
 
 
 class Pretrained:

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import UsageError
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see README: CPU threads)
 
 log = logging.getLogger("ldm_lite")
@@ -79,7 +81,7 @@ def cmd_train(args) -> None:
         print(recipes_table())
         return
     if args.recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {args.recipe!r}; `ldm-lite train list` shows {len(RECIPES)}: "
+        raise UsageError(f"unknown recipe {args.recipe!r}; `ldm-lite train list` shows {len(RECIPES)}: "
                          f"{', '.join(RECIPES)}")
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     _run_recipe(args.recipe, args.out, args.ship, **overrides)
@@ -110,7 +112,7 @@ RECIPE_OF_CONDITION = {"text": "ldm-kl-f4-shapes32-text", "frozen-text": "ldm-kl
 
 def cmd_train_ldm(args) -> None:  # = train <the condition's recipe> or train ldm --autoencoder ... --dataset ...
     if args.condition is None and args.ae is None:
-        raise ValueError("train-ldm needs --ae <autoencoder folder> (e.g. data/pretrained/ae-kl-f4-shapes32), or "
+        raise UsageError("train-ldm needs --ae <autoencoder folder> (e.g. data/pretrained/ae-kl-f4-shapes32), or "
                          "--condition for a conditional model")
     name = RECIPE_OF_CONDITION[args.condition] if args.condition else "ldm"
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "model_channels": args.model_channels,
@@ -130,6 +132,34 @@ def _load_ldm(path: Path, device: str):
     return LatentDiffusion.from_pretrained(path).to(pick_device(device)).eval()
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (`--n 0` or `--steps 0` is a usage error, not a crash)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _label_list(text: str) -> list[int]:
+    """argparse type for --labels: comma-separated class indices, e.g. 0,1,2."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices such as 0,1,2, got {text!r}") from None
+
+
+def _image_file(out: Path, option: str = "--out") -> Path:
+    """An output image path: refuses a folder (it would write <folder>.png beside it) and a name without suffix."""
+    if out.is_dir():
+        raise UsageError(f"{option} {out} is a folder; give a file name, e.g. {option} {out / 'samples.png'}")
+    if not out.suffix:
+        raise UsageError(f"{option} {out} has no file type; give a name ending in .png (e.g. {out}.png)")
+    return out
+
+
 def cmd_sample(args) -> None:
     import matplotlib
 
@@ -144,21 +174,21 @@ def cmd_sample(args) -> None:
     if task is not None:  # image-to-image: one output image from files
         from .image_to_image import sample_to_file
 
-        out = args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png"
+        out = _image_file(args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png")
         path = sample_to_file(task, out, lowres=args.lowres, image=args.image, mask=args.mask, seg_map=args.map,
                               degradation=args.degradation, model=args.model, steps=args.steps, seed=args.seed)
         log.info("wrote %s", path)
         return
     if args.model is None:
-        raise ValueError("sample needs --model <LDM folder> (or --lowres / --mask / --map for image-to-image)")
+        raise UsageError("sample needs --model <LDM folder> (or --lowres / --mask / --map for image-to-image)")
+    out = _image_file(args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png")
     ldm = _load_ldm(args.model, args.device)
-    labels = [int(v) for v in args.labels.split(",")] if args.labels else None
+    labels = args.labels
     prompts = [args.prompt] * args.n if args.prompt is not None else None
     negative = [args.negative_prompt] * args.n if args.negative_prompt is not None else None
     x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
                    sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
                    generator=torch.Generator().manual_seed(args.seed)).cpu()
-    out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"{args.model.name}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
              + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
@@ -196,7 +226,7 @@ def cmd_evaluate(args) -> None:
     for spec in (args.samplers or default).split(","):
         sampler, _, steps = spec.partition(":")
         if not steps.isdigit():
-            raise ValueError(f"--samplers takes sampler:steps pairs, e.g. ddim:50,dpm_solver_pp:20; got {spec!r}")
+            raise UsageError(f"--samplers takes sampler:steps pairs, e.g. ddim:50,dpm_solver_pp:20; got {spec!r}")
         results[spec] = evaluate(ldm, n=args.n, guidance_scales=tuple(args.guidance), n_real=args.n_real,
                                  n_boot=args.n_boot, seed=args.seed, sampler=sampler, steps=int(steps))
         log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, (dict, list))})
@@ -273,7 +303,7 @@ def cmd_convert(args) -> None:
 
         if args.source == "compvis":
             if args.config is None:
-                raise ValueError("convert compvis needs --config: the model's config.yaml from CompVis/latent-diffusion")
+                raise UsageError("convert compvis needs --config: the model's config.yaml from CompVis/latent-diffusion")
             model = interop.from_compvis(args.path, args.config, ema=args.ema, first_stage_only=args.first_stage_only)
             model.save_pretrained(args.out)
         else:
@@ -281,7 +311,7 @@ def cmd_convert(args) -> None:
 
             interop.to_diffusers(LatentDiffusion.from_pretrained(args.path), args.out)
     except ImportError as e:  # the optional dependencies: say which, exit 2 like any user error
-        raise ValueError(f"{e}; install the extra with: pip install 'ldm-lite[interop]' (diffusers, pyyaml)") from e
+        raise UsageError(f"{e}; install the extra with: pip install 'ldm-lite[interop]' (diffusers, pyyaml)") from e
     log.info("wrote %s", args.out)
 
 
@@ -372,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
     s.add_argument("--model", type=Path, default=None, help="LDM folder (image-to-image: default the shipped one)")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--labels", default=None, help="class labels for a class-conditional model, e.g. 0,1,2")
+    s.add_argument("--n", type=_positive_int, default=64, help="number of images (with --prompt: of that prompt)")
+    s.add_argument("--labels", type=_label_list, default=None,
+                   help="class labels for a class-conditional model, e.g. 0,1,2")
     s.add_argument("--prompt", default=None, help='a text-to-image model\'s prompt, e.g. "a large red circle"')
     s.add_argument("--negative-prompt", default=None, help="guide away from this prompt (with --guidance > 1)")
     s.add_argument("--lowres", default=None, help="super-resolution x4 of this low-res RGB PNG")
@@ -383,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--degradation", default="bicubic", choices=["bicubic", "realistic"],
                    help="which shipped super-resolution model (trained on bicubic or realistic inputs)")
     s.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "plms", "dpm_solver_pp"])
-    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--steps", type=_positive_int, default=50)
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
@@ -461,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError
+    from .fit import TrainingDiverged
 
     if getattr(args, "threads", 0):  # every stage with --threads: torch's intra-op threads, set once here
         import torch
@@ -469,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        parser.exit(2, f"ldm-lite {args.command}: error: {e}\n")
+    # the user's to fix: one line on stderr, exit 2 (UsageError includes CheckpointError and NonFiniteError);
+    # any other exception is a bug and keeps its traceback
+    except (UsageError, FileNotFoundError, TrainingDiverged) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        parser.exit(2, f"ldm-lite {args.command}: error: {message}\n")
     return 0
 
 

@@ -22,6 +22,7 @@ from . import grounding
 from .classifier import MNISTClassifier
 from .conditioning import ClassConditioner, LayoutConditioner
 from .datasets import KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
+from .errors import UsageError
 from .evaluation import sample_many
 from .ldm import LatentDiffusion
 from .metrics import fid
@@ -214,13 +215,13 @@ def condition_kind(ldm: LatentDiffusion) -> str:
             return "shapes-text"
         if not cond.tokenizer.unseen_words(DIGIT_PROMPT):
             return "mnist-text"
-        raise ValueError(f"this text model knows neither the shapes captions nor the MNIST ones (e.g. it never saw "
+        raise UsageError(f"this text model knows neither the shapes captions nor the MNIST ones (e.g. it never saw "
                          f"the words {cond.tokenizer.unseen_words(TWO_SHAPE_PROMPT)}); judge its samples yourself")
     if isinstance(cond, LayoutConditioner):
         return "layout"
     if isinstance(cond, ClassConditioner) and cond.config.num_classes == 10:
         return "mnist-class"
-    raise ValueError(f"no judge for a model conditioned by {type(cond).__name__ if cond is not None else 'nothing'}; "
+    raise UsageError(f"no judge for a model conditioned by {type(cond).__name__ if cond is not None else 'nothing'}; "
                      "`conditional.evaluate` judges text (shapes or MNIST captions), layout and class-conditional "
                      "MNIST models; an unconditional model: `evaluation.evaluate_samples` (ldm-lite evaluate)")
 

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import Pretrained
+from .errors import UsageError
+from .validation import as_tensor, check_finite, check_labels
 
 
 @dataclass
@@ -70,6 +72,17 @@ class Conditioner(nn.Module):
     context_dim: int | None = None  # width d of the context tokens; None = no cross-attention
     concat_channels: int = 0  # channels of the spatial condition; 0 = no concatenation
     usage: str = "batch={...}"  # how a caller of LatentDiffusion.sample passes this condition (for error messages)
+    sample_inputs: tuple[str, ...] = ()  # the keyword arguments of LatentDiffusion.sample that carry the condition
+
+    def batch_from(self, **inputs: Any) -> dict[str, Any]:
+        """The named inputs of `LatentDiffusion.sample` (those in `sample_inputs`) -> the batch fields `forward`
+        reads. Default: each name is its own batch field."""
+        return dict(inputs)
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with the fields this conditioner reads validated (type, range, finiteness, count); run once
+        at the sampling boundary (training batches come from a dataset and skip the host syncs it costs)."""
+        return batch
 
     def attach_autoencoder(self, autoencoder: nn.Module) -> None:
         """Called by LatentDiffusion with its frozen first stage; conditioners that encode images keep it."""
@@ -105,6 +118,16 @@ class ClassConditioner(Pretrained, Conditioner):
 
     config_class = ClassConditionerConfig
     usage = "labels=[...] (class indices)"
+    sample_inputs = ("labels",)
+
+    def batch_from(self, labels: Any) -> dict[str, Any]:
+        return {self.config.label_key: labels}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        key = self.config.label_key
+        if key not in batch:
+            raise UsageError(f"a class-conditional model reads batch[{key!r}]; pass labels=[...]")
+        return {**batch, key: check_labels("labels", batch[key], self.config.num_classes)}
 
     def __init__(self, config: ClassConditionerConfig | None = None):
         super().__init__()
@@ -117,15 +140,14 @@ class ClassConditioner(Pretrained, Conditioner):
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         if self.config.label_key not in batch:
-            raise ValueError(f"a class-conditional model reads batch[{self.config.label_key!r}]; pass labels=[...]")
+            raise UsageError(f"a class-conditional model reads batch[{self.config.label_key!r}]; pass labels=[...]")
         labels = torch.as_tensor(batch[self.config.label_key], device=self.embedding.weight.device).long()
         if labels.ndim != 1:
-            raise ValueError(f"class labels must be a 1-D tensor (B,), got shape {tuple(labels.shape)}")
-        bad = (labels < 0) | (labels >= self.embedding.num_embeddings)
+            raise UsageError(f"class labels must be a 1-D tensor (B,), got shape {tuple(labels.shape)}")
+        bad = (labels < 0) | (labels >= self.config.num_classes)  # ∅ is null(), never a label value
         if bool(bad.any()):
-            null = f" (or {self.config.num_classes} for ∅)" if self.config.null_class else ""
-            raise ValueError(f"class labels must lie in 0..{self.config.num_classes - 1}{null}; "
-                             f"got {labels[bad][:5].tolist()}")
+            raise UsageError(f"class labels must lie in 0..{self.config.num_classes - 1}; got "
+                             f"{labels[bad][:5].tolist()} (for ∅ use guidance_scale=0 or conditioner.null(B))")
         return Condition(context=self.embedding(labels)[:, None, :])  # (B, 1, d)
 
     def null(self, batch_size: int) -> Condition:
@@ -154,7 +176,24 @@ class LayoutConditioner(Pretrained, Conditioner):
     both; `datasets.boxes_from_attrs` makes them from its `attrs`)."""
 
     config_class = LayoutConditionerConfig
-    usage = "batch={'boxes': (B, N, 4) as (x0, y0, x1, y1) in [0, 1], 'box_labels': (B, N) class indices}"
+    usage = ("layout=(boxes (B, N, 4) as (x0, y0, x1, y1) in [0, 1], classes (B, N), -1 = no object) "
+             "or batch={'boxes': ..., 'box_labels': ...}")
+    sample_inputs = ("layout",)
+
+    def batch_from(self, layout: Any) -> dict[str, Any]:
+        """layout: (boxes, classes) or {"boxes": ..., "box_labels": ...}."""
+        if isinstance(layout, dict):
+            if set(layout) != {"boxes", "box_labels"}:
+                raise UsageError(f"layout as a dict needs exactly the keys 'boxes' and 'box_labels', got {sorted(layout)}")
+            return dict(layout)
+        if not isinstance(layout, tuple | list) or len(layout) != 2:
+            raise UsageError(f"layout must be a pair (boxes (B, N, 4), classes (B, N)), got {type(layout).__name__}"
+                             f"{' of length ' + str(len(layout)) if isinstance(layout, tuple | list) else ''}")
+        return {"boxes": layout[0], "box_labels": layout[1]}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.layout(batch)  # every check of the layout (shapes, classes, finite boxes inside [0, 1], areas)
+        return batch
 
     def __init__(self, config: LayoutConditionerConfig | None = None):
         super().__init__()
@@ -174,26 +213,29 @@ class LayoutConditioner(Pretrained, Conditioner):
         """The checked layout: boxes (B, max_objects, 4) and classes (B, max_objects) with -1 for empty slots."""
         if "boxes" in batch:
             if "box_labels" not in batch:
-                raise ValueError("batch has 'boxes' but no 'box_labels'; pass one class index per box (-1 = none)")
-            boxes, labels = torch.as_tensor(batch["boxes"]).float(), torch.as_tensor(batch["box_labels"]).long()
+                raise UsageError("batch has 'boxes' but no 'box_labels'; pass one class index per box (-1 = none)")
+            boxes, labels = as_tensor("boxes", batch["boxes"]), as_tensor("box_labels", batch["box_labels"])
+            if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+                raise UsageError(f"box_labels must be whole class indices (-1 = no object), got {labels.tolist()}")
+            boxes, labels = check_finite("boxes", boxes.float()), labels.long()
         else:
-            raise ValueError(f"a layout-conditional model reads boxes; pass {self.usage}")
+            raise UsageError(f"a layout-conditional model reads boxes; pass {self.usage}")
         if boxes.ndim != 3 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:2]:
-            raise ValueError(f"boxes must be (B, N, 4) and box_labels (B, N); got {tuple(boxes.shape)} and "
+            raise UsageError(f"boxes must be (B, N, 4) and box_labels (B, N); got {tuple(boxes.shape)} and "
                              f"{tuple(labels.shape)}")
         n, c = boxes.shape[1], self.config
         if n > c.max_objects:
-            raise ValueError(f"{n} objects per layout but this model takes at most max_objects={c.max_objects}")
+            raise UsageError(f"{n} objects per layout but this model takes at most max_objects={c.max_objects}")
         bad = (labels < -1) | (labels >= c.num_classes)
         if bool(bad.any()):
-            raise ValueError(f"box classes must lie in 0..{c.num_classes - 1} (or -1 for no object); "
+            raise UsageError(f"box classes must lie in 0..{c.num_classes - 1} (or -1 for no object); "
                              f"got {labels[bad][:5].tolist()}")
         real = labels >= 0
         b = boxes[real]
         if bool(((b < 0) | (b > 1)).any()):
-            raise ValueError(f"boxes must lie inside [0, 1] (fractions of the image side); got {b[((b < 0) | (b > 1)).any(-1)][:3].tolist()}")
+            raise UsageError(f"boxes must lie inside [0, 1] (fractions of the image side); got {b[((b < 0) | (b > 1)).any(-1)][:3].tolist()}")
         if bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
-            raise ValueError("a box has zero area: boxes are (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
+            raise UsageError("a box has zero area: boxes are (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
         pad = c.max_objects - n
         boxes = torch.cat([boxes, boxes.new_zeros(boxes.shape[0], pad, 4)], 1)
         labels = torch.cat([labels, labels.new_full((labels.shape[0], pad), -1)], 1)

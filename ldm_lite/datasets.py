@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import UsageError, UsageTypeError
 from .paths import CACHE_DIR
+from .validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def _sdf(kind: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
         m = np.abs(((ang / (2 * np.pi / 5)) % 1.0) - 0.5) * 2  # 1 at a tip, 0 between tips
         edge = r * (0.45 + 0.55 * m**1.5)
         return (rad - edge) * 0.6
-    raise ValueError(f"unknown shape kind {kind!r}; known: {KINDS}")
+    raise UsageError(f"unknown shape kind {kind!r}; known: {KINDS}")
 
 
 def _relation(a: np.ndarray, b: np.ndarray) -> str:
@@ -121,23 +123,24 @@ class Shapes(Dataset):
 
     def __init__(self, config: ShapesConfig, n: int):
         c = config
+        check_int("resolution", c.resolution), check_int("n", n)
         if not 16 <= c.resolution <= 256:
-            raise ValueError(f"shapes resolution {c.resolution} is out of range; use 16..256 (e.g. 32 or 64)")
+            raise UsageError(f"shapes resolution {c.resolution} is out of range; use 16..256 (e.g. 32 or 64)")
         if not 1 <= c.min_shapes <= c.max_shapes <= 3:
-            raise ValueError(f"need 1 <= min_shapes <= max_shapes <= 3, got {c.min_shapes}, {c.max_shapes}")
+            raise UsageError(f"need 1 <= min_shapes <= max_shapes <= 3, got {c.min_shapes}, {c.max_shapes}")
         for k in c.kinds:
             if k not in KINDS:
-                raise ValueError(f"unknown shape kind {k!r}; known: {KINDS}")
+                raise UsageError(f"unknown shape kind {k!r}; known: {KINDS}")
         for col in c.colors:
             if col not in COLORS:
-                raise ValueError(f"unknown colour {col!r}; known: {COLOR_NAMES}")
+                raise UsageError(f"unknown colour {col!r}; known: {COLOR_NAMES}")
         if c.background not in BACKGROUNDS:
-            raise ValueError(f"unknown background {c.background!r}; known: {BACKGROUNDS}")
+            raise UsageError(f"unknown background {c.background!r}; known: {BACKGROUNDS}")
         if c.canvas < 1 or c.resolution % c.canvas:
-            raise ValueError(f"canvas={c.canvas} must be >= 1 and divide the resolution {c.resolution} "
+            raise UsageError(f"canvas={c.canvas} must be >= 1 and divide the resolution {c.resolution} "
                              f"(e.g. resolution=64, canvas=2: a 64x64 scene of shapes at the 32x32 scale)")
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise UsageError(f"n must be >= 1, got {n}")
         self.config, self.n = c, n
         res = c.resolution
         coords = (np.arange(res, dtype=np.float32) + 0.5) / res  # pixel centres in [0,1]
@@ -254,7 +257,7 @@ def to_model_image(img: Any, resolution: int, channels: int = 3) -> torch.Tensor
     if not isinstance(img, Image.Image):
         img = Image.fromarray(np.asarray(img))
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise UsageError(f"channels must be 1 or 3, got {channels}")
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey: scale to 8 bits, not clip
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -280,7 +283,7 @@ def to_model_image(img: Any, resolution: int, channels: int = 3) -> torch.Tensor
 
 def _check_resolution(resolution: int) -> None:
     if not isinstance(resolution, int) or not 8 <= resolution <= 1024:
-        raise ValueError(f"resolution {resolution!r} is not supported; use an int in 8..1024 (e.g. 32)")
+        raise UsageError(f"resolution {resolution!r} is not supported; use an int in 8..1024 (e.g. 32)")
 
 
 # ----------------------------------------------------------------------------------------------- hub access
@@ -297,7 +300,7 @@ def hub_offline_reason(timeout: float = 1.5) -> str | None:
     return None
 
 
-class HubOfflineError(RuntimeError):
+class HubOfflineError(UsageError, RuntimeError):
     pass
 
 
@@ -320,7 +323,7 @@ class HFImages(Dataset):
         cols = list(hf.column_names)
         for col in (image_column, caption_column, label_column):
             if col is not None and col not in cols:
-                raise ValueError(f"column {col!r} is not in the dataset; its columns are {cols}")
+                raise UsageError(f"column {col!r} is not in the dataset; its columns are {cols}")
         self.hf, self.resolution, self.channels = hf, resolution, channels
         self.image_column, self.caption_column, self.label_column = image_column, caption_column, label_column
         self.caption_template = caption_template
@@ -409,11 +412,11 @@ def mnist(resolution: int = 32, channels: int = 1, split: str = "train", *, sour
     """
     _check_resolution(resolution)
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise UsageError(f"channels must be 1 or 3, got {channels}")
     if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        raise UsageError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if source not in ("auto", "offline", "hub"):
-        raise ValueError(f"source must be 'auto', 'offline' or 'hub', got {source!r}")
+        raise UsageError(f"source must be 'auto', 'offline' or 'hub', got {source!r}")
     if source == "hub" or (source == "auto" and hub_offline_reason() is None):
         if source == "hub":
             _require_hub("ylecun/mnist")
@@ -453,7 +456,7 @@ class ImageFolder(Dataset):
             raise FileNotFoundError(f"image folder {root} does not exist")
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}; put your images there")
+            raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}; put your images there")
         self.root, self.resolution, self.channels = root, resolution, channels
         self.captions: dict[str, str] = {}
         meta = root / "metadata.jsonl"
@@ -464,7 +467,7 @@ class ImageFolder(Dataset):
                         row = json.loads(line)
                         self.captions[row["file_name"]] = row.get("text", row.get("caption", ""))
                     except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ValueError(f"{meta}, line {n}: not a JSON object with 'file_name' and 'text' ({e}); "
+                        raise UsageError(f"{meta}, line {n}: not a JSON object with 'file_name' and 'text' ({e}); "
                                          'write one {"file_name": "a.png", "text": "..."} per line') from None
 
     def __len__(self) -> int:
@@ -481,7 +484,7 @@ class ImageFolder(Dataset):
             with Image.open(p) as im:
                 image = to_model_image(im, self.resolution, self.channels)
         except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"cannot read image {p} ({type(e).__name__}: {e}); it is truncated or not an image: "
+            raise UsageError(f"cannot read image {p} ({type(e).__name__}: {e}); it is truncated or not an image: "
                              "re-save it or remove it from the folder") from None
         return {"image": image, "caption": caption, "label": -1}
 
@@ -490,10 +493,12 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e}); re-save it with UTF-8 encoding") from None
+        raise UsageError(f"{path} is not UTF-8 text ({e}); re-save it with UTF-8 encoding") from None
 
 
 def image_folder(path: str | os.PathLike, resolution: int = 32, channels: int = 3) -> ImageFolder:
+    if not isinstance(path, str | os.PathLike):
+        raise UsageTypeError(f"path must be a folder path (str or pathlib.Path), got {type(path).__name__}")
     return ImageFolder(path, resolution, channels)
 
 
@@ -507,7 +512,7 @@ def get(name: str, **kwargs: Any) -> Dataset:
         return REGISTRY[name](**kwargs)
     if name.startswith("hub:"):
         return from_hub(name[4:], **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)} or 'hub:<name or path>' (e.g. 'hub:cifar10')")
+    raise UsageError(f"unknown dataset {name!r}; known: {sorted(REGISTRY)} or 'hub:<name or path>' (e.g. 'hub:cifar10')")
 
 
 def loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, seed: int = 0, num_workers: int = 0,
@@ -522,7 +527,7 @@ def loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, seed: i
 def bicubic_degradation(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """(B,C,H,W) -> (B,C,H/factor,W/factor): plain bicubic down-sampling (the LDM-SR "bicubic" setting)."""
     if x.shape[-1] % factor or x.shape[-2] % factor:
-        raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
+        raise UsageError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
     return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
@@ -555,7 +560,7 @@ def realistic_degradation(x: torch.Tensor, factor: int = 4, generator: torch.Gen
     the order of blur and intermediate resize is shuffled, the final resize uses a random interpolation.
     (B,C,H,W) in [-1,1] -> (B,C,H/factor,W/factor). Reproducible with `generator`."""
     if x.shape[-1] % factor or x.shape[-2] % factor:
-        raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
+        raise UsageError(f"image size {tuple(x.shape[-2:])} is not divisible by factor={factor}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     u = lambda lo, hi: float(lo + (hi - lo) * torch.rand((), generator=g))
     h, w = x.shape[-2:]
@@ -584,7 +589,7 @@ def fixed_degradation(x: torch.Tensor, factor: int = 4, blur: float = 0.0, noise
         x = x + torch.randn(x.shape, generator=g).to(x.device) * noise
     if jpeg is not None:
         if not 1 <= jpeg <= 100:
-            raise ValueError(f"jpeg quality must lie in 1..100, got {jpeg}")
+            raise UsageError(f"jpeg quality must lie in 1..100, got {jpeg}")
         x = _jpeg(x, int(jpeg))
     return x.clamp(-1, 1)
 
@@ -632,7 +637,7 @@ class SuperResolutionPairs(Dataset):
 
     def __init__(self, dataset: Dataset, degradation: str = "bicubic", factor: int = 4, seed: int = 0):
         if degradation not in DEGRADATIONS:
-            raise ValueError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
+            raise UsageError(f"unknown degradation {degradation!r}; known: {sorted(DEGRADATIONS)}")
         self.dataset, self.degrade, self.factor, self.seed = dataset, DEGRADATIONS[degradation], factor, seed
 
     def __len__(self) -> int:
@@ -672,7 +677,7 @@ def inpaint_mask(kind: str, size: int, rng: np.random.Generator, seg: np.ndarray
         w, h = rng.uniform(0.25, 0.55, size=2)
         x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
         return ((gx >= x0) & (gx < x0 + w) & (gy >= y0) & (gy < y0 + h)).astype(np.float32)
-    raise ValueError(f"unknown mask kind {kind!r}; known: {MASK_KINDS}")
+    raise UsageError(f"unknown mask kind {kind!r}; known: {MASK_KINDS}")
 
 
 class InpaintingMasks(Dataset):
@@ -682,7 +687,7 @@ class InpaintingMasks(Dataset):
     def __init__(self, dataset: Dataset, kinds: tuple[str, ...] = MASK_KINDS, seed: int = 0):
         for k in kinds:
             if k not in MASK_KINDS:
-                raise ValueError(f"unknown mask kind {k!r}; known: {MASK_KINDS}")
+                raise UsageError(f"unknown mask kind {k!r}; known: {MASK_KINDS}")
         self.dataset, self.kinds, self.seed = dataset, tuple(kinds), seed
 
     def __len__(self) -> int:

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_training_state, recover_dir, save_training_state
+from .errors import UsageError
 from .runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
     """Indices (batch_size,) of the batch at `step`: epoch e = step // (n // batch_size) walks through
     torch.randperm(n) drawn from a generator seeded with seed + e (the last partial batch is dropped)."""
     if n < batch_size:
-        raise ValueError(f"the dataset has {n} items, fewer than batch_size={batch_size}; lower batch_size")
+        raise UsageError(f"the dataset has {n} items, fewer than batch_size={batch_size}; lower batch_size")
     epoch, i = divmod(step, n // batch_size)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
     return perm[i * batch_size: (i + 1) * batch_size]
@@ -190,7 +191,7 @@ def _resume_dir(resume: bool | str | os.PathLike | None, out: Path | None) -> Pa
         return None
     if resume is True:
         if out is None:
-            raise ValueError("resume=True needs out_dir (the checkpoint is read from <out_dir>/checkpoint)")
+            raise UsageError("resume=True needs out_dir (the checkpoint is read from <out_dir>/checkpoint)")
         return recover_dir(out / CHECKPOINT_DIR)  # None: nothing to resume yet, start afresh
     return Path(resume)
 
@@ -254,9 +255,9 @@ def fit(
     CPU (or with a `step_callback`) every step. No checkpoint is ever written from non-finite weights.
     """
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise UsageError(f"steps must be >= 0, got {steps}")
     if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be >= 0 (0 = only at the end), got {checkpoint_every}")
+        raise UsageError(f"checkpoint_every must be >= 0 (0 = only at the end), got {checkpoint_every}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and rank == 0:  # fail before training, not at the first checkpoint
         try:

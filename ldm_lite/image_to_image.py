@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import recipes
 from .datasets import DEGRADATIONS, KINDS, MASK_KINDS, SIZE_NAMES, fixed_degradation, inpaint_mask, shapes
+from .errors import UsageError
 from .evaluation import classifier_features, sample_many
 from .ldm import LatentDiffusion
 from .metrics import fid, lpips_distance, psnr, ssim
@@ -50,7 +51,7 @@ def sr_degrade(hr: Tensor, kind: str, strength: float = 0.5, seed: int = 0) -> T
     (σ = 0.3 + 2.2·strength before down-sampling), "noise" (std 0.2·strength), "jpeg" (quality 95 - 75·strength)
     or "realistic" (the random training pipeline, drawn from seed)."""
     if kind not in SR_CONTROLS:
-        raise ValueError(f"unknown degradation {kind!r}; known: {SR_CONTROLS}")
+        raise UsageError(f"unknown degradation {kind!r}; known: {SR_CONTROLS}")
     if kind == "realistic":
         return degrade(hr, "realistic", seed)
     opts = {"bicubic": {}, "blur": {"blur": 0.3 + 2.2 * strength}, "noise": {"noise": 0.2 * strength},
@@ -101,7 +102,7 @@ def scene_map(layout: list[tuple[str, float, float, str]], side: int = 32, canva
     rows = []
     for kind, x, y, size in layout:
         if kind not in KINDS or size not in SIZE_NAMES:
-            raise ValueError(f"a layout entry is (kind, x, y, size) with kind in {KINDS} and size in {SIZE_NAMES}; "
+            raise UsageError(f"a layout entry is (kind, x, y, size) with kind in {KINDS} and size in {SIZE_NAMES}; "
                              f"got {(kind, x, y, size)}")
         rows.append((KINDS.index(kind), 0, SIZE_NAMES.index(size), int(x * 1000), int(y * 1000)))
     _, seg = ds.render(np.array(rows, dtype=np.int64).reshape(-1, 5), np.random.default_rng(0))
@@ -262,12 +263,12 @@ def read_png(path: str | os.PathLike, what: str, channels: int | None = 3) -> Te
     arr = np.asarray(img)
     if channels is None:
         if arr.ndim != 2:
-            raise ValueError(f"{what} {path} must be a one-channel (greyscale / palette) PNG of integer values, "
+            raise UsageError(f"{what} {path} must be a one-channel (greyscale / palette) PNG of integer values, "
                              f"got shape {arr.shape}")
         return torch.from_numpy(arr.astype(np.int64))
     got = 1 if arr.ndim == 2 else arr.shape[2]
     if got != channels:
-        raise ValueError(f"{what} {path} has {got} channel(s) but the model expects {channels} (RGB); "
+        raise UsageError(f"{what} {path} has {got} channel(s) but the model expects {channels} (RGB); "
                          f"convert it, e.g. Image.open(p).convert('RGB')")
     return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
 
@@ -285,16 +286,16 @@ def sample_to_file(task: str, out: str | os.PathLike, *, lowres: str | None = No
     ldm = recipes.load(model or SHIPPED[task if task != "sr" or degradation == "bicubic" else "sr-realistic"])
     if task == "sr":
         if lowres is None:
-            raise ValueError("super-resolution needs --lowres <low-res RGB PNG>")
+            raise UsageError("super-resolution needs --lowres <low-res RGB PNG>")
         batch = {"lowres": read_png(lowres, "the low-res image")[None]}
     elif task == "inpaint":
         if image is None or mask is None:
-            raise ValueError("inpainting needs --image <RGB PNG> and --mask <PNG, white = fill>")
+            raise UsageError("inpainting needs --image <RGB PNG> and --mask <PNG, white = fill>")
         x, m = read_png(image, "the image")[None], read_png(mask, "the mask", channels=None)
         batch = {"image": x, "inpaint_mask": (m / 255 if int(m.max()) == 255 else m)[None]}
     else:
         if seg_map is None:
-            raise ValueError("semantic synthesis needs --map <greyscale PNG of class indices>")
+            raise UsageError("semantic synthesis needs --map <greyscale PNG of class indices>")
         batch = {"mask": read_png(seg_map, "the map", channels=None)[None]}
     x = _sample(ldm, batch, steps, seed)[0]
     path = Path(out)

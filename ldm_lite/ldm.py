@@ -38,8 +38,20 @@ from .checkpoint import (
     save_model,
 )
 from .conditioning import CONDITIONERS, Condition
+from .errors import NonFiniteError, UsageError, UsageTypeError
 from .schedule import Schedule
 from .unet import UNet, UNetConfig
+from .validation import (
+    as_tensor,
+    check_callable,
+    check_choice,
+    check_finite,
+    check_generator,
+    check_int,
+    check_number,
+    check_strings,
+    describe,
+)
 
 AUTOENCODERS: dict[str, tuple[type[nn.Module], type]] = {
     "Autoencoder": (Autoencoder, AutoencoderConfig),
@@ -86,11 +98,11 @@ def _check_conditioner(conditioner: nn.Module | None, unet: UNet) -> None:
     """The conditioner's context width and spatial channels must be what the UNet was built for."""
     ctx_dim = None if conditioner is None else conditioner.context_dim
     if ctx_dim != unet.config.context_dim:
-        raise ValueError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
+        raise UsageError(f"the conditioner gives context_dim={ctx_dim} but the UNet expects "
                          f"{unet.config.context_dim}; set UNetConfig(context_dim={ctx_dim})")
     concat = 0 if conditioner is None else conditioner.concat_channels
     if concat != unet.config.concat_channels:
-        raise ValueError(f"the conditioner concatenates {concat} channels to z_t but the UNet expects "
+        raise UsageError(f"the conditioner concatenates {concat} channels to z_t but the UNet expects "
                          f"{unet.config.concat_channels}; set UNetConfig(concat_channels={concat})")
 
 
@@ -107,20 +119,24 @@ class LatentDiffusion(Pretrained, nn.Module):
                  schedule: Schedule | str = "scaled_linear", *, image_size: int = 32, prediction: str = "eps",
                  cond_drop_prob: float = 0.1, T: int = 1000):
         super().__init__()
+        image_size, T = check_int("image_size", image_size, min=1), check_int("T", T, min=1)
+        cond_drop_prob = check_number("cond_drop_prob", cond_drop_prob, min=0.0, max=1.0)
         if isinstance(schedule, str):
             if schedule not in SCHEDULES:
-                raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
+                raise UsageError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
             schedule = SCHEDULES[schedule](T=T)
+        elif not isinstance(schedule, Schedule):
+            raise UsageTypeError(f"schedule must be a Schedule or one of {sorted(SCHEDULES)}, got {describe(schedule)}")
         if schedule.name not in SCHEDULES:
-            raise ValueError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
+            raise UsageError(f"schedule {schedule.name!r} cannot be saved; use one of {sorted(SCHEDULES)}")
         if prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+            raise UsageError(f"prediction must be 'eps' or 'v', got {prediction!r}")
         f = autoencoder.f
         if image_size % f:
-            raise ValueError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
+            raise UsageError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
         c = autoencoder.latent_channels
         if unet.config.in_channels != c or unet.config.out_channels != c:
-            raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
+            raise UsageError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
                              f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
         _check_conditioner(conditioner, unet)
         _warn_if_unscaled(autoencoder)
@@ -179,7 +195,7 @@ class LatentDiffusion(Pretrained, nn.Module):
             return batch["latent"].to(self.device) * self.autoencoder.scale_factor
         x = batch["image"].to(self.device)
         if x.shape[-1] != self.config.image_size or x.shape[-2] != self.config.image_size:
-            raise ValueError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
+            raise UsageError(f"images are {tuple(x.shape[-2:])} but this model was built for image_size="
                              f"{self.config.image_size}; resize the dataset (resolution={self.config.image_size})")
         return self.encode(x, generator=generator if generator is None or generator.device == x.device else None)
 
@@ -229,30 +245,42 @@ class LatentDiffusion(Pretrained, nn.Module):
         x = z_t if cond.concat is None else torch.cat([z_t, cond.concat.to(z_t.dtype)], dim=1)  # §3.3 concat
         return self.unet(x, t, cond.context)
 
-    def check_guidance(self, guidance_scale: float) -> None:
+    def check_guidance(self, guidance_scale: float) -> float:
         """Classifier-free guidance needs ε̂(z_t, ∅): refuse it on a model trained without condition dropout."""
-        if not guidance_scale >= 0:
-            raise ValueError(f"guidance_scale={guidance_scale} must be >= 0 (0: unconditional, 1: no guidance, > 1: "
+        guidance_scale = check_number("guidance_scale", guidance_scale)
+        if guidance_scale < 0:
+            raise UsageError(f"guidance_scale={guidance_scale} must be >= 0 (0: unconditional, 1: no guidance, > 1: "
                              "stronger); to steer away from a prompt use negative_prompts")
         if guidance_scale != 1.0 and self.conditioner is not None and self.config.cond_drop_prob == 0:
-            raise ValueError(f"guidance_scale={guidance_scale} needs ε̂(z_t, ∅), but this model was trained with "
+            raise UsageError(f"guidance_scale={guidance_scale} needs ε̂(z_t, ∅), but this model was trained with "
                              "cond_drop_prob=0 and never saw ∅; sample with guidance_scale=1.0, or train with "
                              "cond_drop_prob > 0 (the default 0.1) for classifier-free guidance")
+        return guidance_scale
 
     @torch.no_grad()
-    def sample(self, n: int | None = None, *, batch: dict[str, Any] | None = None, labels: Any = None,
-               prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
-               negative_batch: dict[str, Any] | None = None, sampler: str = "ddim", steps: int = 50,
-               guidance_scale: float = 1.0, generator: torch.Generator | None = None, noise: Tensor | None = None,
-               callback=None, return_latents: bool = False, size: int | None = None,
-               known: tuple[Tensor, Tensor] | None = None, **sampler_options: Any) -> Tensor:
+    def sample(self, n: int | None = None, *, prompts: Sequence[str] | None = None, labels: Any = None,
+               layout: Any = None, low_res: Tensor | None = None, image: Tensor | None = None,
+               mask: Tensor | None = None, semantic_map: Tensor | None = None, batch: dict[str, Any] | None = None,
+               negative_prompts: Sequence[str] | None = None, negative_batch: dict[str, Any] | None = None,
+               sampler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
+               generator: torch.Generator | int | None = None, noise: Tensor | None = None, callback=None,
+               return_latents: bool = False, size: int | None = None, known: tuple[Tensor, Tensor] | None = None,
+               **sampler_options: Any) -> Tensor:
         """Generate images (B, C, H, W) in [-1, 1].
 
-        n: number of images (unconditional); the condition: `labels` (class indices -> batch["label"]), `prompts`
-        (strings -> batch["caption"]) or a `batch` dict the conditioner reads (e.g. boxes); guidance_scale s > 1
-        applies classifier-free guidance ε̃ = ε̂(u) + s(ε̂(c) - ε̂(u)) with u = ∅, or u = the condition of
-        `negative_prompts` / `negative_batch` (guidance away from it); sampler: one of
-        `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp");
+        n: number of images (unconditional). The condition, by name (each model takes the ones its conditioner
+        lists in `sample_inputs`; any other is an error):
+            prompts        list of B strings (text models)          labels        B class indices 0..K-1
+            layout         (boxes (B, N, 4) in [0, 1] as (x0, y0, x1, y1), classes (B, N), -1 = no object)
+            low_res        (B, 3, H/s, W/s) in [-1, 1] (super-resolution)
+            image + mask   (B, 3, H, W) in [-1, 1] and (B, H, W) with 1 = fill (inpainting)
+            semantic_map   (B, H, W) class indices (semantic synthesis)
+        or `batch`, a dict of the fields the conditioner reads (e.g. a dataset batch); named conditions are
+        added to it. Every condition is checked (type, range, finiteness, count) before any work.
+        guidance_scale s > 1 applies classifier-free guidance ε̃ = ε̂(u) + s(ε̂(c) - ε̂(u)) with u = ∅, or u = the
+        condition of `negative_prompts` / `negative_batch` (guidance away from it; one per image, s != 1);
+        sampler: one of `ldm_lite.samplers.SAMPLERS` ("ddpm", "ddim", "plms", "dpm_solver_pp"); steps: an int in
+        1..T; generator: a torch.Generator, or an int seed (`generator=0` is `torch.Generator().manual_seed(0)`);
         callback(step, t, z_t, z0_hat) is called at every reverse step (latents, before decoding).
         size: the image side to sample (default: `config.image_size`; the UNet is convolutional, so a model trained
         at 32 can sample 64). A spatial condition (c_concat) sets the latent size itself: larger maps give larger
@@ -260,73 +288,125 @@ class LatentDiffusion(Pretrained, nn.Module):
         known: (z_known, keep), latents (B, c, h, w) in the diffusion's scale and a 0/1 mask (B, 1, h, w):
         replacement sampling, ẑ_0 = z_known wherever keep = 1 at every step (`samplers.keep_known`); inpainting
         with any model, e.g. `spatial.known_latents(...)` for an inpainting model's condition.
+        A latent that becomes NaN/inf stops the sampler with the step and t (`ldm_lite.errors.NonFiniteError`).
         """
-        if sampler not in _samplers.SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
-        self.check_guidance(guidance_scale)
-        batch, negative_batch, b = self._sampling_inputs(n, batch, labels, prompts, negative_prompts, negative_batch)
+        check_choice("sampler", sampler, _samplers.SAMPLERS)
+        _samplers.check_options(sampler, sampler_options)
+        steps = check_int("steps", steps, min=1, max=self.schedule.T)
+        guidance_scale = self.check_guidance(guidance_scale)
+        generator, callback = check_generator("generator", generator), check_callable("callback", callback)
+        n = None if n is None else check_int("n", n, min=1)
+        size = None if size is None else check_int("size", size, min=1)
+        named = {k: v for k, v in {"prompts": prompts, "labels": labels, "layout": layout, "low_res": low_res,
+                                   "image": image, "mask": mask, "semantic_map": semantic_map}.items() if v is not None}
+        batch, negative_batch = self._condition_batches(named, batch, negative_prompts, negative_batch, guidance_scale)
+        if batch is None and n is None:
+            raise UsageError("pass n (the number of images) for an unconditional model, e.g. sample(8)")
         was_training = self.training
         self.eval()
         try:
-            cond = self.condition(batch, b)  # τ_θ(y)
+            cond = self.condition(batch, 0)  # τ_θ(y)
+            b = n if cond is None else cond.batch_size
+            if n is not None and n != b:
+                raise UsageError(f"n={n} but the condition holds {b} items; leave n out or pass {n} conditions")
+            shape = (b, *self._sampling_shape(size, cond))
             if noise is None:  # z_T ~ N(0, I)
                 dev = generator.device if generator is not None else torch.device("cpu")
-                noise = torch.randn((b, *self._sampling_shape(size, cond)), generator=generator, device=dev)
+                noise = torch.randn(shape, generator=generator, device=dev)
+            else:
+                noise = self._check_noise(noise, shape, fixed=size is not None or (cond is not None and cond.concat is not None))
             denoiser = self.denoiser
             if cond is not None and guidance_scale != 1.0:  # ε̃ = ε̂(u) + s (ε̂(c) - ε̂(u))
-                uncond = self.conditioner.null_like(cond) if negative_batch is None else self.condition(negative_batch, b)
+                uncond = self.conditioner.null_like(cond) if negative_batch is None else self.condition(negative_batch, 0)
                 if uncond.batch_size != b:
-                    raise ValueError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
+                    raise UsageError(f"{uncond.batch_size} negative conditions for {b} images; pass one per image")
                 denoiser = _samplers.guided(denoiser, guidance_scale, uncond)
             if known is not None:
-                z_known, keep = known
-                if z_known.shape != noise.shape or keep.shape[0] != noise.shape[0] or keep.shape[-2:] != noise.shape[-2:]:
-                    raise ValueError(f"known=(z_known, keep) must be latents {tuple(noise.shape)} and a mask "
-                                     f"({noise.shape[0]}, 1, {noise.shape[-2]}, {noise.shape[-1]}); got "
-                                     f"{tuple(z_known.shape)} and {tuple(keep.shape)}")
+                z_known, keep = self._check_known(known, noise.shape)
                 denoiser = _samplers.keep_known(denoiser, self.schedule, z_known.to(self.device), keep.to(self.device))
             z0 = _samplers.SAMPLERS[sampler](denoiser, self.schedule, noise.to(self.device), steps, cond=cond,
                                              generator=generator, callback=callback,
                                              prediction=self.config.prediction, **sampler_options)
-            return z0 if return_latents else self.decode(z0)  # x̂ = D(ẑ_0 / s)
+            if return_latents:
+                return z0
+            x = self.decode(z0)  # x̂ = D(ẑ_0 / s)
+            if not bool(torch.isfinite(x).all()):  # one sync at the end: no image with NaN leaves sample()
+                raise NonFiniteError("the autoencoder's decoder returned NaN/inf from a finite latent: its weights are "
+                                     "broken; reload the model with from_pretrained (which checks every tensor)")
+            return x
         finally:
             self.train(was_training)
 
-    def _sampling_inputs(self, n, batch, labels, prompts, negative_prompts, negative_batch):
-        """The condition batch (labels / prompts folded in), the negative one, and the number of images B;
-        errors for a condition the model cannot follow, or a missing one."""
-        if labels is not None:
-            batch = {**(batch or {}), "label": torch.as_tensor(labels)}
-        if prompts is not None:
-            batch = {**(batch or {}), "caption": [prompts] if isinstance(prompts, str) else list(prompts)}
-        if negative_prompts is not None:
-            negative = [negative_prompts] if isinstance(negative_prompts, str) else list(negative_prompts)
-            negative_batch = {**(negative_batch or {}), "caption": negative}
-        if self.conditioner is None and (batch is not None or negative_batch is not None):
-            raise ValueError(f"this model is unconditional: it cannot follow {sorted(batch or negative_batch)}; "
-                             "call sample(n=...) or load a conditional model")
-        if self.conditioner is not None and batch is None:
-            raise ValueError(f"this model is conditional ({type(self.conditioner).__name__}): pass "
-                             f"{self.conditioner.usage}")
+    def _condition_batches(self, named: dict[str, Any], batch: dict[str, Any] | None, negative_prompts: Any,
+                           negative_batch: dict[str, Any] | None, guidance_scale: float):
+        """The checked condition batch (named conditions folded in) and the negative one; errors for a condition
+        the model does not take, a missing one, or negatives that would be ignored."""
+        c = self.conditioner
+        for name, value in (("batch", batch), ("negative_batch", negative_batch)):
+            if value is not None and not isinstance(value, dict):
+                raise UsageTypeError(f"{name} must be a dict of the fields the conditioner reads, got "
+                                     f"{type(value).__name__}")
+        if c is None:
+            given = sorted(named) + [k for k, v in (("batch", batch), ("negative_prompts", negative_prompts),
+                                                    ("negative_batch", negative_batch)) if v is not None]
+            if given:
+                raise UsageError(f"this model is unconditional: it cannot follow {', '.join(given)}; call "
+                                 "sample(n=...) or load a conditional model")
+            return None, None
+        wrong = sorted(set(named) - set(c.sample_inputs))
+        if wrong:
+            raise UsageError(f"this model ({type(c).__name__}) takes {c.usage}, not {', '.join(wrong)}")
+        if named:
+            batch = {**(batch or {}), **c.batch_from(**named)}
         if batch is None:
-            if n is None:
-                raise ValueError("pass n (the number of images) for an unconditional model")
-            return batch, negative_batch, n
-        b = len(next(v for v in batch.values() if hasattr(v, "__len__")))
-        if n is not None and n != b:
-            raise ValueError(f"n={n} but the condition holds {b} items")
-        return batch, negative_batch, b
+            raise UsageError(f"this model is conditional ({type(c).__name__}): pass {c.usage}")
+        batch = c.check_batch(batch)
+        if negative_prompts is not None:
+            if "prompts" not in c.sample_inputs:
+                raise UsageError(f"negative_prompts need a text-conditional model; this one ({type(c).__name__}) "
+                                 f"takes {c.usage} (use negative_batch for another kind of condition)")
+            negative = check_strings("negative_prompts", negative_prompts)
+            negative_batch = {**(negative_batch or {}), **c.batch_from(prompts=negative)}
+        if negative_batch is not None:
+            if guidance_scale == 1.0:
+                raise UsageError("negative_prompts / negative_batch act only through guidance and would be ignored at "
+                                 "guidance_scale=1; pass guidance_scale > 1 (e.g. 3)")
+            negative_batch = c.check_batch(negative_batch)
+        return batch, negative_batch
+
+    def _check_noise(self, noise: Any, shape: tuple[int, ...], fixed: bool) -> Tensor:
+        """z_T given by the caller: finite, (B, c, h, w) with the batch and channels sampled (and h, w when a size
+        or a spatial condition fixes them)."""
+        noise = check_finite("noise", as_tensor("noise", noise))
+        if not noise.is_floating_point():
+            raise UsageTypeError(f"noise must be a float tensor, got {noise.dtype}")
+        want = shape if fixed else shape[:2]
+        if noise.ndim != 4 or tuple(noise.shape[: len(want)]) != want:
+            raise UsageError(f"noise must be latents of shape {shape}" + ("" if fixed else " (any h, w)")
+                             + f", got {tuple(noise.shape)}")
+        return noise
+
+    @staticmethod
+    def _check_known(known: Any, shape: torch.Size) -> tuple[Tensor, Tensor]:
+        if not isinstance(known, tuple | list) or len(known) != 2:
+            raise UsageTypeError(f"known must be a pair (z_known, keep), got {type(known).__name__}")
+        z_known, keep = (check_finite(name, as_tensor(name, v)) for name, v in zip(("known[0]", "known[1]"), known))
+        if z_known.shape != shape or keep.shape[0] != shape[0] or keep.shape[-2:] != shape[-2:]:
+            raise UsageError(f"known=(z_known, keep) must be latents {tuple(shape)} and a mask "
+                             f"({shape[0]}, 1, {shape[-2]}, {shape[-1]}); got {tuple(z_known.shape)} and "
+                             f"{tuple(keep.shape)}")
+        return z_known, keep
 
     def _sampling_shape(self, size: int | None, cond: Condition | None) -> tuple[int, int, int]:
         """The latent shape (c, h, w) to sample: `size` / f, or the spatial condition's own size (c_concat)."""
         f = self.autoencoder.f
         if size is not None and size % f:
-            raise ValueError(f"sampling size {size} is not divisible by the autoencoder's f={f}; "
+            raise UsageError(f"sampling size {size} is not divisible by the autoencoder's f={f}; "
                              f"use {max(f, size // f * f)} or {size // f * f + f}")
         shape = self.latent_shape if size is None else (self.latent_shape[0], size // f, size // f)
         if cond is not None and cond.concat is not None:  # a spatial condition fixes the latent size
             if size is not None and tuple(cond.concat.shape[-2:]) != shape[1:]:
-                raise ValueError(f"size={size} but the spatial condition is for images of "
+                raise UsageError(f"size={size} but the spatial condition is for images of "
                                  f"{cond.concat.shape[-2] * f}x{cond.concat.shape[-1] * f}; leave size out")
             shape = (shape[0], *cond.concat.shape[-2:])
         return shape

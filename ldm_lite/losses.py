@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoder import Autoencoder, AutoencoderOutput, DiagonalGaussian
+from .errors import UsageError
 from .perceptual import LPIPS
 
 
@@ -130,7 +131,7 @@ class AutoencoderLoss(nn.Module):
         logs["nll"] = nll.item()
         if self.gan_active(step):
             if last_layer is None:
-                raise ValueError("the GAN term needs last_layer=ae.last_layer() for the adaptive weight")
+                raise UsageError("the GAN term needs last_layer=ae.last_layer() for the adaptive weight")
             g_loss = -self.discriminator(x_hat).mean()
             lam = cfg.disc_weight * adaptive_weight(nll, g_loss, last_layer, cfg.adaptive_delta)
             loss = loss + lam * cfg.disc_factor * g_loss

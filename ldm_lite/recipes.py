@@ -34,6 +34,7 @@ from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, es
 from .checkpoint import CheckpointError, atomic_dir, read_json, write_json
 from .classifier import MNISTClassifier, ShapesClassifier
 from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
+from .errors import UsageError
 from .fit import FINAL_DIR
 from .ldm import LatentDiffusion
 from .losses import AutoencoderLossConfig
@@ -175,7 +176,7 @@ def conditioner(cfg: TrainConfig, ae: nn.Module) -> nn.Module | None:
         "semantic": lambda: SemanticConditioner(),
     }
     if cfg.condition not in makers:
-        raise ValueError(f"condition={cfg.condition!r} is unknown; use one of {sorted(k for k in makers if k)} or None")
+        raise UsageError(f"condition={cfg.condition!r} is unknown; use one of {sorted(k for k in makers if k)} or None")
     return makers[cfg.condition]()
 
 
@@ -208,12 +209,12 @@ def training_data(name: str, resolution: int = 32, n_train: int = 20_000, max_sh
     if Path(name).is_dir():
         ds = datasets.image_folder(name, resolution=resolution, channels=channels)
         if len(ds) < 2:
-            raise ValueError(f"the image folder {name} holds {len(ds)} image(s); training needs at least 2")
+            raise UsageError(f"the image folder {name} holds {len(ds)} image(s); training needs at least 2")
         n_test = max(1, len(ds) // 10)
         log.info("%s: %d images, the last %d (10%%) held out for evaluation", name, len(ds), n_test)
         idx = list(range(len(ds)))
         return _first(torch.utils.data.Subset(ds, idx[:-n_test]), n_train), torch.utils.data.Subset(ds, idx[-n_test:])
-    raise ValueError(f"unknown dataset {name!r}: use shapes, mnist, a folder of images, or hub:<name or path> "
+    raise UsageError(f"unknown dataset {name!r}: use shapes, mnist, a folder of images, or hub:<name or path> "
                      "(e.g. hub:cifar10)")
 
 
@@ -240,7 +241,7 @@ def stack_images(ds: Any, n: int | None = None) -> torch.Tensor:
 def autoencoder_loss_config(cfg: TrainConfig) -> AutoencoderLossConfig:
     """The first stage's loss of a config: the paper's (`full`) or reconstruction + regularizer only (`short`)."""
     if cfg.loss not in ("full", "short"):
-        raise ValueError(f"loss={cfg.loss!r}; use 'full' or 'short'")
+        raise UsageError(f"loss={cfg.loss!r}; use 'full' or 'short'")
     if cfg.loss == "short":
         return AutoencoderLossConfig(perceptual_weight=0.0, kl_weight=cfg.kl_weight, disc_start=None,
                                      learn_logvar=cfg.learn_logvar)
@@ -286,7 +287,7 @@ def _train_ldm(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResul
     from .train import train_ldm
 
     if cfg.latent_cache and cfg.condition == "inpaint":
-        raise ValueError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
+        raise UsageError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
                          "during training; set latent_cache=False (on the command line: --no-latent-cache)")
     torch.manual_seed(cfg.seed)
     ldm = build_ldm(cfg)
@@ -335,7 +336,7 @@ def _init(model: nn.Module, path: str | None) -> None:
     if src.config != model.config:
         theirs, ours = asdict(src.config), asdict(model.config)
         diff = next(k for k in ours if theirs.get(k) != ours[k])
-        raise ValueError(f"init_from={str(path)!r} holds a model with {diff}={theirs.get(diff)!r}, but this recipe "
+        raise UsageError(f"init_from={str(path)!r} holds a model with {diff}={theirs.get(diff)!r}, but this recipe "
                          f"builds {diff}={ours[diff]!r}; start from a model made by the same recipe")
     model.load_state_dict(src.state_dict())
 
@@ -409,7 +410,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in _LIST}
 
 def recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
@@ -418,7 +419,7 @@ def config(name: str, gpu: bool = False, **overrides: Any) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     bad = sorted(set(overrides) - known)
     if bad:
-        raise ValueError(f"{bad} are not TrainConfig fields; known: {sorted(known)}")
+        raise UsageError(f"{bad} are not TrainConfig fields; known: {sorted(known)}")
     cfg = TrainConfig(**recipe(name).overrides)
     return replace(cfg.gpu() if gpu else cfg, **overrides)
 
@@ -482,7 +483,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
                                 "model folder (config.json + model.safetensors) or a run folder holding model/")
     kind = read_json(path / "config.json").get("kind")
     if kind not in MODEL_CLASSES:
-        raise ValueError(f"{path} holds a {kind!r}; ldm_lite loads {sorted(MODEL_CLASSES)}")
+        raise UsageError(f"{path} holds a {kind!r}; ldm_lite loads {sorted(MODEL_CLASSES)}")
     return MODEL_CLASSES[kind].from_pretrained(path).to(pick_device(device)).eval()
 
 

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from .errors import UsageError
+
 
 def smoke_mode() -> bool:
     """True when `LDM_LITE_SMOKE=1`: notebooks and scripts shrink sizes and steps (used by the tests)."""
@@ -25,12 +27,12 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r} ({e}); use auto, cpu, cuda, cuda:1 or mps") from None
+        raise UsageError(f"unknown device {device!r} ({e}); use auto, cpu, cuda, cuda:1 or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but this machine has no usable CUDA GPU; use "
+        raise UsageError(f"device {device!r} was asked for but this machine has no usable CUDA GPU; use "
                          "device='auto' (picks the GPU when there is one) or 'cpu'")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} was asked for but Apple's MPS is not available here; use 'auto' or 'cpu'")
+        raise UsageError(f"device {device!r} was asked for but Apple's MPS is not available here; use 'auto' or 'cpu'")
     return dev
 
 

@@ -53,6 +53,7 @@ stream diffusers' schedulers draw, so one seed gives the same samples in both.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -60,12 +61,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ldm_lite.errors import NonFiniteError, UsageError, UsageTypeError
 from ldm_lite.schedule import Schedule
+from ldm_lite.validation import check_callable, check_finite, check_generator, check_int, check_number
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # (z_t (B,C,H,W), t (B,) long, cond) -> ε̂ (B,C,H,W)
 Callback = Callable[[int, int, Tensor, Tensor], None]  # (step, t, z_t, z0_hat)
 
-__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "SAMPLERS", "LDM_REFERENCE"]
+__all__ = ["ddpm", "ddim", "plms", "dpm_solver_pp", "guided", "from_v", "keep_known", "check_options", "SAMPLERS",
+           "LDM_REFERENCE"]
 
 # the timestep convention of CompVis latent-diffusion's DDIMSampler / PLMSSampler (options of `ddim` and `plms`)
 LDM_REFERENCE: dict[str, Any] = {"spacing": "ldm_uniform", "offset": 1, "final_alpha_one": False}
@@ -80,8 +84,9 @@ def guided(denoiser: Denoiser, scale: float, uncond: Any) -> Denoiser:
     conditional model, scale = 0 the unconditional one.
     """
 
-    if not scale >= 0:
-        raise ValueError(f"guidance scale {scale} must be >= 0 (0: unconditional, 1: plain conditional, > 1: "
+    scale = check_number("guidance_scale", scale)
+    if scale < 0:
+        raise UsageError(f"guidance scale {scale} must be >= 0 (0: unconditional, 1: plain conditional, > 1: "
                          "stronger guidance); to steer away from a prompt, pass it as a negative prompt")
 
     def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
@@ -129,6 +134,13 @@ def keep_known(denoiser: Denoiser, schedule: Schedule, z_known: Tensor, keep: Te
     A deterministic sampler then ends with z_0 = z_known exactly on the kept cells, and the generated cells are
     denoised beside the known ones at every step. z_known (B, C, H, W); keep (B, 1 or C, H, W) of 0/1.
     """
+    for name, x in (("z_known", z_known), ("keep", keep)):
+        if not isinstance(x, Tensor):
+            raise UsageTypeError(f"{name} must be a tensor, got {type(x).__name__}")
+        check_finite(name, x)
+    if keep.ndim != z_known.ndim or keep.shape[0] != z_known.shape[0] or keep.shape[2:] != z_known.shape[2:]:
+        raise UsageError(f"keep must be a 0/1 mask (B, 1, H, W) matching z_known {tuple(z_known.shape)}, got "
+                         f"{tuple(keep.shape)}")
 
     def eps(z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         e = denoiser(z_t, t, cond)
@@ -138,13 +150,63 @@ def keep_known(denoiser: Denoiser, schedule: Schedule, z_known: Tensor, keep: Te
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-def _prepare(denoiser: Denoiser, schedule: Schedule, steps: int, spacing: str, offset: int, prediction: str):
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """The extra keyword arguments given for sampler `name` must be options it has (e.g. eta for ddim)."""
+    fn = SAMPLERS[name]
+    known = [p for p in inspect.signature(fn).parameters
+             if p not in ("denoiser", "schedule", "noise", "steps", "cond", "generator", "callback", "prediction")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageTypeError(f"sampler {name!r} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
+
+
+def _prepare(name: str, denoiser: Denoiser, schedule: Schedule, noise: Tensor, steps: int, spacing: str,
+             offset: int, prediction: str, generator: Any = None, callback: Any = None):
+    """The checked arguments every sampler shares -> (ε-denoiser, visited t's, next t's, generator, guard)."""
+    if not callable(denoiser):
+        raise UsageTypeError(f"denoiser must be a function (z_t, t, cond) -> ε̂, got {type(denoiser).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise UsageTypeError(f"schedule must be a ldm_lite.schedule.Schedule, got {type(schedule).__name__}")
+    if not isinstance(noise, Tensor) or not noise.is_floating_point() or noise.ndim < 2:
+        got = f"{noise.dtype} {tuple(noise.shape)}" if isinstance(noise, Tensor) else type(noise).__name__
+        raise UsageTypeError(f"noise must be a float tensor z_T (B, C, H, W), got {got}")
+    check_finite("noise", noise)
+    steps = check_int("steps", steps, min=1, max=schedule.T)
+    offset = check_int("offset", offset)
     if prediction == "v":
         denoiser = from_v(denoiser, schedule)
     elif prediction != "eps":
-        raise ValueError(f"prediction={prediction!r}: use 'eps' for an ε-prediction model or 'v' for v-prediction")
+        raise UsageError(f"prediction={prediction!r}: use 'eps' for an ε-prediction model or 'v' for v-prediction")
+    check_callable("callback", callback)
     ts = schedule.timesteps(steps, spacing, offset).tolist()
-    return denoiser, ts, ts[1:] + [-1]
+    return denoiser, ts, ts[1:] + [-1], check_generator("generator", generator), _FiniteGuard(name, ts, noise.device)
+
+
+class _FiniteGuard:
+    """Stops a sampler whose latent became NaN/inf, naming the step and t. On a CPU every step is checked; on
+    another device the first bad step is recorded on the device (no host sync) and read every `every` steps and
+    after the last one."""
+
+    def __init__(self, sampler: str, ts: list[int], device: torch.device, every: int = 10):
+        self.sampler, self.ts, self.every = sampler, ts, every
+        self.first = None if device.type == "cpu" else torch.full((), -1, dtype=torch.long, device=device)
+
+    def __call__(self, i: int, z: Tensor) -> None:
+        last = i == len(self.ts) - 1
+        if self.first is None:
+            if not bool(torch.isfinite(z).all()):
+                self._stop(i)
+            return
+        self.first.masked_fill_(~torch.isfinite(z).all() & (self.first < 0), i)
+        if last or (i + 1) % self.every == 0:
+            k = int(self.first)
+            if k >= 0:
+                self._stop(k)
+
+    def _stop(self, i: int) -> None:
+        raise NonFiniteError(f"{self.sampler}: the latent became NaN/inf at step {i} of {len(self.ts)} "
+                             f"(t={self.ts[i]}); the denoiser returned non-finite values there. Lower guidance_scale, "
+                             "check the conditions, or check the model's weights (from_pretrained refuses NaN/inf)")
 
 
 def _t(t: int, z: Tensor) -> Tensor:
@@ -187,7 +249,9 @@ def ddpm(
     steps=None uses all T steps. `clip_x0` clamps ẑ_0 to [-c, c] (useful in pixel space; off for latents).
     noise (B, C, H, W) -> z0 (B, C, H, W).
     """
-    denoiser, ts, prevs = _prepare(denoiser, schedule, steps or schedule.T, spacing, offset, prediction)
+    denoiser, ts, prevs, generator, guard = _prepare("ddpm", denoiser, schedule, noise,
+                                                     schedule.T if steps is None else steps, spacing, offset,
+                                                     prediction, generator, callback)
     z = noise
     for i, (t, t_prev) in enumerate(zip(ts, prevs)):
         ab, ab_prev = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev)
@@ -201,6 +265,7 @@ def ddpm(
         if i < len(ts) - 1:
             var = (1 - ab_prev) / (1 - ab) * beta  # β̃_t (DDPM eq. 7), σ_t² of Algorithm 2
             z = z + var**0.5 * _randn(z, generator)
+        guard(i, z)
     return z
 
 
@@ -226,9 +291,11 @@ def ddim(
     z_prev = √ᾱ_prev ẑ_0 + √(1 - ᾱ_prev - σ_t²) ε̂ + σ_t ε,  σ_t = η √((1-ᾱ_prev)/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_prev)
     noise (B, C, H, W) -> z0 (B, C, H, W).
     """
+    eta = check_number("eta", eta)
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta={eta} must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance)")
-    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+        raise UsageError(f"eta={eta} must lie in [0, 1] (0: deterministic DDIM, 1: DDPM's variance)")
+    denoiser, ts, prevs, generator, guard = _prepare("ddim", denoiser, schedule, noise, steps, spacing, offset,
+                                                     prediction, generator, callback)
     final = _final_alpha_bar(schedule, final_alpha_one)
     z = noise
     for i, (t, t_prev) in enumerate(zip(ts, prevs)):
@@ -242,6 +309,7 @@ def ddim(
         z = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps  # eq. 12
         if eta > 0:
             z = z + sigma * _randn(z, generator)
+        guard(i, z)
     return z
 
 
@@ -273,7 +341,8 @@ def plms(
     `PNDMScheduler(skip_prk_steps=True)`; each step then applies the transfer φ (eq. 11). `generator` is unused.
     noise (B, C, H, W) -> z0 (B, C, H, W).
     """
-    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+    denoiser, ts, prevs, generator, guard = _prepare("plms", denoiser, schedule, noise, steps, spacing, offset,
+                                                     prediction, generator, callback)
     final = _final_alpha_bar(schedule, final_alpha_one)
     z = noise
     history: list[Tensor] = []  # ε̂ at the visited steps, newest last
@@ -294,6 +363,7 @@ def plms(
         else:
             eps_prime = (55 * e[-1] - 59 * e[-2] + 37 * e[-3] - 9 * e[-4]) / 24
         z = _ddim_transfer(z, eps_prime, ab, ab_prev)
+        guard(i, z)
     return z
 
 
@@ -319,7 +389,8 @@ def dpm_solver_pp(
     The first step is first order (DDIM); the last step goes to σ = 0 and returns ẑ_0 (diffusers'
     `final_sigmas_type="zero"`). `generator` is unused. noise (B, C, H, W) -> z0 (B, C, H, W).
     """
-    denoiser, ts, prevs = _prepare(denoiser, schedule, steps, spacing, offset, prediction)
+    denoiser, ts, prevs, generator, guard = _prepare("dpm_solver_pp", denoiser, schedule, noise, steps, spacing,
+                                                     offset, prediction, generator, callback)
     z = noise
     x0_last: Tensor | None = None
     lam_last = 0.0
@@ -343,6 +414,7 @@ def dpm_solver_pp(
                 d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_last
             z = (s_prev / s) * z - a_prev * math.expm1(-h) * d
         x0_last, lam_last = x0, lam
+        guard(i, z)
     return z
 
 

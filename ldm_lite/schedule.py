@@ -62,6 +62,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+from .validation import check_int
+
 SPACINGS = ("leading", "trailing", "linspace", "ldm_uniform")
 LDM_BETA_START = 0.0015  # β_1 of every reference LDM except the 1.4B text-to-image model
 LDM_BETA_ENDS = (0.0195, 0.0155, 0.0205)  # the reference configs' β_T values (see the module docstring)
@@ -78,15 +81,16 @@ class Schedule:
     def __post_init__(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64).cpu()
         if betas.ndim != 1 or len(betas) < 1:
-            raise ValueError(f"betas must be a 1-D tensor of length T >= 1, got shape {tuple(betas.shape)}")
+            raise UsageError(f"betas must be a 1-D tensor of length T >= 1, got shape {tuple(betas.shape)}")
         if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("every beta must lie in (0, 1); check beta_start/beta_end")
+            raise UsageError("every beta must lie in (0, 1); check beta_start/beta_end")
         object.__setattr__(self, "betas", betas)
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
         """β linear in t (DDPM, Ho et al. 2020 §4)."""
+        check_int("T", T, min=1)
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear",
                    params={"beta_start": beta_start, "beta_end": beta_end})
 
@@ -94,6 +98,7 @@ class Schedule:
     def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Schedule:
         """√β linear in t, the form of LDM's schedules (Rombach et al. 2022); the defaults are the kit's (see the
         module docstring), `ldm(...)` gives the paper's."""
+        check_int("T", T, min=1)
         root = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)
         return cls(root**2, name="scaled_linear", params={"beta_start": beta_start, "beta_end": beta_end})
 
@@ -103,7 +108,7 @@ class Schedule:
         (unconditional, class-conditional, 256² text-to-image), 0.0155 (super-resolution, LSUN churches) or 0.0205
         (layout, inpainting, semantic synthesis); see the module docstring for the config files."""
         if beta_end not in LDM_BETA_ENDS:
-            raise ValueError(f"beta_end={beta_end} is not one of the reference LDM values {LDM_BETA_ENDS}; "
+            raise UsageError(f"beta_end={beta_end} is not one of the reference LDM values {LDM_BETA_ENDS}; "
                              "use Schedule.scaled_linear(beta_start=..., beta_end=...) for other endpoints")
         return cls.scaled_linear(T, LDM_BETA_START, beta_end)
 
@@ -116,6 +121,7 @@ class Schedule:
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
         """ᾱ_t = cos²(((t/T)+s)/(1+s) · π/2) (Nichol & Dhariwal 2021, eq. 17), β_t = 1 - ᾱ_t/ᾱ_{t-1} capped."""
+        check_int("T", T, min=1)
 
         def f(u: float) -> float:
             return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
@@ -162,7 +168,7 @@ class Schedule:
         if t.ndim == 0:
             t = t.expand(like.shape[0])
         if bool((t >= self.T).any()) or bool((t < 0).any()):
-            raise ValueError(f"timesteps must lie in [0, {self.T - 1}] for this schedule, got {t.tolist()[:8]}")
+            raise UsageError(f"timesteps must lie in [0, {self.T - 1}] for this schedule, got {t.tolist()[:8]}")
         out = values[t].to(like.dtype).to(like.device)
         return out.reshape(-1, *([1] * (like.ndim - 1)))
 
@@ -213,7 +219,7 @@ class Schedule:
         "ldm_uniform" (the reference's count; see the module doc)."""
         T = self.T
         if not 1 <= steps <= T:
-            raise ValueError(f"steps={steps} must be between 1 and T={T}")
+            raise UsageError(f"steps={steps} must be between 1 and T={T}")
         if spacing == "leading":
             ts = np.arange(steps)[::-1] * (T // steps) + offset
         elif spacing == "trailing":
@@ -229,10 +235,10 @@ class Schedule:
                                  f"t={int(ts.max())}, outside [0, {T - 1}] (CompVis' make_ddim_timesteps fails there "
                                  f"too, with an IndexError); use steps=" + " or ".join(str(s) for s in near if s))
         else:
-            raise ValueError(f"spacing={spacing!r} is not one of {SPACINGS}")
+            raise UsageError(f"spacing={spacing!r} is not one of {SPACINGS}")
         ts = torch.from_numpy(np.ascontiguousarray(ts, dtype=np.int64))
         if int(ts.max()) >= T or int(ts.min()) < 0:
-            raise ValueError(f"offset={offset} moves the timesteps outside [0, {T - 1}]; use a smaller offset")
+            raise UsageError(f"offset={offset} moves the timesteps outside [0, {T - 1}]; use a smaller offset")
         return ts
 
     def __repr__(self) -> str:

@@ -36,13 +36,34 @@ from torch import Tensor, nn
 from . import samplers as _samplers
 from .checkpoint import Pretrained
 from .conditioning import CONDITIONERS, Condition, Conditioner
+from .errors import UsageError, UsageTypeError
 from .schedule import Schedule
+from .validation import (
+    as_tensor,
+    check_callable,
+    check_choice,
+    check_finite,
+    check_generator,
+    check_images,
+    check_int,
+    check_number,
+)
 
 
 def _field(batch: dict[str, Any], key: str, what: str) -> Tensor:
     if batch is None or key not in batch:
-        raise ValueError(f"this model is conditioned on {what}: pass batch={{{key!r}: ...}}")
-    return torch.as_tensor(batch[key])
+        raise UsageError(f"this model is conditioned on {what}: pass batch={{{key!r}: ...}}")
+    return as_tensor(key, batch[key])
+
+
+def _float_images(name: str, x: Tensor) -> Tensor:
+    """The cheap part of `check_images` (no host sync), for every forward: a float tensor, never uint8 0..255."""
+    if not x.is_floating_point():
+        raise UsageTypeError(f"{name} must be a float image tensor in [-1, 1], got {x.dtype}"
+                             + (f"; convert with {name}.float() / 127.5 - 1" if x.dtype == torch.uint8 else ""))
+    return x.float()
+
+
 
 
 class _SpatialConditioner(Pretrained, Conditioner):
@@ -72,7 +93,7 @@ class _SpatialConditioner(Pretrained, Conditioner):
 
     def latent_side(self, side: int, what: str) -> int:
         if side % self.f:
-            raise ValueError(f"{what} side {side} is not divisible by the autoencoder's f={self.f}; "
+            raise UsageError(f"{what} side {side} is not divisible by the autoencoder's f={self.f}; "
                              f"use {max(self.f, side // self.f * self.f)} or pad")
         return side // self.f
 
@@ -90,6 +111,16 @@ class SuperResolutionConditioner(_SpatialConditioner):
     (identity when s = f, the LDM-SR setting)."""
 
     config_class = SuperResolutionConfig
+    usage = "low_res=(B, 3, H/s, W/s) images in [-1, 1]"
+    sample_inputs = ("low_res",)
+
+    def batch_from(self, low_res: Any) -> dict[str, Any]:
+        return {self.config.lowres_key: low_res}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        key = self.config.lowres_key
+        y = _field(batch, key, f"a low-resolution image: pass {self.usage}")
+        return {**batch, key: check_images("low_res", y, channels=self.config.channels)}
 
     def __init__(self, config: SuperResolutionConfig | None = None):
         super().__init__()
@@ -104,15 +135,15 @@ class SuperResolutionConditioner(_SpatialConditioner):
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         c = self.config
-        y = _field(batch, c.lowres_key, f"a low-resolution image (×{c.factor} super-resolution)").float()
+        y = _float_images("low_res", _field(batch, c.lowres_key, f"a low-resolution image (×{c.factor} super-resolution)"))
         if y.ndim != 4 or y.shape[1] != c.channels:
-            raise ValueError(f"low-res images must be (B, {c.channels}, H/{c.factor}, W/{c.factor}), "
+            raise UsageError(f"low-res images must be (B, {c.channels}, H/{c.factor}, W/{c.factor}), "
                              f"got {tuple(y.shape)}")
         lh, lw = y.shape[-2:]
         if "image" in batch:  # training: the pair must match the factor
             h, w = torch.as_tensor(batch["image"]).shape[-2:]
             if (lh * c.factor, lw * c.factor) != (h, w):
-                raise ValueError(f"low-res images are {lh}x{lw} but the images are {h}x{w}: with factor={c.factor} "
+                raise UsageError(f"low-res images are {lh}x{lw} but the images are {h}x{w}: with factor={c.factor} "
                                  f"the low-res side must be {h // c.factor}; degrade with "
                                  f"ll.datasets.bicubic_degradation(x, {c.factor})")
         size = (self.latent_side(lh * c.factor, "output image"), self.latent_side(lw * c.factor, "output image"))
@@ -138,6 +169,19 @@ class InpaintingConditioner(_SpatialConditioner):
     masked image's latent (posterior mean) and the mask area-pooled to the latent size (share of missing pixels)."""
 
     config_class = InpaintingConfig
+    usage = "image=(B, 3, H, W) in [-1, 1] and mask=(B, H, W) with 1 = fill, 0 = keep"
+    sample_inputs = ("image", "mask")
+
+    def batch_from(self, image: Any = None, mask: Any = None) -> dict[str, Any]:
+        if image is None or mask is None:
+            raise UsageError(f"inpainting needs both the image and the mask: pass {self.usage}")
+        return {self.config.image_key: image, self.config.mask_key: mask}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        c = self.config
+        x = check_images("image", _field(batch, c.image_key, "an image to inpaint"))
+        m = _field(batch, c.mask_key, "an inpainting mask (1 = fill)")
+        return {**batch, c.image_key: x, c.mask_key: check_inpaint_mask(m, x, "mask")}
 
     def __init__(self, config: InpaintingConfig | None = None):
         super().__init__()
@@ -149,7 +193,7 @@ class InpaintingConditioner(_SpatialConditioner):
 
     def attach_autoencoder(self, autoencoder: nn.Module) -> None:
         if autoencoder.latent_channels != self.config.latent_channels:
-            raise ValueError(f"the autoencoder has {autoencoder.latent_channels} latent channels but the inpainting "
+            raise UsageError(f"the autoencoder has {autoencoder.latent_channels} latent channels but the inpainting "
                              f"conditioner was built for {self.config.latent_channels}; set "
                              f"InpaintingConfig(latent_channels={autoencoder.latent_channels})")
         super().attach_autoencoder(autoencoder)
@@ -159,7 +203,7 @@ class InpaintingConditioner(_SpatialConditioner):
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         c = self.config
-        x = _field(batch, c.image_key, "an image to inpaint").float()
+        x = _float_images("image", _field(batch, c.image_key, "an image to inpaint"))
         m = check_inpaint_mask(_field(batch, c.mask_key, "an inpainting mask (1 = fill)"), x)
         x, m = x.to(self.device), m.to(self.device)[:, None]  # m (B, 1, H, W)
         h = self.latent_side(x.shape[-2], "image")
@@ -184,17 +228,17 @@ def known_latents(cond: Condition) -> tuple[Tensor, Tensor]:
     return z_known, (m <= 0).to(z_known.dtype)  # 0: no missing pixel (kit); -1: known (reference encoding)
 
 
-def check_inpaint_mask(mask: Any, images: Tensor) -> Tensor:
+def check_inpaint_mask(mask: Any, images: Tensor, name: str = "mask") -> Tensor:
     """A mask (B, H, W) or (B, 1, H, W) of 0/1 (bool or numbers) matching images (B, C, H, W) -> float (B, H, W)."""
-    m = torch.as_tensor(mask)
+    m = as_tensor(name, mask)
     if m.ndim == 4 and m.shape[1] == 1:
         m = m[:, 0]
     if m.ndim != 3 or m.shape[0] != images.shape[0] or m.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"the inpainting mask must be (B, H, W) = ({images.shape[0]}, {images.shape[-2]}, "
+        raise UsageError(f"the inpainting {name} must be (B, H, W) = ({images.shape[0]}, {images.shape[-2]}, "
                          f"{images.shape[-1]}) like the images, got {tuple(m.shape)}")
-    m = m.float()
+    m = check_finite(name, m.float())
     if not bool(((m == 0) | (m == 1)).all()):
-        raise ValueError(f"the inpainting mask must be binary (1 = fill, 0 = keep), got values in "
+        raise UsageError(f"the inpainting {name} must be binary (1 = fill, 0 = keep), got values in "
                          f"[{float(m.min()):.3g}, {float(m.max()):.3g}]; threshold it, e.g. (mask > 0.5)")
     return m
 
@@ -211,6 +255,16 @@ class SemanticConditioner(_SpatialConditioner):
     latent cell gets the share of its f×f pixels in each class, so sub-cell edges survive)."""
 
     config_class = SemanticConfig
+    usage = "semantic_map=(B, H, W) class indices 0..K-1"
+    sample_inputs = ("semantic_map",)
+
+    def batch_from(self, semantic_map: Any) -> dict[str, Any]:
+        return {self.config.map_key: semantic_map}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        key = self.config.map_key
+        y = _field(batch, key, f"a segmentation map: pass {self.usage}")
+        return {**batch, key: check_semantic_map(y, self.config.num_classes, "semantic_map")}
 
     def __init__(self, config: SemanticConfig | None = None):
         super().__init__()
@@ -231,18 +285,21 @@ class SemanticConditioner(_SpatialConditioner):
         return Condition(concat=F.adaptive_avg_pool2d(onehot, (h, w)))  # (B, K, H/f, W/f)
 
 
-def check_semantic_map(seg: Any, num_classes: int = 7) -> Tensor:
+def check_semantic_map(seg: Any, num_classes: int = 7, name: str = "semantic_map") -> Tensor:
     """A class map (B, H, W) of integers in 0..K-1 -> LongTensor; clear errors otherwise."""
-    y = torch.as_tensor(seg)
+    y = as_tensor(name, seg)
     if y.ndim != 3:
-        raise ValueError(f"a segmentation map must be (B, H, W) of class indices, got shape {tuple(y.shape)}")
+        raise UsageError(f"{name} must be a segmentation map (B, H, W) of class indices, got shape {tuple(y.shape)}")
+    if y.dtype == torch.bool:
+        raise UsageTypeError(f"{name} must hold class indices 0..{num_classes - 1}, got a bool tensor")
     if y.is_floating_point():
+        check_finite(name, y)
         if not bool((y == y.round()).all()):
-            raise ValueError("a segmentation map holds class indices (integers), got fractional values")
+            raise UsageError(f"{name} holds class indices (integers), got fractional values")
     y = y.long()
     bad = torch.unique(y[(y < 0) | (y >= num_classes)])
     if len(bad):
-        raise ValueError(f"the map holds unknown classes {bad[:5].tolist()}; this model knows 0..{num_classes - 1} "
+        raise UsageError(f"{name} holds unknown classes {bad[:5].tolist()}; this model knows 0..{num_classes - 1} "
                          "(shapes: 0=background, 1 + kind index, `datasets.SEMANTIC_CLASSES`)")
     return y
 
@@ -265,15 +322,21 @@ def sdedit(ldm: Any, images: Tensor, strength: float, *, batch: dict[str, Any] |
     strength 0 returns D(z_0), the autoencoder's reconstruction; strength 1 starts from (almost) pure noise.
     images (B, C, H, W) in [-1, 1] -> (B, C, H, W) in [-1, 1]. `batch` is the condition of a conditional model.
     """
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must lie in [0, 1] (0 = the input, 1 = a new sample), got {strength}")
-    if sampler not in _samplers.SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(_samplers.SAMPLERS)}")
-    ldm.check_guidance(guidance_scale)
+    strength = check_number("strength", strength, min=0.0, max=1.0)  # 0 = the input, 1 = a new sample
+    check_choice("sampler", sampler, _samplers.SAMPLERS)
+    steps = check_int("steps", steps, min=1, max=ldm.schedule.T)
+    images = check_images("images", images, channels=ldm.autoencoder.config.in_channels)
+    generator, callback = check_generator("generator", generator), check_callable("callback", callback)
+    guidance_scale = ldm.check_guidance(guidance_scale)
+    batch, _ = ldm._condition_batches({}, batch, None, None, guidance_scale)  # checked; refused by an unconditional model
     was_training = ldm.training
     ldm.eval()
     try:
         z0 = ldm.autoencoder.to_latent(images.to(ldm.device), sample=False)  # (B, c, h, w)
+        if noise is not None:
+            noise = check_finite("noise", as_tensor("noise", noise))
+            if noise.shape != z0.shape:
+                raise UsageError(f"noise must have the latents' shape {tuple(z0.shape)}, got {tuple(noise.shape)}")
         t0 = round(strength * (ldm.schedule.T - 1))
         if t0 == 0:
             return ldm.decode(z0)

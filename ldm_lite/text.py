@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 from .checkpoint import Pretrained
 from .conditioning import CONDITIONERS, Condition, Conditioner, token_encoder
+from .errors import UsageError
+from .validation import check_strings
 
 SPECIAL = ("[PAD]", "[UNSEEN]", "[CLS]", "[SEP]")  # rows 0..3 of TextConditioner's embedding table
 PAD, UNSEEN = 0, 1
@@ -64,7 +66,7 @@ class PromptTokenizer:
 
     def __init__(self, max_length: int, vocabulary: Sequence[str] | None = None, name: str = "package"):
         if max_length < 3:
-            raise ValueError(f"max_length={max_length} leaves no room for a word between [CLS] and [SEP]; use >= 3")
+            raise UsageError(f"max_length={max_length} leaves no room for a word between [CLS] and [SEP]; use >= 3")
         self.tok = bert_tokenizer(name)
         self.max_length = max_length
         self.known = None if vocabulary is None else set(vocabulary)
@@ -83,7 +85,7 @@ class PromptTokenizer:
 
     def __call__(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts must be a list of strings, e.g. prompts=['a red circle']")
+            raise UsageError("prompts must be a list of strings, e.g. prompts=['a red circle']")
         pieces = [self.tok.tokenize(p) for p in prompts]
         long = [p for p, w in zip(prompts, pieces) if len(w) > self.max_length - 2]
         if long:
@@ -102,9 +104,23 @@ class PromptTokenizer:
 
 def _prompts(batch: dict[str, Any], key: str) -> list[str]:
     if key not in batch:
-        raise ValueError(f"a text-conditional model reads batch[{key!r}]; pass prompts=['a red circle', ...]")
+        raise UsageError(f"a text-conditional model reads batch[{key!r}]; pass prompts=['a red circle', ...]")
     prompts = batch[key]
     return [prompts] if isinstance(prompts, str) else list(prompts)
+
+
+class _PromptInputs:
+    """`LatentDiffusion.sample(prompts=...)` for both text conditioners: the prompts go to `config.caption_key`."""
+
+    usage = "prompts=['a red circle', ...]"
+    sample_inputs = ("prompts",)
+
+    def batch_from(self, prompts: Any) -> dict[str, Any]:
+        return {self.config.caption_key: prompts}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        key = self.config.caption_key
+        return {**batch, key: check_strings("prompts", _prompts(batch, key))}
 
 
 # ---------------------------------------------------------------------------------------------- trained jointly
@@ -120,11 +136,10 @@ class TextConditionerConfig:
     tokenizer: str = "package"  # "package" (offline vocab.txt) or a hub name such as "bert-base-uncased"
 
 
-class TextConditioner(Pretrained, Conditioner):
+class TextConditioner(_PromptInputs, Pretrained, Conditioner):
     """prompts -> context (B, L, d): token + position embeddings and a transformer encoder, trained with the UNet."""
 
     config_class = TextConditionerConfig
-    usage = "prompts=['a red circle', ...]"
 
     def __init__(self, config: TextConditionerConfig | None = None):
         super().__init__()
@@ -172,14 +187,13 @@ class FrozenTextConditionerConfig:
     caption_key: str = "caption"  # which batch field holds the prompts
 
 
-class FrozenTextConditioner(Pretrained, Conditioner):
+class FrozenTextConditioner(_PromptInputs, Pretrained, Conditioner):
     """prompts -> frozen MiniLM-L6 token states (B, L, 384) -> trained LayerNorm + Linear -> context (B, L, d).
 
     The MiniLM is held outside the module tree: it is neither trained nor saved (`model.safetensors` holds only
     the projection), and it follows the projection's device on each call."""
 
     config_class = FrozenTextConditionerConfig
-    usage = "prompts=['a red circle', ...]"
 
     def __init__(self, config: FrozenTextConditionerConfig | None = None):
         super().__init__()

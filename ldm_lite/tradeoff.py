@@ -46,6 +46,7 @@ from . import datasets, plotting, recipes
 from .autoencoder import Autoencoder, IdentityAutoencoder
 from .checkpoint import read_json, write_json
 from .classifier import ShapesClassifier, shapes_score
+from .errors import UsageError
 from .evaluation import classifier_features, fid_bootstrap, sample_many
 from .ldm import LatentDiffusion
 from .metrics import format_table, kid
@@ -105,10 +106,10 @@ class TradeoffConfig:
         self.sampling_steps = tuple(int(s) for s in self.sampling_steps)
         self.autoencoders = {int(k): v for k, v in self.autoencoders.items()}
         if self.budget not in ("time", "steps"):
-            raise ValueError(f"budget must be 'time' or 'steps', got {self.budget!r}")
+            raise UsageError(f"budget must be 'time' or 'steps', got {self.budget!r}")
         bad = [f for f in self.fs if f < 1 or f & (f - 1) or self.resolution % f]
         if bad:
-            raise ValueError(f"f={bad} must be powers of two dividing resolution={self.resolution}; use 1, 2, 4, 8, 16")
+            raise UsageError(f"f={bad} must be powers of two dividing resolution={self.resolution}; use 1, 2, 4, 8, 16")
 
     @classmethod
     def smoke(cls, **overrides) -> TradeoffConfig:
@@ -165,7 +166,7 @@ def match_width(build: Callable[[int], UNetConfig], target: int, multiple: int =
             break
         width += multiple
     if best_err > tolerance:
-        raise ValueError(f"no model_channels (multiple of {multiple}) gives {target:,} parameters within "
+        raise UsageError(f"no model_channels (multiple of {multiple}) gives {target:,} parameters within "
                          f"{tolerance:.0%} (closest is off by {best_err:.0%}); use a smaller width multiple or another "
                          "target_params")
     return best
@@ -385,7 +386,7 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
     defaults = _json({k: v for k, v in asdict(TradeoffConfig()).items() if k != "fs"})
     # fs may differ (processes can share a sweep, f by f); a field added since the sweep began counts at its default
     if saved.exists() and {**defaults, **read_json(saved)} != mine:
-        raise ValueError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
+        raise UsageError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
     write_json(saved, mine)
     if classifier is None:
 

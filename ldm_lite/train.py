@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from .autoencoder import Autoencoder
+from .errors import UsageError, UsageTypeError
 from .fit import StepContext, distributed, fit, resolve_device
 from .losses import AutoencoderLossConfig, autoencoder_loss
+from .validation import check_int, check_number, describe
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,8 @@ class ImageSource:
 
     def __init__(self, data: Any):
         self.data = data
-        if not isinstance(data, torch.Tensor) and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-            raise TypeError(f"expected an image tensor (N, C, H, W) or a map-style dataset, got {type(data).__name__}")
+        if not isinstance(data, torch.Tensor):
+            _check_dataset(data)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -43,13 +45,30 @@ class ImageSource:
         return torch.stack([it["image"] if isinstance(it, dict) else it for it in items])
 
 
-def _check_hyper(steps: int, batch_size: int, lr: float) -> None:
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be > 0, got lr={lr}")
+def _check_dataset(data: Any) -> None:
+    if isinstance(data, str | bytes) or not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise UsageTypeError(f"dataset must be an image tensor (N, C, H, W) or a map-style dataset (e.g. "
+                             f"ll.datasets.shapes(32, n=1000)), got {describe(data)}")
+
+
+def _check_hyper(steps: int, batch_size: int, lr: float, **more: Any) -> None:
+    """The trainers' shared arguments (and `more` of train_ldm's), checked before any work."""
+    check_int("steps", steps, min=0)
+    check_int("batch_size", batch_size, min=1)
+    if not check_number("lr", lr) > 0:
+        raise UsageError(f"the learning rate must be > 0, got lr={lr}")
+    for name in ("warmup", "checkpoint_every", "min_steps", "log_every", "seed"):
+        if name in more:
+            check_int(name, more[name], min=1 if name == "log_every" else 0)
+    if more.get("ema") is not None and not 0 <= check_number("ema", more["ema"]) < 1:
+        raise UsageError(f"ema is the decay of the weights' moving average, in (0, 1) (e.g. 0.999), got {more['ema']}; "
+                         "ema=None (or 0) turns it off")
+    if "weight_decay" in more:
+        check_number("weight_decay", more["weight_decay"], min=0)
+    if more.get("grad_clip") is not None:
+        check_number("grad_clip", more["grad_clip"], min=0)  # 0 or None: no clipping
+    if more.get("max_seconds") is not None:
+        check_number("max_seconds", more["max_seconds"], min=0)
 
 
 # ============================================================================================== autoencoder
@@ -78,7 +97,7 @@ def train_autoencoder(
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder. A resumed run ends with
     the same weights, bit for bit, as an uninterrupted one.
     """
-    _check_hyper(steps, batch_size, lr)
+    _check_hyper(steps, batch_size, lr, ema=ema, checkpoint_every=checkpoint_every, seed=seed, log_every=log_every)
     device = resolve_device(device)
     source = ImageSource(dataset)
     ae.to(device)
@@ -173,15 +192,19 @@ def train_ldm(
 
     from .latents import LatentCache
 
-    _check_hyper(steps, batch_size, lr)
+    _check_hyper(steps, batch_size, lr, warmup=warmup, checkpoint_every=checkpoint_every, min_steps=min_steps,
+                 log_every=log_every, seed=seed, ema=ema, weight_decay=weight_decay, grad_clip=grad_clip,
+                 max_seconds=max_seconds)
+    if not isinstance(dataset, LatentCache):
+        _check_dataset(dataset)
     device = resolve_device(device)
     rank, world, device = distributed(device)
     if batch_size % world:
-        raise ValueError(f"batch_size={batch_size} is not divisible by the {world} processes; use a multiple of {world}")
+        raise UsageError(f"batch_size={batch_size} is not divisible by the {world} processes; use a multiple of {world}")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+        raise UsageError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     ldm.to(device)
     if latent_cache and not isinstance(dataset, LatentCache):
         dataset = LatentCache(dataset, ldm.autoencoder, device=device, progress=progress and rank == 0)

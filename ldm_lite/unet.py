@@ -33,6 +33,8 @@ from torch.utils.checkpoint import checkpoint
 from ldm_lite.attention import Attention, AttentionBlock, SpatialTransformer
 from ldm_lite.checkpoint import Pretrained
 
+from .errors import UsageError
+
 
 @dataclass
 class UNetConfig:
@@ -75,18 +77,18 @@ class UNetConfig:
         rates = [2**i for i in range(levels)]
         bad = [r for r in self.attention_resolutions if r not in rates]
         if bad:
-            raise ValueError(f"attention_resolutions {bad} are not downsampling rates of this UNet; use some of {rates}")
+            raise UsageError(f"attention_resolutions {bad} are not downsampling rates of this UNet; use some of {rates}")
         for level, mult in enumerate(self.channel_mult):
             width = self.model_channels * mult
             if width % self.norm_groups:
-                raise ValueError(f"width {width} is not divisible by norm_groups={self.norm_groups}; change model_channels")
+                raise UsageError(f"width {width} is not divisible by norm_groups={self.norm_groups}; change model_channels")
             attends = 2**level in self.attention_resolutions or level == levels - 1  # the middle block always attends
             if attends and self.num_heads is not None:
                 if width % self.num_heads:
-                    raise ValueError(f"width {width} is not divisible by num_heads={self.num_heads}; pick a head count "
+                    raise UsageError(f"width {width} is not divisible by num_heads={self.num_heads}; pick a head count "
                                      "dividing it")
             elif attends and width % self.head_dim:
-                raise ValueError(f"width {width} is not divisible by head_dim={self.head_dim}; pick a head_dim dividing it")
+                raise UsageError(f"width {width} is not divisible by head_dim={self.head_dim}; pick a head_dim dividing it")
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -254,11 +256,11 @@ class UNet(nn.Module, Pretrained):
         expected = c.in_channels + c.concat_channels
         if x.ndim != 4 or x.shape[1] != expected:
             extra = f" ({c.in_channels} + {c.concat_channels} concat channels: torch.cat([z_t, c_concat], 1))"
-            raise ValueError(f"x must be (B, {expected}, H, W){extra if c.concat_channels else ''}, got {tuple(x.shape)}")
+            raise UsageError(f"x must be (B, {expected}, H, W){extra if c.concat_channels else ''}, got {tuple(x.shape)}")
         factor = 2 ** (self.levels - 1)
         h, w = x.shape[-2:]
         if h % factor or w % factor:
-            raise ValueError(
+            raise UsageError(
                 f"spatial size {h}×{w} is not divisible by 2^{self.levels - 1}={factor} (one halving per level after "
                 f"the first); pad or crop to {math.ceil(h / factor) * factor}×{math.ceil(w / factor) * factor}, or use "
                 "fewer levels in channel_mult"
@@ -267,13 +269,13 @@ class UNet(nn.Module, Pretrained):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape (B,)=({x.shape[0]},), got {tuple(t.shape)}")
+            raise UsageError(f"t must be a scalar or have shape (B,)=({x.shape[0]},), got {tuple(t.shape)}")
         if context is not None:
             if c.context_dim is None:
-                raise ValueError("this UNet has no cross-attention (context_dim=None) but a context was passed; "
+                raise UsageError("this UNet has no cross-attention (context_dim=None) but a context was passed; "
                                  "build it with UNetConfig(context_dim=...) or drop the context")
             if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != c.context_dim:
-                raise ValueError(f"context has shape {tuple(context.shape)} but this UNet expects (B={x.shape[0]}, L, "
+                raise UsageError(f"context has shape {tuple(context.shape)} but this UNet expects (B={x.shape[0]}, L, "
                                  f"context_dim={c.context_dim}); match the conditioner's output width to context_dim")
         return t
 
