@@ -278,7 +278,7 @@ class LayoutTokenConditioner(Pretrained, Conditioner):
     Tokens (taming-transformers `ObjectsBoundingBoxConditionalBuilder`, read by latent-diffusion's `BERTEmbedder`
     with `use_tokenizer=False`): class c -> token c; a corner (x, y) -> round(y (g-1)) · g + round(x (g-1)); class
     and corner tokens share one table, told apart by position; an empty slot is 3 × the "none" token (the last
-    id). Same batch interface as `LayoutConditioner` (`boxes` + `box_labels`, or `attrs`), whose `layout` check
+    id). Same batch interface as `LayoutConditioner` (`boxes` + `box_labels`), whose `layout` check
     it shares; ∅ is the empty layout. Not done here: the reference shuffles the objects of each training image and
     can append two crop tokens."""
 

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from ldm_lite import interop
 from ldm_lite.autoencoder import Autoencoder
 from ldm_lite.checkpoint import CheckpointError
+from ldm_lite.errors import UsageError
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.unet import UNet
 
@@ -219,14 +220,16 @@ def test_class_conditional_unet_matches_diffusers_own_conversion():
     oracle = UNet2DConditionModel(**dcfg).eval()
     oracle.load_state_dict(convert_ldm_unet_checkpoint(dict(state), dcfg))
     g = torch.Generator().manual_seed(5)
-    z, t, labels = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([0, 421, 999]), torch.tensor([7, 999, 1000])
+    z, t, labels = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([0, 421, 999]), torch.tensor([7, 999, 0])
     with torch.no_grad():
         cond = ldm.condition({"label": labels}, 3)
         torch.testing.assert_close(cond.context, embedder(labels))
         ours = ldm.denoiser(z, t, cond)
         torch.testing.assert_close(ours, oracle(z, t, encoder_hidden_states=embedder(labels)).sample,
                                    atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ldm.conditioner.null(1).context[0], embedder.embedding.weight[1000:])
+        torch.testing.assert_close(ldm.conditioner.null(1).context[0], embedder.embedding.weight[1000:])  # ∅ = row 1000
+        with pytest.raises(UsageError, match="0..999"):  # ∅ only through null(), never as a label value
+            ldm.condition({"label": torch.tensor([1000])}, 1)
     assert ldm.conditioner.config.num_classes == 1000 and ldm.config.cond_drop_prob > 0
     with pytest.raises(CheckpointError, match="no EMA copy"):  # cin256-v2 was trained with use_ema: False
         interop.from_compvis(state, cfg, ema=True)

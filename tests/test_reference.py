@@ -379,13 +379,15 @@ def reference_layout_tokens(boxes: list, labels: list, no_tokens: int, no_max_ob
 
 
 def test_layout_token_conditioner_is_the_reference_tokenisation_into_a_transformer(tmp_path):
-    from ldm_lite.conditioning import LayoutTokenConditioner, LayoutTokenConditionerConfig, boxes_from_attrs
+    from ldm_lite.conditioning import LayoutTokenConditioner, LayoutTokenConditionerConfig
+    from ldm_lite.datasets import boxes_from_attrs
 
     torch.manual_seed(0)
     cond = LayoutTokenConditioner(LayoutTokenConditionerConfig(grid=12, dim=32, depth=1, max_objects=3))
     ds = ll.datasets.shapes(16, n=32, seed=3)
     attrs = torch.stack([ds[i]["attrs"] for i in range(32)])
-    boxes, labels = cond.layout({"attrs": attrs})
+    given = dict(zip(("boxes", "box_labels"), boxes_from_attrs(attrs)))
+    boxes, labels = cond.layout(given)
     ids = cond.tokenize(boxes, labels)
     assert ids.shape == (32, 9)
     for i in range(32):  # the same ids as the reference's builder with no_tokens = 12² + 1 (so √ gives 12 sections)
@@ -393,7 +395,7 @@ def test_layout_token_conditioner_is_the_reference_tokenisation_into_a_transform
     assert ids.max() == cond.none == 144 and (ids < 6).any()  # class tokens and corners share one table
     raw, _ = boxes_from_attrs(attrs)
     assert torch.equal(boxes[labels >= 0], raw[labels >= 0])  # the kit's checked layout feeds it unchanged
-    c = cond({"attrs": attrs})
+    c = cond(given)
     assert c.context.shape == (32, 9, 32)
     empty = {"boxes": torch.zeros(1, 3, 4), "box_labels": torch.full((1, 3), -1)}
     torch.testing.assert_close(cond(empty).context, cond.null(1).context)  # ∅ is the empty layout
@@ -406,7 +408,7 @@ def test_layout_token_conditioner_is_the_reference_tokenisation_into_a_transform
     ldm = LatentDiffusion(IdentityAutoencoder(), tiny_unet(ctx=32), cond, image_size=16)
     for m in [*(m.proj_out for m in ldm.unet.modules() if isinstance(m, SpatialTransformer)), ldm.unet.conv_out]:
         torch.nn.init.normal_(m.weight, std=0.1)  # as if trained: zero-initialised layers pass no gradient to τ_θ
-    ldm.loss({"image": images(2), "attrs": attrs[:2]}, generator=torch.Generator().manual_seed(0)).backward()
+    ldm.loss({"image": images(2), **{k: v[:2] for k, v in given.items()}}, generator=torch.Generator().manual_seed(0)).backward()
     assert cond.token_embedding.weight.grad.abs().sum() > 0
     ldm.save_pretrained(tmp_path / "m")
     back = LatentDiffusion.from_pretrained(tmp_path / "m")
@@ -456,8 +458,12 @@ def test_the_smaller_listed_differences_hold():
     attn = next(m for m in tiny_unet().modules() if isinstance(m, AttentionBlock))
     assert attn.attn.to_qkv.bias is None  # the reference's AttentionBlock: conv_nd(1, C, 3C, 1) with a bias
     assert AutoencoderLossConfig().disc_weight == 0.5  # the reference's KL configs 0.5; vq-f4 0.75, vq-f8 0.6
-    text = TextConditioner()
-    assert text.config.max_length == 24 and text.token_embedding.num_embeddings < 100  # BERT's 30,522 and 77 there
+    text = TextConditioner()  # no vocabulary given: a row for every BERT WordPiece token, as the reference
+    assert text.config.max_length == 24 and text.token_embedding.num_embeddings == 30_522 + 1  # + the unseen row
+    from ldm_lite.datasets import shapes_vocabulary
+    from ldm_lite.text import TextConditionerConfig
+    small = TextConditioner(TextConditionerConfig(vocabulary=shapes_vocabulary()))  # the recipes' (26 + 4 rows)
+    assert small.token_embedding.num_embeddings < 100
 
 
 def test_ema_covers_the_conditioner_as_well_as_the_unet():
