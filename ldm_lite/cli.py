@@ -31,6 +31,47 @@ CONDITIONS = ("text", "frozen-text", "layout", "class", "mnist-text", *I2I_CONDI
 DATASET_HELP = "shapes, mnist, a folder of images (captions from name.txt / metadata.jsonl), or hub:<name or path>"
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _done(what: str, where: Path, *next_commands: str) -> None:
+    """The last words of a stage: where its output is and what to run next."""
+    log.info("%s %s", what, _shown(where))
+    for cmd in next_commands:
+        log.info("next: %s", cmd)
+
+
+def _model_dir(path: Path, flag: str) -> Path:
+    """A model folder as the user named it: one with config.json, or a run folder whose model/ holds it."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        log.info("%s %s: a run folder; using its model/", flag, _shown(path))
+        return path / "model"
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such folder")
+    raise ValueError(f"{flag} {path}: no model there (no config.json in it or in its model/); pass the folder a "
+                     "training stage wrote (its run folder or the model/ inside it)")
+
+
+def _run_name(model: Path) -> str:
+    """outputs/ae/kl-f4-x32/model -> kl-f4-x32: what a model folder is called."""
+    return model.parent.name if model.name in ("model", "checkpoint") else model.name
+
+
+def _check_dataset(name: str) -> None:
+    """A --dataset that looks like a path must be a folder (else the message would be 'unknown dataset')."""
+    if name in ("shapes", "mnist") or name.startswith("hub:") or Path(name).is_dir():
+        return
+    if "/" in name or os.sep in name or name.startswith((".", "~")) or Path(name).exists():
+        raise FileNotFoundError(f"--dataset {name}: no such folder of images ({Path(name).expanduser().resolve()})")
+
+
 def cmd_main(args) -> None:
     from dataclasses import replace
 
@@ -47,10 +88,16 @@ def cmd_main(args) -> None:
     if args.budget_minutes is not None:
         cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None,
                       min_ldm_steps=0)  # a budget asked for is a hard one: no step floor
-    metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
+    metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg, resume=not args.fresh)
     if args.ship:
         ship(out / "ldm" / "model", args.ship, metrics, command_line(),
              f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
+    if "recognisable" in metrics:
+        log.info("main job: %.1f%% of %d samples recognisable, FID %.1f on classifier features",
+                 100 * metrics["recognisable"], metrics["fid_n_fake"], metrics["fid_classifier_features"])
+    _done("main job done: samples.png, curves.png, metrics.json and the model (ldm/model) in", out,
+          f"ldm-lite sample --model {_shown(out / 'ldm')}",
+          f"ldm-lite evaluate --model {_shown(out / 'ldm' / 'model')}")
 
 
 def cmd_train_ae(args) -> None:
@@ -63,13 +110,20 @@ def cmd_train_ae(args) -> None:
         loss = AutoencoderLossConfig(**{**loss.__dict__, "perceptual_weight": args.perceptual_weight})
     if args.disc_start is not None:
         loss = AutoencoderLossConfig(**{**loss.__dict__, "disc_start": None if args.disc_start < 0 else args.disc_start})
-    metrics = autoencoder_recipe(args.name or args.ship or f"{args.preset}-{_dataset_tag(args.dataset)}{args.resolution}",
-                                 args.preset, args.dataset, resolution=args.resolution, n_train=args.n_train,
+    from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+
+    _check_dataset(args.dataset)
+    name = args.name or args.ship or f"{args.preset}-{_dataset_tag(args.dataset)}{args.resolution}"
+    metrics = autoencoder_recipe(name, args.preset, args.dataset, resolution=args.resolution, n_train=args.n_train,
                                  latent_channels=args.latent_channels, base_channels=args.base_channels,
                                  codebook_size=args.codebook_size, steps=args.steps, batch_size=args.batch_size,
                                  lr=args.lr, ema=args.ema or None, loss=loss, seed=args.seed, threads=args.threads,
-                                 device=args.device, ship_as=args.ship)
-    log.info("autoencoder %s: %s", args.preset, {k: metrics[k] for k in ("psnr", "ssim", "lpips") if k in metrics})
+                                 device=args.device, ship_as=args.ship, resume=not args.fresh)
+    log.info("autoencoder %s on %s: %s", args.preset, metrics.get("eval_data", "held-out images"),
+             {k: round(metrics[k], 4) for k in ("psnr", "ssim", "lpips") if k in metrics})
+    where = PRETRAINED_DIR / args.ship if args.ship else OUTPUTS_DIR / "ae" / name / "model"
+    _done("autoencoder saved to", where, f"ldm-lite train-ldm --ae {_shown(where)} --dataset {args.dataset}"
+          + (f" --resolution {args.resolution}" if args.resolution != 32 else ""))
 
 
 def _dataset_tag(name: str) -> str:
@@ -81,6 +135,8 @@ def cmd_train_ldm(args) -> None:
 
     if args.condition is not None:
         out = args.out or OUTPUTS_DIR / "ldm" / args.condition
+        usage = {"class": "--labels 0,1,2", "layout": "", **dict.fromkeys(I2I_CONDITIONS, "")}.get(
+            args.condition, '--prompt "a large red circle"')
         max_seconds = 60 * args.budget_minutes if args.budget_minutes else None
         if args.condition in I2I_CONDITIONS:  # concatenation: super-resolution, inpainting, semantic maps
             from .image_to_image import ImageToImageConfig, train
@@ -89,12 +145,16 @@ def cmd_train_ldm(args) -> None:
             cfg = ImageToImageConfig(task=task, degradation=degradation or "bicubic", steps=args.steps,
                                      batch_size=args.batch_size, n_train=args.n_train, seed=args.seed, lr=args.lr,
                                      init_from=args.init and str(args.init), latent_cache=args.latent_cache)
-            train(task, out, config=cfg, device=args.device, max_seconds=max_seconds)
+            train(task, out, config=cfg, device=args.device, max_seconds=max_seconds, resume=not args.fresh)
         else:  # cross-attention: text, layout, class
             from .conditional import train
 
             train(args.condition, out, args.steps, batch_size=args.batch_size, lr=args.lr, n_train=args.n_train,
-                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds, seed=args.seed)
+                  model_channels=args.model_channels, device=args.device, max_seconds=max_seconds, seed=args.seed,
+                  resume=not args.fresh)
+        _done(f"{args.condition} model saved to", out / "model",
+              *([f"ldm-lite sample --model {_shown(out)} {usage}".rstrip()] if args.condition not in I2I_CONDITIONS
+                else []), f"ldm-lite evaluate --model {_shown(out / 'model')}")
         return
     from .autoencoder import Autoencoder
     from .ldm import LatentDiffusion
@@ -105,23 +165,27 @@ def cmd_train_ldm(args) -> None:
     if args.ae is None:
         raise ValueError("train-ldm needs --ae <autoencoder folder> (e.g. data/pretrained/ae-kl-f4-shapes32), or "
                          "--condition for a conditional model")
-    ae = Autoencoder.from_pretrained(args.ae)
+    _check_dataset(args.dataset)
+    ae_dir = _model_dir(args.ae, "--ae")
+    ae = Autoencoder.from_pretrained(ae_dir)
     ds, _ = training_data(args.dataset, args.resolution, args.n_train, max_shapes=args.max_shapes,
                           channels=ae.config.in_channels)
+    out = args.out or OUTPUTS_DIR / "ldm" / f"{_dataset_tag(args.dataset)}-{_run_name(ae_dir)}"  # one run per pair
     ldm = LatentDiffusion(ae, UNet(UNetConfig.small(in_channels=ae.latent_channels,
                                                     model_channels=args.model_channels)),
                           image_size=args.resolution, prediction=args.prediction)
     train_ldm(ldm, ds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-              out_dir=args.out or OUTPUTS_DIR / "ldm" / _dataset_tag(args.dataset), resume=True,
-              max_seconds=60 * args.budget_minutes if args.budget_minutes else None,
+              out_dir=out, resume=not args.fresh, max_seconds=60 * args.budget_minutes if args.budget_minutes else None,
               compile={"mode": args.compile} if args.compile else False)
+    _done("LDM saved to", out / "model", f"ldm-lite sample --model {_shown(out)}",
+          *([f"ldm-lite evaluate --model {_shown(out / 'model')}"] if args.dataset == "shapes" else []))
 
 
 def _load_ldm(path: Path, device: str):
     from .ldm import LatentDiffusion
     from .runtime import pick_device
 
-    return LatentDiffusion.from_pretrained(path).to(pick_device(device)).eval()
+    return LatentDiffusion.from_pretrained(_model_dir(path, "--model")).to(pick_device(device)).eval()
 
 
 def cmd_sample(args) -> None:
@@ -138,7 +202,8 @@ def cmd_sample(args) -> None:
     if task is not None:  # image-to-image: one output image from files
         from .image_to_image import sample_to_file
 
-        out = args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png"
+        out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{task}-{Path(spatial[task]).stem}-{args.steps}steps"
+                                                              f"-seed{args.seed}.png")
         path = sample_to_file(task, out, lowres=args.lowres, image=args.image, mask=args.mask, seg_map=args.map,
                               degradation=args.degradation, model=args.model, steps=args.steps, seed=args.seed)
         log.info("wrote %s", path)
@@ -152,12 +217,36 @@ def cmd_sample(args) -> None:
     x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
                    sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
                    generator=torch.Generator().manual_seed(args.seed)).cpu()
-    out = args.out or OUTPUTS_DIR / "samples" / f"{args.model.name}-{args.sampler}{args.steps}-seed{args.seed}.png"
+    asked = [_run_name(args.model), f"{args.sampler}{args.steps}"]
+    asked += [_slug(args.prompt)] if args.prompt else []
+    asked += [f"not-{_slug(args.negative_prompt)}"] if args.negative_prompt else []
+    asked += [f"labels{args.labels.replace(',', '-')}"] if args.labels else []
+    asked += [f"g{args.guidance:g}"] if args.guidance != 1 else []
+    out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{'-'.join(asked)}-seed{args.seed}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = (f"{args.model.name}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
+    title = (f"{_run_name(args.model)}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
              + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
     image_grid(x, ncols=8, title=title).savefig(out, dpi=110)
-    log.info("wrote %s", out)
+    log.info("wrote %s (%d images)", _shown(out), len(x))
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """'A large red circle!' -> 'a-large-red-circle' (a file-name part)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "empty"
+
+
+def _sample_path(args, default: Path) -> Path:
+    """--out, refused when it exists unless --overwrite; else the default name, numbered (-2, -3...) when taken."""
+    if args.out is not None:
+        if args.out.exists() and not args.overwrite:
+            raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it, or another --out")
+        return args.out
+    path, k = default, 2
+    while path.exists() and not args.overwrite:
+        path, k = default.with_name(f"{default.stem}-{k}{default.suffix}"), k + 1
+    return path
 
 
 def cmd_experiment(args) -> None:
@@ -231,28 +320,50 @@ def cmd_bench(args) -> None:
 
 
 def cmd_train_classifier(args) -> None:
-    from .paths import PRETRAINED_DIR
-    from .recipes import train_classifier
+    from .paths import OUTPUTS_DIR, PRETRAINED_DIR
+    from .recipes import SHIPPED_CLASSIFIER, train_classifier
 
-    train_classifier(args.out or PRETRAINED_DIR / "shapes-classifier-32", args.steps, args.batch_size, args.seed)
+    out = PRETRAINED_DIR / args.ship if args.ship else args.out or OUTPUTS_DIR / "classifier" / SHIPPED_CLASSIFIER
+    train_classifier(out, args.steps, args.batch_size, args.seed)
+    _done("classifier saved to", out)
+    if not args.ship:
+        log.info("the judge every FID here depends on stays %s; --ship %s would replace it",
+                 _shown(PRETRAINED_DIR / SHIPPED_CLASSIFIER), SHIPPED_CLASSIFIER)
 
 
 def cmd_train_segmenter(args) -> None:
     from .paths import OUTPUTS_DIR
     from .segmenter import train_and_validate
 
-    train_and_validate(args.out or OUTPUTS_DIR / "segmenter", args.steps, args.batch_size, args.seed, args.n_eval)
+    out = args.out or OUTPUTS_DIR / "segmenter"
+    train_and_validate(out, args.steps, args.batch_size, args.seed, args.n_eval)
+    _done("segmenter saved to", out / "model")
 
 
 def cmd_tour(args) -> None:
     from .paths import OUTPUTS_DIR
     from .pipeline import tour
 
-    tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
+    out = args.out or OUTPUTS_DIR / "tour"
+    tour(out, args.resolution)
+    _done("dataset grids written to", out, "ldm-lite main")
+
+
+def _threads(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--threads", type=int, default=default,
+                        help="CPU threads (torch.set_num_threads; 0 = torch's default)")
+
+
+def _fresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fresh", action="store_true",
+                        help="start from step 0 over the run in --out (default: resume it when its settings match)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="ldm-lite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ldm-lite {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("main", help="the main job: LDM-4 on shapes 32x32 end to end (writes under outputs/main)")
@@ -264,17 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock budget for LDM training, a hard one (default: 7 on a CPU, 2 on a GPU, with a "
                    "floor of MainConfig.min_ldm_steps steps on a busy machine; 0 = none)")
     m.add_argument("--ship", default=None, help="also copy the trained LDM to data/pretrained/<SHIP>")
+    _fresh(m)
+    _threads(m)
     m.set_defaults(func=cmd_main)
 
     t = sub.add_parser("tour", help="grids of the datasets with captions and masks")
-    t.add_argument("--out", type=Path, default=None)
-    t.add_argument("--resolution", type=int, default=32)
+    t.add_argument("--out", type=Path, default=None, help="default outputs/tour")
+    t.add_argument("--resolution", type=int, default=32, help="image side of the grids")
+    _threads(t)
     t.set_defaults(func=cmd_tour)
 
     a = sub.add_parser("train-ae", help="train a KL/VQ autoencoder (first stage); --ship writes it to data/pretrained")
     a.add_argument("--preset", default="kl-f4", help="kl-f4, kl-f8, vq-f4, ...")
     a.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     a.add_argument("--name", default=None, help="run name: state under outputs/ae/<name> (default: --ship, else <preset>-<dataset><resolution>)")
+    _fresh(a)
     a.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
     a.add_argument("--resolution", type=int, default=32)
     a.add_argument("--n-train", type=int, default=20_000, help="shapes: number of training images")
@@ -300,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lt = sub.add_parser("train-ldm", help="train an LDM on top of a trained autoencoder")
     lt.add_argument("--ae", type=Path, default=None,
-                    help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32); an unconditional model")
+                    help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32, or a train-ae run folder such "
+                         "as outputs/ae/kl-f4-shapes32); an unconditional model")
     lt.add_argument("--condition", default=None, choices=CONDITIONS,
                     help="a conditional model on shapes/MNIST with its recipe: cross-attention (text, frozen-text, "
                          "layout, class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
@@ -319,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--device", default="auto")
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
-    lt.add_argument("--out", type=Path, default=None, help="default outputs/ldm/<dataset> (resumes from its checkpoint)")
+    lt.add_argument("--out", type=Path, default=None,
+                    help="default outputs/ldm/<dataset>-<autoencoder>, or outputs/ldm/<condition> (resumes from its "
+                         "checkpoint when run again)")
+    _fresh(lt)
     lt.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     lt.add_argument("--init", type=Path, default=None,
                     help="image-to-image: start from this saved model's weights (fine-tuning, fresh optimizer)")
@@ -328,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_train_ldm)
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
-    s.add_argument("--model", type=Path, default=None, help="LDM folder (image-to-image: default the shipped one)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="LDM folder, or the run folder holding it in model/ (image-to-image: default the shipped one)")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--labels", default=None, help="class labels for a class-conditional model, e.g. 0,1,2")
     s.add_argument("--prompt", default=None, help='a text-to-image model\'s prompt, e.g. "a large red circle"')
@@ -344,7 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", type=Path, default=None, help="default <outputs>/samples/<model>-<sampler><steps>-seed<seed>.png")
+    s.add_argument("--out", type=Path, default=None,
+                   help="default outputs/samples/<model>-<sampler><steps>[-<prompt>][-labels..][-g<guidance>]-seed<seed>"
+                        ".png, numbered -2, -3... when taken")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out (or the default file)")
+    _threads(s)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="unconditional: shapes score + FID on classifier features (bootstrap "
@@ -362,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    _threads(e)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="run the benchmark scripts in benchmarks/ (prints markdown tables)")
@@ -379,13 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     x.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON/PNG (default: --out)")
     x.add_argument("--device", default="auto")
+    _threads(x)
     x.set_defaults(func=cmd_experiment)
 
     c = sub.add_parser("train-classifier", help="train the ShapesClassifier used by the shapes score and FID")
-    c.add_argument("--out", type=Path, default=None, help="default data/pretrained/shapes-classifier-32")
+    c.add_argument("--out", type=Path, default=None, help="default outputs/classifier/shapes-classifier-32")
+    c.add_argument("--ship", nargs="?", const="shapes-classifier-32", default=None,
+                   help="write it to data/pretrained/<SHIP> instead (default name shapes-classifier-32: replaces the "
+                        "judge every FID in the README depends on)")
     c.add_argument("--steps", type=int, default=800)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
+    _threads(c)
     c.set_defaults(func=cmd_train_classifier)
 
     g = sub.add_parser("train-segmenter", help="train the shapes segmenter (the mask-agreement judge) and validate it")

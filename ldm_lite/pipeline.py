@@ -86,8 +86,10 @@ def build_ldm(cfg: MainConfig, ae: Autoencoder) -> LatentDiffusion:
     return LatentDiffusion(ae, unet, schedule="scaled_linear", image_size=cfg.resolution)
 
 
-def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None) -> dict:
-    """The README's main job. Writes samples.png, curves.png, metrics.json and the LDM (ldm/model) under `out`."""
+def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None,
+             resume: bool = True) -> dict:
+    """The README's main job. Writes samples.png, curves.png, metrics.json and the LDM (ldm/model) under `out`;
+    resumes the LDM run found there (`resume=False`: from step 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,13 +104,15 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     ae, ae_source = main_autoencoder(cfg, train_ae, out, dev)
     ds = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=cfg.max_shapes)
     ldm = build_ldm(cfg, ae)
+    state = out / "ldm" / "checkpoint" / "state.json"
+    start_step = int(read_json(state)["step"]) if resume and state.is_file() else 0  # steps/s counts this run's
     t_train = time.perf_counter()
     if cfg.latent_cache:  # encoding the training set once is part of the training budget
         ds = LatentCache(ds, ae.to(dev), device=dev)
     budget = None if cfg.max_train_seconds is None else max(0.0, cfg.max_train_seconds - (time.perf_counter() - t_train))
     hist = train_ldm(ldm, ds, steps=cfg.ldm_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                      ema=cfg.ema, device=dev, out_dir=out / "ldm", checkpoint_every=max(100, cfg.ldm_steps // 5),
-                     resume=True, seed=cfg.seed, max_seconds=budget, min_steps=cfg.min_ldm_steps,
+                     resume=resume, seed=cfg.seed, max_seconds=budget, min_steps=cfg.min_ldm_steps,
                      sync_every=cfg.sync_every)
     train_s = time.perf_counter() - t_train
     steps_done = int(read_json(out / "ldm" / "checkpoint" / "state.json")["step"])  # the history logs every 10th
@@ -131,7 +135,8 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         "final_loss_mean_last_100_steps": _tail_mean(hist["loss"], hist["step"], 100),
         "train_seconds": round(train_s, 1),  # the latent cache included
         "ldm_steps_done": steps_done,
-        "train_steps_per_second": round(steps_done / max(train_s, 1e-9), 3),
+        "ldm_steps_this_run": steps_done - start_step,
+        "train_steps_per_second": round((steps_done - start_step) / max(train_s, 1e-9), 3),
         f"sample_seconds_{cfg.n_samples}_{cfg.sampler}{cfg.sample_steps}": round(sample_s, 2),
         **evaluate_samples(samples, real, recipes.get_classifier()),
         "total_seconds": round(time.perf_counter() - t_start, 1),

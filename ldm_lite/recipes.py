@@ -74,6 +74,8 @@ def training_data(name: str, resolution: int = 32, n_train: int = 20_000, max_sh
         if len(ds) < 2:
             raise ValueError(f"the image folder {name} holds {len(ds)} image(s); training needs at least 2")
         idx = torch.arange(len(ds))
+        log.info("%s: %d images, the last %d (%d%%) held out for evaluation and never trained on", name, len(ds), n_test,
+                 round(100 * n_test / len(ds)))
         return torch.utils.data.Subset(ds, idx[:-n_test].tolist()), torch.utils.data.Subset(ds, idx[-n_test:].tolist())
     raise ValueError(f"unknown dataset {name!r}: use shapes, mnist, a folder of images, or hub:<name or path> "
                      "(e.g. hub:cifar10)")
@@ -94,7 +96,8 @@ def shipped_name(kind: str, f: int, dataset: str, resolution: int = 32) -> str:
 def train_autoencoder_run(config: AutoencoderConfig, train_data: Any, run_dir: Path, *, steps: int,
                           batch_size: int = 16, lr: float = 4e-4, loss: AutoencoderLossConfig | None = None,
                           ema: float | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                          checkpoint_every: int | None = None, progress: bool = True) -> tuple[Autoencoder, dict]:
+                          checkpoint_every: int | None = None, progress: bool = True,
+                          resume: bool = True) -> tuple[Autoencoder, dict]:
     """Train a new autoencoder (resumable under `run_dir/checkpoint`), estimate its scale factor 1/std(z) on up to
     1,024 training images, save it to `run_dir/model`; returns it (eval mode, CPU) and its history."""
     from .train import train_autoencoder
@@ -103,7 +106,7 @@ def train_autoencoder_run(config: AutoencoderConfig, train_data: Any, run_dir: P
     ae = Autoencoder(config)
     history = train_autoencoder(ae, train_data, steps=steps, batch_size=batch_size, lr=lr,
                                 loss_config=loss or short_loss(), ema=ema, device=device, out_dir=run_dir,
-                                checkpoint_every=checkpoint_every or max(100, steps // 10), resume=True, seed=seed,
+                                checkpoint_every=checkpoint_every or max(100, steps // 10), resume=resume, seed=seed,
                                 progress=progress)
     ae = ae.cpu().eval()
     images = train_data if isinstance(train_data, torch.Tensor) else stack_images(train_data, 1024)
@@ -260,7 +263,7 @@ def autoencoder_recipe(name: str, preset: str = "kl-f4", dataset: str = "shapes"
                        codebook_size: int = 256, steps: int = 3_000, batch_size: int = 16, lr: float = 4e-4,
                        ema: float | None = 0.999, loss: AutoencoderLossConfig | None = None, seed: int = 0,
                        threads: int | None = None, device: str | torch.device = "auto", ship_as: str | None = None,
-                       command: str | None = None) -> dict:
+                       command: str | None = None, resume: bool = True) -> dict:
     """Train (resumably, under outputs/ae/<name>/) the autoencoder `preset` on `dataset`, evaluate it on held-out
     images (PSNR, SSIM, LPIPS-alex) and, with `ship_as`, write it to data/pretrained/<ship_as>/ with metrics.json
     and a README naming `command`. Returns the metrics. `loss` defaults to `full_loss(steps)`."""
@@ -276,7 +279,7 @@ def autoencoder_recipe(name: str, preset: str = "kl-f4", dataset: str = "shapes"
     train, test = training_data(dataset, resolution, n_train)
     t0 = time.time()
     ae, history = train_autoencoder_run(config, train, OUTPUTS_DIR / "ae" / name, steps=steps, batch_size=batch_size,
-                                        lr=lr, loss=loss, ema=ema, device=device, seed=seed)
+                                        lr=lr, loss=loss, ema=ema, device=device, seed=seed, resume=resume)
     test_images = stack_images(test)
     metrics = reconstruction_metrics(ae, test_images, lpips_net="alex" if test_images.shape[1] == 3 else None)
     metrics.update(scale_factor=float(ae.scale_factor), eval_images=len(test_images),

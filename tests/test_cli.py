@@ -33,7 +33,9 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     before = (out / "ldm" / "model" / "model.safetensors").read_bytes()
     run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
     assert (out / "ldm" / "model" / "model.safetensors").read_bytes() == before
-    assert json.loads((out / "metrics.json").read_text())["autoencoder"].startswith("trained here earlier")
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["autoencoder"].startswith("trained here earlier")
+    assert again["ldm_steps_done"] == 6 and again["ldm_steps_this_run"] == 0 and again["train_steps_per_second"] == 0
 
 
 def test_sample_and_evaluate_a_saved_model(tmp_path):
@@ -98,7 +100,7 @@ def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path
         Image.new("RGB", (40, 40), (20 * i, 100, 0)).save(folder / f"{i:02d}.png")
     run("train-ldm", "--ae", str(shipped), "--dataset", str(folder), "--steps", "2", "--batch-size", "4",
         "--model-channels", "32", tmp_path=tmp_path)
-    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs" / "model")
+    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs-ae-test" / "model")
     assert model.latent_shape == (ae.latent_channels, 8, 8)
 
 
