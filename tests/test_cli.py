@@ -80,7 +80,7 @@ def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scal
 def test_bad_model_path_gives_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "sample", "--model", str(tmp_path / "nope")],
                           capture_output=True, text=True)
-    assert proc.returncode != 0 and "is not a folder" in proc.stderr
+    assert proc.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in proc.stderr
 
 
 def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path):
