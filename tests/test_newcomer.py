@@ -156,3 +156,16 @@ def test_image_folder_subfolders_are_class_labels(tmp_path):
     assert ds.classes == ["cats", "dogs"]
     assert [(f.relative_to(tmp_path).as_posix(), ds[i]["label"]) for i, f in enumerate(ds.files)] == \
         [("cats/a.png", 0), ("dogs/a.png", 1), ("loose.png", -1)]
+
+
+def test_a_training_curve_keeps_its_title_inside_the_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = {"step": [0, 10, 20], "loss": [1.0, 0.5, 0.4]}
+    for title in ("LDM training loss ||eps - eps_theta||^2 (eq. 2)", "a much longer title " * 6):
+        fig = ll.plotting.curves(history, keys=["loss"], title=title)
+        fig.canvas.draw()
+        box, page = fig._suptitle.get_window_extent(), fig.bbox  # noqa: SLF001
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
+        assert fig.get_size_inches()[0] * 110 >= 600  # outputs/main/curves.png is saved at dpi 110
