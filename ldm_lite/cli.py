@@ -266,6 +266,7 @@ def cmd_experiment(args) -> None:
         run_tradeoff(cfg, out, device=dev)
     rows = write_report(out, args.report, command_line())
     print(format_table(table6(rows)))
+    _done("report (results.csv, table6.md, fig6_training.png, fig7_sampling.png, samples.png) in", args.report or out)
 
 
 def cmd_evaluate(args) -> None:
@@ -304,6 +305,8 @@ def cmd_evaluate(args) -> None:
     if args.out:
         write_json(args.out, results)
     print(json.dumps(results, indent=2))
+    if args.out:
+        _done("results written to", args.out)
 
 
 def cmd_bench(args) -> None:
