@@ -308,6 +308,9 @@ def fit(
         ctx.last_checkpoint_step = step
 
     model.train()
+    if max_seconds is not None and start < steps and rank == 0:  # the bar counts to `steps`: say when it stops early
+        log.info("training to step %d or for %.0f s, whichever comes first%s", steps, max_seconds,
+                 f" (but at least to step {min_steps})" if min_steps > start else "")
     t_start = time.perf_counter()
     end = steps
     slow = False  # the time budget ran out before min_steps
