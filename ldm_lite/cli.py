@@ -55,8 +55,10 @@ def _model_dir(path: Path, flag: str) -> Path:
         return path / "model"
     if not path.exists():
         raise FileNotFoundError(f"{flag} {path}: no such folder")
-    raise ValueError(f"{flag} {path}: no model there (no config.json in it or in its model/); pass the folder a "
-                     "training stage wrote (its run folder or the model/ inside it)")
+    from .checkpoint import CheckpointError
+
+    raise CheckpointError(f"{flag} {path}: no model there (no config.json in it or in its model/); pass the folder "
+                          "a training stage wrote (its run folder or the model/ inside it)")
 
 
 def _run_name(model: Path) -> str:
@@ -220,7 +222,8 @@ def cmd_sample(args) -> None:
     asked = [_run_name(args.model), f"{args.sampler}{args.steps}"]
     asked += [_slug(args.prompt)] if args.prompt else []
     asked += [f"not-{_slug(args.negative_prompt)}"] if args.negative_prompt else []
-    asked += [f"labels{args.labels.replace(',', '-')}"] if args.labels else []
+    asked += ["labels" + "-".join(map(str, args.labels if isinstance(args.labels, list) else args.labels.split(",")))
+              ] if args.labels else []
     asked += [f"g{args.guidance:g}"] if args.guidance != 1 else []
     out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{'-'.join(asked)}-seed{args.seed}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
