@@ -355,8 +355,8 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
     saved = type(model).read_pretrained_config(directory)  # type: ignore[attr-defined]  (older folders: today's meaning)
     if saved != model.config:
         raise CheckpointError(f"{directory} was trained with another configuration ({config_difference(saved, model.config)}"
-                              "); keep that run and write this one elsewhere (--out / out_dir), or start this one "
-                              "afresh over it (--fresh / resume=False)")
+                              "); keep that run and write this one elsewhere (--out, train-ae: --name; Python: "
+                              "out_dir), or start this one afresh over it (--fresh; Python: resume=False)")
     load_state_into(model, directory)
     tensors = load_weights(directory / TRAINING_FILE)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

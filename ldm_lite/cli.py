@@ -329,7 +329,8 @@ def cmd_train_classifier(args) -> None:
     from .paths import OUTPUTS_DIR, PRETRAINED_DIR
     from .recipes import SHIPPED_CLASSIFIER, train_classifier
 
-    out = PRETRAINED_DIR / args.ship if args.ship else args.out or OUTPUTS_DIR / "classifier" / SHIPPED_CLASSIFIER
+    # absolute: `ship` reads a bare name such as `--out clf` as data/pretrained/clf
+    out = PRETRAINED_DIR / args.ship if args.ship else (args.out or OUTPUTS_DIR / "classifier" / SHIPPED_CLASSIFIER).resolve()
     train_classifier(out, args.steps, args.batch_size, args.seed)
     _done("classifier saved to", out)
     if not args.ship:

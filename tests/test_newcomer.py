@@ -133,8 +133,10 @@ def test_train_classifier_writes_under_outputs_unless_shipped(tmp_path, monkeypa
     monkeypatch.setattr(ll.recipes, "train_classifier", lambda out, *a: calls.append(Path(out)))
     cli.main(["train-classifier", "--steps", "1"])
     cli.main(["train-classifier", "--steps", "1", "--ship"])
+    monkeypatch.chdir(tmp_path)
+    cli.main(["train-classifier", "--steps", "1", "--out", "clf"])  # a bare name: here, not data/pretrained/clf
     assert calls == [tmp_path / "outputs" / "classifier" / "shapes-classifier-32",
-                     tmp_path / "pretrained" / "shapes-classifier-32"]
+                     tmp_path / "pretrained" / "shapes-classifier-32", tmp_path / "clf"]
 
 
 def test_a_resumed_run_with_another_config_names_the_differing_field():
