@@ -216,10 +216,14 @@ def cmd_sample(args) -> None:
     labels = [int(v) for v in args.labels.split(",")] if args.labels else None
     prompts = [args.prompt] * args.n if args.prompt is not None else None
     negative = [args.negative_prompt] * args.n if args.negative_prompt is not None else None
-    x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
-                   sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
-                   generator=torch.Generator().manual_seed(args.seed)).cpu()
+    if args.init_image is not None:  # image-to-image with any model: SDEdit
+        x = _sdedit(ldm, args, labels, prompts).cpu()
+    else:
+        x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
+                       sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
+                       generator=torch.Generator().manual_seed(args.seed)).cpu()
     asked = [_run_name(args.model), f"{args.sampler}{args.steps}"]
+    asked += [f"sdedit-{_slug(Path(args.init_image).stem)}-s{args.strength:g}"] if args.init_image else []
     asked += [_slug(args.prompt)] if args.prompt else []
     asked += [f"not-{_slug(args.negative_prompt)}"] if args.negative_prompt else []
     asked += ["labels" + "-".join(map(str, args.labels if isinstance(args.labels, list) else args.labels.split(",")))
@@ -228,9 +232,55 @@ def cmd_sample(args) -> None:
     out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{'-'.join(asked)}-seed{args.seed}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"{_run_name(args.model)}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
-             + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
+             + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else "")
+             + (f", SDEdit of {Path(args.init_image).name} at strength {args.strength:g}" if args.init_image else ""))
     image_grid(x, ncols=8, title=title).savefig(out, dpi=110)
     log.info("wrote %s (%d images)", _shown(out), len(x))
+    if args.separate:  # each image at its own resolution too: <out without .png>/000.png, 001.png, ...
+        from PIL import Image
+
+        folder = out.with_suffix("")
+        folder.mkdir(exist_ok=True)
+        for i, img in enumerate(x):
+            arr = ((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+            Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{i:03d}.png")
+        log.info("wrote %d images to %s/", len(x), _shown(folder))
+
+
+def _sdedit(ldm, args, labels, prompts):
+    """`sample --init-image X --strength S`: SDEdit (Meng et al. 2022) of one image with the model, --n times (or
+    once per label / prompt): noised to t = S·T, then denoised by the sampler."""
+    import torch
+    from PIL import Image
+
+    from .datasets import to_model_image
+    from .spatial import sdedit
+
+    if args.negative_prompt is not None:
+        raise ValueError("--negative-prompt does not combine with --init-image; drop one of them")
+    path = Path(args.init_image)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-image {path}: no such file")
+    try:
+        with Image.open(path) as im:
+            x = to_model_image(im, ldm.config.image_size, ldm.autoencoder.config.in_channels)
+    except OSError as e:
+        raise ValueError(f"--init-image {path}: not a readable image ({e})") from None
+    batch = {"label": torch.as_tensor(labels)} if labels else {"caption": prompts} if prompts else None
+    n = len(labels) if labels else args.n
+    return sdedit(ldm, x[None].expand(n, -1, -1, -1), args.strength, batch=batch, sampler=args.sampler,
+                  steps=args.steps, guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed))
+
+
+def _unit_interval(text: str) -> float:
+    """argparse type for --strength: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (0 = the image itself, 1 = a new sample), got {value}")
+    return value
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -475,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default outputs/samples/<model>-<sampler><steps>[-<prompt>][-labels..][-g<guidance>]-seed<seed>"
                         ".png, numbered -2, -3... when taken")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out (or the default file)")
+    s.add_argument("--separate", action="store_true",
+                   help="also write every image as its own PNG, into a folder named like the grid (without .png)")
+    s.add_argument("--init-image", default=None,
+                   help="SDEdit with any model: start from this image (resized to the model's size), noised by "
+                        "--strength")
+    s.add_argument("--strength", type=_unit_interval, default=0.6,
+                   help="with --init-image: 0 = the image itself (reconstructed), 1 = a new sample (default 0.6)")
     _threads(s)
     s.set_defaults(func=cmd_sample)
 

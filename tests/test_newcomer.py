@@ -100,6 +100,30 @@ def test_sample_never_overwrites_what_it_did_not_just_write(tmp_path, monkeypatc
     assert refused.endswith("exists; pass --overwrite to replace it, or another --out")
 
 
+def test_sample_sdedit_from_an_image_and_one_png_per_image(tmp_path, monkeypatch, caplog, capsys):
+    """--init-image with --strength 0 gives the image back through the (identity) first stage: the PNGs that
+    --separate writes are the input, byte for byte; --strength 1 is a new sample."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                             attention_resolutions=(), head_dim=32)
+    ll.ldm.LatentDiffusion(IdentityAutoencoder(), ll.unet.UNet(cfg), image_size=8).save_pretrained(tmp_path / "m")
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "init.png")
+    here = {"tmp_path": tmp_path, "monkeypatch": monkeypatch, "caplog": caplog}
+    for strength in ("0", "1"):
+        ldm_lite_here("sample", "--model", tmp_path / "m", "--init-image", tmp_path / "init.png", "--strength", strength,
+                      "--n", 2, "--steps", 2, "--separate", **here)
+        folder = tmp_path / "outputs" / "samples" / f"m-ddim2-sdedit-init-s{strength}-seed0"
+        assert sorted(p.name for p in folder.iterdir()) == ["000.png", "001.png"]
+        same = np.array_equal(np.asarray(Image.open(folder / "001.png")), pixels)
+        assert same == (strength == "0")
+    with pytest.raises(SystemExit, match="2"):
+        cli.main(["sample", "--model", str(tmp_path / "m"), "--init-image", "x.png", "--strength", "2"])
+    assert "argument --strength: must lie in [0, 1]" in capsys.readouterr().err
+
+
 def test_sample_file_names_say_what_was_asked(tmp_path, monkeypatch, caplog):
     from ldm_lite.conditioning import ClassConditioner, ClassConditionerConfig
 
