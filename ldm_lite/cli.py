@@ -137,8 +137,10 @@ def cmd_train_ldm(args) -> None:
 
     if args.condition is not None:
         out = args.out or OUTPUTS_DIR / "ldm" / args.condition
-        usage = {"class": "--labels 0,1,2", "layout": "", **dict.fromkeys(I2I_CONDITIONS, "")}.get(
-            args.condition, '--prompt "a large red circle"')
+        try_it = {"class": "--labels 0,1,2", "text": '--prompt "a large red circle"', "frozen-text": '--prompt "a red '
+                  'star"', "mnist-text": '--prompt "a handwritten seven"', "sr": "--lowres small.png", "sr-realistic":
+                  "--lowres small.png --degradation realistic", "inpaint": "--image picture.png --mask mask.png",
+                  "semantic": "--map classes.png"}.get(args.condition)  # layout: boxes come from Python only
         max_seconds = 60 * args.budget_minutes if args.budget_minutes else None
         if args.condition in I2I_CONDITIONS:  # concatenation: super-resolution, inpainting, semantic maps
             from .image_to_image import ImageToImageConfig, train
@@ -155,8 +157,8 @@ def cmd_train_ldm(args) -> None:
                   model_channels=args.model_channels, device=args.device, max_seconds=max_seconds, seed=args.seed,
                   resume=not args.fresh)
         _done(f"{args.condition} model saved to", out / "model",
-              *([f"ldm-lite sample --model {_shown(out)} {usage}".rstrip()] if args.condition not in I2I_CONDITIONS
-                else []), f"ldm-lite evaluate --model {_shown(out / 'model')}")
+              *([f"ldm-lite sample --model {_shown(out / 'model')} {try_it}"] if try_it else []),
+              *([f"ldm-lite evaluate --model {_shown(out / 'model')}"] if args.condition not in I2I_CONDITIONS else []))
         return
     from .autoencoder import Autoencoder
     from .ldm import LatentDiffusion
