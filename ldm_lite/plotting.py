@@ -22,7 +22,9 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[s
     n = len(images)
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)), squeeze=False)
+    lines = max((_wrap(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    row = size + lines * fontsize / 72 * 1.6 + 0.1  # each row also holds its captions, so none hides behind the row above
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row * nrows + (0.4 if title else 0)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:

@@ -195,3 +195,18 @@ def test_a_training_curve_keeps_its_title_inside_the_figure():
         box, page = fig._suptitle.get_window_extent(), fig.bbox  # noqa: SLF001
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
         assert fig.get_size_inches()[0] * 110 >= 600  # outputs/main/curves.png is saved at dpi 110
+
+
+def test_grid_captions_never_hide_behind_the_row_above():
+    """Every caption of a dataset grid (one to four lines) lies clear of every other image in the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for ds in (ll.datasets.shapes(32, n=16, seed=0), ll.datasets.shapes(32, n=16, seed=0, max_shapes=1)):
+        fig = ll.plotting.dataset_grid(ds, n=16, title="grid")
+        fig.canvas.draw()
+        images = [(ax, ax.get_window_extent()) for ax in fig.axes if ax.images]
+        for ax, _ in images:
+            caption = ax.title.get_window_extent()
+            clash = [box for other, box in images if other is not ax and caption.overlaps(box)]
+            assert not clash, (ax.get_title(), clash)
