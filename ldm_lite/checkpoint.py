@@ -40,6 +40,24 @@ class CheckpointError(UsageError):
 
 
 # ---------------------------------------------------------------- dataclass configs <-> json
+def config_difference(saved: Any, current: Any, limit: int = 3) -> str:
+    """The fields in which two configs (dataclasses, nested as dataclasses or dicts) differ, as one short line:
+    `unet.model_channels: 64 in the checkpoint, 32 now`."""
+
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
+
+    a, b = flat(saved), flat(current)
+    diffs = [f"{k}: {a.get(k, '(absent)')!r} in the checkpoint, {b.get(k, '(absent)')!r} now"
+             for k in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)) if a.get(k) != b.get(k)]
+    more = f"; {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
+
+
 def config_to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
@@ -352,8 +370,9 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
     meta = read_json(directory / STATE_FILE)
     saved = type(model).read_pretrained_config(directory)  # type: ignore[attr-defined]  (older folders: today's meaning)
     if saved != model.config:
-        raise CheckpointError(f"{directory} was trained with {saved}, not this model's {model.config}; "
-                              "build the model from that config or start afresh")
+        raise CheckpointError(f"{directory} was trained with another configuration ({config_difference(saved, model.config)}"
+                              "); keep that run and write this one elsewhere (--out, train-ae: --name; Python: "
+                              "out_dir), or start this one afresh over it (--fresh; Python: resume=False)")
     load_state_into(model, directory)
     tensors = load_weights(directory / TRAINING_FILE)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

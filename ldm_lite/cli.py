@@ -33,6 +33,49 @@ CONDITIONS = ("text", "frozen-text", "layout", "class", "mnist-text", *I2I_CONDI
 DATASET_HELP = "shapes, mnist, a folder of images (captions from name.txt / metadata.jsonl), or hub:<name or path>"
 
 
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _done(what: str, where: Path, *next_commands: str) -> None:
+    """The last words of a stage: where its output is and what to run next."""
+    log.info("%s %s", what, _shown(where))
+    for cmd in next_commands:
+        log.info("next: %s", cmd)
+
+
+def _model_dir(path: Path, flag: str) -> Path:
+    """A model folder as the user named it: one with config.json, or a run folder whose model/ holds it."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        log.info("%s %s: a run folder; using its model/", flag, _shown(path))
+        return path / "model"
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such folder")
+    from .checkpoint import CheckpointError
+
+    raise CheckpointError(f"{flag} {path}: no model there (no config.json in it or in its model/); pass the folder "
+                          "a training stage wrote (its run folder or the model/ inside it)")
+
+
+def _run_name(model: Path) -> str:
+    """outputs/ae/kl-f4-x32/model -> kl-f4-x32: what a model folder is called."""
+    return model.parent.name if model.name in ("model", "checkpoint") else model.name
+
+
+def _check_dataset(name: str) -> None:
+    """A --dataset that looks like a path must be a folder (else the message would be 'unknown dataset')."""
+    if name in ("shapes", "mnist") or name.startswith("hub:") or Path(name).is_dir():
+        return
+    if "/" in name or os.sep in name or name.startswith((".", "~")) or Path(name).exists():
+        raise FileNotFoundError(f"--dataset {name}: no such folder of images ({Path(name).expanduser().resolve()})")
+
+
 def cmd_main(args) -> None:
     from dataclasses import replace
 
@@ -49,21 +92,36 @@ def cmd_main(args) -> None:
     if args.budget_minutes is not None:
         cfg = replace(cfg, max_train_seconds=60 * args.budget_minutes if args.budget_minutes > 0 else None,
                       min_ldm_steps=0)  # a budget asked for is a hard one: no step floor
-    metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg)
+    metrics = run_main(out, train_ae=args.train_ae, device=args.device, config=cfg, resume=not args.fresh)
     if args.ship:
         ship(out / "ldm" / "model", args.ship, metrics, command_line(),
              f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
+    if "recognisable" in metrics:
+        log.info("main job: %.1f%% of %d samples recognisable, FID %.1f on classifier features",
+                 100 * metrics["recognisable"], metrics["fid_n_fake"], metrics["fid_classifier_features"])
+    _done("main job done: samples.png, curves.png, metrics.json and the model (ldm/model) in", out,
+          f"ldm-lite sample --model {_shown(out / 'ldm')}",
+          f"ldm-lite evaluate --model {_shown(out / 'ldm' / 'model')}")
 
 
-def _run_recipe(name: str, out: Path | None, ship_as: str | None, **overrides) -> None:
-    """Train recipe `name` with `overrides` (resumable under `out`); `ship_as` also writes data/pretrained/<ship_as>."""
+def _run_recipe(name: str, out: Path | None, ship_as: str | None, fresh: bool = False, **overrides) -> None:
+    """Train recipe `name` with `overrides` (resumable under `out`; `fresh`: from step 0); `ship_as` also writes
+    data/pretrained/<ship_as>; ends saying where the model is and what to run next."""
     from dataclasses import asdict
 
     from .recipes import command_line, recipe, ship, train
 
-    run = train(name, out, **overrides)
-    log.info("%s: model in %s; metrics %s", name, run.out / "model",
-             {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
+    if "dataset" in overrides:
+        _check_dataset(overrides["dataset"])
+    if "autoencoder" in overrides and overrides["autoencoder"] != "identity" and Path(overrides["autoencoder"]).exists():
+        overrides["autoencoder"] = str(_model_dir(Path(overrides["autoencoder"]), "--autoencoder"))
+    run = train(name, out, resume=not fresh, **overrides)
+    log.info("%s: held-out metrics %s", name, {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
+    model = run.out / "model"
+    kind = type(run.model).__name__
+    nxt = {"Autoencoder": [f"ldm-lite train ldm --autoencoder {_shown(model)} --dataset {run.config.dataset}"],
+           "LatentDiffusion": [f"ldm-lite sample --model {_shown(model)}", f"ldm-lite evaluate --model {_shown(model)}"]}
+    _done(f"{name}: model saved to", model, *nxt.get(kind, []))
     if ship_as:
         cmd = command_line()
         r = recipe(name)
@@ -84,7 +142,7 @@ def cmd_train(args) -> None:
         raise UsageError(f"unknown recipe {args.recipe!r}; `ldm-lite train list` shows {len(RECIPES)}: "
                          f"{', '.join(RECIPES)}")
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    _run_recipe(args.recipe, args.out, args.ship, **overrides)
+    _run_recipe(args.recipe, args.out, args.ship, fresh=args.fresh, **overrides)
 
 
 def cmd_train_ae(args) -> None:  # = train ae (the flags of before)
@@ -100,7 +158,7 @@ def cmd_train_ae(args) -> None:  # = train ae (the flags of before)
     if not args.ema:
         given["ema"] = None  # --ema 0: no EMA
     name = args.name or args.ship
-    _run_recipe("ae", args.out or (OUTPUTS_DIR / "ae" / name if name else None), args.ship, **given)
+    _run_recipe("ae", args.out or (OUTPUTS_DIR / "ae" / name if name else None), args.ship, fresh=args.fresh, **given)
 
 
 RECIPE_OF_CONDITION = {"text": "ldm-kl-f4-shapes32-text", "frozen-text": "ldm-kl-f4-shapes32-frozen-text",
@@ -122,14 +180,14 @@ def cmd_train_ldm(args) -> None:  # = train <the condition's recipe> or train ld
              "max_seconds": 60 * args.budget_minutes if args.budget_minutes else None}
     if args.condition is None:
         given.update(autoencoder=str(args.ae), dataset=args.dataset, max_shapes=args.max_shapes)
-    _run_recipe(name, args.out, None, **{k: v for k, v in given.items() if v is not None})
+    _run_recipe(name, args.out, None, fresh=args.fresh, **{k: v for k, v in given.items() if v is not None})
 
 
 def _load_ldm(path: Path, device: str):
     from .ldm import LatentDiffusion
     from .runtime import pick_device
 
-    return LatentDiffusion.from_pretrained(path).to(pick_device(device)).eval()
+    return LatentDiffusion.from_pretrained(_model_dir(path, "--model")).to(pick_device(device)).eval()
 
 
 def _positive_int(text: str) -> int:
@@ -174,7 +232,8 @@ def cmd_sample(args) -> None:
     if task is not None:  # image-to-image: one output image from files
         from .image_to_image import sample_to_file
 
-        out = _image_file(args.out or OUTPUTS_DIR / "samples" / f"{task}-seed{args.seed}.png")
+        out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{task}-{Path(spatial[task]).stem}-{args.steps}steps"
+                                                              f"-seed{args.seed}.png")
         path = sample_to_file(task, out, lowres=args.lowres, image=args.image, mask=args.mask, seg_map=args.map,
                               degradation=args.degradation, model=args.model, steps=args.steps, seed=args.seed)
         log.info("wrote %s", path)
@@ -186,14 +245,90 @@ def cmd_sample(args) -> None:
     labels = args.labels
     prompts = [args.prompt] * args.n if args.prompt is not None else None
     negative = [args.negative_prompt] * args.n if args.negative_prompt is not None else None
-    x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
-                   sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
-                   generator=torch.Generator().manual_seed(args.seed)).cpu()
+    if args.init_image is not None:  # image-to-image with any model: SDEdit
+        x = _sdedit(ldm, args, labels, prompts).cpu()
+    else:
+        x = ldm.sample(None if labels or prompts else args.n, labels=labels, prompts=prompts, negative_prompts=negative,
+                       sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
+                       generator=torch.Generator().manual_seed(args.seed)).cpu()
+    asked = [_run_name(args.model), f"{args.sampler}{args.steps}"]
+    asked += [f"sdedit-{_slug(Path(args.init_image).stem)}-s{args.strength:g}"] if args.init_image else []
+    asked += [_slug(args.prompt)] if args.prompt else []
+    asked += [f"not-{_slug(args.negative_prompt)}"] if args.negative_prompt else []
+    asked += ["labels" + "-".join(map(str, args.labels if isinstance(args.labels, list) else args.labels.split(",")))
+              ] if args.labels else []
+    asked += [f"g{args.guidance:g}"] if args.guidance != 1 else []
+    out = _sample_path(args, OUTPUTS_DIR / "samples" / f"{'-'.join(asked)}-seed{args.seed}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = (f"{args.model.name}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
-             + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else ""))
+    title = (f"{_run_name(args.model)}: {args.sampler}, {args.steps} steps, guidance {args.guidance:g}"
+             + (f", {args.prompt!r}" if args.prompt else "") + (f", labels {args.labels}" if args.labels else "")
+             + (f", SDEdit of {Path(args.init_image).name} at strength {args.strength:g}" if args.init_image else ""))
     image_grid(x, ncols=8, title=title).savefig(out, dpi=110)
-    log.info("wrote %s", out)
+    log.info("wrote %s (%d images)", _shown(out), len(x))
+    if args.separate:  # each image at its own resolution too: <out without .png>/000.png, 001.png, ...
+        from PIL import Image
+
+        folder = out.with_suffix("")
+        folder.mkdir(exist_ok=True)
+        for i, img in enumerate(x):
+            arr = ((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+            Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{i:03d}.png")
+        log.info("wrote %d images to %s/", len(x), _shown(folder))
+
+
+def _sdedit(ldm, args, labels, prompts):
+    """`sample --init-image X --strength S`: SDEdit (Meng et al. 2022) of one image with the model, --n times (or
+    once per label / prompt): noised to t = S·T, then denoised by the sampler."""
+    import torch
+    from PIL import Image
+
+    from .datasets import to_model_image
+    from .spatial import sdedit
+
+    if args.negative_prompt is not None:
+        raise ValueError("--negative-prompt does not combine with --init-image; drop one of them")
+    path = Path(args.init_image)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-image {path}: no such file")
+    try:
+        with Image.open(path) as im:
+            x = to_model_image(im, ldm.config.image_size, ldm.autoencoder.config.in_channels)
+    except OSError as e:
+        raise ValueError(f"--init-image {path}: not a readable image ({e})") from None
+    batch = {"label": torch.as_tensor(labels)} if labels else {"caption": prompts} if prompts else None
+    n = len(labels) if labels else args.n
+    return sdedit(ldm, x[None].expand(n, -1, -1, -1), args.strength, batch=batch, sampler=args.sampler,
+                  steps=args.steps, guidance_scale=args.guidance, generator=torch.Generator().manual_seed(args.seed))
+
+
+def _unit_interval(text: str) -> float:
+    """argparse type for --strength: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (0 = the image itself, 1 = a new sample), got {value}")
+    return value
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """'A large red circle!' -> 'a-large-red-circle' (a file-name part)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "empty"
+
+
+def _sample_path(args, default: Path) -> Path:
+    """--out, refused when it exists unless --overwrite; else the default name, numbered (-2, -3...) when taken."""
+    if args.out is not None:
+        if args.out.exists() and not args.overwrite:
+            raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it, or another --out")
+        return args.out
+    path, k = default, 2
+    while path.exists() and not args.overwrite:
+        path, k = default.with_name(f"{default.stem}-{k}{default.suffix}"), k + 1
+    return path
 
 
 def cmd_experiment(args) -> None:
@@ -213,6 +348,7 @@ def cmd_experiment(args) -> None:
         run_tradeoff(cfg, out, device=dev)
     rows = write_report(out, args.report, command_line())
     print(format_table(table6(rows)))
+    _done("report (results.csv, table6.md, fig6_training.png, fig7_sampling.png, samples.png) in", args.report or out)
 
 
 def cmd_evaluate(args) -> None:
@@ -234,6 +370,8 @@ def cmd_evaluate(args) -> None:
     if args.out:
         write_json(args.out, results)
     print(json.dumps(results, indent=2))
+    if args.out:
+        _done("results written to", args.out)
 
 
 def cmd_bench(args) -> None:
@@ -263,7 +401,19 @@ def cmd_tour(args) -> None:
     from .paths import OUTPUTS_DIR
     from .pipeline import tour
 
-    tour(args.out or OUTPUTS_DIR / "tour", args.resolution)
+    out = args.out or OUTPUTS_DIR / "tour"
+    tour(out, args.resolution)
+    _done("dataset grids written to", out, "ldm-lite main")
+
+
+def _threads(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--threads", type=int, default=default,
+                        help="CPU threads (torch.set_num_threads; 0 = torch's default)")
+
+
+def _fresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fresh", action="store_true",
+                        help="start from step 0 over the run in --out (default: resume it when its settings match)")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -316,7 +466,10 @@ def cmd_convert(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="ldm-lite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ldm-lite {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("main", help="the main job: LDM-4 on shapes 32x32 end to end (writes under outputs/main)")
@@ -328,11 +481,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock budget for LDM training, a hard one (default: 7 on a CPU, 2 on a GPU, with a "
                    "floor of MainConfig.min_ldm_steps steps on a busy machine; 0 = none)")
     m.add_argument("--ship", default=None, help="also copy the trained LDM to data/pretrained/<SHIP>")
+    _fresh(m)
+    _threads(m)
     m.set_defaults(func=cmd_main)
 
     t = sub.add_parser("tour", help="grids of the datasets with captions and masks")
-    t.add_argument("--out", type=Path, default=None)
-    t.add_argument("--resolution", type=int, default=32)
+    t.add_argument("--out", type=Path, default=None, help="default outputs/tour")
+    t.add_argument("--resolution", type=int, default=32, help="image side of the grids")
+    _threads(t)
     t.set_defaults(func=cmd_tour)
 
     tr = sub.add_parser("train", help="train any model by its recipe (`ldm-lite train list`); resumable, --ship",
@@ -340,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("recipe", help="a recipe name (`list` prints them with what each changes)")
     tr.add_argument("--out", type=Path, default=None, help="run folder (default outputs/<recipe>; resumes from it)")
     tr.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
+    _fresh(tr)
     _add_config_flags(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -348,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--preset", default="kl-f4", help="kl-f4, kl-f8, vq-f4, ...")
     a.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     a.add_argument("--name", default=None, help="run name: state under outputs/ae/<name> (default: --ship, else <preset>-<dataset><resolution>)")
+    _fresh(a)
     a.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
     a.add_argument("--resolution", type=int, default=32)
     a.add_argument("--n-train", type=int, default=20_000, help="shapes: number of training images")
@@ -373,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lt = sub.add_parser("train-ldm", help="= train ldm / train <recipe of --condition>: an LDM on a trained autoencoder")
     lt.add_argument("--ae", type=Path, default=None,
-                    help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32); an unconditional model")
+                    help="autoencoder folder (e.g. data/pretrained/ae-kl-f4-shapes32, or a train-ae run folder such "
+                         "as outputs/ae/kl-f4-shapes32); an unconditional model")
     lt.add_argument("--condition", default=None, choices=CONDITIONS,
                     help="a conditional model on shapes/MNIST with its recipe: cross-attention (text, frozen-text, "
                          "layout, class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
@@ -393,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--compile", nargs="?", const="default", default=None,
                     help="torch.compile the training step (mode: default, reduce-overhead = CUDA graphs, max-autotune)")
     lt.add_argument("--out", type=Path, default=None, help="default outputs/<recipe>, or outputs/ldm-<autoencoder>-<dataset><side> with --ae (resumes from it)")
+    _fresh(lt)
     lt.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     lt.add_argument("--init", type=Path, default=None,
                     help="image-to-image: start from this saved model's weights (fine-tuning, fresh optimizer)")
@@ -401,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_train_ldm)
 
     s = sub.add_parser("sample", help="sample a grid from a trained LDM")
-    s.add_argument("--model", type=Path, default=None, help="LDM folder (image-to-image: default the shipped one)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="LDM folder, or the run folder holding it in model/ (image-to-image: default the shipped one)")
     s.add_argument("--n", type=_positive_int, default=64, help="number of images (with --prompt: of that prompt)")
     s.add_argument("--labels", type=_label_list, default=None,
                    help="class labels for a class-conditional model, e.g. 0,1,2")
@@ -418,7 +579,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
-    s.add_argument("--out", type=Path, default=None, help="default <outputs>/samples/<model>-<sampler><steps>-seed<seed>.png")
+    s.add_argument("--out", type=Path, default=None,
+                   help="default outputs/samples/<model>-<sampler><steps>[-<prompt>][-labels..][-g<guidance>]-seed<seed>"
+                        ".png, numbered -2, -3... when taken")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out (or the default file)")
+    s.add_argument("--separate", action="store_true",
+                   help="also write every image as its own PNG, into a folder named like the grid (without .png)")
+    s.add_argument("--init-image", default=None,
+                   help="SDEdit with any model: start from this image (resized to the model's size), noised by "
+                        "--strength")
+    s.add_argument("--strength", type=_unit_interval, default=0.6,
+                   help="with --init-image: 0 = the image itself (reconstructed), 1 = a new sample (default 0.6)")
+    _threads(s)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="unconditional: shapes score + FID on classifier features (bootstrap "
@@ -436,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    _threads(e)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="run the benchmark scripts in benchmarks/ (prints markdown tables)")
@@ -454,14 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     x.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON/PNG (default: --out)")
     x.add_argument("--device", default="auto")
+    _threads(x)
     x.set_defaults(func=cmd_experiment)
 
     c = sub.add_parser("train-classifier", help="= train shapes-classifier-32: the judge of the shapes score and FID")
     c.add_argument("--ship", default=None, help="write it to data/pretrained/<SHIP> (the shipped one: every FID depends on it)")
-    c.add_argument("--out", type=Path, default=None, help="default data/pretrained/shapes-classifier-32")
+    c.add_argument("--out", type=Path, default=None, help="default outputs/shapes-classifier-32")
     c.add_argument("--steps", type=int, default=800)
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--seed", type=int, default=0)
+    _threads(c)
     c.set_defaults(func=cmd_train_classifier)
 
     g = sub.add_parser("train-segmenter", help="= train shapes-segmenter-32: the mask-agreement judge, validated")

@@ -447,7 +447,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class ImageFolder(Dataset):
     """The user's own images. Captions: `<name>.txt` beside an image, or `metadata.jsonl` lines
-    `{"file_name": ..., "text": ...}` (the Hugging Face imagefolder convention)."""
+    `{"file_name": ..., "text": ...}` (the Hugging Face imagefolder convention). Labels: images in subfolders
+    `<root>/<class>/...` get the index of their class in `classes` (sorted subfolder names, as torchvision's
+    ImageFolder); images directly under the root get -1."""
 
     def __init__(self, path: str | os.PathLike, resolution: int = 32, channels: int = 3):
         _check_resolution(resolution)
@@ -458,6 +460,7 @@ class ImageFolder(Dataset):
         if not self.files:
             raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}; put your images there")
         self.root, self.resolution, self.channels = root, resolution, channels
+        self.classes = sorted({p.relative_to(root).parts[0] for p in self.files if len(p.relative_to(root).parts) > 1})
         self.captions: dict[str, str] = {}
         meta = root / "metadata.jsonl"
         if meta.exists():
@@ -486,7 +489,8 @@ class ImageFolder(Dataset):
         except (OSError, SyntaxError, ValueError) as e:
             raise UsageError(f"cannot read image {p} ({type(e).__name__}: {e}); it is truncated or not an image: "
                              "re-save it or remove it from the folder") from None
-        return {"image": image, "caption": caption, "label": -1}
+        parts = p.relative_to(self.root).parts
+        return {"image": image, "caption": caption, "label": self.classes.index(parts[0]) if len(parts) > 1 else -1}
 
 
 def _read_text(path: Path) -> str:

@@ -291,7 +291,9 @@ def fit(
                                    generators=generators, schedulers=schedulers)
         start, ctx.history = meta["step"], History(meta["history"])
         ctx.last_checkpoint, ctx.last_checkpoint_step = ckpt_from, start
-        log.info("resumed from %s at step %d", ckpt_from, start)
+        log.info("resuming from %s at step %d of %d%s", ckpt_from, start, steps,
+                 ": already trained, nothing to do (more steps continue it; --fresh / resume=False starts over)"
+                 if start >= steps else " (--fresh / resume=False starts over)")
     else:
         torch.manual_seed(seed)  # whatever draws from the global RNG (posterior noise, VQ restarts) is seeded
 
@@ -307,6 +309,9 @@ def fit(
         ctx.last_checkpoint_step = step
 
     model.train()
+    if max_seconds is not None and start < steps and rank == 0:  # the bar counts to `steps`: say when it stops early
+        log.info("training to step %d or for %.0f s, whichever comes first%s", steps, max_seconds,
+                 f" (but at least to step {min_steps})" if min_steps > start else "")
     t_start = time.perf_counter()
     end = steps
     slow = False  # the time budget ran out before min_steps
@@ -333,8 +338,8 @@ def fit(
             if (max_seconds is not None and min_steps <= step + 1 < steps and (world == 1 or (step + 1) % sync == 0)
                     and _out_of_time(t_start, max_seconds, world, dev)):
                 end = step + 1
-                log.warning("time budget of %.0f s spent after %d of %d steps; stopping (resume=True continues)",
-                            max_seconds, end, steps)
+                log.warning("time budget of %.0f s spent after %d of %d steps; stopping (run the same command again "
+                            "to continue: it resumes, resume=True)", max_seconds, end, steps)
                 break
         sync_now()
     finally:

@@ -136,8 +136,12 @@ class LatentDiffusion(Pretrained, nn.Module):
             raise UsageError(f"image size {image_size} is not divisible by the autoencoder's f={f}")
         c = autoencoder.latent_channels
         if unet.config.in_channels != c or unet.config.out_channels != c:
-            raise UsageError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but the "
-                             f"autoencoder's latent has {c}; build it with UNetConfig(in_channels={c}, out_channels={c})")
+            default = (" (UNetConfig() defaults to 4, the c of Stable Diffusion's autoencoder)"
+                       if unet.config.in_channels == UNetConfig.in_channels else "")
+            raise UsageError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels{default} "
+                             f"but the autoencoder's latents have latent_channels={c}; build it for them: "
+                             f"UNetConfig.small(in_channels=ae.latent_channels) or UNetConfig(in_channels={c}, "
+                             f"out_channels={c})")
         _check_conditioner(conditioner, unet)
         _warn_if_unscaled(autoencoder)
         self.autoencoder = autoencoder.eval().requires_grad_(False)  # frozen first stage

@@ -84,8 +84,10 @@ def main_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.devi
     return ae.to(device), source
 
 
-def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None) -> dict:
-    """The README's main job. Writes samples.png, curves.png, metrics.json and the LDM (ldm/model) under `out`."""
+def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: MainConfig | None = None,
+             resume: bool = True) -> dict:
+    """The README's main job. Writes samples.png, curves.png, metrics.json and the LDM (ldm/model) under `out`;
+    resumes the LDM run found there (`resume=False`: from step 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,9 +98,11 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     ae, ae_source = main_autoencoder(cfg, train_ae, out, dev)
+    state = out / "ldm" / "checkpoint" / "state.json"
+    start_step = int(read_json(state)["step"]) if resume and state.is_file() else 0  # steps/s counts this run's
     t_train = time.perf_counter()  # encoding the training set once (the latent cache) is part of the budget
-    run = recipes.train("ldm-kl-f4-shapes32", out / "ldm", **{k: v for k, v in asdict(train_config(cfg, dev)).items()
-                                                              if k != "autoencoder"},
+    run = recipes.train("ldm-kl-f4-shapes32", out / "ldm", resume=resume,
+                        **{k: v for k, v in asdict(train_config(cfg, dev)).items() if k != "autoencoder"},
                         autoencoder=str(out / "ae" / "model") if train_ae else "ae-kl-f4-shapes32")
     ldm, hist = run.model.to(dev), run.history
     train_s = time.perf_counter() - t_train
@@ -122,7 +126,8 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         "final_loss_mean_last_100_steps": _tail_mean(hist["loss"], hist["step"], 100),
         "train_seconds": round(train_s, 1),  # the latent cache included
         "ldm_steps_done": steps_done,
-        "train_steps_per_second": round(steps_done / max(train_s, 1e-9), 3),
+        "ldm_steps_this_run": steps_done - start_step,
+        "train_steps_per_second": round((steps_done - start_step) / max(train_s, 1e-9), 3),
         f"sample_seconds_{cfg.n_samples}_{cfg.sampler}{cfg.sample_steps}": round(sample_s, 2),
         **evaluate_samples(samples, real, recipes.get_classifier()),
         "total_seconds": round(time.perf_counter() - t_start, 1),

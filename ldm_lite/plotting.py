@@ -22,7 +22,9 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[s
     n = len(images)
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)), squeeze=False)
+    lines = max((_wrap(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    row = size + lines * fontsize / 72 * 1.6 + 0.1  # each row also holds its captions, so none hides behind the row above
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row * nrows + (0.4 if title else 0)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -62,7 +64,8 @@ def curves(history: dict[str, Sequence[float]], keys: Sequence[str] | None = Non
            xlabel: str = "step", logy: bool = True) -> Figure:
     """Loss curves from a training history (dict of lists); one panel per key."""
     keys = [k for k in (keys or history) if k != "step" and len(history.get(k, [])) > 0]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 2.8), squeeze=False)
+    width = max(6.0, 3.2 * max(1, len(keys)))  # one panel alone is still wide enough for its title
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(width, 3.0), squeeze=False)
     steps = history.get("step")
     for ax, k in zip(axes[0], keys):
         y = np.asarray(history[k], dtype=float)
@@ -73,7 +76,7 @@ def curves(history: dict[str, Sequence[float]], keys: Sequence[str] | None = Non
         ax.set_title(k)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(k)
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, int(width * 9)))  # ~9 characters per inch at the default font size
     fig.tight_layout()
     return fig
 

@@ -126,7 +126,7 @@ class Recipe:
 
     name: str  # the folder name when shipped (data/pretrained/<name>)
     what: str  # one line for `ldm-lite train --list` and the README
-    trainer: Callable[[TrainConfig, Path | None, bool], TrainResult]  # (config, run folder, progress)
+    trainer: Callable[[TrainConfig, Path, bool, bool], TrainResult]  # (config, run folder, progress, resume)
     overrides: dict[str, Any] = field(default_factory=dict)
     note: str = ""  # how the shipped weights were made, where that differs from one run of the recipe
 
@@ -256,7 +256,7 @@ def _checkpoint_every(cfg: TrainConfig) -> int:
     return cfg.checkpoint_every or max(100, cfg.steps // 10)
 
 
-def _train_autoencoder(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+def _train_autoencoder(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     """A KL/VQ autoencoder (§3.1): trained, scale factor 1/std(z) estimated, judged on held-out images."""
     from .compression import reconstruction_metrics
     from .train import train_autoencoder
@@ -270,7 +270,7 @@ def _train_autoencoder(cfg: TrainConfig, out: Path | None, progress: bool) -> Tr
     _init(ae, cfg.init_from)
     history = train_autoencoder(ae, train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                 loss_config=autoencoder_loss_config(cfg), ema=cfg.ema, device=cfg.device, out_dir=out,
-                                checkpoint_every=_checkpoint_every(cfg), resume=out is not None, seed=cfg.seed,
+                                checkpoint_every=_checkpoint_every(cfg), resume=resume, seed=cfg.seed,
                                 progress=progress)
     ae = ae.cpu().eval()
     estimate_scale_factor(ae, stack_images(train, 1024), generator=torch.Generator().manual_seed(0))
@@ -282,7 +282,7 @@ def _train_autoencoder(cfg: TrainConfig, out: Path | None, progress: bool) -> Tr
     return TrainResult(ae, history, metrics, out, cfg)
 
 
-def _train_ldm(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+def _train_ldm(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     """An LDM (eq. 2; eq. 3 with a condition) on its frozen first stage, from the latent cache by default."""
     from .train import train_ldm
 
@@ -295,36 +295,36 @@ def _train_ldm(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResul
     data = ldm_data(cfg, channels=ldm.autoencoder.config.in_channels)
     history = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                         ema=cfg.ema, device=cfg.device, out_dir=out, checkpoint_every=_checkpoint_every(cfg),
-                        resume=out is not None, seed=cfg.seed, max_seconds=cfg.max_seconds, min_steps=cfg.min_steps,
+                        resume=resume, seed=cfg.seed, max_seconds=cfg.max_seconds, min_steps=cfg.min_steps,
                         latent_cache=cfg.latent_cache, progress=progress, sync_every=cfg.sync_every,
                         compile={"mode": cfg.compile} if cfg.compile else False)
     return TrainResult(ldm.eval(), history, {}, out, cfg)
 
 
-def _train_shapes_classifier(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+def _train_shapes_classifier(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     from .classifier import evaluate_classifier
     from .train import train_shapes_classifier
 
     model, history = train_shapes_classifier(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, lr=cfg.lr,
                                              resolution=cfg.resolution, device=cfg.device, out_dir=out,
-                                             checkpoint_every=_checkpoint_every(cfg), resume=out is not None,
+                                             checkpoint_every=_checkpoint_every(cfg), resume=resume,
                                              progress=progress)
     return TrainResult(model.eval(), history, evaluate_classifier(model.cpu(), n=cfg.n_eval), out, cfg)
 
 
-def _train_mnist_classifier(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+def _train_mnist_classifier(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     from .train import train_mnist_classifier
 
     model, metrics = train_mnist_classifier(epochs=max(1, cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr,
-                                            seed=cfg.seed, out_dir=out, resume=out is not None, progress=progress)
+                                            seed=cfg.seed, out_dir=out, resume=resume, progress=progress)
     return TrainResult(model, {}, metrics, out, cfg)
 
 
-def _train_segmenter(cfg: TrainConfig, out: Path | None, progress: bool) -> TrainResult:
+def _train_segmenter(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     from .segmenter import train_segmenter, validate
 
     model, history = train_segmenter(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out,
-                                     resume=out is not None, progress=progress)
+                                     resume=resume, progress=progress)
     return TrainResult(model.eval(), history, validate(model, cfg.n_eval), out, cfg)
 
 
@@ -444,11 +444,12 @@ def _tag(name: str) -> str:
 
 
 # ============================================================================================== train / load
-def train(name: str, out: str | Path | None = None, *, progress: bool = True, gpu: bool = False,
+def train(name: str, out: str | Path | None = None, *, progress: bool = True, gpu: bool = False, resume: bool = True,
           **overrides: Any) -> TrainResult:
     """Train recipe `name` (resumable: run it again to continue) under `out` (default `default_out`), save the
-    model to `<out>/model` with `train_config.json` and `metrics.json` beside it. `out=None` and `save=False` is
-    not offered: every run keeps its state, so nothing is lost. Returns a `TrainResult`."""
+    model to `<out>/model` with `train_config.json` and `metrics.json` beside it; `resume=False` starts over from
+    step 0 (the CLI's `--fresh`). A run resumed with other settings stops with one line naming the field that
+    differs (`fit`). Returns a `TrainResult`."""
     cfg = config(name, gpu=gpu, **overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -459,7 +460,7 @@ def train(name: str, out: str | Path | None = None, *, progress: bool = True, gp
         raise CheckpointError(f"cannot create the output folder {run} ({e.strerror or e}); choose a writable "
                               "folder (--out)") from e
     t0 = time.perf_counter()
-    result = recipe(name).trainer(cfg, run, progress)
+    result = recipe(name).trainer(cfg, run, progress, resume)
     result.metrics = {**result.metrics, "recipe": name, "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}
     result.model.save_pretrained(run / FINAL_DIR)
     write_json(run / "train_config.json", asdict(cfg))

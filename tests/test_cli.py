@@ -35,7 +35,9 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     before = (out / "ldm" / "model" / "model.safetensors").read_bytes()
     run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
     assert (out / "ldm" / "model" / "model.safetensors").read_bytes() == before
-    assert json.loads((out / "metrics.json").read_text())["autoencoder"].startswith("trained here earlier")
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["autoencoder"].startswith("trained here earlier")
+    assert again["ldm_steps_done"] == 6 and again["ldm_steps_this_run"] == 0 and again["train_steps_per_second"] == 0
 
 
 @pytest.mark.slow
@@ -81,7 +83,7 @@ def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scal
 def test_bad_model_path_gives_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldm_lite.cli", "sample", "--model", str(tmp_path / "nope")],
                           capture_output=True, text=True)
-    assert proc.returncode != 0 and "is not a folder" in proc.stderr
+    assert proc.returncode == 2 and f"--model {tmp_path / 'nope'}: no such folder" in proc.stderr
 
 
 @pytest.mark.slow
