@@ -179,7 +179,7 @@ def cmd_train_ldm(args) -> None:  # = train <the condition's recipe> or train ld
              "init_from": args.init and str(args.init), "latent_cache": args.latent_cache,
              "max_seconds": 60 * args.budget_minutes if args.budget_minutes else None}
     if args.condition is None:
-        given.update(autoencoder=str(args.ae), dataset=args.dataset, max_shapes=args.max_shapes)
+        given.update(autoencoder=str(_model_dir(args.ae, "--ae")), dataset=args.dataset, max_shapes=args.max_shapes)
     _run_recipe(name, args.out, None, fresh=args.fresh, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -286,7 +286,7 @@ def _sdedit(ldm, args, labels, prompts):
     from .spatial import sdedit
 
     if args.negative_prompt is not None:
-        raise ValueError("--negative-prompt does not combine with --init-image; drop one of them")
+        raise UsageError("--negative-prompt does not combine with --init-image; drop one of them")
     path = Path(args.init_image)
     if not path.is_file():
         raise FileNotFoundError(f"--init-image {path}: no such file")
@@ -294,7 +294,7 @@ def _sdedit(ldm, args, labels, prompts):
         with Image.open(path) as im:
             x = to_model_image(im, ldm.config.image_size, ldm.autoencoder.config.in_channels)
     except OSError as e:
-        raise ValueError(f"--init-image {path}: not a readable image ({e})") from None
+        raise UsageError(f"--init-image {path}: not a readable image ({e})") from None
     batch = {"label": torch.as_tensor(labels)} if labels else {"caption": prompts} if prompts else None
     n = len(labels) if labels else args.n
     return sdedit(ldm, x[None].expand(n, -1, -1, -1), args.strength, batch=batch, sampler=args.sampler,
@@ -323,7 +323,7 @@ def _sample_path(args, default: Path) -> Path:
     """--out, refused when it exists unless --overwrite; else the default name, numbered (-2, -3...) when taken."""
     if args.out is not None:
         if args.out.exists() and not args.overwrite:
-            raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it, or another --out")
+            raise UsageError(f"--out {args.out} exists; pass --overwrite to replace it, or another --out")
         return args.out
     path, k = default, 2
     while path.exists() and not args.overwrite:
@@ -631,7 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_experiment)
 
     c = sub.add_parser("train-classifier", help="= train shapes-classifier-32: the judge of the shapes score and FID")
-    c.add_argument("--ship", default=None, help="write it to data/pretrained/<SHIP> (the shipped one: every FID depends on it)")
+    c.add_argument("--ship", nargs="?", const="shapes-classifier-32", default=None,
+                   help="also write it to data/pretrained/<SHIP> (default name shapes-classifier-32: replaces the judge "
+                        "every FID in the README depends on)")
     c.add_argument("--out", type=Path, default=None, help="default outputs/shapes-classifier-32")
     c.add_argument("--steps", type=int, default=800)
     c.add_argument("--batch-size", type=int, default=128)
@@ -659,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                     help="compvis: the UNet's EMA weights (model_ema.*) or not (default: EMA when the checkpoint has it)")
     cv.add_argument("--first-stage-only", action="store_true", help="compvis: write only an LDM's first stage")
+    cv.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads; 0 = torch's default)")
     cv.set_defaults(func=cmd_convert)
     return p
 

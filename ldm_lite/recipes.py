@@ -429,12 +429,14 @@ def shipped_names(prefix: str = "") -> list[str]:
 
 
 def default_out(name: str, cfg: TrainConfig) -> Path:
-    """outputs/<recipe>/; the generic recipes are keyed on what makes a run differ (dataset, first stage, preset)."""
+    """outputs/<recipe>/; the generic recipes are keyed on what makes a run differ: outputs/ae/<preset>[-c<c>]-
+    <dataset><side> and outputs/ldm/<dataset>-<autoencoder>[-<condition>]."""
     if name == "ae":
-        return OUTPUTS_DIR / f"ae-{cfg.preset}-c{cfg.latent_channels}-{_tag(cfg.dataset)}{cfg.resolution}"
+        c = f"-c{cfg.latent_channels}" if cfg.latent_channels != 3 else ""
+        return OUTPUTS_DIR / "ae" / f"{cfg.preset}{c}-{_tag(cfg.dataset)}{cfg.resolution}"
     if name == "ldm":
         condition = f"-{cfg.condition}" if cfg.condition else ""
-        return OUTPUTS_DIR / f"ldm-{_tag(cfg.autoencoder)}-{_tag(cfg.dataset)}{cfg.resolution}{condition}"
+        return OUTPUTS_DIR / "ldm" / f"{_tag(cfg.dataset)}-{_tag(cfg.autoencoder)}{condition}"
     return OUTPUTS_DIR / name
 
 

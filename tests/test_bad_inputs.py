@@ -481,7 +481,7 @@ CASES = [
                             "--guidance", "inf", "--out", str(t / "x.png")], 2, "guidance_scale must be a finite"),
      None, None),
     ("cli-model-missing", "CLI", "ldm-lite sample --model does/not/exist",
-     lambda t: _cli_in_process(["sample", "--model", str(t / "nope"), "--out", str(t / "x.png")], 2, "is not a folder"),
+     lambda t: _cli_in_process(["sample", "--model", str(t / "nope"), "--out", str(t / "x.png")], 2, "no such folder"),
      None, None),
     ("cli-bug-keeps-traceback", "CLI", "a bug inside a stage (e.g. a plain ValueError) is not hidden as exit 2",
      lambda t: cli_main_raising(ValueError("an internal bug")), ValueError, "an internal bug"),

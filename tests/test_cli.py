@@ -104,7 +104,7 @@ def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path
         Image.new("RGB", (40, 40), (20 * i, 100, 0)).save(folder / f"{i:02d}.png")
     run("train-ldm", "--ae", str(shipped), "--dataset", str(folder), "--steps", "2", "--batch-size", "4",
         "--model-channels", "32", tmp_path=tmp_path)
-    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm-ae-test-imgs32" / "model")
+    model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs-ae-test" / "model")
     assert model.latent_shape == (ae.latent_channels, 8, 8)
 
 

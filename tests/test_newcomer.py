@@ -55,7 +55,8 @@ def test_version_and_threads_on_every_stage(capsys):
     parser = cli.build_parser()
     stages = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse keeps them there)
     for name in set(stages) - {"bench"}:  # bench runs scripts in their own processes
-        argv = {"experiment": [name, "tradeoff"], "evaluate": [name, "--model", "m"]}.get(name, [name])
+        argv = {"experiment": [name, "tradeoff"], "evaluate": [name, "--model", "m"], "train": [name, "list"],
+                "convert": [name, "compvis", "x.ckpt", "--out", "o"]}.get(name, [name])
         assert parser.parse_args([*argv, "--threads", "3"]).threads == 3, name
 
 
@@ -71,7 +72,7 @@ def test_runs_on_one_folder_with_two_autoencoders_do_not_collide(tmp_path, monke
     runs = tmp_path / "outputs" / "ldm"
     assert (runs / "imgs-ae-f4" / "model" / "config.json").exists()
     assert "imgs: 10 images, the last 1 (10%) held out" in first
-    assert re.search(r"LDM saved to .*imgs-ae-f4/model\n.*next: ldm-lite sample --model .*imgs-ae-f4\n", first)
+    assert re.search(r"ldm: model saved to .*imgs-ae-f4/model\n.*next: ldm-lite sample --model .*imgs-ae-f4/model\n", first)
     ldm_lite_here("train-ldm", "--ae", f8, *common, **here)
     assert sorted(p.name for p in runs.iterdir()) == ["imgs-ae-f4", "imgs-ae-f8"]
     # into the f4 run's folder on purpose: one line naming the field and the two ways out
@@ -151,16 +152,25 @@ def test_errors_name_the_flag_and_missing_folders_say_so(tmp_path, capsys):
 
 
 def test_train_classifier_writes_under_outputs_unless_shipped(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(ll.paths, "OUTPUTS_DIR", tmp_path / "outputs")
-    monkeypatch.setattr(ll.paths, "PRETRAINED_DIR", tmp_path / "pretrained")
-    monkeypatch.setattr(ll.recipes, "train_classifier", lambda out, *a: calls.append(Path(out)))
+    from ldm_lite.classifier import ShapesClassifier
+
+    runs, shipped = [], []
+    monkeypatch.setattr(ll.recipes, "OUTPUTS_DIR", tmp_path / "outputs")
+    monkeypatch.setattr(ll.recipes, "PRETRAINED_DIR", tmp_path / "pretrained")
+
+    def fake_train(name, out=None, **kw):
+        cfg = ll.recipes.config(name, **{k: v for k, v in kw.items() if k not in ("resume", "progress")})
+        run = Path(out) if out is not None else ll.recipes.default_out(name, cfg)
+        runs.append(run)
+        return ll.recipes.TrainResult(ShapesClassifier(), {}, {}, run, cfg)
+
+    monkeypatch.setattr(ll.recipes, "train", fake_train)
+    monkeypatch.setattr(ll.recipes, "ship", lambda model, dest, *a, **k: shipped.append(dest))
     cli.main(["train-classifier", "--steps", "1"])
     cli.main(["train-classifier", "--steps", "1", "--ship"])
-    monkeypatch.chdir(tmp_path)
-    cli.main(["train-classifier", "--steps", "1", "--out", "clf"])  # a bare name: here, not data/pretrained/clf
-    assert calls == [tmp_path / "outputs" / "classifier" / "shapes-classifier-32",
-                     tmp_path / "pretrained" / "shapes-classifier-32", tmp_path / "clf"]
+    cli.main(["train-classifier", "--steps", "1", "--out", str(tmp_path / "clf")])
+    assert runs == [tmp_path / "outputs" / "shapes-classifier-32"] * 2 + [tmp_path / "clf"]
+    assert shipped == ["shapes-classifier-32"]  # data/pretrained only when asked, under the judge's own name
 
 
 def test_a_resumed_run_with_another_config_names_the_differing_field():
