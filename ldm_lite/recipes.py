@@ -370,6 +370,10 @@ _LIST = [
         latent_channels=16),
     _ae("ae-kl-f4-mnist32", "kl-f4", "KL f=4 c=3 on MNIST 32x32 (short loss)", dataset="mnist", steps=750,
         loss="short", learn_logvar=True),
+    # the fair first stages of the trade-off (§4.1, issue 24): the paper's (f, c) at 64x64, one loss and budget
+    *(_ae(f"ae-kl-f{f}-c{c}-shapes64", f"kl-f{f}", f"KL f={f} c={c} on shapes 64x64: the trade-off's equal first "
+          "stages (short loss, 1,000 steps of batch 16 each)", resolution=64, latent_channels=c, loss="short",
+          steps=1_000) for f, c in ((2, 3), (4, 3), (8, 4), (16, 16), (32, 64))),
     # diffusion models (§4)
     _ldm("ldm", "an LDM on any autoencoder and dataset (--autoencoder, --dataset, --condition)"),
     _ldm("ldm-kl-f4-shapes32", "unconditional LDM-4 on shapes 32x32 (the main job's recipe)", steps=4_000, lr=1e-3),
@@ -554,3 +558,28 @@ def recipes_table() -> str:
     for r in RECIPES.values():
         rows.append(f"| `{r.name}` | {r.what} | {', '.join(f'{k}={v}' for k, v in r.overrides.items()) or '-'} |")
     return "\n".join(rows)
+
+
+def recipes_doc() -> str:
+    """docs/recipes.md: the table of recipes and the `TrainConfig` defaults."""
+    defaults = "\n".join(f"| `{f.name}` | `{f.default!r}` |" for f in fields(TrainConfig))
+    return f"""# Recipes: every model the kit trains, by name
+
+`ldm-lite train <recipe>` (or `ldm_lite.recipes.train("<recipe>")`) trains it; every field below is also a flag
+(`--batch-size 32`). This file is `recipes.recipes_doc()`; `tests/test_recipes.py` fails when it and the code
+disagree (regenerate: `python -c "from ldm_lite import recipes; print(recipes.recipes_doc(), end='')" > docs/recipes.md`).
+
+## What each recipe changes
+
+{recipes_table()}
+
+## The defaults (`TrainConfig`)
+
+| field | default |
+|---|---|
+{defaults}
+
+On a GPU, `recipes.config(name, gpu=True)` (`TrainConfig.gpu()`): a 4x larger batch at half the learning rate,
+5x the steps and warm-up, at least 50,000 training images, EMA 0.999.
+"""
+

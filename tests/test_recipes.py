@@ -118,3 +118,9 @@ def test_ship_writes_model_metrics_and_readme_atomically(tmp_path):
     back = Autoencoder.from_pretrained(dest)
     assert not back.training and all(torch.equal(a, b) for a, b in zip(ae.state_dict().values(),
                                                                        back.state_dict().values()))
+
+
+def test_docs_recipes_md_is_the_registry():
+    from ldm_lite.paths import REPO_ROOT
+
+    assert (REPO_ROOT / "docs" / "recipes.md").read_text() == R.recipes_doc()
