@@ -492,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tour)
 
     tr = sub.add_parser("train", help="train any model by its recipe (`ldm-lite train list`); resumable, --ship",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        epilog="Every TrainConfig field is a flag; a flag left out keeps the recipe's value "
+                               "(`ldm-lite train list`, docs/recipes.md).")
     tr.add_argument("recipe", help="a recipe name (`list` prints them with what each changes)")
     tr.add_argument("--out", type=Path, default=None, help="run folder (default outputs/<recipe>; resumes from it)")
     tr.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
