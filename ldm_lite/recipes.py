@@ -516,10 +516,12 @@ def load_or_train(name: str, out: str | Path | None = None, *, progress: bool = 
 
 
 def _same_config(run: Path, cfg: TrainConfig) -> bool:
+    """Whether `run` was trained with `cfg`; a field added to TrainConfig after the run counts as its default."""
     try:
-        return read_json(run / "train_config.json") == asdict(cfg)
+        saved = read_json(run / "train_config.json")
     except (FileNotFoundError, ValueError):
         return False
+    return {**asdict(TrainConfig()), **saved} == asdict(cfg)
 
 
 def get_classifier():

@@ -137,3 +137,18 @@ def test_the_frozen_text_recipe_encodes_each_caption_once(tmp_path, monkeypatch)
     calls.clear()
     recipes.train("ldm-kl-f4-shapes32-frozen-text", tmp_path / "plain", progress=False, text_cache=False, **kw)
     assert sorted(calls) == [1, 4, 4, 4]  # without the cache: every step's batch
+
+
+def test_a_run_trained_before_the_text_cache_field_is_still_found(tmp_path):
+    """`load_or_train` reuses a run whose train_config.json predates `text_cache` (a field missing = its default)."""
+    from dataclasses import asdict
+
+    from ldm_lite.checkpoint import write_json
+
+    cfg = recipes.config("ldm-kl-f4-shapes32-frozen-text", steps=5)
+    old = {k: v for k, v in asdict(cfg).items() if k != "text_cache"}
+    write_json(tmp_path / "train_config.json", old)
+    assert recipes._same_config(tmp_path, cfg)
+    assert not recipes._same_config(tmp_path, recipes.config("ldm-kl-f4-shapes32-frozen-text", steps=6))
+    assert not recipes._same_config(tmp_path, recipes.config("ldm-kl-f4-shapes32-frozen-text", steps=5,
+                                                             text_cache=False))
