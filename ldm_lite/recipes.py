@@ -87,6 +87,7 @@ class TrainConfig:
     prediction: str = "eps"  # eps | v
     cond_drop_prob: float = 0.1  # ∅ in training, for classifier-free guidance (0 for concat conditions)
     latent_cache: bool = True  # encode the training set once; z ~ q(z|x) is still drawn every step
+    text_cache: bool = True  # frozen-text with latent_cache: the frozen encoder's states of each caption, once
     # optimisation
     steps: int = 3_000  # training steps in total (a re-run resumes up to this)
     batch_size: int = 64
@@ -296,7 +297,8 @@ def _train_ldm(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True)
     history = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                         ema=cfg.ema, device=cfg.device, out_dir=out, checkpoint_every=_checkpoint_every(cfg),
                         resume=resume, seed=cfg.seed, max_seconds=cfg.max_seconds, min_steps=cfg.min_steps,
-                        latent_cache=cfg.latent_cache, progress=progress, sync_every=cfg.sync_every,
+                        latent_cache=cfg.latent_cache, text_cache=cfg.text_cache, progress=progress,
+                        sync_every=cfg.sync_every,
                         compile={"mode": cfg.compile} if cfg.compile else False)
     return TrainResult(ldm.eval(), history, {}, out, cfg)
 
@@ -514,10 +516,12 @@ def load_or_train(name: str, out: str | Path | None = None, *, progress: bool = 
 
 
 def _same_config(run: Path, cfg: TrainConfig) -> bool:
+    """Whether `run` was trained with `cfg`; a field added to TrainConfig after the run counts as its default."""
     try:
-        return read_json(run / "train_config.json") == asdict(cfg)
+        saved = read_json(run / "train_config.json")
     except (FileNotFoundError, ValueError):
         return False
+    return {**asdict(TrainConfig()), **saved} == asdict(cfg)
 
 
 def get_classifier():

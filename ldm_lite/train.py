@@ -168,6 +168,7 @@ def train_ldm(
     compile: bool | dict = False,
     sync_every: int | None = None,
     latent_cache: bool = False,
+    text_cache: bool = False,
 ) -> dict[str, list]:
     """Train a `LatentDiffusion`'s UNet (and conditioner) on L_LDM (eq. 2) for `steps` steps in total; returns the
     history (step, loss, lr, grad_norm). The autoencoder stays frozen.
@@ -186,11 +187,13 @@ def train_ldm(
     on a CPU for a few percent. On a GPU, `sync_every` steps pass between reads of the loss (see `fit`).
     `latent_cache=True` encodes the dataset once, on the training device, before the first step
     (`ldm_lite.latents.LatentCache`: KL posteriors still sampled afresh each step), or pass a `LatentCache` as
-    `dataset`; the weights are those of training from the images.
+    `dataset`; the weights are those of training from the images. `text_cache=True` (with `latent_cache`) caches a
+    `FrozenTextConditioner`'s frozen states of every training caption in it too (no effect on other conditioners).
     """
     from torch.nn.parallel import DistributedDataParallel
 
     from .latents import LatentCache
+    from .text import FrozenTextConditioner
 
     _check_hyper(steps, batch_size, lr, warmup=warmup, checkpoint_every=checkpoint_every, min_steps=min_steps,
                  log_every=log_every, seed=seed, ema=ema, weight_decay=weight_decay, grad_clip=grad_clip,
@@ -207,7 +210,9 @@ def train_ldm(
         raise UsageError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     ldm.to(device)
     if latent_cache and not isinstance(dataset, LatentCache):
-        dataset = LatentCache(dataset, ldm.autoencoder, device=device, progress=progress and rank == 0)
+        frozen_text = ldm.conditioner if text_cache and isinstance(ldm.conditioner, FrozenTextConditioner) else None
+        dataset = LatentCache(dataset, ldm.autoencoder, device=device, progress=progress and rank == 0,
+                              text_encoder=frozen_text)
     trainable = torch.nn.ModuleDict({"unet": ldm.unet, **({"conditioner": ldm.conditioner} if ldm.conditioner else {})})
     fused = device.type in ("cuda", "cpu") and hasattr(torch.optim, "AdamW")
     opt = torch.optim.AdamW(trainable.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)

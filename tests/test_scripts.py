@@ -22,6 +22,7 @@ TINY = {
     "benchmarks/bench_datasets.py": (["--smoke"], "| mnist 32x32x3"),
     "benchmarks/bench_exercises.py": (["--smoke"], "| conv2d_flops | True |"),
     "benchmarks/bench_image_to_image.py": (["--smoke", "--out", "{tmp}/i2i"], "## Semantic synthesis"),
+    "benchmarks/bench_text_cache.py": (["--smoke"], "| frozen text, text cache |"),
     "benchmarks/bench_training_loop.py": (["--smoke"], "| train_ldm, latent cache |"),
     "benchmarks/bench_unet.py": (["--smoke", "--out", "{tmp}/unet.md"], "+ cross-attn (L=8, d=64) | sample |"),
     "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| f | latent |"),
