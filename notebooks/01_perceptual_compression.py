@@ -24,8 +24,8 @@
 # about 1.5 minutes. On a GPU, a few minutes. `TRAIN = True` retrains the f=4 KL and VQ models with the full loss: about
 # 1 s per step on a CPU, so roughly 1.5 hours for both (minutes on a GPU).
 #
-# *Your turn:* 4 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -77,7 +77,8 @@ for f in SWEEP_FS:
 # discriminator (switched on late, weighted adaptively), plus a regulariser on the latent:
 #
 # - **KL**: the encoder outputs a diagonal Gaussian $q(z \mid x)$; a tiny weight (1e-6) on $\mathrm{KL}(q \,\|\, \mathcal{N}(0, I))$ keeps the latent from drifting to huge values.
-# - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K = 512$ entries (straight-through gradient; the codebook and commitment terms of VQ-VAE).
+# - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K$ entries (here $K = 256$,
+#   as `ae-vq-f4-shapes32` and its recipe; straight-through gradient; the codebook and commitment terms of VQ-VAE).
 #
 # The next cell loads the shipped checkpoints `ae-kl-f4-shapes32` and `ae-vq-f4-shapes32` when they are in
 # `data/pretrained/`. A missing one is **trained here instead with the sweep's short schedule** (reconstruction + KL
@@ -122,11 +123,13 @@ ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigne
 # ### Your turn: the KL regulariser and the VQ lookup in code
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, each check uses your function on the shipped autoencoders (`ae-kl-f4-shapes32`,
+# `ae-vq-f4-shapes32`): it decodes your posterior samples, computes your KL of their posterior, reconstructs through
+# your lookup, and compares your scale with the one stored in the checkpoint. An unsolved stub only prints a note: the
+# notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is
+# checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
 
 # %% [markdown]
 # **1 · Sample the posterior** with the reparameterisation trick: $z = \mu + \sigma \odot \varepsilon$ with

@@ -21,8 +21,8 @@
 # shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a CPU).
 # The shipped model `ldm-kl-f4-shapes32` (trained longer by the same code) is loaded at the end for comparison.
 #
-# *Your turn:* 5 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 5 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -74,11 +74,12 @@ fig.colorbar(im, ax=ax, label="value"); fig.tight_layout()
 # ### Your turn: the UNet's pieces and the LDM loss in code
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, each check runs your code where the exercise below says: inside the shipped UNet (the same ε̂ as
+# the library's, printed as the largest difference) or, for the loss, in a small UNet trained with it. An unsolved stub
+# only prints a note: the notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run,
+# an unsolved stub is checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
 
 # %% [markdown]
 # **1 · The sinusoidal time embedding** plotted above: with $\omega_i = 10000^{-i/(d/2)}$ for $i = 0 \ldots d/2-1$,
@@ -177,9 +178,10 @@ print("initial L_LDM:", round(ldm.loss(batch, torch.Generator(device=DEVICE).man
 # %% [markdown]
 # ### Your turn: the LDM objective
 #
-# **4 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for $\hat\varepsilon$, and
-# return the mean squared error. When right, the check trains a small UNet for 50 steps with your loss and compares
-# it with `LatentDiffusion.loss` (about 30 s on a laptop CPU).
+# **5 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for
+# $\hat\varepsilon$, and return the mean squared error. When right, the check trains a small, freshly initialised UNet
+# on the shipped autoencoder's latents for 50 steps with your loss, and compares its first 5 steps with
+# `LatentDiffusion.loss` from the same start and the same draws.
 
 # %%
 def ldm_loss(eps_model, alpha_bar, z0, t, noise):
