@@ -1,5 +1,5 @@
-"""Checked exercises: the learner writes a piece of LDM, a check compares it with the library and then runs it
-inside the real model.
+"""Checked exercises: the learner writes a piece of LDM, a check compares it with the library and, for most, then
+runs it on real data or inside a shipped model.
 
     import ldm_lite as ll
     from ldm_lite import exercises as ex
@@ -15,10 +15,11 @@ Every `check_<name>(fn, demo=True) -> Verdict`:
   the likely mistake (a missing square root, an off-by-one in t, keys and values from the wrong source...). A hint
   comes from re-running the typical wrong versions listed beside each check on the same inputs: the one whose
   output equals yours names your mistake; otherwise generic hints (shape, sign, a constant factor, NaN);
-- when right and `demo=True`, plugs `fn` into the real model (the shipped checkpoints under `data/pretrained/`,
-  else a small untrained one, and says so) and prints what it measured, e.g. images sampled with your DDIM step
-  against `ll.samplers.ddim` from the same noise. The demo part takes up to ~30 s on a laptop CPU (seconds in
-  smoke mode);
+- when right and `demo=True`, runs `fn` once more and prints what it measured. Most demos use the shipped
+  checkpoints under `data/pretrained/` (else a small untrained stand-in, and say so), e.g. images sampled with your
+  DDIM step against `ll.samplers.ddim` from the same noise; `cfg` always runs in a small untrained
+  class-conditional stand-in (the plumbing only), `snr` on the schedules alone, `conv2d_flops` prints what your
+  formula gives for each f, and `cross_attention` and `sr_unet_input` have no demo yet;
 - returns a `Verdict` (truthy when passed). `verdict.fn` is the function to use from then on: yours when it
   passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises (checking that
   handed-back library version again says so instead of passing).
@@ -33,9 +34,9 @@ Checks (notebook: function to write; paper):
     01  kl_sample(mean, logvar, noise) -> z                     reparameterised sample of q(z|x) (VAE)
     01  kl_divergence(mean, logvar) -> (B,)                     KL(q(z|x) || N(0, I)) per image
     01  vq_lookup(z_e, codebook) -> (z_q, indices)              nearest code + straight-through (VQ-VAE eq. 3)
+    01  scale_factor(latents) -> float                          LDM's latent scale 1/std(z) (App. D.1)
     02  q_sample(alpha_bar, z0, t, noise) -> z_t                forward process (DDPM eq. 4)
     02  snr(alpha_bar) -> (T,)                                  signal-to-noise ratio ᾱ/(1-ᾱ)
-    02  scale_factor(latents) -> float                          LDM's latent scale 1/std(z) (App. D.1)
     03  ldm_loss(eps_model, alpha_bar, z0, t, noise) -> ()      L_LDM (LDM eq. 2)
     03  timestep_embedding(t, dim) -> (B, dim)                  sinusoidal time embedding
     03  resblock_forward(block, x, emb) -> (B, C_out, H, W)     a UNet ResBlock with its time injection
