@@ -95,11 +95,13 @@ fig = ll.plotting.dataset_grid(hard, n=N_SHOW, title="harder: three shapes on a 
 # reconstructions, each printed beside the library's result. An unsolved stub only prints a note: the notebook carries
 # on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the
 # reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
 # **1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (what `ds[i]["image"]`
 # printed above), while image files give uint8 arrays (H, W, 3) in $[0, 255]$. Write the conversion: channels first, 0 →
-# −1, 255 → +1.
+# −1, 255 → +1. Stuck? `ex.hint("to_model_range")`.
 
 # %%
 def to_model_range(img):
@@ -154,9 +156,9 @@ fig = ll.plotting.image_grid(list(batch) + list(lo_bicubic) + list(lo_real),
 # %% [markdown]
 # ### Your turn: PSNR, the first measure of reconstruction quality
 #
-# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio
-# $\mathrm{PSNR} = 10 \log_{10}(1 / \mathrm{MSE})$ in dB, one value per image, on images mapped from $[-1, 1]$ to $[0, 1]$
-# (peak 1). Higher is better; +6 dB means half the error amplitude.
+# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio (PSNR): the mean squared
+# error compared with the largest possible value on a log scale, in dB, one value per image, on images mapped from
+# $[-1, 1]$ to $[0, 1]$ (peak 1). Higher is better; +6 dB means half the error amplitude. Stuck? `ex.hint("psnr")`.
 
 # %%
 def psnr(x, y):

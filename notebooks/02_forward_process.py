@@ -67,10 +67,12 @@ print(sched, "| images", tuple(images.shape))
 # falls with t; `snr` finds where each schedule's SNR falls below 1 (the schedules alone, no model). An unsolved stub
 # only prints a note: the notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run,
 # an unsolved stub is checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
 # **1 · `q_sample`**, DDPM eq. 4 above, for a batch in which every sample has its own $t$ (`alpha_bar[t]` has shape
-# (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1.
+# (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1. Stuck? `ex.hint("q_sample")`.
 
 # %%
 def q_sample(alpha_bar, z0, t, noise):
@@ -144,7 +146,7 @@ for name, s in schedules.items():
 #
 # **2 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
 # the noise has power $1 - \bar\alpha_t$. Write SNR(t) for a whole schedule at once; the check then finds where each
-# schedule's SNR falls below 1 with your function.
+# schedule's SNR falls below 1 with your function. Stuck? `ex.hint("snr")`.
 
 # %%
 def snr(alpha_bar):

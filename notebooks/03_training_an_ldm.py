@@ -80,11 +80,14 @@ fig.colorbar(im, ax=ax, label="value"); fig.tight_layout()
 # the library's, printed as the largest difference) or, for the loss, in a small UNet trained with it. An unsolved stub
 # only prints a note: the notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run,
 # an unsolved stub is checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · The sinusoidal time embedding** plotted above: with $\omega_i = 10000^{-i/(d/2)}$ for $i = 0 \ldots d/2-1$,
-# the embedding of $t$ is $[\cos(t\omega_0), \ldots, \cos(t\omega_{d/2-1}), \sin(t\omega_0), \ldots, \sin(t\omega_{d/2-1})]$
-# (cosines first). When right, the check runs the shipped UNet with your embedding.
+# **1 · The sinusoidal time embedding** plotted above (the Transformer's position encoding, applied to $t$): `dim`
+# numbers per timestep, the first half cosines and the second half sines of $t$ at `dim/2` frequencies that fall
+# geometrically from 1 to about $10^{-4}$ (read the plot: which rows change fastest?). When right, the check runs the
+# shipped UNet with your embedding. Stuck? `ex.hint("timestep_embedding")`.
 
 # %%
 def timestep_embedding(t, dim):
@@ -114,9 +117,9 @@ print(format_shapes([r for r in rows if r[0].count(".") <= 1 or r[0].startswith(
 # ### Your turn: a ResBlock and attention
 #
 # **2 · A ResBlock's forward pass** from its parts (`block.norm1`, `.conv1`, `.emb`, `.norm2`, `.dropout`, `.conv2`,
-# `.skip`): $h = \mathrm{conv_1}(\mathrm{SiLU}(\mathrm{norm_1}(x)))$; the time embedding enters as
-# $h + \mathrm{emb}(\mathrm{SiLU}(e))$ broadcast over H×W; then $\mathrm{conv_2}(\mathrm{dropout}(\mathrm{SiLU}(\mathrm{norm_2}(h))))$
-# plus the skip path $\mathrm{skip}(x)$. When right, every ResBlock of the shipped UNet runs your code.
+# `.skip`; print `unet.down[0][0].res` to see them): two GroupNorm → SiLU → convolution stages (DDPM / ADM's block, LDM
+# App. D), the time embedding projected by `.emb` and added between them, broadcast over H×W, and a skip path around
+# everything. When right, every ResBlock of the shipped UNet runs your code. Stuck? `ex.hint("resblock_forward")`.
 
 # %%
 def resblock_forward(block, x, emb):
@@ -127,9 +130,11 @@ def resblock_forward(block, x, emb):
 ex.check_resblock_forward(resblock_forward);
 
 # %% [markdown]
-# **3 · Scaled dot-product attention** (LDM §3.3): $\mathrm{softmax}(QK^\top/\sqrt d)\,V$, the softmax over the $L$
-# keys. In self-attention $L = N$ (the image tokens); in cross-attention (notebook 05) the keys and values come from
-# the condition. When right, every attention layer of the shipped UNet runs your code.
+# **3 · Scaled dot-product attention**, the paper's Attention(Q, K, V) (LDM §3.3): every one of the $N$ queries
+# averages the $L$ values, weighted by a softmax over its similarity with the $L$ keys, scaled so that the scores do
+# not grow with the width $d$. In self-attention $L = N$ (the image tokens); in cross-attention (notebook 05) the keys
+# and values come from the condition. When right, every attention layer of the shipped UNet runs your code. Stuck?
+# `ex.hint("attention")`.
 
 # %%
 def attention(q, k, v):
@@ -155,7 +160,7 @@ ex.check_attention(attention);
 # 6. `ε̂ = unet.conv_out(SiLU(unet.norm_out(h)))`.
 #
 # The check compares your function with `UNet.forward` on tiny UNets of two and three levels and on the shipped
-# one, then samples images with it.
+# one, then samples images with it. Stuck? `ex.hint("unet_forward")`.
 
 # %%
 def unet_forward(unet, x, t):
@@ -181,7 +186,7 @@ print("initial L_LDM:", round(ldm.loss(batch, torch.Generator(device=DEVICE).man
 # **5 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for
 # $\hat\varepsilon$, and return the mean squared error. When right, the check trains a small, freshly initialised UNet
 # on the shipped autoencoder's latents for 50 steps with your loss, and compares its first 5 steps with
-# `LatentDiffusion.loss` from the same start and the same draws.
+# `LatentDiffusion.loss` from the same start and the same draws. Stuck? `ex.hint("ldm_loss")`.
 
 # %%
 def ldm_loss(eps_model, alpha_bar, z0, t, noise):

@@ -126,10 +126,13 @@ fig.tight_layout()
 # notebook 05 shows what guidance does in a trained model. An unsolved stub only prints a note: the notebook carries on
 # with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the
 # reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · The model's guess of the clean latent** (DDPM eq. 15), what the scrubber above decodes:
-# $\hat z_0 = (z_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$.
+# **1 · The model's guess of the clean latent** $\hat z_0$, what the scrubber above decodes: the forward process (DDPM
+# eq. 4) solved for $z_0$, with the network's $\hat\varepsilon$ in place of the true noise (DDPM eq. 15). Stuck?
+# `ex.hint("predict_x0")`.
 
 # %%
 def predict_x0(alpha_bar, z_t, t, eps):
@@ -140,10 +143,10 @@ def predict_x0(alpha_bar, z_t, t, eps):
 ex.check_predict_x0(predict_x0);
 
 # %% [markdown]
-# **2 · One DDIM step** (Song et al. 2021, eq. 12) from $t$ to the previous visited timestep:
-# $z_{prev} = \sqrt{\bar\alpha_{prev}}\,\hat z_0 + \sqrt{1-\bar\alpha_{prev}-\sigma_t^2}\,\hat\varepsilon + \sigma_t\,\varepsilon$ with
-# $\sigma_t = \eta\sqrt{(1-\bar\alpha_{prev})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{prev}}$ (eq. 16). The check tries
-# η = 0 and 1 and the last step (ᾱ_prev = 1); when right it samples images with your step and shows them.
+# **2 · One DDIM step** (Song et al. 2021, eq. 12, with the noise level σ_t(η) of eq. 16) from $t$ to the previous
+# visited timestep: predict $\hat z_0$, then re-noise it to $\bar\alpha_{prev}$ with a deterministic part along
+# $\hat\varepsilon$ and fresh noise of size σ_t (zero for η = 0; DDPM's for η = 1). The check tries η = 0 and 1 and the
+# last step (ᾱ_prev = 1); when right it samples images with your step and shows them. Stuck? `ex.hint("ddim_step")`.
 
 # %%
 def ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
@@ -158,7 +161,8 @@ if verdict.passed:
 # %% [markdown]
 # **3 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
 # unconditional $\hat\varepsilon(z, \varnothing)$ predictions, extrapolate with scale $s$ so that $s = 0$ gives the
-# unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition.
+# unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition. Stuck?
+# `ex.hint("cfg")`.
 
 # %%
 def cfg(eps_uncond, eps_cond, scale):

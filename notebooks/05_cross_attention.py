@@ -241,13 +241,17 @@ for s in ("guidance_1", "guidance_3"):
 # ## Your turn: cross-attention (§3.3)
 #
 # Write one head of cross-attention: queries from the image tokens x (B, N, d), keys and values from the context
-# (B, L, d_ctx). The check compares with `ll.attention.Attention` and names the usual mistakes.
+# (B, L, d_ctx), each projected by its weight (w_q (d, d); w_k, w_v (d_ctx, d)); the output has the image tokens'
+# shape. The check compares with `ll.attention.Attention` and names the usual mistakes. Hints are hidden until you
+# ask: `ex.hint("cross_attention")` shows the first of three (where in the paper, the formula, what goes wrong in
+# code), each further call the next.
 
 # %%
 from ldm_lite import exercises as ex
 
 def cross_attention(x, context, w_q, w_k, w_v):
-    raise NotImplementedError  # Q = x·w_q; K = context·w_k; V = context·w_v; softmax(Q·Kᵀ/√d)·V
+    """x (B, N, d), context (B, L, d_ctx), w_q (d, d), w_k and w_v (d_ctx, d) -> (B, N, d)."""
+    raise NotImplementedError("your turn: replace this line with your code")
 cross_attention = ex.check_cross_attention(cross_attention).fn
 
 # %% [markdown]

@@ -213,7 +213,8 @@ ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
 # Write what the UNet of an LDM super-resolution model sees at every step: $z_t$ with the low-resolution image
 # concatenated along channels, resized (bicubic) to the latent's size when the SR factor differs from $f$ (§3.3,
 # concatenation). `ex.check_sr_unet_input` compares it with `SuperResolutionConditioner` + `LatentDiffusion.denoiser`
-# for s = f, a smaller and a larger factor, and names the likely mistake. An unsolved stub only prints a note.
+# for s = f, a smaller and a larger factor, and names the likely mistake. An unsolved stub only prints a note. Hints
+# are hidden until you ask: `ex.hint("sr_unet_input")` shows the first of three, each further call the next.
 
 # %%
 from ldm_lite import exercises as ex
@@ -231,10 +232,9 @@ ex.check_sr_unet_input(sr_unet_input);
 #
 # Replacement sampling (`known=` in `LatentDiffusion.sample`; RePaint, Blended Latent Diffusion) keeps the known
 # latent cells at every step without changing the sampler: where `keep` is 1 it hands the sampler the ε that makes
-# the prediction $\hat z_0$ equal the known latent, i.e. DDPM eq. 4 $z_t = \sqrt{\bar\alpha_t}\, z_0 +
-# \sqrt{1-\bar\alpha_t}\, \epsilon$ solved for ε with $z_0$ = `z_known`; elsewhere the model's $\hat\epsilon$.
-# `ex.check_keep_known` compares it with `ll.samplers.keep_known`, then fills boxes with the shipped inpainting
-# model using your function.
+# the prediction $\hat z_0$ equal the known latent (DDPM eq. 4, solved for ε with $z_0$ = `z_known`); elsewhere the
+# model's $\hat\epsilon$. `ex.check_keep_known` compares it with `ll.samplers.keep_known`, then fills boxes with the
+# shipped inpainting model using your function. Stuck? `ex.hint("keep_known")`.
 
 # %%
 def keep_known(z_t, eps, alpha_bar_t, z_known, keep):

@@ -24,6 +24,10 @@ Every `check_<name>(fn, demo=True) -> Verdict`:
   passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises (checking that
   handed-back library version again says so instead of passing).
 
+Hints are hidden until asked for: `hint("<name>")` (`ex.hint("q_sample")` in a notebook) shows the first of an
+exercise's three hints, each further call the next: where it is in the paper, the formula, the detail that usually
+goes wrong in code (`ldm_lite.exercises.hints`).
+
 A stub that still raises `NotImplementedError` is "not attempted": the check says so and falls back to the
 library. In smoke mode (`LDM_LITE_SMOKE=1`, how the tests run the notebooks) it checks the reference solution from
 `solutions/exercises.py` instead, so the check and its demo run end to end.
@@ -42,7 +46,7 @@ Checks (notebook: function to write; paper):
     03  resblock_forward(block, x, emb) -> (B, C_out, H, W)     a UNet ResBlock with its time injection
     03  attention(q, k, v) -> (B, h, N, d)                      softmax(QKᵀ/√d) V (LDM §3.3)
     03  unet_forward(unet, x, t) -> ε̂ (B, C, H, W)              the whole UNet assembled from its parts
-    04  predict_x0(z_t, eps, alpha_bar_t) -> ẑ_0                DDPM eq. 15
+    04  predict_x0(alpha_bar, z_t, t, eps) -> ẑ_0               DDPM eq. 15
     04  ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise) -> z_prev   DDIM eq. 12 with σ(η) of eq. 16
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
     05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM §3.3)
@@ -67,6 +71,7 @@ from .first_stage import (
            check_to_model_range,
            check_vq_lookup,
 )
+from .hints import HINTS, hint
 from .unet import (
            check_attention,
            check_conv2d_flops,
@@ -77,6 +82,8 @@ from .unet import (
 )
 
 __all__ = ["Verdict",
+           "hint",
+           "HINTS",
            "check_to_model_range",
            "check_psnr",
            "check_kl_sample",
