@@ -143,7 +143,7 @@ ll.widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens, rec.timesteps)
 # (`[CLS]`, the words, `[SEP]`; the padding left out). The first encoder is the one trained with the UNet above
 # (the shipped model's, after 4,000 steps); the frozen MiniLM has never seen an image. Measured with the shipped
 # model, red circle against orange circle / red square / small blue star: trained with the UNet 0.91 / 0.81 / −0.32,
-# frozen MiniLM 0.74 / 0.72 / 0.40. Both rank the pairs alike (one word changed: close; nothing shared: far); the
+# frozen MiniLM 0.74 / 0.72 / 0.40. Both rank the pairs alike (one word changed: close; every content word changed: far); the
 # encoder trained on images spreads them further apart.
 
 # %%
@@ -158,7 +158,7 @@ for ax, (name, (encode, tokenizer)) in zip(axes, encoders.items()):
         real = tokenizer(prompts)[1].to(h.device)[..., None].float()  # (4, L, 1): 1 on [CLS], the words, [SEP]
         m = torch.nn.functional.normalize((h * real).sum(1) / real.sum(1), dim=-1)  # (4, d): mean over real tokens
     cos = (m @ m.T).cpu()
-    print(f"{name}: " + " / ".join(f"{float(c):.2f}" for c in cos[0, 1:]))
+    print(f"{name}, {prompts[0]!r} against the other three: " + " / ".join(f"{float(c):.2f}" for c in cos[0, 1:]))
     ax.imshow(cos, vmin=-1, vmax=1, cmap="RdBu_r"); ax.set_title(name, fontsize=9)
     ax.set_xticks(range(4), prompts, rotation=30, ha="right", fontsize=7); ax.set_yticks(range(4), prompts, fontsize=7)
 fig.suptitle("cosine similarity of prompt encodings (mean over each prompt's real tokens)"); fig.tight_layout()
