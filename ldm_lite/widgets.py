@@ -27,7 +27,12 @@ Conventions (tests/test_browser.py relies on them; keep them when adding a panel
 - errors are never swallowed: when drawing fails, the traceback is written into a `widgets.HTML` with class
   `ldm-panel-error` and the exception is raised again (at construction it reaches the notebook cell; after a
   control moved it reaches the kernel log). The picture then keeps its old bytes, so the browser test reports
-  "image did not change" for a broken callback.
+  "image did not change" for a broken callback;
+- warnings raised while drawing (e.g. "a word the model never saw") are shown in the panel, in a `widgets.HTML`
+  with class `ldm-panel-warning`, cleared by the next draw that raises none (after a control moved, a warning
+  would otherwise reach only the kernel log);
+- while drawing, a `widgets.HTML` with class `ldm-panel-busy` says so (sampling panels take seconds);
+- a control that does nothing in the current setting of the others is disabled (`images_panel(disabled=...)`).
 
 `find(panel, css_class)` returns the widget of a panel carrying a class (used by the tests).
 """
@@ -38,7 +43,8 @@ import html
 import io
 import math
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import ipywidgets as widgets
@@ -56,6 +62,8 @@ MAIN_CONTROL_CLASS = "ldm-main-control"
 IMAGE_CLASS = "ldm-panel-image"
 READOUT_CLASS = "ldm-panel-readout"
 ERROR_CLASS = "ldm-panel-error"
+WARNING_CLASS = "ldm-panel-warning"
+BUSY_CLASS = "ldm-panel-busy"
 
 LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
 
@@ -85,34 +93,56 @@ def find(panel: widgets.Widget, css_class: str) -> widgets.Widget:
 
 
 def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
-           draw: Callable[[], tuple[Figure, str]]) -> widgets.VBox:
-    """Assemble a panel: controls, readout, image, error box; `draw()` -> (figure, readout HTML) on every change."""
+           draw: Callable[[], tuple[Figure, str]],
+           disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> widgets.VBox:
+    """Assemble a panel: controls, busy note, readout, image, warning and error boxes; `draw()` -> (figure, readout
+    HTML) on every change. `disabled`: control -> predicate, re-evaluated before every draw (True: greyed out)."""
     image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-    readout, error = widgets.HTML(), widgets.HTML()
+    readout, error, warned, busy = widgets.HTML(), widgets.HTML(), widgets.HTML(), widgets.HTML()
     main.add_class(MAIN_CONTROL_CLASS)
     image.add_class(IMAGE_CLASS)
     readout.add_class(READOUT_CLASS)
     error.add_class(ERROR_CLASS)
+    warned.add_class(WARNING_CLASS)
+    busy.add_class(BUSY_CLASS)
+    disabled = dict(disabled or {})
 
     def update(change: Any = None) -> None:
+        for control, predicate in disabled.items():
+            control.disabled = bool(predicate())
+        busy.value = "<i>drawing…</i>"
         try:
-            fig, text = draw()
-            png = figure_png(fig)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fig, text = draw()
+                png = figure_png(fig)
         except Exception:
             error.value = f"<pre style='color:#b00020'>{html.escape(traceback.format_exc())}</pre>"
             raise  # never swallowed: the cell (or the kernel log) shows it, and the image does not change
+        finally:
+            busy.value = ""
         error.value = ""
+        warned.value = "".join(f"<div style='color:#8a5a00'>⚠ {html.escape(f'{w.category.__name__}: {w.message}')}"
+                               "</div>" for w in _unique(caught))
         readout.value = text
         image.value = png
 
     for control in (main, *others):
         control.observe(update, names="value")
     update()
-    box = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), readout,
-                        image, error])
+    box = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), busy, readout,
+                        warned, image, error])
     box.layout.align_items = "flex-start"  # the image keeps its natural size instead of stretching to the cell
     box.add_class(PANEL_CLASS)
     return box
+
+
+def _unique(caught: Sequence[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    """One of each (category, message): a warning raised in a loop is shown once."""
+    seen: dict[tuple[type, str], warnings.WarningMessage] = {}
+    for w in caught:
+        seen.setdefault((w.category, str(w.message)), w)
+    return list(seen.values())
 
 
 def _as_image_batch(x: Tensor, name: str) -> Tensor:
@@ -406,10 +436,13 @@ def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------- image rows
 def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
-                 render: Callable[[], tuple[dict[str, Tensor], str]], size: float = 2.0) -> widgets.VBox:
+                 render: Callable[[], tuple[dict[str, Tensor], str]], size: float = 2.0,
+                 disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> widgets.VBox:
     """A generic panel: whenever a control moves, `render()` -> ({caption: picture}, readout text) is drawn as one
     row. A picture is an image (C, H, W) in [-1, 1] or a class map (H, W) of integers (drawn with a fixed
-    categorical palette, class 0 black). Used by notebook 06 (super-resolution, inpainting, semantic maps, SDEdit)."""
+    categorical palette, class 0 black). `disabled` maps a control to a predicate: while it returns True the
+    control does nothing and is greyed out, e.g. `{strength: lambda: kind.value in ("bicubic", "realistic")}`.
+    Used by notebook 06 (super-resolution, inpainting, semantic maps, SDEdit)."""
 
     def draw() -> tuple[Figure, str]:
         pictures, text = render()
@@ -424,7 +457,7 @@ def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widg
                 _show(_on(ax), _rgb(_as_image_batch(pic, caption)[0]), caption)
         return fig, text
 
-    return _panel(title, main, others, draw)
+    return _panel(title, main, others, draw, disabled)
 
 
 def _class_cmap():

@@ -20,8 +20,8 @@
 # compresses an image `x` (H×W×3) into a small 2-D latent `z` (H/f × W/f × c), then train the diffusion model
 # *in that latent space*. Conditioning (class, text, layouts) enters the denoising UNet through cross-attention.
 #
-# *Your turn:* 2 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 2 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -46,6 +46,10 @@ from ldm_lite import exercises as ex
 # | 02 forward process | §3.2, eq. 1 | noise an image and its latent with a *t* control |
 # | 03 training an LDM | §3.2, eq. 2 | the ε-prediction UNet, piece by piece; train it |
 # | 04 samplers | §4, App. | scrub through every reverse step; DDPM vs DDIM vs PLMS vs DPM-Solver |
+# | 05 cross-attention | §3.3, §4.3 | text-to-image, guidance, attention maps per word, layouts, MNIST digits by class |
+# | 06 image-to-image | §3.3, §4.3.2-4.5 | super-resolution, inpainting, semantic synthesis, SDEdit |
+# | 07 compression trade-off | §4.1 | LDM-{1,2,4,8,16} at equal budget |
+# | 08 take it further | | export to diffusers; the paper's own checkpoints in the kit's panels |
 #
 # Everything they use lives in the `ldm_lite` package; the notebooks only import it.
 
@@ -85,15 +89,19 @@ fig = ll.plotting.dataset_grid(hard, n=N_SHOW, title="harder: three shapes on a 
 # ### Your turn: from pixels to model inputs
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, `to_model_range` reads 8 rendered shapes images back and `psnr` scores the shipped autoencoder's
+# reconstructions, each printed beside the library's result. An unsolved stub only prints a note: the notebook carries
+# on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the
+# reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (DESIGN: dataset items),
-# while image files give uint8 arrays (H, W, 3) in $[0, 255]$. Write the conversion: channels first, 0 → −1, 255 → +1.
+# **1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (what `ds[i]["image"]`
+# printed above), while image files give uint8 arrays (H, W, 3) in $[0, 255]$. Write the conversion: channels first, 0 →
+# −1, 255 → +1. Stuck? `ex.hint("to_model_range")`.
 
 # %%
 def to_model_range(img):
@@ -133,8 +141,9 @@ else:
 # %% [markdown]
 # ## Degradations for super-resolution (paper §4.4)
 #
-# The paper's super-resolution model is trained on bicubic down-sampling; its LDM-BSR variant on a realistic mix of
-# blur, resizing, noise and JPEG. Both are here:
+# The paper's super-resolution model (LDM-SR) is trained on bicubic down-sampling; its LDM-BSR variant ("blind"
+# super-resolution: the degradation is unknown at test time) on a realistic mix of blur, resizing, noise and JPEG.
+# Both are here:
 
 # %%
 batch = torch.stack([ds[i]["image"] for i in range(4)])
@@ -147,9 +156,9 @@ fig = ll.plotting.image_grid(list(batch) + list(lo_bicubic) + list(lo_real),
 # %% [markdown]
 # ### Your turn: PSNR, the first measure of reconstruction quality
 #
-# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio
-# $\mathrm{PSNR} = 10 \log_{10}(1 / \mathrm{MSE})$ in dB, one value per image, on images mapped from $[-1, 1]$ to $[0, 1]$
-# (peak 1). Higher is better; +6 dB means half the error amplitude.
+# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio (PSNR): the mean squared
+# error compared with the largest possible value on a log scale, in dB, one value per image, on images mapped from
+# $[-1, 1]$ to $[0, 1]$ (peak 1). Higher is better; +6 dB means half the error amplitude. Stuck? `ex.hint("psnr")`.
 
 # %%
 def psnr(x, y):

@@ -24,8 +24,8 @@
 # about 1.5 minutes. On a GPU, a few minutes. `TRAIN = True` retrains the f=4 KL and VQ models with the full loss: about
 # 1 s per step on a CPU, so roughly 1.5 hours for both (minutes on a GPU).
 #
-# *Your turn:* 4 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -77,7 +77,8 @@ for f in SWEEP_FS:
 # discriminator (switched on late, weighted adaptively), plus a regulariser on the latent:
 #
 # - **KL**: the encoder outputs a diagonal Gaussian $q(z \mid x)$; a tiny weight (1e-6) on $\mathrm{KL}(q \,\|\, \mathcal{N}(0, I))$ keeps the latent from drifting to huge values.
-# - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K = 512$ entries (straight-through gradient; the codebook and commitment terms of VQ-VAE).
+# - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K$ entries (here $K = 256$,
+#   as `ae-vq-f4-shapes32` and its recipe; straight-through gradient; the codebook and commitment terms of VQ-VAE).
 #
 # The next cell loads the shipped checkpoints `ae-kl-f4-shapes32` and `ae-vq-f4-shapes32` when they are in
 # `data/pretrained/`. A missing one is **trained here instead with the sweep's short schedule** (reconstruction + KL
@@ -122,16 +123,21 @@ ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigne
 # ### Your turn: the KL regulariser and the VQ lookup in code
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, each check uses your function on the shipped autoencoders (`ae-kl-f4-shapes32`,
+# `ae-vq-f4-shapes32`): it decodes your posterior samples, computes your KL of their posterior, reconstructs through
+# your lookup, and compares your scale with the one stored in the checkpoint. An unsolved stub only prints a note: the
+# notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is
+# checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · Sample the posterior** with the reparameterisation trick: $z = \mu + \sigma \odot \varepsilon$ with
-# $\sigma = \exp(\tfrac12 \log\sigma^2)$. The encoder outputs `mean` and `logvar` (each B×c×h×w); `noise` is
-# $\varepsilon \sim \mathcal{N}(0, I)$. Written this way the sample is differentiable in `mean` and `logvar`.
+# **1 · Sample the posterior** $q(z \mid x)$, a diagonal Gaussian with mean $\mu$ and variance $\sigma^2$ (§3.1), with
+# the reparameterisation trick of the VAE: the encoder outputs `mean` and `logvar` (that is, $\log\sigma^2$; each
+# B×c×h×w); `noise` is $\varepsilon \sim \mathcal{N}(0, I)$. Write the sample as a function of the noise, so that it is
+# differentiable in `mean` and `logvar`. Stuck? `ex.hint("kl_sample")`.
 
 # %%
 def kl_sample(mean, logvar, noise):
@@ -142,8 +148,9 @@ def kl_sample(mean, logvar, noise):
 ex.check_kl_sample(kl_sample);
 
 # %% [markdown]
-# **2 · The KL term** against the prior $\mathcal{N}(0, I)$, one number per image:
-# $\mathrm{KL} = \tfrac12 \sum_{c,h,w} \left(\mu^2 + \sigma^2 - 1 - \log\sigma^2\right)$.
+# **2 · The KL term** $\mathrm{KL}(q(z \mid x) \,\|\, \mathcal{N}(0, I))$ of the first stage's loss (§3.1, App. G), one
+# number per image: the KL divergence between two Gaussians has a closed form in $\mu$ and $\log\sigma^2$ (derive it,
+# or `ex.hint("kl_divergence")`).
 
 # %%
 def kl_divergence(mean, logvar):
@@ -154,9 +161,10 @@ def kl_divergence(mean, logvar):
 ex.check_kl_divergence(kl_divergence);
 
 # %% [markdown]
-# **3 · The nearest-code lookup** of VQ: for every vector $z_e[b, :, i, j]$ (c numbers) pick the code $e_k$ with the
-# smallest $\lVert z_e - e_k \rVert^2$, and return $z_q = z_e + \mathrm{sg}[e_k - z_e]$ (`(codes - z_e).detach()`): the
-# forward pass sees the codes, the backward pass copies the decoder's gradient straight through to the encoder.
+# **3 · The nearest-code lookup** of VQ (§3.1; VQ-VAE): for every vector $z_e[b, :, i, j]$ (c numbers) pick the nearest
+# code $e_k$ (in squared distance), and return $z_q$ and the indices such that the forward pass sees the codes while the
+# backward pass copies the decoder's gradient straight through to the encoder (a stop-gradient, `.detach()`, does it).
+# Stuck? `ex.hint("vq_lookup")`.
 
 # %%
 def vq_lookup(z_e, codebook):
@@ -285,7 +293,7 @@ print(f"at t = T-1 the unscaled z_T still has log SNR {float(unscaled[-1]):.2f} 
 #
 # Write `scale_factor(latents)`: the number LDM multiplies every latent by so that it has unit variance, estimated
 # over all the entries of a batch of unscaled latents. The check compares it with `estimate_scale_factor` on the
-# shipped autoencoder's latents.
+# shipped autoencoder's latents. Stuck? `ex.hint("scale_factor")`.
 
 # %%
 def scale_factor(latents):

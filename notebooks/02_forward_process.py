@@ -19,8 +19,8 @@
 # *Time:* about a minute on a laptop CPU or a GPU with the shipped autoencoder `ae-kl-f4-shapes32`; if it is missing,
 # the notebook first trains one here, once (10–20 minutes on a CPU, a few minutes on a GPU).
 #
-# *Your turn:* 2 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 2 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -61,15 +61,18 @@ print(sched, "| images", tuple(images.shape))
 # ### Your turn: the forward process in code
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, `q_sample` noises the shipped autoencoder's latents of 16 shapes and prints how corr(z_t, z_0)
+# falls with t; `snr` finds where each schedule's SNR falls below 1 (the schedules alone, no model). An unsolved stub
+# only prints a note: the notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run,
+# an unsolved stub is checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
 # **1 · `q_sample`**, DDPM eq. 4 above, for a batch in which every sample has its own $t$ (`alpha_bar[t]` has shape
-# (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1.
+# (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1. Stuck? `ex.hint("q_sample")`.
 
 # %%
 def q_sample(alpha_bar, z0, t, noise):
@@ -143,7 +146,7 @@ for name, s in schedules.items():
 #
 # **2 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
 # the noise has power $1 - \bar\alpha_t$. Write SNR(t) for a whole schedule at once; the check then finds where each
-# schedule's SNR falls below 1 with your function.
+# schedule's SNR falls below 1 with your function. Stuck? `ex.hint("snr")`.
 
 # %%
 def snr(alpha_bar):

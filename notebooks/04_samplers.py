@@ -16,10 +16,12 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.2 and §4 (LDMs are sampled with DDIM and PLMS); DDPM Algorithm 2 (Ho et al.
 # 2020), DDIM eq. 12 (Song et al. 2021), PLMS (Liu et al. 2022), DPM-Solver++(2M) (Lu et al. 2022).
 #
-# *Time:* about 3 minutes on a laptop CPU with the shipped model `ldm-kl-f4-shapes32`, under a minute on a GPU.
+# *Time:* not timed at full size. Most of it is the step sweep of section 3: 4 samplers × (5 + 10 + 20 + 50) steps ×
+# 256 samples with the shipped model `ldm-kl-f4-shapes32`, which draws 64 DDIM-50 samples in 7.7 s on a CPU (its
+# metrics.json).
 #
-# *Your turn:* 3 checked exercises (write a function, `ldm_lite.exercises` checks it and runs it in the
-# model), 5–10 minutes each.
+# *Your turn:* 3 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -29,7 +31,7 @@ DEVICE = ll.runtime.pick_device("auto")
 SCRUB_STEPS = 5 if SMOKE else 50          # steps recorded for the scrubber
 N_COMPARE = 4 if SMOKE else 8             # images per sampler in the side-by-side grid
 SWEEP_STEPS = (2, 4) if SMOKE else (5, 10, 20, 50)
-N_SWEEP = 8 if SMOKE else 128             # samples per (sampler, steps) point
+N_SWEEP = 8 if SMOKE else 256             # samples per (sampler, steps) point (FID on 128-d features needs > 128)
 N_REAL = 64 if SMOKE else 1_000           # held-out real images for FID
 
 # %%
@@ -61,7 +63,7 @@ ll.widgets.reverse_scrubber(trajectory, lambda z: ldm.decode(z.to(DEVICE)).cpu()
 
 # %% [markdown]
 # Early steps (large $t$) fix the coarse layout: where the shape is and roughly its colour. Late steps only sharpen
-# edges. That is why few-step samplers work at all, and why LDM can spend its compute on a small latent.
+# edges. That is one reason few-step samplers work (section 3 measures how few).
 #
 # ## 2 · Four samplers, one seed
 #
@@ -91,8 +93,9 @@ fig = ll.plotting.image_grid(rows, titles, ncols=N_COMPARE, title="same starting
 #
 # ## 3 · Quality against the number of steps
 #
-# For each sampler and number of steps we draw `N_SWEEP` samples from the same seeds, and measure (a) the share the
-# shapes classifier finds recognisable and (b) FID on the classifier's features against held-out real images.
+# For each sampler and number of steps we draw `N_SWEEP` samples (256) from the same seeds, and measure (a) the share
+# the shapes classifier finds recognisable and (b) FID on the classifier's 128-d features against 1,000 held-out real
+# images (FID needs more samples than feature dimensions: below 129 the covariance is singular and the kit warns).
 
 # %%
 clf = ll.recipes.get_classifier()
@@ -116,15 +119,20 @@ fig.tight_layout()
 # ## 4 · Your turn: ẑ_0, a DDIM step and guidance
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
-# `ex.check_<name>` compares your function with ldm_lite's on random tensors, real ones from the shipped models and
-# edge cases, prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake, and when you
-# are right plugs your code into the real model. An unsolved stub only prints a note: the notebook carries on with the
-# library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the reference
-# solution in `solutions/exercises.py`: look there only when stuck.)
+# `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
+# the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
+# When you are right, `predict_x0` and `ddim_step` run in the shipped `ldm-kl-f4-shapes32` (one-step denoising; sampling
+# with your step); `cfg` runs in a small *untrained* class-conditional stand-in, so it checks the plumbing only:
+# notebook 05 shows what guidance does in a trained model. An unsolved stub only prints a note: the notebook carries on
+# with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the
+# reference solution in `solutions/exercises.py`: look there only when stuck.)
+# Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
+# the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · The model's guess of the clean latent** (DDPM eq. 15), what the scrubber above decodes:
-# $\hat z_0 = (z_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$.
+# **1 · The model's guess of the clean latent** $\hat z_0$, what the scrubber above decodes: the forward process (DDPM
+# eq. 4) solved for $z_0$, with the network's $\hat\varepsilon$ in place of the true noise (DDPM eq. 15). Stuck?
+# `ex.hint("predict_x0")`.
 
 # %%
 def predict_x0(alpha_bar, z_t, t, eps):
@@ -135,10 +143,10 @@ def predict_x0(alpha_bar, z_t, t, eps):
 ex.check_predict_x0(predict_x0);
 
 # %% [markdown]
-# **2 · One DDIM step** (Song et al. 2021, eq. 12) from $t$ to the previous visited timestep:
-# $z_{prev} = \sqrt{\bar\alpha_{prev}}\,\hat z_0 + \sqrt{1-\bar\alpha_{prev}-\sigma_t^2}\,\hat\varepsilon + \sigma_t\,\varepsilon$ with
-# $\sigma_t = \eta\sqrt{(1-\bar\alpha_{prev})/(1-\bar\alpha_t)}\sqrt{1-\bar\alpha_t/\bar\alpha_{prev}}$ (eq. 16). The check tries
-# η = 0 and 1 and the last step (ᾱ_prev = 1); when right it samples images with your step and shows them.
+# **2 · One DDIM step** (Song et al. 2021, eq. 12, with the noise level σ_t(η) of eq. 16) from $t$ to the previous
+# visited timestep: predict $\hat z_0$, then re-noise it to $\bar\alpha_{prev}$ with a deterministic part along
+# $\hat\varepsilon$ and fresh noise of size σ_t (zero for η = 0; DDPM's for η = 1). The check tries η = 0 and 1 and the
+# last step (ᾱ_prev = 1); when right it samples images with your step and shows them. Stuck? `ex.hint("ddim_step")`.
 
 # %%
 def ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
@@ -153,7 +161,8 @@ if verdict.passed:
 # %% [markdown]
 # **3 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
 # unconditional $\hat\varepsilon(z, \varnothing)$ predictions, extrapolate with scale $s$ so that $s = 0$ gives the
-# unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition.
+# unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition. Stuck?
+# `ex.hint("cfg")`.
 
 # %%
 def cfg(eps_uncond, eps_cond, scale):

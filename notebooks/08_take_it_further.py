@@ -9,9 +9,9 @@
 # %% [markdown]
 # # 08 · Take it further: to diffusers, and the paper's own checkpoints
 #
-# **By the end of this notebook you will** have exported the LDM of notebook 03 to a `diffusers` folder, sampled it
-# with `diffusers` and seen the same images come out, and (with a downloaded checkpoint of the paper, ideally on a
-# GPU) opened the kit's reverse-process scrubber on one of the paper's own models.
+# **By the end of this notebook you will** have exported the shipped LDM of notebook 03's recipe (`ldm-kl-f4-shapes32`)
+# to a `diffusers` folder, sampled it with `diffusers` and seen the same images come out, and (with a downloaded
+# checkpoint of the paper, ideally on a GPU) opened the kit's reverse-process scrubber on one of the paper's own models.
 #
 # *Paper:* Rombach et al., CVPR 2022; the released models of
 # [CompVis/latent-diffusion](https://github.com/CompVis/latent-diffusion) (§4, Tab. 1, 8).
@@ -50,7 +50,7 @@ from ldm_lite import interop
 # its `scaling_factor`, and a `DDIMScheduler` set to the kit's DDIM conventions ("leading" timesteps, ᾱ_final = 1).
 
 # %%
-ldm, source = ll.recipes.get_ldm(device=DEVICE)
+ldm, source = ll.recipes.load_or_train("ldm-kl-f4-shapes32", device=str(DEVICE))
 print("model:", source)
 folder = ll.paths.OUTPUTS_DIR / "notebooks" / "08" / "ldm-diffusers"
 interop.to_diffusers(ldm.cpu(), folder)

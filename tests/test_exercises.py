@@ -248,3 +248,60 @@ def test_demos_plug_the_solution_into_the_model(monkeypatch):
                   ex.check_unet_forward, ex.check_keep_known):
         assert check(getattr(SOL, check.__name__[len("check_"):])).demo["max_diff"] < 1e-4
     assert ex.check_vq_lookup(SOL.vq_lookup).demo["psnr"] > 20  # the shipped VQ-f4 reconstructs through it
+
+
+# ------------------------------------------------------------------------------------------ hints, hidden until asked
+@pytest.fixture
+def fresh_hints(monkeypatch):
+    from ldm_lite.exercises import hints
+    monkeypatch.setattr(hints, "_next", {})
+    return hints
+
+
+def test_every_exercise_has_three_hints_and_nothing_else_has_any(fresh_hints):
+    assert set(ex.HINTS) == set(CHECKS)
+    assert all(len(h) == 3 and all(len(x) > 15 for x in h) for h in ex.HINTS.values())
+
+
+def test_hint_shows_the_next_one_on_each_call_then_says_there_are_no_more(fresh_hints):
+    shown = [ex.hint("q_sample") for _ in range(4)]
+    for level, text in enumerate(shown[:3], start=1):
+        assert text.startswith(f"q_sample, hint {level} of 3") and ex.HINTS["q_sample"][level - 1] in text
+    assert "√ᾱ_t · z_0 + √(1 − ᾱ_t) · ε" in shown[1]  # the formula is hint 2
+    assert "no more hints" in shown[3] and "solutions/exercises.py" in shown[3]
+    assert repr(shown[0]) == str(shown[0])  # ends a notebook cell as plain text, not a quoted string
+    assert ex.hint("snr").startswith("snr, hint 1 of 3")  # each exercise keeps its own place
+    assert ex.hint("q_sample", 1).startswith("q_sample, hint 1 of 3")  # any one again, on request
+
+
+def test_hint_rejects_an_unknown_exercise_or_level(fresh_hints):
+    with pytest.raises(ValueError, match="no exercise named 'q_smaple'.*q_sample"):
+        ex.hint("q_smaple")
+    with pytest.raises(ValueError, match="level must be an int from 1 to 3 for 'cfg'; got 4"):
+        ex.hint("cfg", 4)
+
+
+def test_an_undiagnosed_wrong_answer_points_to_the_hints(capsys):
+    v = ex.check_snr(lambda ab: ab * 0 + 0.5, demo=False)  # wrong in a way no listed mistake explains
+    assert not v.passed and v.hint is None
+    assert "ex.hint('snr')" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("0[0-6]_*.py")), ids=lambda p: p.stem)
+def test_the_notebooks_offer_each_hint_and_keep_the_formula_out_of_the_text_above_the_stub(path):
+    """The markdown cell above each stub says what to compute; an equation ($...=...$ with a LaTeX command, e.g.
+    $z = \\mu + \\sigma \\odot \\varepsilon$) there would be the answer: it belongs in hint 2."""
+    import re
+    cells = re.split(r"^# %%.*$", path.read_text(), flags=re.M)
+    markdown = ""
+    found = []
+    for cell in cells:
+        if cell.lstrip("\n").startswith("# "):  # a markdown cell (every line a comment)
+            markdown = cell
+        for name in re.findall(r"^def (\w+)\(", cell, flags=re.M):
+            if name in ex.HINTS:
+                found.append(name)
+                assert f'ex.hint("{name}")' in path.read_text(), f"{path.name}: no ex.hint for {name}"
+                equations = [m for m in re.findall(r"\$([^$]+)\$", markdown) if "=" in m and "\\" in m]
+                assert not equations, f"{path.name}, {name}: the text above the stub gives the formula {equations}"
+    assert found, path.name

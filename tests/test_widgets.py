@@ -181,3 +181,65 @@ def test_tradeoff_panel_switches_between_the_models_of_each_f():
     assert image.value != before and "latent 3x32x32" in readout.value and "1000 ms, 2.0 GFLOPs" in readout.value
     with pytest.raises(ValueError, match="run_tradeoff"):
         W.tradeoff_panel([], {})
+
+
+def test_a_warning_raised_while_drawing_is_shown_in_the_panel_and_cleared_after():
+    import warnings
+
+    import ipywidgets as widgets
+
+    word = widgets.Dropdown(options=["red", "crimson"], value="crimson")
+
+    def render():
+        if word.value == "crimson":
+            for _ in range(3):  # raised in a loop: shown once
+                warnings.warn("'crimson' was never seen in training", UserWarning, stacklevel=2)
+        return {"image": IMAGE}, f"word = {word.value}"
+
+    panel = W.images_panel("words", word, [], render)
+    warned = W.find(panel, W.WARNING_CLASS)
+    assert warned.value.count("never seen in training") == 1 and "UserWarning" in warned.value
+    word.value = "red"  # a draw without a warning clears the box
+    assert warned.value == "" and W.find(panel, W.ERROR_CLASS).value == ""
+    word.value = "crimson"  # after a control moved, too (it would otherwise reach only the kernel log)
+    assert "never seen in training" in warned.value
+
+
+def test_a_control_that_does_nothing_in_a_mode_is_disabled():
+    import ipywidgets as widgets
+
+    from ldm_lite.image_to_image import SR_CONTROLS, sr_degrade
+
+    kind = widgets.Dropdown(options=SR_CONTROLS, value="bicubic")
+    strength = widgets.FloatSlider(value=0.5, min=0.0, max=1.0)
+    hr = IMAGES[:1].repeat(1, 1, 2, 2)  # (1, 3, 32, 32)
+
+    def render():
+        return {"low-res": sr_degrade(hr, kind.value, strength.value)[0]}, ""
+
+    unused = ("bicubic", "realistic")
+    panel = W.images_panel("SR", kind, [strength], render, disabled={strength: lambda: kind.value in unused})
+    for k in SR_CONTROLS:
+        kind.value = k
+        # the reference: does the strength change the low-res input of this kind?
+        changes = not torch.equal(sr_degrade(hr, k, 0.0), sr_degrade(hr, k, 1.0))
+        assert strength.disabled == (not changes) == (k in unused), k
+    assert W.find(panel, W.ERROR_CLASS).value == ""
+
+
+def test_the_busy_note_shows_while_drawing_and_clears_after():
+    import ipywidgets as widgets
+
+    seen = []
+    control = widgets.IntSlider(value=0, min=0, max=3)
+    holder = {}
+
+    def render():
+        if "panel" in holder:
+            seen.append(W.find(holder["panel"], W.BUSY_CLASS).value)
+        return {"image": IMAGE * (1 - control.value / 3)}, ""
+
+    holder["panel"] = panel = W.images_panel("busy", control, [], render)
+    control.value = 2
+    assert seen and "drawing" in seen[-1]
+    assert W.find(panel, W.BUSY_CLASS).value == ""

@@ -1,5 +1,5 @@
-"""Checked exercises: the learner writes a piece of LDM, a check compares it with the library and then runs it
-inside the real model.
+"""Checked exercises: the learner writes a piece of LDM, a check compares it with the library and, for most, then
+runs it on real data or inside a shipped model.
 
     import ldm_lite as ll
     from ldm_lite import exercises as ex
@@ -15,13 +15,18 @@ Every `check_<name>(fn, demo=True) -> Verdict`:
   the likely mistake (a missing square root, an off-by-one in t, keys and values from the wrong source...). A hint
   comes from re-running the typical wrong versions listed beside each check on the same inputs: the one whose
   output equals yours names your mistake; otherwise generic hints (shape, sign, a constant factor, NaN);
-- when right and `demo=True`, plugs `fn` into the real model (the shipped checkpoints under `data/pretrained/`,
-  else a small untrained one, and says so) and prints what it measured, e.g. images sampled with your DDIM step
-  against `ll.samplers.ddim` from the same noise. The demo part takes up to ~30 s on a laptop CPU (seconds in
-  smoke mode);
+- when right and `demo=True`, runs `fn` once more and prints what it measured. Most demos use the shipped
+  checkpoints under `data/pretrained/` (else a small untrained stand-in, and say so), e.g. images sampled with your
+  DDIM step against `ll.samplers.ddim` from the same noise; `cfg` always runs in a small untrained
+  class-conditional stand-in (the plumbing only), `snr` on the schedules alone, `conv2d_flops` prints what your
+  formula gives for each f, and `cross_attention` and `sr_unet_input` have no demo yet;
 - returns a `Verdict` (truthy when passed). `verdict.fn` is the function to use from then on: yours when it
   passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises (checking that
   handed-back library version again says so instead of passing).
+
+Hints are hidden until asked for: `hint("<name>")` (`ex.hint("q_sample")` in a notebook) shows the first of an
+exercise's three hints, each further call the next: where it is in the paper, the formula, the detail that usually
+goes wrong in code (`ldm_lite.exercises.hints`).
 
 A stub that still raises `NotImplementedError` is "not attempted": the check says so and falls back to the
 library. In smoke mode (`LDM_LITE_SMOKE=1`, how the tests run the notebooks) it checks the reference solution from
@@ -33,15 +38,15 @@ Checks (notebook: function to write; paper):
     01  kl_sample(mean, logvar, noise) -> z                     reparameterised sample of q(z|x) (VAE)
     01  kl_divergence(mean, logvar) -> (B,)                     KL(q(z|x) || N(0, I)) per image
     01  vq_lookup(z_e, codebook) -> (z_q, indices)              nearest code + straight-through (VQ-VAE eq. 3)
+    01  scale_factor(latents) -> float                          LDM's latent scale 1/std(z) (App. D.1)
     02  q_sample(alpha_bar, z0, t, noise) -> z_t                forward process (DDPM eq. 4)
     02  snr(alpha_bar) -> (T,)                                  signal-to-noise ratio ᾱ/(1-ᾱ)
-    02  scale_factor(latents) -> float                          LDM's latent scale 1/std(z) (App. D.1)
     03  ldm_loss(eps_model, alpha_bar, z0, t, noise) -> ()      L_LDM (LDM eq. 2)
     03  timestep_embedding(t, dim) -> (B, dim)                  sinusoidal time embedding
     03  resblock_forward(block, x, emb) -> (B, C_out, H, W)     a UNet ResBlock with its time injection
     03  attention(q, k, v) -> (B, h, N, d)                      softmax(QKᵀ/√d) V (LDM §3.3)
     03  unet_forward(unet, x, t) -> ε̂ (B, C, H, W)              the whole UNet assembled from its parts
-    04  predict_x0(z_t, eps, alpha_bar_t) -> ẑ_0                DDPM eq. 15
+    04  predict_x0(alpha_bar, z_t, t, eps) -> ẑ_0               DDPM eq. 15
     04  ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise) -> z_prev   DDIM eq. 12 with σ(η) of eq. 16
     04  cfg(eps_uncond, eps_cond, scale) -> ε̃                   classifier-free guidance
     05  cross_attention(x, context, w_q, w_k, w_v) -> (B, N, d) Q from the image, K/V from the context (LDM §3.3)
@@ -66,6 +71,7 @@ from .first_stage import (
            check_to_model_range,
            check_vq_lookup,
 )
+from .hints import HINTS, hint
 from .unet import (
            check_attention,
            check_conv2d_flops,
@@ -76,6 +82,8 @@ from .unet import (
 )
 
 __all__ = ["Verdict",
+           "hint",
+           "HINTS",
            "check_to_model_range",
            "check_psnr",
            "check_kl_sample",

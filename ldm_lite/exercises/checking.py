@@ -151,7 +151,8 @@ def check(name: str, fn: Callable[..., Any], reference: Callable[..., Any], case
         if solution is None:
             return _report(Verdict(name, False, False, (
                 f"… {name}: not attempted yet (it still raises NotImplementedError). Write it in the cell above and "
-                f"run both cells again. Until then the notebook uses the library's {library}."), fn=_fallback(reference)))
+                f"run both cells again (stuck? ex.hint({name!r})). Until then the notebook uses the library's "
+                f"{library}."), fn=_fallback(reference)))
         fn, prefix = solution, "[smoke mode: your stub is not written yet, so this checks solutions/exercises.py] "
     except Exception:  # noqa: BLE001 - reported below, with its case
         pass
@@ -183,7 +184,8 @@ def check(name: str, fn: Callable[..., Any], reference: Callable[..., Any], case
 def _fail(name: str, case: str, problem: str, hint: str | None, reference: Callable[..., Any], library: str,
           prefix: str) -> Verdict:
     msg = (f"{prefix}✗ {name}: wrong in case \"{case}\": {problem}."
-           + (f"\n  Hint: {hint}." if hint else "\n  Hint: compare your code with the equation above, term by term.")
+           + (f"\n  Hint: {hint}." if hint else
+              f"\n  Hint: ask for one with ex.hint({name!r}) (each call shows the next).")
            + f"\n  The notebook carries on with the library's {library}.")
     return _report(Verdict(name, False, True, msg, fn=_fallback(reference), case=case, hint=hint))
 

@@ -365,6 +365,8 @@ def check_conv2d_flops(fn: Fn, demo: bool = True) -> Verdict:
         costs = {fac: int(f(3, 64, 3, 32 // fac, 32 // fac)) for fac in (1, 2, 4, 8, 16)}
         return {"flops": costs, "summary": "with your formula the UNet's first conv on a 32×32 image costs "
                 + ", ".join(f"{c / 1e6:.2f} MFLOPs (LDM-{fac})" for fac, c in costs.items())
-                + ": each doubling of f divides the cost of every layer by 4."}
+                + ": each doubling of f divides this layer's cost by 4 (4× fewer output positions, same channels). The "
+                "whole UNet's measured cost falls by less (notebook 07's GFLOPs): its UNets are matched in "
+                "parameters, not in shape, so their levels and widths change with f too."}
 
     return check("conv2d_flops", fn, ref, cases, mistakes, "torch FlopCounterMode", run, demo)
