@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import datasets
+from . import datasets, paths
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, estimate_scale_factor
 from .checkpoint import CheckpointError, atomic_dir, read_json, write_json
 from .classifier import MNISTClassifier, ShapesClassifier
@@ -38,7 +38,6 @@ from .errors import UsageError
 from .fit import FINAL_DIR
 from .ldm import LatentDiffusion
 from .losses import AutoencoderLossConfig
-from .paths import OUTPUTS_DIR, PRETRAINED_DIR
 from .runtime import pick_device
 from .segmenter import ShapesSegmenter
 from .spatial import (
@@ -147,8 +146,8 @@ def first_stage(name: str) -> nn.Module:
     if name == "identity":
         return IdentityAutoencoder()
     path = Path(name)
-    if not path.is_dir() and (PRETRAINED_DIR / name).is_dir():
-        path = PRETRAINED_DIR / name
+    if not path.is_dir() and (paths.PRETRAINED_DIR / name).is_dir():
+        path = paths.PRETRAINED_DIR / name
     if (path / FINAL_DIR / "config.json").is_file():
         path = path / FINAL_DIR
     if not (path / "config.json").is_file():
@@ -431,7 +430,7 @@ def config(name: str, gpu: bool = False, **overrides: Any) -> TrainConfig:
 
 
 def shipped_names(prefix: str = "") -> list[str]:
-    return sorted(p.name for p in PRETRAINED_DIR.glob(f"{prefix}*") if (p / "config.json").is_file())
+    return sorted(p.name for p in paths.PRETRAINED_DIR.glob(f"{prefix}*") if (p / "config.json").is_file())
 
 
 def default_out(name: str, cfg: TrainConfig) -> Path:
@@ -439,11 +438,11 @@ def default_out(name: str, cfg: TrainConfig) -> Path:
     <dataset><side> and outputs/ldm/<dataset>-<autoencoder>[-<condition>]."""
     if name == "ae":
         c = f"-c{cfg.latent_channels}" if cfg.latent_channels != 3 else ""
-        return OUTPUTS_DIR / "ae" / f"{cfg.preset}{c}-{_tag(cfg.dataset)}{cfg.resolution}"
+        return paths.OUTPUTS_DIR / "ae" / f"{cfg.preset}{c}-{_tag(cfg.dataset)}{cfg.resolution}"
     if name == "ldm":
         condition = f"-{cfg.condition}" if cfg.condition else ""
-        return OUTPUTS_DIR / "ldm" / f"{_tag(cfg.dataset)}-{_tag(cfg.autoencoder)}{condition}"
-    return OUTPUTS_DIR / name
+        return paths.OUTPUTS_DIR / "ldm" / f"{_tag(cfg.dataset)}-{_tag(cfg.autoencoder)}{condition}"
+    return paths.OUTPUTS_DIR / name
 
 
 def _tag(name: str) -> str:
@@ -483,8 +482,8 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     """Any model folder (shipped name, folder, or a run folder holding `model/`) with the class its config names,
     in eval mode; `from_pretrained` of that class."""
     path = Path(name_or_path)
-    if not path.exists() and (PRETRAINED_DIR / str(name_or_path)).is_dir():
-        path = PRETRAINED_DIR / str(name_or_path)
+    if not path.exists() and (paths.PRETRAINED_DIR / str(name_or_path)).is_dir():
+        path = paths.PRETRAINED_DIR / str(name_or_path)
     if (path / FINAL_DIR / "config.json").is_file():
         path = path / FINAL_DIR
     if not (path / "config.json").is_file():
@@ -505,7 +504,7 @@ def load_or_train(name: str, out: str | Path | None = None, *, progress: bool = 
     """The shipped model `name` when present (and `prefer_shipped`), else one trained earlier under `out` with the
     same settings, else one trained now with its recipe and `overrides` (e.g. fewer steps for a quick model);
     returns (model, where it came from)."""
-    if prefer_shipped and (PRETRAINED_DIR / name / "config.json").is_file():
+    if prefer_shipped and (paths.PRETRAINED_DIR / name / "config.json").is_file():
         return load(name), f"shipped ({name})"
     cfg = config(name, **overrides)
     run = Path(out) if out is not None else default_out(name, cfg)
@@ -526,7 +525,7 @@ def _same_config(run: Path, cfg: TrainConfig) -> bool:
 
 def get_classifier():
     """The shipped, frozen `ShapesClassifier` (every FID in the README depends on its weights), or None."""
-    path = PRETRAINED_DIR / "shapes-classifier-32"
+    path = paths.PRETRAINED_DIR / "shapes-classifier-32"
     return ShapesClassifier.from_pretrained(path) if path.is_dir() else None
 
 
@@ -540,7 +539,7 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
          readme: str | None = None) -> Path:
     """Write `model` (a module with save_pretrained, or a folder holding one) to `dest` (a name under
     data/pretrained/ or a path) atomically, with metrics.json and a README.md naming `command`."""
-    dest = Path(dest) if Path(dest).is_absolute() or len(Path(dest).parts) > 1 else PRETRAINED_DIR / str(dest)
+    dest = Path(dest) if Path(dest).is_absolute() or len(Path(dest).parts) > 1 else paths.PRETRAINED_DIR / str(dest)
     metrics = {**metrics, "shipped_at": time.strftime("%Y-%m-%d")}
     with atomic_dir(dest) as tmp:
         if isinstance(model, (str, Path)):

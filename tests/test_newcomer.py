@@ -155,8 +155,8 @@ def test_train_classifier_writes_under_outputs_unless_shipped(tmp_path, monkeypa
     from ldm_lite.classifier import ShapesClassifier
 
     runs, shipped = [], []
-    monkeypatch.setattr(ll.recipes, "OUTPUTS_DIR", tmp_path / "outputs")
-    monkeypatch.setattr(ll.recipes, "PRETRAINED_DIR", tmp_path / "pretrained")
+    monkeypatch.setattr(ll.paths, "OUTPUTS_DIR", tmp_path / "outputs")
+    monkeypatch.setattr(ll.paths, "PRETRAINED_DIR", tmp_path / "pretrained")
 
     def fake_train(name, out=None, **kw):
         cfg = ll.recipes.config(name, **{k: v for k, v in kw.items() if k not in ("resume", "progress")})

@@ -63,7 +63,7 @@ def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path,
     shipped = tiny("vq", 4)
     shipped.scale_factor.fill_(0.25)
     shipped.save_pretrained(tmp_path / "pre" / "ae-vq-f4-shapes32")
-    monkeypatch.setattr(R, "PRETRAINED_DIR", tmp_path / "pre")
+    monkeypatch.setattr(R.paths, "PRETRAINED_DIR", tmp_path / "pre")
     ae, source = R.load_or_train("ae-vq-f4-shapes32")
     assert source == "shipped (ae-vq-f4-shapes32)" and float(ae.scale_factor) == 0.25
     quick = {**SMOKE, "base_channels": 16, "loss": "short"}

@@ -135,7 +135,7 @@ def test_a_missing_first_stage_is_trained_once_through_the_recipe(tmp_path, monk
     import ldm_lite.recipes
 
     monkeypatch.setattr(tradeoff, "OUTPUTS_DIR", tmp_path)
-    monkeypatch.setattr(ldm_lite.recipes, "OUTPUTS_DIR", tmp_path)
+    monkeypatch.setattr(ldm_lite.paths, "OUTPUTS_DIR", tmp_path)
     cfg = tradeoff.TradeoffConfig(autoencoders={2: "ae-test-f2-c3"}, ae_steps=2, n_train=64)
     with pytest.raises(FileNotFoundError, match="train one"):
         tradeoff.load_first_stage(2, tradeoff.TradeoffConfig(autoencoders={2: "ae-test-f2-c3"}))
