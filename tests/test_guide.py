@@ -73,8 +73,7 @@ def test_every_command_of_the_guide_runs(tmp_path, monkeypatch):
     assert [c[1] for c in commands] == ["train-ae", "train-ldm", "sample"]
     my_images(tmp_path / "my_images")
     monkeypatch.chdir(tmp_path)
-    for module in (ll.paths, ll.recipes):
-        monkeypatch.setattr(module, "OUTPUTS_DIR", tmp_path / "outputs")
+    monkeypatch.setattr(ll.paths, "OUTPUTS_DIR", tmp_path / "outputs")  # read at call time by recipes and the CLI
     for argv in commands:
         assert cli.main([*argv[1:], *tiny[argv[1]].split()]) == 0, argv
     assert [p.name for p in (tmp_path / "outputs" / "samples").iterdir()] == ["my_images-kl-f4-my_images32-ddim1-seed0.png"]
