@@ -353,7 +353,7 @@ def cmd_experiment(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .checkpoint import write_json
-    from .judge import evaluate
+    from .judge import evaluate, evaluate_on_dataset
     from .recipes import command_line, load
 
     ldm = load(args.model, args.device)
@@ -363,6 +363,11 @@ def cmd_evaluate(args) -> None:
         sampler, _, steps = spec.partition(":")
         if not steps.isdigit():
             raise UsageError(f"--samplers takes sampler:steps pairs, e.g. ddim:50,dpm_solver_pp:20; got {spec!r}")
+        if args.dataset is not None:  # one's own images: Inception FID / KID against its held-out part
+            _check_dataset(args.dataset)
+            results[spec] = evaluate_on_dataset(ldm, args.dataset, n=args.n or 256, n_real=args.n_real,
+                                                seed=args.seed, sampler=sampler, steps=int(steps))
+            continue
         results[spec] = evaluate(ldm, n=args.n, guidance_scales=tuple(args.guidance), n_real=args.n_real,
                                  n_boot=args.n_boot, seed=args.seed, sampler=sampler, steps=int(steps))
         log.info("%s: %s", spec, {k: v for k, v in results[spec].items() if not isinstance(v, (dict, list))})
@@ -598,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "interval); conditional: accuracy of the condition + FID per guidance scale")
     e.add_argument("--model", type=Path, required=True,
                    help="model folder; a conditional model may also be a training checkpoint (<out>/checkpoint)")
+    e.add_argument("--dataset", default=None,
+                   help="an unconditional model of your own images: FID / KID on Inception features against this "
+                        "dataset's held-out images (a folder's last 10%%, mnist, hub:<name>)")
     e.add_argument("--samplers", default=None,
                    help="comma-separated sampler:steps (default ddim:100,dpm_solver_pp:20; conditional dpm_solver_pp:20)")
     e.add_argument("--n", type=int, default=None,

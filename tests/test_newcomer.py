@@ -220,3 +220,24 @@ def test_grid_captions_never_hide_behind_the_row_above():
             caption = ax.title.get_window_extent()
             clash = [box for other, box in images if other is not ax and caption.overlaps(box)]
             assert not clash, (ax.get_title(), clash)
+
+
+def test_evaluate_judges_a_model_of_ones_own_folder_against_its_held_out_images(tmp_path, monkeypatch, caplog):
+    import json
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        Image.new("RGB", (32, 32), (12 * i, 100, 0)).save(folder / f"{i:02d}.png")
+    cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                             attention_resolutions=(), head_dim=32)
+    ll.ldm.LatentDiffusion(IdentityAutoencoder(), ll.unet.UNet(cfg), image_size=32).save_pretrained(tmp_path / "m")
+    out = tmp_path / "e.json"
+    ldm_lite_here("evaluate", "--model", tmp_path / "m", "--dataset", folder, "--samplers", "ddim:1", "--n", 4,
+                  "--out", out, tmp_path=tmp_path, monkeypatch=monkeypatch, caplog=caplog)
+    r = json.loads(out.read_text())["ddim:1"]
+    assert r["dataset"] == str(folder) and r["n"] == 4 and r["n_real"] == 2  # the folder's last 10%: 2 images
+    assert r["fid_inception"] > 0 and "kid_inception" in r
+    refused = error_line(ldm_lite("evaluate", "--model", tmp_path / "m", "--dataset", tmp_path / "nope",
+                                  tmp_path=tmp_path, expect=2))
+    assert "--dataset" in refused and "no such folder" in refused
