@@ -98,7 +98,7 @@ def cmd_main(args) -> None:
              f"{args.ship}: LDM-4 on shapes 32x32 (unconditional)")
     if "recognisable" in metrics:
         log.info("main job: %.1f%% of %d samples recognisable, FID %.1f on classifier features",
-                 100 * metrics["recognisable"], metrics["fid_n_fake"], metrics["fid_classifier_features"])
+                 100 * metrics["recognisable"], metrics["fid_n_fake"], metrics["fid"])
     _done("main job done: samples.png, curves.png, metrics.json and the model (ldm/model) in", out,
           f"ldm-lite sample --model {_shown(out / 'ldm')}",
           f"ldm-lite evaluate --model {_shown(out / 'ldm' / 'model')}")

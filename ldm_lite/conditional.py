@@ -23,7 +23,7 @@ from .classifier import MNISTClassifier
 from .conditioning import ClassConditioner, LayoutConditioner
 from .datasets import KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
 from .errors import UsageError
-from .evaluation import sample_many
+from .evaluation import FID_FEATURES, sample_many
 from .ldm import LatentDiffusion
 from .metrics import fid
 from .paths import pretrained
@@ -83,7 +83,8 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
                    single_kind_color_size=float((kind & color & size).float().mean()),
                    single_kind=float(kind.float().mean()), single_color=float(color.float().mean()),
                    recognisable=float(j["recognisable"].float().mean()),
-                   fid_classifier_features=_fid(real["image"], x, classifier.features))
+                   fid=_fid(real["image"], x, classifier.features),
+                   fid_features=FID_FEATURES["shapes"])
         if two is not None:
             x2 = sample_many(ldm, batch={"caption": two["caption"]}, guidance_scale=s, seed=seed, **sample_options)
             agree = grounding.caption_agreement(two["attrs"], grounding.find_objects(x2, segmenter.predict(x2)))
@@ -111,7 +112,8 @@ def evaluate_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_class: int
     for s in guidance_scales:
         x = sample_many(ldm, batch=condition, guidance_scale=s, seed=seed, **sample_options)
         out[f"guidance_{s:g}"] = {"accuracy": float((classifier.predict(x) == labels).float().mean()),
-                                  "fid_mnist_classifier_features": _fid(real, x, classifier.features)}
+                                  "fid": _fid(real, x, classifier.features),
+                                  "fid_features": FID_FEATURES["mnist"]}
         log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
     return out
 

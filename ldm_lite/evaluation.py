@@ -20,6 +20,11 @@ from .classifier import ShapesClassifier, shapes_score
 from .metrics import fid
 from .spatial import known_latents
 
+# One set of metric names everywhere (CLI, studies, notebooks, every metrics.json): `fid` (with `fid_lo`, `fid_hi`,
+# `fid_boot_bias` for a bootstrap interval), `kid` / `kid_std`, and `fid_features` naming the feature extractor.
+FID_FEATURES = {"shapes": "ShapesClassifier (128-d penultimate features)",
+                "mnist": "MNISTClassifier (penultimate features)", "inception": "Inception-v3 pool3 (2048-d)"}
+
 
 @torch.no_grad()
 def sample_many(ldm, n: int | None = None, *, batch: dict | None = None, batch_size: int = 64, seed: int = 0,
@@ -70,12 +75,8 @@ def evaluate_samples(images: Tensor, real: Tensor, classifier: ShapesClassifier 
         return {"note": "no ShapesClassifier under data/pretrained: run `ldm-lite train-classifier`"}
     out = shapes_score(images, classifier)
     real_f, fake_f = classifier_features(real, classifier), classifier_features(images, classifier)
-    if n_boot:
-        out.update({f"{k}_classifier_features" if k.startswith("fid") else k: v
-                    for k, v in fid_bootstrap(real_f, fake_f, n_boot).items()})
-    else:
-        out["fid_classifier_features"] = fid(real_f, fake_f)
-    out["fid_n_fake"], out["fid_n_real"] = len(images), len(real)
+    out.update(fid_bootstrap(real_f, fake_f, n_boot) if n_boot else {"fid": fid(real_f, fake_f)})
+    out["fid_features"], out["fid_n_fake"], out["fid_n_real"] = FID_FEATURES["shapes"], len(images), len(real)
     return out
 
 

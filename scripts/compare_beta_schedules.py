@@ -75,7 +75,7 @@ def main() -> None:
     print("| β schedule | loss (last 100 logged) | recognisable | FID (classifier features) | train s |")
     print("|---|---|---|---|---|")
     for name, loss, score, train_s in rows:
-        print(f"| {name} | {loss:.4f} | {score['recognisable']:.1%} | {score['fid_classifier_features']:.1f} | "
+        print(f"| {name} | {loss:.4f} | {score['recognisable']:.1%} | {score['fid']:.1f} | "
               f"{train_s:.0f} |")
 
 

@@ -36,8 +36,8 @@ def plot(folder: Path) -> plt.Figure:
         rows = [res[f"guidance_{s:g}"] for s in scales]
         for key, label in metrics:
             acc.plot(scales, [100 * r[key] for r in rows], "o-", label=label)
-        if "fid_classifier_features" in rows[0]:
-            fid.plot(scales, [r["fid_classifier_features"] for r in rows], "o-", label=name.split(".")[0])
+        if "fid" in rows[0]:
+            fid.plot(scales, [r["fid"] for r in rows], "o-", label=name.split(".")[0])
     acc.set(xlabel="guidance scale w", ylabel="% of samples / objects", title="condition accuracy")
     fid.set(xlabel="guidance scale w", ylabel="FID (ShapesClassifier features)", title="sample quality")
     acc.legend(fontsize=8)

@@ -63,7 +63,7 @@ def main() -> None:
         m = evaluate_samples(samples, real, recipes.get_classifier())
         print("RESULT", json.dumps({"name": a.name, "batch": cfg.batch_size, "lr": cfg.lr, "steps": n,
                                     "train_cpu_s": round(cpu, 1), "recognisable": m["recognisable"],
-                                    "fid": round(m["fid_classifier_features"], 1)}), flush=True)
+                                    "fid": round(m["fid"], 1)}), flush=True)
 
 
 if __name__ == "__main__":

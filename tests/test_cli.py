@@ -57,7 +57,7 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
     assert set(data) >= {"ddim:3", "dpm_solver_pp:2"} and "evaluate" in data["command"]
     if "note" not in data["ddim:3"]:  # a shipped classifier judged them
         r = data["ddim:3"]
-        assert 0 <= r["recognisable"] <= 1 and r["fid_lo_classifier_features"] <= r["fid_hi_classifier_features"]
+        assert 0 <= r["recognisable"] <= 1 and r["fid_lo"] <= r["fid_hi"]
     assert json.loads(res.stdout) == data  # what it prints is what it wrote
 
 

@@ -45,7 +45,7 @@ def test_text_model_real_images_of_the_requested_captions_score_100_percent(monk
     for s in ("guidance_1", "guidance_3"):
         row = out[s]
         assert row["single_kind_and_color"] == 1.0 and row["two_all_and_relation"] == 1.0
-        assert row["fid_classifier_features"] < 100  # real vs real (small sets)
+        assert row["fid"] < 100  # real vs real (small sets)
 
     monkeypatch.setattr(conditional, "sample_many", real_shapes_sampler(shift=1))  # images of other captions
     wrong = conditional.evaluate(ldm, n=N, guidance_scales=(3,), n_real=48, steps=2)["guidance_3"]

@@ -250,7 +250,7 @@ def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer
     for s in ("guidance_1", "guidance_3"):
         row = out[s]
         assert 0 <= row["single_kind_and_color"] <= row["single_kind"] <= 1
-        assert row["fid_classifier_features"] > 0  # an untrained model is far from real images
+        assert row["fid"] > 0  # an untrained model is far from real images
     labels_model = recipes.build_ldm(recipes.config("ldm-kl-f4-mnist32-class", context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder())
     res = conditional.evaluate_class(labels_model, MNISTClassifier(), n_per_class=1, guidance_scales=(2.0,), steps=2)
     assert res["n"] == 10 and 0 <= res["guidance_2"]["accuracy"] <= 1 and res["n_real"] == 500

@@ -65,7 +65,7 @@ def test_evaluate_samples_counts_known_images(classifier):
     assert out["recognisable"] == pytest.approx(20 / 24) and out["n"] == 24
     assert out["kinds"] == dict(zip(KINDS, torch.bincount(attrs[:, 0], minlength=len(KINDS)).tolist()))
     assert sum(out["colors"].values()) == 20
-    assert out["fid_n_fake"] == 24 and out["fid_n_real"] == 40 and out["fid_classifier_features"] > 0
+    assert out["fid_n_fake"] == 24 and out["fid_n_real"] == 40 and out["fid"] > 0 and out["fid_features"].startswith("ShapesClassifier")
     assert "train-classifier" in evaluate_samples(images, x, None)["note"]
 
 

@@ -237,7 +237,7 @@ def test_evaluate_judges_a_model_of_ones_own_folder_against_its_held_out_images(
                   "--out", out, tmp_path=tmp_path, monkeypatch=monkeypatch, caplog=caplog)
     r = json.loads(out.read_text())["ddim:1"]
     assert r["dataset"] == str(folder) and r["n"] == 4 and r["n_real"] == 2  # the folder's last 10%: 2 images
-    assert r["fid_inception"] > 0 and "kid_inception" in r
+    assert r["fid"] > 0 and "kid" in r and r["fid_features"].startswith("Inception")
     refused = error_line(ldm_lite("evaluate", "--model", tmp_path / "m", "--dataset", tmp_path / "nope",
                                   tmp_path=tmp_path, expect=2))
     assert "--dataset" in refused and "no such folder" in refused

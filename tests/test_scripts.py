@@ -32,6 +32,7 @@ TINY = {
                                          "--out", "{tmp}/metrics.json", "--samples", "{tmp}/grid.png",
                                          "--ship", "{tmp}/shipped"], '"guidance_1"'),
     "scripts/guidance_curve.py": ([str(ROOT / "benchmarks" / "results" / "guidance"), "--out", "{tmp}/curve.png"], ""),
+    "scripts/rename_metrics.py": (["--smoke"], "1 of 1 file(s) rewritten"),
     "scripts/main_job_recipe.py": (["tiny", "--smoke", "--out", "{tmp}"], 'RESULT {"name": "tiny"'),
 }
 NO_SMOKE_FLAG = {"guidance_curve.py"}  # they train nothing: paths make them tiny
@@ -111,4 +112,10 @@ def test_ldm_lite_bench_passes_smoke_to_every_benchmark(monkeypatch):
     assert ran == [s for s in SCRIPTS if s.startswith("benchmarks/bench_")]
     assert all(cmd[0] == sys.executable and cmd[2:] == ["--smoke"] for cmd in calls)
 
+
+def test_committed_metrics_use_the_one_set_of_names():
+    """Every committed metrics.json / results JSON uses `fid` (+ `fid_features`), never the old per-judge names."""
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "rename_metrics.py"), "--check"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:]
 
