@@ -32,6 +32,7 @@ TINY = {
                                          "--out", "{tmp}/metrics.json", "--samples", "{tmp}/grid.png",
                                          "--ship", "{tmp}/shipped"], '"guidance_1"'),
     "scripts/guidance_curve.py": ([str(ROOT / "benchmarks" / "results" / "guidance"), "--out", "{tmp}/curve.png"], ""),
+    "benchmarks/first_stages.py": (["--smoke"], "| 1 | 3 | 3x64x64 |"),
     "scripts/rename_metrics.py": (["--smoke"], "1 of 1 file(s) rewritten"),
     "scripts/main_job_recipe.py": (["tiny", "--smoke", "--out", "{tmp}"], 'RESULT {"name": "tiny"'),
 }
