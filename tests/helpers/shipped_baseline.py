@@ -2,6 +2,7 @@
 after it: each LDM's 8 DDIM-10 samples, each autoencoder's reconstructions, each judge's outputs.
 
     python tests/helpers/shipped_baseline.py --write    # rewrite tests/data/shipped_baseline.safetensors
+    python tests/helpers/shipped_baseline.py --add      # add newly shipped models, keep the committed entries
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ BASELINE = ROOT / "tests" / "data" / "shipped_baseline.safetensors"
 N = 8
 
 
-def _batch() -> dict:
+def _batch(side: int = 32) -> dict:
     from ldm_lite import datasets
 
-    ds = datasets.shapes(32, n=N, seed=4242, max_shapes=2)
+    ds = datasets.shapes(side, n=N, seed=4242, max_shapes=2)
     return default_collate([ds[i] for i in range(N)])
 
 
@@ -67,7 +68,7 @@ def outputs() -> dict[str, torch.Tensor]:
                 out[name] = ldm.sample(sampler="ddim", steps=10, generator=g, **kw)
         elif name.startswith("ae-"):
             ae = Autoencoder.from_pretrained(d).eval()
-            x = batch["image"] if ae.config.in_channels == 3 else batch["image"][:, :1]
+            x = batch["image"] if name.endswith("32") else _batch(64)["image"]
             with torch.no_grad():
                 out[name] = ae.decode(ae.encode(x).mode())
         elif name.endswith("classifier-32"):
@@ -86,8 +87,13 @@ def outputs() -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/helpers/shipped_baseline.py --write  (overwrites the committed baseline)")
+    if sys.argv[1:] not in (["--write"], ["--add"]):
+        sys.exit("usage: python tests/helpers/shipped_baseline.py --write | --add\n  --write overwrites the committed "
+                 "baseline; --add only adds the shipped models it does not hold yet (newly shipped ones)")
     o = outputs()
+    if sys.argv[1] == "--add":
+        from safetensors.torch import load_file
+
+        o = {**o, **load_file(str(BASELINE))}  # the committed entries stay as they were
     save_file({k: v.contiguous() for k, v in o.items()}, str(BASELINE))
     print(f"wrote {BASELINE}: {sorted(o)}", file=sys.stderr)
