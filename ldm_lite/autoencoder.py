@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .checkpoint import Pretrained
+from .checkpoint import Pretrained, rename_key
 from .errors import UsageError, UsageTypeError
 from .validation import check_int
 
@@ -605,12 +605,6 @@ _TO_DIFFUSERS = [
 ]
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
 def diffusers_config(config: AutoencoderConfig, scale_factor: float = 1.0, sample_size: int = 32) -> dict:
     """Keyword arguments for `diffusers.AutoencoderKL` matching a KL `AutoencoderConfig`."""
     if config.regularizer != "kl":
@@ -632,7 +626,7 @@ def to_diffusers(ae: Autoencoder, sample_size: int = 32):
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL(**diffusers_config(ae.config, float(ae.scale_factor), sample_size))
-    state = {_rename(k, _TO_DIFFUSERS): v for k, v in ae.state_dict().items() if k != "scale_factor"}
+    state = {rename_key(k, _TO_DIFFUSERS): v for k, v in ae.state_dict().items() if k != "scale_factor"}
     vae.load_state_dict(state, strict=True)
     return vae.to(ae.scale_factor.device)
 
@@ -652,7 +646,7 @@ def from_diffusers(vae) -> Autoencoder:
                                norm_groups=c.norm_num_groups, regularizer="kl")
     ae = Autoencoder(config)
     theirs = vae.state_dict()
-    state = {k: theirs[_rename(k, _TO_DIFFUSERS)] for k in ae.state_dict() if k != "scale_factor"}
+    state = {k: theirs[rename_key(k, _TO_DIFFUSERS)] for k in ae.state_dict() if k != "scale_factor"}
     state["scale_factor"] = torch.tensor(float(c.scaling_factor))
     ae.load_state_dict(state, strict=True)
     return ae

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import typing
@@ -394,3 +395,12 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, *,
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     return meta
+
+
+def rename_key(key: str, rules: list[tuple[str, str]]) -> str:
+    """A state-dict key through regex rules (pattern, replacement), applied in order: the one renaming used by every
+    checkpoint conversion (diffusers, CompVis)."""
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+

@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     a = sub.add_parser("train-ae", help="= train ae: a KL/VQ autoencoder (first stage); --ship writes it to data/pretrained")
-    a.add_argument("--out", type=Path, default=None, help="run folder (default outputs/ae-<preset>-c<c>-<dataset><side>)")
+    a.add_argument("--out", type=Path, default=None, help="run folder (default outputs/ae/<preset>[-c<c>]-<dataset><side>)")
     a.add_argument("--preset", default="kl-f4", help="kl-f4, kl-f8, vq-f4, ...")
     a.add_argument("--dataset", default="shapes", help=DATASET_HELP)
     a.add_argument("--name", default=None, help="run name: state under outputs/ae/<name> (default: --ship, else <preset>-<dataset><resolution>)")

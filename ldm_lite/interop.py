@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, rename_key
 from .conditioning import ClassConditioner, ClassConditionerConfig
 from .interop_diffusers import from_diffusers, to_diffusers, unet_from_diffusers, unet_to_diffusers  # noqa: F401
 from .ldm import LatentDiffusion, ScaleFactorWarning
@@ -279,8 +279,7 @@ def _autoencoder_parts(ae: Autoencoder) -> dict[str, _Part]:
         if name in ("scale_factor", "quantizer.ema_count"):  # not in the reference: the scale comes from the LDM
             continue
         key = re.sub(r"^decoder\.up\.(\d+)\.", lambda m: f"decoder.up.{n - 1 - int(m.group(1))}.", name)
-        for pattern, repl in _AE_RULES:
-            key = re.sub(pattern, repl, key)
+        key = rename_key(key, _AE_RULES)
         is_attn_linear = re.search(r"\.(mid\.attn_1|attn\.\d+)\.(q|k|v|proj_out)\.weight$", key)
         parts[name] = _conv1x1(key, 2) if is_attn_linear else _copy(key)
     return parts

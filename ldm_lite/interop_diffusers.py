@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .autoencoder import Autoencoder
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, rename_key
 from .ldm import LatentDiffusion
 from .unet import UNet, UNetConfig
 
@@ -58,10 +58,8 @@ _TRANSFORMER_TO_DIFFUSERS = [  # SpatialTransformer -> Transformer2DModel
 
 def _diffusers_keys(name: str, self_attention: bool) -> tuple[str, ...]:
     """The diffusers key(s) of one kit UNet tensor; a fused q/k/v (or k/v) projection splits into several."""
-    key = name
-    for pattern, repl in _UNET_TO_DIFFUSERS + (_SELF_ATTENTION_TO_DIFFUSERS if self_attention
-                                               else _TRANSFORMER_TO_DIFFUSERS):
-        key = re.sub(pattern, repl, key)
+    key = rename_key(name, _UNET_TO_DIFFUSERS + (_SELF_ATTENTION_TO_DIFFUSERS if self_attention
+                                                 else _TRANSFORMER_TO_DIFFUSERS))
     for fused, parts in ((".to_qkv.", "qkv"), (".to_kv.", "kv")):
         if fused in key:
             return tuple(key.replace(fused, f".to_{p}.") for p in parts)
@@ -188,7 +186,7 @@ def _scheduler(ldm: LatentDiffusion):
 
 def first_stage_to_diffusers(ae: Autoencoder, sample_size: int):
     """An `AutoencoderKL` (KL) or `VQModel` (VQ) with the kit autoencoder's weights and scale factor."""
-    from .autoencoder import _TO_DIFFUSERS, _rename, diffusers_config
+    from .autoencoder import _TO_DIFFUSERS, diffusers_config
     from .autoencoder import to_diffusers as kl_to_diffusers
 
     if not isinstance(ae, Autoencoder):
@@ -199,7 +197,7 @@ def first_stage_to_diffusers(ae: Autoencoder, sample_size: int):
 
     kwargs = diffusers_config(dataclasses.replace(ae.config, regularizer="kl"), float(ae.scale_factor), sample_size)
     vq = VQModel(**kwargs, num_vq_embeddings=ae.config.codebook_size, vq_embed_dim=ae.config.latent_channels)
-    state = {_rename(k, _TO_DIFFUSERS): v for k, v in ae.state_dict().items() if k not in ("scale_factor",
+    state = {rename_key(k, _TO_DIFFUSERS): v for k, v in ae.state_dict().items() if k not in ("scale_factor",
                                                                                           "quantizer.ema_count")}
     state["quantize.embedding.weight"] = state.pop("quantizer.codebook.weight")
     vq.load_state_dict(state, strict=True)
