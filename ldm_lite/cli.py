@@ -338,13 +338,18 @@ def cmd_experiment(args) -> None:
     from .runtime import pick_device
     from .tradeoff import TradeoffConfig, run_tradeoff, table6, write_report
 
-    out = args.out or OUTPUTS_DIR / "tradeoff"
+    out = args.out or OUTPUTS_DIR / f"tradeoff-{args.protocol}"
     overrides = {k: v for k, v in {"budget": args.budget, "budget_seconds": args.budget_seconds,
                                    "steps": args.steps, "fs": tuple(args.fs) if args.fs else None}.items()
                  if v is not None}
     if args.fs is None or args.fs:  # `--fs` with no value: only collect what is there and plot it
         dev = pick_device(args.device)
-        cfg = TradeoffConfig.smoke(**overrides) if args.smoke else TradeoffConfig.for_device(dev, **overrides)
+        if args.smoke:
+            cfg = TradeoffConfig.smoke(**overrides)
+        elif args.protocol == "equal-steps":
+            cfg = TradeoffConfig.equal_steps(dev, **overrides)
+        else:
+            cfg = TradeoffConfig.equal_compute(**overrides)
         run_tradeoff(cfg, out, device=dev)
     rows = write_report(out, args.report, command_line())
     print(format_table(table6(rows)))
@@ -625,12 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): checks that they run, measures nothing")
     b.set_defaults(func=cmd_bench)
 
-    x = sub.add_parser("experiment", help="the paper's experiments; tradeoff: LDM-{1,2,4,8,16} at equal budget")
+    x = sub.add_parser("experiment", help="the paper's experiments; tradeoff: LDM-{1,2,4,8,16,32} (§4.1)")
     x.add_argument("name", choices=["tradeoff"])
-    x.add_argument("--out", type=Path, default=None, help="default outputs/tradeoff (resumes what it finds there)")
+    x.add_argument("--protocol", choices=["equal-steps", "equal-compute"], default="equal-steps",
+                   help="equal-steps (default; §4.1: 64x64, the fair first stages, 2,000 steps each on a CPU) or "
+                        "equal-compute (32x32, the same CPU seconds per model: the committed second view)")
+    x.add_argument("--out", type=Path, default=None, help="default outputs/tradeoff-<protocol> (resumes what it finds)")
     x.add_argument("--fs", type=int, nargs="*", default=None,
-                   help="downsampling factors (default 1 2 4 8 16); with no value: report only (no training)")
-    x.add_argument("--budget", choices=["time", "steps"], default=None, help="equal wall-clock (default) or steps")
+                   help="downsampling factors (default: the protocol's); with no value: report only (no training)")
+    x.add_argument("--budget", choices=["time", "steps"], default=None, help="override the protocol's budget")
     x.add_argument("--budget-seconds", type=float, default=None)
     x.add_argument("--steps", type=int, default=None, help="with --budget steps")
     x.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")

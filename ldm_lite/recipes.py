@@ -39,6 +39,7 @@ from .fit import FINAL_DIR
 from .ldm import LatentDiffusion
 from .losses import AutoencoderLossConfig
 from .runtime import pick_device
+from .schedule import Schedule
 from .segmenter import ShapesSegmenter
 from .spatial import (
     InpaintingConditioner,
@@ -84,6 +85,8 @@ class TrainConfig:
     model_channels: int = 64  # UNet width
     context_dim: int = 128  # cross-attention width (text, layout, class)
     prediction: str = "eps"  # eps | v
+    beta_start: float = 0.00085  # √β linear schedule from beta_start to beta_end (the kit's default: Stable
+    beta_end: float = 0.012  # Diffusion's; the paper's configs: 0.0015 -> 0.0195 / 0.0205 / 0.0155, docs/differences.md)
     cond_drop_prob: float = 0.1  # ∅ in training, for classifier-free guidance (0 for concat conditions)
     latent_cache: bool = True  # encode the training set once; z ~ q(z|x) is still drawn every step
     text_cache: bool = True  # frozen-text with latent_cache: the frozen encoder's states of each caption, once
@@ -188,7 +191,8 @@ def build_ldm(cfg: TrainConfig, autoencoder: nn.Module | None = None) -> LatentD
     context = cond.context_dim if cond is not None else None
     unet = UNet(small_unet(ae.latent_channels, model_channels=cfg.model_channels, context_dim=context,
                            concat_channels=concat))
-    return LatentDiffusion(ae, unet, cond, image_size=cfg.resolution, prediction=cfg.prediction,
+    schedule = Schedule.scaled_linear(beta_start=cfg.beta_start, beta_end=cfg.beta_end)
+    return LatentDiffusion(ae, unet, cond, schedule=schedule, image_size=cfg.resolution, prediction=cfg.prediction,
                            cond_drop_prob=0.0 if concat else cfg.cond_drop_prob)
 
 

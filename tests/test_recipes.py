@@ -59,6 +59,16 @@ def test_the_small_unet_is_written_once_and_follows_the_autoencoder():
     assert sr.unet.config.concat_channels == 3 and sr.config.cond_drop_prob == 0.0
 
 
+def test_the_beta_schedule_is_a_config_field_and_reaches_the_model():
+    from ldm_lite.schedule import Schedule
+
+    kit = R.build_ldm(R.config("ldm-kl-f4-shapes32-text"), IdentityAutoencoder())
+    assert torch.equal(kit.schedule.betas, Schedule.stable_diffusion().betas)  # the default: unchanged models
+    paper = R.build_ldm(R.config("ldm-inpaint-shapes32", beta_start=0.0015, beta_end=0.0205), IdentityAutoencoder())
+    assert torch.equal(paper.schedule.betas, Schedule.ldm(0.0205).betas)  # the reference config's, exactly
+    assert paper.config.schedule_params == {"beta_start": 0.0015, "beta_end": 0.0205}  # saved with the model
+
+
 def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path, monkeypatch):
     shipped = tiny("vq", 4)
     shipped.scale_factor.fill_(0.25)

@@ -45,13 +45,29 @@ def test_plan_gives_equal_time_or_equal_steps():
         tradeoff.TradeoffConfig(fs=(3,))
 
 
+def test_the_equal_steps_protocol_matches_every_f_at_64_on_the_fair_first_stages():
+    cpu, gpu = tradeoff.TradeoffConfig.equal_steps(), tradeoff.TradeoffConfig.for_device(torch.device("cuda"))
+    for cfg in (cpu, gpu):
+        assert cfg.fs == (1, 2, 4, 8, 16, 32) and cfg.resolution == 64 and cfg.budget == "steps"
+        assert cfg.autoencoders == {2: "ae-kl-f2-c3-shapes64", 4: "ae-kl-f4-c3-shapes64", 8: "ae-kl-f8-c4-shapes64",
+                                    16: "ae-kl-f16-c16-shapes64", 32: "ae-kl-f32-c64-shapes64"}
+        assert cfg.n_eval >= 256 and cfg.n_sampling >= 256 and cfg.keep_all
+    assert (cpu.steps, cpu.batch_size) == (2_000, 32) and gpu.steps > cpu.steps
+    assert tradeoff.TradeoffConfig.for_device(torch.device("cpu")) == cpu  # the headline on every device
+    assert tradeoff.TradeoffConfig.equal_compute() == tradeoff.TradeoffConfig()  # the committed 32x32 view
+    # every f's UNet within 10% of the target (the channels of the shipped 64x64 first stages)
+    for f, c in tradeoff.PAPER_LATENT_CHANNELS.items():
+        unet = tradeoff.matched_unet(c, 64 // f, cpu.target_params)
+        assert abs(tradeoff.count_parameters(UNet(unet)) - cpu.target_params) <= 0.10 * cpu.target_params
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("tradeoff")
     torch.manual_seed(0)
     tiny_f4 = Autoencoder(AutoencoderConfig.kl(f=4, base_channels=8, norm_groups=4))
     cfg = tradeoff.TradeoffConfig.smoke(fs=(1, 4), steps=4, eval_points=2, sampling_steps=(1, 2), n_eval=6,
-                                        n_sampling=6, sample_batch=6, n_real=12)
+                                        n_sampling=6, sample_batch=6, n_real=12, keep_all=True)
     kwargs = dict(device="cpu", autoencoders={4: tiny_f4}, progress=False)
     rows = tradeoff.run_tradeoff(cfg, out, **kwargs)
     return cfg, out, rows, kwargs
@@ -73,7 +89,11 @@ def test_sweep_writes_every_result_with_the_csv_columns(sweep):
     latents = {int(r["f"]): r["latent"] for r in table}
     assert latents == {1: "3x32x32", 4: "3x8x8"}
     assert read_json(out / "f4" / "ldm" / "checkpoint" / "state.json")["step"] == 4
-    assert tradeoff.load_samples(out / "f1" / "samples_step000004.safetensors").shape == (cfg.n_keep, 3, 32, 32)
+    kept = tradeoff.load_samples(out / "f1" / "samples_step000004.safetensors")
+    assert kept.shape == (cfg.n_keep, 3, 32, 32)
+    every = tradeoff.load_samples(out / "f1" / "all_step000004.safetensors")  # keep_all: every sample, as uint8
+    assert every.shape == (cfg.n_eval, 3, 32, 32)
+    assert (every[: cfg.n_keep] - kept.clamp(-1, 1)).abs().max() <= 0.5 / 127.5 + 1e-6
     t6 = tradeoff.table6(rows)
     assert [r["f"] for r in t6] == [1, 4] and {"samples_per_s_ddim1", "fid", "recognisable"} <= set(t6[0])
 
