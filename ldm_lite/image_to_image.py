@@ -148,6 +148,15 @@ def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tenso
     return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
 
 
+def inpainting_batch(n: int, kind: str = "box", seed: int = 12345) -> dict[str, Tensor]:
+    """`n` held-out single-shape images with their inpainting masks of one kind (as `inpainting_study` draws them):
+    {"image": (n, 3, 32, 32), "inpaint_mask": (n, 32, 32), 1 = missing}."""
+    x, seg = _held_out(n, seed, max_shapes=1)
+    m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
+                                                   seg[i].numpy())) for i in range(n)])
+    return {"image": x, "inpaint_mask": m}
+
+
 def _sample(ldm: LatentDiffusion, batch: dict[str, Tensor], steps: int, seed: int, batch_size: int = 128,
             return_latents: bool = False, keep_known: bool = False) -> Tensor:
     """DDIM samples for a batch of conditions (`evaluation.sample_many`); keep_known: replacement sampling too."""
@@ -207,14 +216,14 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
     through encoder and decoder: the ceiling of any output that keeps the masked image's latent); `rim_share`, the
     share of known pixels whose latent cell also holds missing pixels (generated, so they cannot keep the input);
     the share of pasted results (known pixels put back) that are *valid*: a recognisable shape (ShapesClassifier)
-    or clean background (the segmenter finds at most 2 shape pixels)."""
-    x, seg = _held_out(n, seed, max_shapes=1)
+    or clean background (the segmenter finds at most 2 shape pixels); `fid_pasted`, FID on ShapesClassifier
+    features between the pasted results and the original images (the paper's Table 6 / 7 measure, n >= 256)."""
+    x = _held_out(n, seed, max_shapes=1)[0]
     rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
     rows = []
     for kind in kinds:
-        m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
-                                                       seg[i].numpy())) for i in range(n)])
-        batch = {"image": x, "inpaint_mask": m}
+        batch = inpainting_batch(n, kind, seed)
+        m = batch["inpaint_mask"]
         out = _sample(ldm, batch, steps, seed)
         kept = _sample(ldm, batch, steps, seed, keep_known=True)
         pasted = out * m[:, None] + x * (1 - m[:, None])
@@ -231,7 +240,8 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
                      "rim_share": float((cells * (1 - m)).sum() / (1 - m).sum()),
                      "psnr_hole_pasted": float(_psnr_where(pasted, x, m).mean()),
                      "valid": float((recognisable | empty).float().mean()),
-                     "valid_shape": float(recognisable.float().mean()), "valid_empty": float(empty.float().mean())})
+                     "valid_shape": float(recognisable.float().mean()), "valid_empty": float(empty.float().mean()),
+                     "fid_pasted": fid(classifier_features(x, classifier), classifier_features(pasted, classifier))})
     return rows
 
 

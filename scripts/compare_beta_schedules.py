@@ -36,12 +36,12 @@ KIT = (0.00085, 0.012)
 # task -> (recipe, the reference's beta_end, recipe overrides of the A/B: width 32, from the latent cache)
 TASKS: dict[str, tuple[str, float, dict]] = {
     "main": ("ldm-kl-f4-shapes32", 0.0195, {"steps": 800, "lr": 1e-3}),
-    "text": ("ldm-kl-f4-shapes32-text", 0.0195, {"steps": 1_500}),
-    "class": ("ldm-kl-f4-mnist32-class", 0.0195, {"steps": 1_200}),
-    "layout": ("ldm-kl-f4-shapes32-layout", 0.0205, {"steps": 1_500}),
-    "semantic": ("ldm-semantic-shapes32", 0.0205, {"steps": 1_500}),
-    "inpaint": ("ldm-inpaint-shapes32", 0.0205, {"steps": 2_500}),
-    "sr": ("ldm-sr4-bicubic-shapes32", 0.0155, {"steps": 1_500}),
+    "text": ("ldm-kl-f4-shapes32-text", 0.0195, {"steps": 1_000}),
+    "class": ("ldm-kl-f4-mnist32-class", 0.0195, {"steps": 800}),
+    "layout": ("ldm-kl-f4-shapes32-layout", 0.0205, {"steps": 1_000}),
+    "semantic": ("ldm-semantic-shapes32", 0.0205, {"steps": 1_000}),
+    "inpaint": ("ldm-inpaint-shapes32", 0.0205, {"steps": 1_500}),
+    "sr": ("ldm-sr4-bicubic-shapes32", 0.0155, {"steps": 1_000}),
 }
 EVAL = {"main": {"n": 256, "steps": 50}, "text": {"n": 128, "guidance_scales": (3.0,), "steps": 25},
         "class": {"n": 200, "guidance_scales": (3.0,), "steps": 25},

@@ -25,6 +25,7 @@ TINY = {
     "benchmarks/bench_text_cache.py": (["--smoke"], "| frozen text, text cache |"),
     "benchmarks/bench_training_loop.py": (["--smoke"], "| train_ldm, latent cache |"),
     "benchmarks/bench_unet.py": (["--smoke", "--out", "{tmp}/unet.md"], "+ cross-attn (L=8, d=64) | sample |"),
+    "benchmarks/inpainting_efficiency.py": (["--arm", "both", "--smoke", "--out", "{tmp}/ie"], "| LDM-4 | 3x8x8 |"),
     "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| f | latent |"),
     "scripts/compare_beta_schedules.py": (["--task", "sr", "--smoke", "--out", "{tmp}/beta"],
                                           "| 0.0015 → 0.0155 (paper) |"),

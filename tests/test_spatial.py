@@ -282,3 +282,20 @@ def test_image_to_image_training_can_start_from_saved_weights(tmp_path):
                     cond_drop_prob=0.0).save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="schedule"):
         R.train("ldm-semantic-shapes32", tmp_path / "bad1", progress=False, init_from=str(tmp_path / "other"), **kw)
+
+
+def test_inpainting_batch_is_the_studys_held_out_masked_images():
+    from ldm_lite import image_to_image
+
+    a, b = image_to_image.inpainting_batch(6, "box"), image_to_image.inpainting_batch(6, "box")
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["inpaint_mask"], b["inpaint_mask"])  # fixed seed
+    m = a["inpaint_mask"]
+    assert m.shape == (6, 32, 32) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert ((m.mean((1, 2)) > 0.02) & (m.mean((1, 2)) < 0.8)).all()  # every image has a hole, none is all hole
+    strokes = image_to_image.inpainting_batch(6, "shape")
+    assert torch.equal(strokes["image"], a["image"]) and not torch.equal(strokes["inpaint_mask"], m)
+    # the held-out images and masks are the ones `datasets` draws for that seed
+    item = ll.datasets.shapes(32, n=6, seed=12345, max_shapes=1)[2]
+    assert torch.equal(a["image"][2], item["image"])
+    want = inpaint_mask("shape", 32, np.random.default_rng([12345, 7, 2]), item["mask"].numpy())
+    assert torch.equal(strokes["inpaint_mask"][2], torch.from_numpy(want))
