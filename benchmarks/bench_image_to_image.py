@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ldm_lite import image_to_image as i2i  # noqa: E402
 from ldm_lite import recipes  # noqa: E402
 from ldm_lite.classifier import ShapesClassifier  # noqa: E402
+from ldm_lite.datasets import HELDOUT_SEED  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR, pretrained  # noqa: E402
 from ldm_lite.segmenter import load_segmenter  # noqa: E402
@@ -42,8 +43,9 @@ def load(models: str | None, run: str):
 
 NOTES = {
     "sr": ("Super-resolution x4 (held-out shapes 32x32, FID on ShapesClassifier features)",
-           "n held-out images (seed 12345) degraded bicubically and by the realistic pipeline (one draw per image); "
-           "FID against 1,000 other held-out images (seed 12346). PSNR/SSIM reward blur, LPIPS/FID sharp detail."),
+           f"n held-out images (seed {HELDOUT_SEED}, after the FID reference) degraded bicubically and by the realistic "
+           "pipeline (one draw per image); FID against the first 1,000 held-out images. PSNR/SSIM reward blur, "
+           "LPIPS/FID sharp detail."),
     "inpaint": ("Inpainting (held-out single-shape images)",
                 "PSNR outside the mask: decoded output; output of replacement sampling (known latent cells kept at "
                 "every step, `known=`); the autoencoder's own reconstruction (the target's reference) and its reconstruction of the "
@@ -53,7 +55,7 @@ NOTES = {
                 "result is a recognisable shape (ShapesClassifier) or clean background (segmenter: at most 2 shape "
                 "pixels)."),
     "semantic": ("Semantic synthesis: mask agreement (ShapesSegmenter mIoU)",
-                 "maps of held-out shapes scenes (seed 12345); canvas = a larger scene at the training scale; scaled "
+                 f"maps of held-out shapes scenes (seed {HELDOUT_SEED}); canvas = a larger scene at the training scale; scaled "
                  "up = shapes twice the training size. judge_ceiling = the segmenter on the real images of the maps."),
 }
 

@@ -4,7 +4,7 @@ PSNR, SSIM, LPIPS) on held-out `shapes` images, rFID on Inception features (offl
     python benchmarks/first_stages.py                      # the shipped ae-kl-f*-c*-shapes64, 512 held-out images
     python benchmarks/first_stages.py --models outputs/ae-kl-f8-c4-shapes64 ... --out results.md
 
-The held-out images are what every autoencoder recipe reports on (`shapes(side, n, seed=recipes.HELDOUT_SEED,
+The held-out images are what every autoencoder recipe reports on (`shapes(side, n, seed=datasets.HELDOUT_SEED,
 max_shapes=3)`); f = 1 (the identity) is the pixel-space row.
 """
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from ldm_lite import recipes  # noqa: E402
 from ldm_lite.autoencoder import IdentityAutoencoder  # noqa: E402
 from ldm_lite.compression import reconstruction_table, zoo_rows  # noqa: E402
-from ldm_lite.datasets import shapes  # noqa: E402
+from ldm_lite.datasets import HELDOUT_SEED, shapes  # noqa: E402
 from ldm_lite.metrics import InceptionFeatures, format_table  # noqa: E402
 from ldm_lite.paths import PRETRAINED_DIR  # noqa: E402
 
@@ -48,11 +48,11 @@ def main() -> None:
     n = 8 if a.smoke else a.n
     paths = [] if a.smoke else (a.models or [str(PRETRAINED_DIR / m) for m in SHIPPED if (PRETRAINED_DIR / m).is_dir()])
     models = {"f1 (pixels)": IdentityAutoencoder(), **{Path(m).name: recipes.load(m) for m in paths}}
-    images = recipes.stack_images(shapes(a.side, n=n, seed=recipes.HELDOUT_SEED, max_shapes=3))
+    images = recipes.stack_images(shapes(a.side, n=n, seed=HELDOUT_SEED, max_shapes=3))
     t0 = time.perf_counter()
     features = None if (a.smoke or a.no_rfid) else InceptionFeatures()
     rows = zoo_rows(reconstruction_table(models, images, features=features), f"shapes {a.side}x{a.side}")
-    text = (f"{len(images)} held-out images (seed {recipes.HELDOUT_SEED}); rFID on Inception features"
+    text = (f"{len(images)} held-out images (seed {HELDOUT_SEED}); rFID on Inception features"
             f"{' (left out)' if features is None else ''}; {time.perf_counter() - t0:.0f} s\n\n{format_table(rows)}\n")
     print(text)
     if a.out:

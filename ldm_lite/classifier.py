@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import Pretrained
-from .datasets import COLOR_NAMES, KINDS, SIZE_NAMES, shapes
+from .datasets import COLOR_NAMES, HELDOUT_SEED, KINDS, SIZE_NAMES, shapes
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ def labelled_batch(ds, idx: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def evaluate_classifier(model: ShapesClassifier, n: int = 2000, seed: int = 12345, resolution: int = 32) -> dict:
+def evaluate_classifier(model: ShapesClassifier, n: int = 2000, seed: int = HELDOUT_SEED,
+                        resolution: int = 32) -> dict:
     """Accuracy per head on held-out seeds, and the rate at which real and corrupted images are `recognisable`."""
     ds = shapes(resolution=resolution, n=n, seed=seed, max_shapes=1)
     x, attrs = labelled_batch(ds, torch.arange(n))

@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from . import grounding
 from .classifier import MNISTClassifier
 from .conditioning import ClassConditioner, LayoutConditioner
-from .datasets import KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
+from .datasets import HELDOUT_SEED, KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
 from .errors import UsageError
 from .evaluation import FID_FEATURES, sample_many
 from .ldm import LatentDiffusion
@@ -35,19 +35,14 @@ log = logging.getLogger(__name__)
 
 
 # ============================================================================================== judging samples
-HELDOUT_SEED = 10_001  # shapes seed of held-out captions / layouts / real images (training uses seed 0)
-
-
-def heldout_shapes(n: int, shapes_per_image: int, seed: int = HELDOUT_SEED) -> dict[str, Any]:
-    """A batch of `n` held-out `shapes` items with exactly `shapes_per_image` shapes (image, caption, attrs, mask)."""
-
-
-    ds = shapes(32, n=n, seed=seed, max_shapes=shapes_per_image, min_shapes=shapes_per_image)
-    return default_collate([ds[i] for i in range(n)])
+def heldout_shapes(n: int, shapes_per_image: int, start: int = 0) -> dict[str, Any]:
+    """A batch of held-out `shapes` items `start` .. `start + n - 1` (seed `datasets.HELDOUT_SEED`) with exactly
+    `shapes_per_image` shapes (image, caption, attrs, mask)."""
+    ds = shapes(32, n=start + n, seed=HELDOUT_SEED, max_shapes=shapes_per_image, min_shapes=shapes_per_image)
+    return default_collate([ds[i] for i in range(start, start + n)])
 
 
 def _fid(real: torch.Tensor, fake: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]) -> float:
-
     with torch.no_grad():
         return float(fid(torch.cat([features(b) for b in real.split(256)]),
                          torch.cat([features(b) for b in fake.split(256)])))
@@ -59,11 +54,12 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
     """Text-to-image on held-out captions at each guidance scale.
 
     Single-shape captions: the share of samples whose kind and colour (and size) the frozen `ShapesClassifier`
-    reads as asked, and FID on its features against `n_real` held-out real single-shape images. Two-shape
+    reads as asked, and FID on its features against `n_real` held-out real single-shape images (the first `n_real`
+    of the held-out stream: the unconditional judge's reference too; the captions are the items after them). Two-shape
     captions (with a segmenter, `ldm_lite.grounding`): the share where every stated shape and the relation are
     found. Each scorer is first run on held-out real images (`scorer_on_real`): its agreement with the truth."""
 
-    one, real = heldout_shapes(n, 1), heldout_shapes(n_real, 1, seed=HELDOUT_SEED + 1)
+    real, one = heldout_shapes(n_real, 1), heldout_shapes(n, 1, start=n_real)
     judged = classifier.judge(one["image"])
     truth = one["attrs"][:, 0]
     out: dict[str, Any] = {"n": n, "n_real": n_real, "sample_options": sample_options, "scorer_on_real": {
@@ -191,7 +187,7 @@ def layout_pictures(ldm: LatentDiffusion, index: int, guidance_scale: float = 3.
     """For `widgets.images_panel`: the layout of held-out scene `index` (as a class map), the real scene, and `n`
     samples of the layout model for it ({caption: picture}, readout)."""
 
-    item = shapes(32, n=index + 1, seed=HELDOUT_SEED + 3, max_shapes=2)[index]
+    item = shapes(32, n=index + 1, seed=HELDOUT_SEED, max_shapes=2)[index]
     boxes, labels = boxes_from_attrs(item["attrs"][None])
     x = ldm.sample(batch={"boxes": boxes.expand(n, -1, -1), "box_labels": labels.expand(n, -1)},
                    guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(index), **sample_options)
@@ -269,7 +265,7 @@ def example_conditions(ldm: LatentDiffusion) -> dict[str, Any]:
                             "a large white diamond", "a large purple cross", "a small orange circle",
                             "a large cyan square"]}
     if kind == "layout":
-        boxes, labels = boxes_from_attrs(heldout_shapes(8, 2, seed=HELDOUT_SEED + 2)["attrs"])
+        boxes, labels = boxes_from_attrs(heldout_shapes(8, 2)["attrs"])
         return {"boxes": boxes, "box_labels": labels}
     if kind == "mnist-text":
         return {"caption": [f"a handwritten {w}" for w in NUMBER_WORDS]}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import recipes
-from .datasets import DEGRADATIONS, KINDS, MASK_KINDS, SIZE_NAMES, fixed_degradation, inpaint_mask, shapes
+from .datasets import DEGRADATIONS, HELDOUT_SEED, KINDS, MASK_KINDS, SIZE_NAMES, fixed_degradation, inpaint_mask, shapes
 from .errors import UsageError
 from .evaluation import classifier_features, sample_many
 from .ldm import LatentDiffusion
@@ -142,16 +142,17 @@ def sdedit_pictures(ldm: LatentDiffusion, image: Tensor, strength: float, steps:
 
 
 # ============================================================================================== evaluation
-def _held_out(n: int, seed: int, resolution: int = 32, **kw: Any) -> tuple[Tensor, Tensor]:
-    ds = shapes(resolution=resolution, n=n, seed=seed, **kw)
-    items = [ds[i] for i in range(n)]
+def _held_out(n: int, resolution: int = 32, start: int = 0, **kw: Any) -> tuple[Tensor, Tensor]:
+    """Images and masks of held-out `shapes` items start .. start + n - 1 (seed `datasets.HELDOUT_SEED`)."""
+    ds = shapes(resolution=resolution, n=start + n, seed=HELDOUT_SEED, **kw)
+    items = [ds[i] for i in range(start, start + n)]
     return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
 
 
-def inpainting_batch(n: int, kind: str = "box", seed: int = 12345) -> dict[str, Tensor]:
-    """`n` held-out single-shape images with their inpainting masks of one kind (as `inpainting_study` draws them):
-    {"image": (n, 3, 32, 32), "inpaint_mask": (n, 32, 32), 1 = missing}."""
-    x, seg = _held_out(n, seed, max_shapes=1)
+def inpainting_batch(n: int, kind: str = "box", seed: int = 0) -> dict[str, Tensor]:
+    """`n` held-out single-shape images (`datasets.HELDOUT_SEED`) with their inpainting masks of one kind drawn
+    from `seed`, as `inpainting_study` draws them: {"image": (n, 3, 32, 32), "inpaint_mask": (n, 32, 32), 1 = missing}."""
+    x, seg = _held_out(n, max_shapes=1)
     m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
                                                    seg[i].numpy())) for i in range(n)])
     return {"image": x, "inpaint_mask": m}
@@ -182,13 +183,14 @@ def image_scores(out: Tensor, target: Tensor, real_features: Tensor | None, clas
 
 
 @torch.no_grad()
-def sr_study(models: dict[str, LatentDiffusion], n: int = 256, seed: int = 12345, steps: int = 25,
+def sr_study(models: dict[str, LatentDiffusion], n: int = 256, seed: int = 0, steps: int = 25,
              classifier: Any = None, n_real: int = 1000) -> list[dict]:
     """The 2×2 degradation study (+ baselines): every model and bicubic up-sampling, on bicubic and on realistic
-    ×4 low-res versions of `n` held-out images; FID against `n_real` other held-out images."""
+    ×4 low-res versions of `n` held-out images; FID against `n_real` other held-out images (the first `n_real` of
+    the held-out stream, the inputs the `n` after them). `seed`: the degradations and the sampling noise."""
 
-    hr, _ = _held_out(n, seed)
-    real_f = classifier_features(_held_out(n_real, seed + 1)[0], classifier) if classifier is not None else None
+    real_f = classifier_features(_held_out(n_real)[0], classifier) if classifier is not None else None
+    hr, _ = _held_out(n, start=n_real)
     rows = []
     for test in ("bicubic", "realistic"):
         low = degrade(hr, test, seed)
@@ -208,7 +210,7 @@ def _psnr_where(x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: int = 128, seed: int = 12345,
+def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: int = 128, seed: int = 0,
                      steps: int = 25, kinds: tuple[str, ...] = MASK_KINDS) -> list[dict]:
     """Per mask kind, on `n` held-out single-shape images: PSNR outside the mask of the decoded output, of the
     output of replacement sampling (`known_latents`: ẑ_0 = the masked image's latent on cells with no missing
@@ -217,8 +219,9 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
     share of known pixels whose latent cell also holds missing pixels (generated, so they cannot keep the input);
     the share of pasted results (known pixels put back) that are *valid*: a recognisable shape (ShapesClassifier)
     or clean background (the segmenter finds at most 2 shape pixels); `fid_pasted`, FID on ShapesClassifier
-    features between the pasted results and the original images (the paper's Table 6 / 7 measure, n >= 256)."""
-    x = _held_out(n, seed, max_shapes=1)[0]
+    features between the pasted results and the original images (the paper's Table 6 / 7 measure, n >= 256).
+    `seed`: the masks and the sampling noise (the images are held out, `datasets.HELDOUT_SEED`)."""
+    x = _held_out(n, max_shapes=1)[0]
     rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
     rows = []
     for kind in kinds:
@@ -247,14 +250,15 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
 
 @torch.no_grad()
 def semantic_study(ldm: LatentDiffusion, segmenter: Any, sizes: tuple[tuple[int, int, int], ...] = (
-        (32, 1, 128), (64, 2, 48), (64, 1, 48), (128, 4, 8)), seed: int = 12345, steps: int = 25) -> list[dict]:
+        (32, 1, 128), (64, 2, 48), (64, 1, 48), (128, 4, 8)), seed: int = 0, steps: int = 25) -> list[dict]:
     """Mask agreement at each (side, canvas, n): maps of `shapes(side, canvas=canvas)`; the model samples an image
     of that side from each map; the segmenter's map of the sample is compared with the requested one (mIoU).
-    The segmenter's score on the real images of the same maps is the ceiling of the judge."""
+    The segmenter's score on the real images of the same maps is the ceiling of the judge. `seed`: the sampling
+    noise (the maps are held-out items, `datasets.HELDOUT_SEED`)."""
 
     rows = []
     for side, canvas, n in sizes:
-        real, maps = _held_out(n, seed, resolution=side, canvas=canvas)
+        real, maps = _held_out(n, resolution=side, canvas=canvas)
         out = _sample(ldm, {"mask": maps}, steps, seed, batch_size=max(1, 65536 // side**2))
         got, ceiling = iou_scores(segmenter.predict(out), maps), iou_scores(segmenter.predict(real), maps)
         rows.append({"size": f"{side}x{side}", "scene": "canvas" if canvas > 1 else

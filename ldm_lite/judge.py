@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import conditional, image_to_image
-from .datasets import shapes
+from .datasets import HELDOUT_SEED, shapes
 from .errors import UsageError
 from .evaluation import FID_FEATURES, evaluate_samples, sample_many
 from .ldm import LatentDiffusion
 from .metrics import InceptionFeatures, extract_features, fid, kid
-from .recipes import HELDOUT_SEED, get_classifier, stack_images, training_data
+from .recipes import get_classifier, stack_images, training_data
 from .segmenter import load_segmenter
 from .spatial import InpaintingConditioner, SemanticConditioner, SuperResolutionConditioner
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .autoencoder import DiagonalGaussian, QuantizedLatent
 from .errors import UsageError
+from .runtime import pick_device
 
 if TYPE_CHECKING:
     from .text import FrozenTextConditioner
@@ -51,8 +52,9 @@ def fingerprint(dataset: Any, autoencoder: nn.Module) -> str:
 class LatentCache(Dataset):
     """Items of `dataset` with "image" replaced by the first stage's latent statistics (see the module doc)."""
 
-    def __init__(self, dataset: Any, autoencoder: nn.Module, device: str | torch.device = "cpu",
+    def __init__(self, dataset: Any, autoencoder: nn.Module, device: str | torch.device = "auto",
                  batch_size: int = 256, progress: bool = True, text_encoder: FrozenTextConditioner | None = None):
+        device = pick_device(device)
         self.fingerprint = fingerprint(dataset, autoencoder)
         self.fields: dict[str, Any] = {}
         # the frozen text states: one row per distinct caption (U, L, 384) and each item's row (N,)

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .runtime import pick_device
+
 Features = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, H, W) in [-1, 1] -> (N, D)
 
 
@@ -171,8 +173,8 @@ class InceptionFeatures:
     """images (N, 3, H, W) in [-1, 1] -> (N, 2048) Inception pool features; resized to 299x299 (bilinear).
     Grayscale (N, 1, H, W) is repeated to 3 channels."""
 
-    def __init__(self, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
+    def __init__(self, device: str | torch.device = "auto"):
+        self.device = pick_device(device)
         with warnings.catch_warnings():  # "torch.jit.load is deprecated": the package ships TorchScript
             warnings.simplefilter("ignore", FutureWarning)
             self.model = torch.jit.load(str(inception_path()), map_location="cpu").eval().to(self.device)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class MainConfig:
     resolution: int = 32  # image side
-    n_train: int = 20_000  # shapes items to train on (seed 0); held-out evaluation uses seed 1
+    n_train: int = 20_000  # shapes items to train on (seed 0); held-out evaluation: datasets.HELDOUT_SEED
     max_shapes: int = 1  # shapes per image (1: the shapes score judges every sample)
     ae_steps: int = 800  # autoencoder steps when it is trained here (reconstruction + KL only, no LPIPS/GAN)
     ae_batch_size: int = 32
@@ -117,7 +117,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
     plotting.image_grid(samples[:64], ncols=8, title=f"LDM-4 samples ({cfg.sampler}, {cfg.sample_steps} steps)").savefig(
         out / "samples.png", dpi=110)
 
-    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=recipes.HELDOUT_SEED,
+    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=datasets.HELDOUT_SEED,
                                                 max_shapes=cfg.max_shapes))
     metrics = {
         "device": str(dev),

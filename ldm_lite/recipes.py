@@ -53,7 +53,7 @@ from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
 
-HELDOUT_SEED = 1  # `shapes` seed of every held-out set (training uses TrainConfig.seed = 0)
+HELDOUT_SEED = datasets.HELDOUT_SEED  # re-exported: the one held-out `shapes` seed (training uses TrainConfig.seed = 0)
 
 
 # ============================================================================================== the one config
@@ -329,7 +329,7 @@ def _train_segmenter(cfg: TrainConfig, out: Path, progress: bool, resume: bool =
     from .segmenter import train_segmenter, validate
 
     model, history = train_segmenter(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out,
-                                     resume=resume, progress=progress)
+                                     resume=resume, progress=progress, device=cfg.device)
     return TrainResult(model.eval(), history, validate(model, cfg.n_eval), out, cfg)
 
 
@@ -482,9 +482,9 @@ def train(name: str, out: str | Path | None = None, *, progress: bool = True, gp
     return result
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load(name_or_path: str | Path, device: str | torch.device = "auto") -> nn.Module:
     """Any model folder (shipped name, folder, or a run folder holding `model/`) with the class its config names,
-    in eval mode; `from_pretrained` of that class."""
+    in eval mode on `device` ("auto": `runtime.pick_device`); `from_pretrained` of that class."""
     path = Path(name_or_path)
     if not path.exists() and (paths.PRETRAINED_DIR / str(name_or_path)).is_dir():
         path = paths.PRETRAINED_DIR / str(name_or_path)
@@ -507,13 +507,13 @@ def load_or_train(name: str, out: str | Path | None = None, *, progress: bool = 
                   **overrides: Any) -> tuple[nn.Module, str]:
     """The shipped model `name` when present (and `prefer_shipped`), else one trained earlier under `out` with the
     same settings, else one trained now with its recipe and `overrides` (e.g. fewer steps for a quick model);
-    returns (model, where it came from)."""
-    if prefer_shipped and (paths.PRETRAINED_DIR / name / "config.json").is_file():
-        return load(name), f"shipped ({name})"
+    returns (model, where it came from), on `device` (an override; default "auto") whichever it is."""
     cfg = config(name, **overrides)
+    if prefer_shipped and (paths.PRETRAINED_DIR / name / "config.json").is_file():
+        return load(name, cfg.device), f"shipped ({name})"
     run = Path(out) if out is not None else default_out(name, cfg)
     if (run / FINAL_DIR / "config.json").is_file() and _same_config(run, cfg):
-        return load(run), f"trained here earlier ({run})"
+        return load(run, cfg.device), f"trained here earlier ({run})"
     log.warning("no shipped %s: training one here (%d steps, %s)", name, cfg.steps, run)
     return train(name, run, progress=progress, **overrides).model, f"trained now ({cfg.steps} steps, {run})"
 

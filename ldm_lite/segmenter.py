@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import Pretrained
-from .datasets import KINDS, shapes
+from .datasets import HELDOUT_SEED, KINDS, shapes
 from .paths import pretrained
+from .runtime import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _images_and_maps(ds, start: int, n: int) -> tuple[Tensor, Tensor]:
 
 
 def train_segmenter(steps: int = 1200, batch_size: int = 32, resolution: int = 32, seed: int = 0, lr: float = 3e-3,
-                    width: int = 16, device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                    width: int = 16, device: str | torch.device = "auto", out_dir: str | os.PathLike | None = None,
                     resume: bool | str | os.PathLike | None = None,
                     progress: bool = True) -> tuple[ShapesSegmenter, dict[str, list]]:
     """Train on `shapes(resolution, seed)` (per-pixel cross-entropy, one-cycle LR); returns the model (eval mode)
@@ -133,6 +134,7 @@ def train_segmenter(steps: int = 1200, batch_size: int = 32, resolution: int = 3
     `evaluate_segmenter`."""
     from .fit import StepContext, fit
 
+    device = pick_device(device)
     torch.manual_seed(seed)
     model = ShapesSegmenter(ShapesSegmenterConfig(width=width)).to(device)
     ds = shapes(resolution=resolution, n=steps * batch_size, seed=seed)
@@ -155,7 +157,8 @@ def train_segmenter(steps: int = 1200, batch_size: int = 32, resolution: int = 3
 
 
 @torch.no_grad()
-def evaluate_segmenter(model: ShapesSegmenter, n: int = 1000, seed: int = 12345, resolution: int = 32) -> dict:
+def evaluate_segmenter(model: ShapesSegmenter, n: int = 1000, seed: int = HELDOUT_SEED,
+                       resolution: int = 32) -> dict:
     """Pixel accuracy and mean IoU on `n` held-out `shapes` images (a seed training did not use)."""
     x, y = _images_and_maps(shapes(resolution=resolution, n=n, seed=seed), 0, n)
     out = iou_scores(model.predict(x), y)
@@ -165,12 +168,12 @@ def evaluate_segmenter(model: ShapesSegmenter, n: int = 1000, seed: int = 12345,
 
 def validate(model: ShapesSegmenter, n_eval: int = 1000) -> dict:
     """Held-out mask agreement of a segmenter: 32×32 images and 64×64 canvases (a fifth as many)."""
-    return {"held_out_32": evaluate_segmenter(model, n=n_eval, seed=12345, resolution=32),
+    return {"held_out_32": evaluate_segmenter(model, n=n_eval, resolution=32),
             "held_out_64_canvas": evaluate_segmenter_canvas(model, n=max(1, n_eval // 5))}
 
 
 @torch.no_grad()
-def evaluate_segmenter_canvas(model: ShapesSegmenter, n: int = 200, seed: int = 12345) -> dict:
+def evaluate_segmenter_canvas(model: ShapesSegmenter, n: int = 200, seed: int = HELDOUT_SEED) -> dict:
     """Pixel accuracy and mean IoU on held-out 64×64 canvas scenes (shapes at the 32×32 scale, up to 12 of them)."""
     x, y = _images_and_maps(shapes(resolution=64, n=n, seed=seed, canvas=2), 0, n)
     out = iou_scores(model.predict(x), y)

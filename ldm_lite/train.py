@@ -268,7 +268,7 @@ def _compiled(model: torch.nn.Module, options: bool | dict) -> Any:
 
 # ============================================================================================== shapes classifier
 def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution: int = 32, seed: int = 0,
-                            lr: float = 2e-3, device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                            lr: float = 2e-3, device: str | torch.device = "auto", out_dir: str | os.PathLike | None = None,
                             checkpoint_every: int = 500, resume: bool | str | os.PathLike | None = None,
                             progress: bool = True) -> tuple[Any, dict[str, list]]:
     """Train the `ShapesClassifier` on `shapes(max_shapes=1)` (half of every batch corrupted for the `valid` head);

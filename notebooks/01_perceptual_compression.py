@@ -38,7 +38,7 @@ SWEEP_FS = (1, 2, 4, 8, 16)            # the downsampling factors of the sweep
 SWEEP_STEPS = 3 if SMOKE else 300      # the sweep's short schedule (reconstruction + KL only)
 BATCH = 8
 N_TRAIN = 64 if SMOKE else 20_000      # shapes training images (seed 0)
-N_EVAL = 32 if SMOKE else 512          # held-out images for the metrics (seed 1)
+N_EVAL = 32 if SMOKE else 512          # held-out images for the metrics (ll.datasets.HELDOUT_SEED)
 
 # %%
 import functools
@@ -65,7 +65,8 @@ torch.manual_seed(0);
 
 # %%
 train = ll.datasets.shapes(resolution=32, n=N_TRAIN, seed=0)
-eval_images = torch.stack([ll.datasets.shapes(resolution=32, n=N_EVAL, seed=1)[i]["image"] for i in range(N_EVAL)])
+eval_set = ll.datasets.shapes(resolution=32, n=N_EVAL, seed=ll.datasets.HELDOUT_SEED)
+eval_images = torch.stack([eval_set[i]["image"] for i in range(N_EVAL)])
 for f in SWEEP_FS:
     cfg = ll.autoencoder.AutoencoderConfig.kl(f=f)
     print(f"f = {f:2d}: 3x32x32 -> latent {cfg.latent_channels}x{32 // f}x{32 // f}, compression {cfg.compression():g}x")

@@ -99,7 +99,8 @@ fig = ll.plotting.image_grid(rows, titles, ncols=N_COMPARE, title="same starting
 
 # %%
 clf = ll.recipes.get_classifier()
-real = torch.stack([it["image"] for it in (ll.datasets.shapes(32, n=N_REAL, seed=1, max_shapes=1)[i] for i in range(N_REAL))])
+held_out = ll.datasets.shapes(32, n=N_REAL, seed=ll.datasets.HELDOUT_SEED, max_shapes=1)
+real = torch.stack([held_out[i]["image"] for i in range(N_REAL)])
 sweep = ll.evaluation.sampler_sweep(ldm, ["ddpm", "ddim", "plms", "dpm_solver_pp"], SWEEP_STEPS, N_SWEEP, real, clf)
 print(ll.metrics.format_table(sweep))
 

@@ -1,6 +1,6 @@
 """Judge a conditional LDM (text, layout or class-conditional) and optionally ship it: a thin caller of
-`ldm_lite.conditional.evaluate` (the same judging as `ldm-lite evaluate --model <folder>`), plus a sample grid and
-`--ship`.
+`ldm_lite.judge.evaluate` (the same judging as `ldm-lite evaluate --model <folder>`), plus a sample grid
+(`evaluation.sample_many`) and `--ship` (`recipes.ship`).
 
     python scripts/evaluate_conditional.py --model outputs/t2i-shapes32/model --n 100 \
         --out outputs/t2i-shapes32/metrics.json [--ship ldm-kl-f4-shapes32-text --train-command "..."]
@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from ldm_lite import conditional, plotting, recipes
+from ldm_lite.evaluation import sample_many
+from ldm_lite.judge import evaluate
 from ldm_lite.recipes import ship
 
 SMOKE = {"n": 2, "guidance": [1.0], "steps": 2, "n_real": 8}  # --smoke: seconds, for tests
@@ -67,7 +69,7 @@ def main() -> None:
     ldm = recipes.load(path)
     opts = {"sampler": a.sampler, "steps": a.steps}
     t0 = time.perf_counter()
-    metrics = conditional.evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)
+    metrics = evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)
     batch = conditional.example_conditions(ldm)
     metrics["evaluation_seconds"] = round(time.perf_counter() - t0, 1)
     metrics["command"] = "python scripts/evaluate_conditional.py " + flags(a, ("ship", "train_command", "samples"))
@@ -79,7 +81,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith(("guidance", "scorer"))}, indent=2))
     if a.samples:
         s = max(a.guidance)
-        x = ldm.sample(batch=batch, guidance_scale=s, generator=torch.Generator().manual_seed(0), **opts)
+        x = sample_many(ldm, batch=batch, guidance_scale=s, seed=0, **opts)
         titles = batch.get("caption") or [str(k.tolist()) for k in batch.get("label", batch.get("box_labels"))]
         plotting.image_grid(x.cpu(), titles, ncols=len(x) // 2 if len(x) > 8 else 4,
                             title=f"guidance {s:g}, {a.sampler} {a.steps} steps").savefig(a.samples, dpi=90)

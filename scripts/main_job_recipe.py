@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ldm_lite import datasets, recipes  # noqa: E402
-from ldm_lite.evaluation import evaluate_samples  # noqa: E402
+from ldm_lite import recipes  # noqa: E402
+from ldm_lite.judge import evaluate  # noqa: E402
 from ldm_lite.pipeline import MainConfig, train_config  # noqa: E402
 
 
@@ -50,17 +50,14 @@ def main() -> None:
     cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     evals = a.evals or (str(cfg.ldm_steps) if a.smoke else "400,700,1000")
     out = a.out / a.name
-    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=recipes.HELDOUT_SEED,
-                                                max_shapes=1))
     cpu = 0.0
     for n in (int(s) for s in evals.split(",")):
         c0 = time.process_time()
         ldm = recipes.train("ldm-kl-f4-shapes32", out / "ldm", progress=False,
                             **{**asdict(train_config(cfg, dev)), "steps": n, "max_seconds": None, "min_steps": 0}).model
         cpu += time.process_time() - c0
-        samples = ldm.sample(cfg.n_samples, sampler=cfg.sampler, steps=cfg.sample_steps,
-                             generator=torch.Generator().manual_seed(cfg.seed)).cpu()
-        m = evaluate_samples(samples, real, recipes.get_classifier())
+        m = evaluate(ldm, cfg.n_samples, n_real=cfg.n_eval_real, seed=cfg.seed, sampler=cfg.sampler,
+                     steps=cfg.sample_steps)  # the one judge: shapes score + FID vs the held-out reference
         print("RESULT", json.dumps({"name": a.name, "batch": cfg.batch_size, "lr": cfg.lr, "steps": n,
                                     "train_cpu_s": round(cpu, 1), "recognisable": m["recognisable"],
                                     "fid": round(m["fid"], 1)}), flush=True)
