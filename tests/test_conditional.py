@@ -11,7 +11,7 @@ from ldm_lite.autoencoder import IdentityAutoencoder
 from ldm_lite.ldm import LatentDiffusion
 from ldm_lite.unet import UNet, UNetConfig
 
-N = 24
+N, N_REAL = 24, 48  # conditions, FID reference images (the conditions are the held-out items after these)
 RECIPE_OF = {"text": "ldm-kl-f4-shapes32-text", "layout": "ldm-kl-f4-shapes32-layout",
              "class": "ldm-kl-f4-mnist32-class", "mnist-text": "ldm-kl-f4-mnist32-text"}
 
@@ -25,7 +25,7 @@ def real_shapes_sampler(shift: int = 0):
     the caption `shift` places later when shift > 0: a model that ignores its condition)."""
     lookup = {}
     for k in (1, 2):
-        b = conditional.heldout_shapes(N, k)
+        b = conditional.heldout_shapes(N_REAL + N, k)
         lookup.update(zip(b["caption"], b["image"]))
 
     def sample_many(ldm, batch, **options):
@@ -39,16 +39,18 @@ def test_text_model_real_images_of_the_requested_captions_score_100_percent(monk
     ldm = tiny("text")
     assert conditional.condition_kind(ldm) == "shapes-text"
     monkeypatch.setattr(conditional, "sample_many", real_shapes_sampler())
-    out = conditional.evaluate(ldm, n=N, guidance_scales=(1, 3), n_real=48, steps=2)
+    out = conditional.evaluate(ldm, n=N, guidance_scales=(1, 3), n_real=N_REAL, steps=2)
     assert out["condition_kind"] == "shapes-text" and "ShapesClassifier" in out["judge"]
     assert out["scorer_on_real"] == {"classifier_kind_and_color": 1.0, "segmenter_two_shapes": 1.0}
     for s in ("guidance_1", "guidance_3"):
         row = out[s]
         assert row["single_kind_and_color"] == 1.0 and row["two_all_and_relation"] == 1.0
-        assert row["fid"] < 100  # real vs real (small sets)
+        # real vs other real images: disjoint sets of 24 and 48 (singular covariances) measure 90-130 here;
+        # two-shape scenes ~180, noise ~790
+        assert row["fid"] < 150
 
     monkeypatch.setattr(conditional, "sample_many", real_shapes_sampler(shift=1))  # images of other captions
-    wrong = conditional.evaluate(ldm, n=N, guidance_scales=(3,), n_real=48, steps=2)["guidance_3"]
+    wrong = conditional.evaluate(ldm, n=N, guidance_scales=(3,), n_real=N_REAL, steps=2)["guidance_3"]
     assert wrong["single_kind_and_color"] <= 0.3 and wrong["two_all_and_relation"] <= 0.3
 
 
