@@ -623,7 +623,7 @@ def diffusers_config(config: AutoencoderConfig, scale_factor: float = 1.0, sampl
 
 def to_diffusers(ae: Autoencoder, sample_size: int = 32):
     """An equivalent `diffusers.AutoencoderKL` (same weights; scaling_factor = ae.scale_factor)."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # local: diffusers is an optional (test) dependency
 
     vae = AutoencoderKL(**diffusers_config(ae.config, float(ae.scale_factor), sample_size))
     state = {rename_key(k, _TO_DIFFUSERS): v for k, v in ae.state_dict().items() if k != "scale_factor"}

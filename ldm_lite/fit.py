@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -111,8 +112,6 @@ class TrainingDiverged(FloatingPointError):
 def distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Under `torchrun` (WORLD_SIZE > 1) joins the process group: NCCL on GPUs (one
     per LOCAL_RANK), gloo on CPUs."""
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from . import recipes
@@ -271,8 +272,6 @@ def semantic_study(ldm: LatentDiffusion, segmenter: Any, sizes: tuple[tuple[int,
 # ============================================================================================== files (CLI)
 def read_png(path: str | os.PathLike, what: str, channels: int | None = 3) -> Tensor:
     """A PNG as it is (no resizing): channels=3 -> (3, H, W) in [-1, 1]; channels=None -> (H, W) integer values."""
-    from PIL import Image
-
     img = Image.open(path)
     arr = np.asarray(img)
     if channels is None:
@@ -295,8 +294,6 @@ def sample_to_file(task: str, out: str | os.PathLike, *, lowres: str | None = No
     sr: `lowres` an RGB PNG (h, w) -> a (4h, 4w) image; inpaint: `image` an RGB PNG and `mask` a PNG of 0 / 255
     (or 0 / 1; white = fill) of the same size; semantic: `seg_map` a greyscale PNG of class indices 0..6
     (0 background, 1 + kind in KINDS), any side divisible by 4."""
-    from PIL import Image
-
     ldm = recipes.load(model or SHIPPED[task if task != "sr" or degradation == "bicubic" else "sr-realistic"])
     if task == "sr":
         if lowres is None:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, IdentityAutoencoderConfig
-from .checkpoint import CheckpointError, rename_key
+from .checkpoint import CheckpointError, load_weights, rename_key
 from .conditioning import ClassConditioner, ClassConditionerConfig
 from .interop_diffusers import from_diffusers, to_diffusers, unet_from_diffusers, unet_to_diffusers  # noqa: F401
 from .ldm import LatentDiffusion, ScaleFactorWarning
@@ -57,7 +57,7 @@ FIRST_STAGES = ("AutoencoderKL", "VQModel", "VQModelInterface", "IdentityFirstSt
 
 def _need_yaml():
     try:
-        import yaml
+        import yaml  # local: PyYAML is optional (the interop extra)
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("reading a CompVis config.yaml needs PyYAML: pip install 'ldm-lite[interop]' "
                           "(or pip install pyyaml)") from None
@@ -99,8 +99,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist; pass the downloaded .ckpt (or a .safetensors conversion)")
     if path.suffix == ".safetensors":
-        from .checkpoint import load_weights
-
         return load_weights(path)
     if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
         raise CheckpointError(f"reading {path} safely needs torch >= 2.6 (pip install 'ldm-lite[interop]'), or "

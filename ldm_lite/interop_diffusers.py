@@ -12,6 +12,7 @@ and k/v (cross-attention) projections split into diffusers' separate ones. Teste
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Any
 
 import torch
 
-from .autoencoder import Autoencoder
-from .checkpoint import CheckpointError, rename_key
+from .autoencoder import _TO_DIFFUSERS, Autoencoder, diffusers_config
+from .autoencoder import to_diffusers as kl_to_diffusers
+from .checkpoint import CheckpointError, atomic_dir, rename_key
 from .ldm import LatentDiffusion
 from .unet import UNet, UNetConfig
 
@@ -104,7 +106,7 @@ def diffusers_unet_config(c: UNetConfig, sample_size: int) -> tuple[str, dict]:
 
 def unet_to_diffusers(unet: UNet, sample_size: int = 8):
     """An equivalent diffusers `UNet2DModel` (self-attention) or `UNet2DConditionModel` (cross-attention)."""
-    import diffusers
+    import diffusers  # local in every function here: diffusers is an optional (test) dependency
 
     cls_name, kwargs = diffusers_unet_config(unet.config, sample_size)
     model = getattr(diffusers, cls_name)(**kwargs)
@@ -186,9 +188,6 @@ def _scheduler(ldm: LatentDiffusion):
 
 def first_stage_to_diffusers(ae: Autoencoder, sample_size: int):
     """An `AutoencoderKL` (KL) or `VQModel` (VQ) with the kit autoencoder's weights and scale factor."""
-    from .autoencoder import _TO_DIFFUSERS, diffusers_config
-    from .autoencoder import to_diffusers as kl_to_diffusers
-
     if not isinstance(ae, Autoencoder):
         raise ValueError("a pixel-space model (IdentityAutoencoder) has no first stage to export")
     if ae.config.regularizer == "kl":
@@ -224,7 +223,6 @@ def to_diffusers(model: LatentDiffusion, directory: str | os.PathLike) -> Path:
     """
     import diffusers
 
-    from .checkpoint import atomic_dir
 
     if not isinstance(model, LatentDiffusion):
         raise TypeError(f"to_diffusers exports a LatentDiffusion, got {type(model).__name__}")
@@ -259,8 +257,6 @@ def from_diffusers(source: str | os.PathLike | Any) -> UNet:
     """The kit's `UNet` from a diffusers UNet: a `UNet2DModel` / `UNet2DConditionModel`, its folder, or a pipeline
     folder with a `unet/` subfolder."""
     if isinstance(source, (str, os.PathLike)):
-        import json
-
         import diffusers
 
         path = Path(source)

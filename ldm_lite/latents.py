@@ -22,7 +22,7 @@ first/last images) tells whether a cache still belongs to an (autoencoder, datas
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +32,7 @@ from tqdm.auto import tqdm
 from .autoencoder import DiagonalGaussian, QuantizedLatent
 from .errors import UsageError
 from .runtime import pick_device
-
-if TYPE_CHECKING:
-    from .text import FrozenTextConditioner
+from .text import FrozenTextConditioner
 
 
 def fingerprint(dataset: Any, autoencoder: nn.Module) -> str:

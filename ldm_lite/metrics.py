@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .perceptual import LPIPS
 from .runtime import pick_device
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, H, W) in [-1, 1] -> (N, D)
@@ -66,8 +67,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
 
 @lru_cache(maxsize=2)
 def _lpips_model(net: str):
-    from .perceptual import LPIPS
-
     return LPIPS(net)
 
 

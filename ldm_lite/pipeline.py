@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import datasets, recipes
 from .autoencoder import Autoencoder
@@ -88,7 +89,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
              resume: bool = True) -> dict:
     """The README's main job. Writes samples.png, curves.png, metrics.json and the LDM (ldm/model) under `out`;
     resumes the LDM run found there (`resume=False`: from step 0)."""
-    import matplotlib
+    import matplotlib  # local, with plotting: the Agg backend is chosen before pyplot is first imported
 
     matplotlib.use("Agg")
     from . import plotting
@@ -146,11 +147,9 @@ def _tail_mean(values: list, steps: list, last: int) -> float:
 
 def tour(out: Path, resolution: int = 32) -> dict:
     """Grids of every offline dataset with captions (and masks for shapes); returns what it wrote."""
-    import matplotlib
+    import matplotlib  # local, with plotting: as in run_main
 
     matplotlib.use("Agg")
-    from tqdm.auto import tqdm
-
     from . import plotting
 
     out.mkdir(parents=True, exist_ok=True)

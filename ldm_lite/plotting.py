@@ -98,7 +98,7 @@ class LiveCurve:
     """A loss curve that redraws in a notebook every `every` steps: pass it as `train_ldm(step_callback=...)`."""
 
     def __init__(self, title: str = "training loss", every: int = 20, ylabel: str = "loss"):
-        from IPython.display import display
+        from IPython.display import display  # local: IPython (~2 s) only for a live plot in a notebook
 
         self.steps: list[int] = []
         self.values: list[float] = []

@@ -32,7 +32,8 @@ from torch import nn
 from . import datasets, paths
 from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, estimate_scale_factor
 from .checkpoint import CheckpointError, atomic_dir, read_json, write_json
-from .classifier import MNISTClassifier, ShapesClassifier
+from .classifier import MNISTClassifier, ShapesClassifier, evaluate_classifier
+from .compression import reconstruction_metrics
 from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
 from .errors import UsageError
 from .fit import FINAL_DIR
@@ -40,7 +41,7 @@ from .ldm import LatentDiffusion
 from .losses import AutoencoderLossConfig
 from .runtime import pick_device
 from .schedule import Schedule
-from .segmenter import ShapesSegmenter
+from .segmenter import ShapesSegmenter, train_segmenter, validate
 from .spatial import (
     InpaintingConditioner,
     InpaintingConfig,
@@ -49,6 +50,7 @@ from .spatial import (
     SuperResolutionConfig,
 )
 from .text import FrozenTextConditioner, FrozenTextConditionerConfig, TextConditioner, TextConditionerConfig
+from .train import train_autoencoder, train_ldm, train_mnist_classifier, train_shapes_classifier
 from .unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
@@ -262,9 +264,6 @@ def _checkpoint_every(cfg: TrainConfig) -> int:
 
 def _train_autoencoder(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     """A KL/VQ autoencoder (§3.1): trained, scale factor 1/std(z) estimated, judged on held-out images."""
-    from .compression import reconstruction_metrics
-    from .train import train_autoencoder
-
     overrides: dict[str, Any] = {"latent_channels": cfg.latent_channels, "base_channels": cfg.base_channels}
     if cfg.preset.startswith("vq"):
         overrides["codebook_size"] = cfg.codebook_size
@@ -288,8 +287,6 @@ def _train_autoencoder(cfg: TrainConfig, out: Path, progress: bool, resume: bool
 
 def _train_ldm(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
     """An LDM (eq. 2; eq. 3 with a condition) on its frozen first stage, from the latent cache by default."""
-    from .train import train_ldm
-
     if cfg.latent_cache and cfg.condition == "inpaint":
         raise UsageError("latent_cache=True cannot serve inpainting: its conditioner encodes each masked image "
                          "during training; set latent_cache=False (on the command line: --no-latent-cache)")
@@ -307,9 +304,6 @@ def _train_ldm(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True)
 
 
 def _train_shapes_classifier(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
-    from .classifier import evaluate_classifier
-    from .train import train_shapes_classifier
-
     model, history = train_shapes_classifier(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, lr=cfg.lr,
                                              resolution=cfg.resolution, device=cfg.device, out_dir=out,
                                              checkpoint_every=_checkpoint_every(cfg), resume=resume,
@@ -318,16 +312,12 @@ def _train_shapes_classifier(cfg: TrainConfig, out: Path, progress: bool, resume
 
 
 def _train_mnist_classifier(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
-    from .train import train_mnist_classifier
-
     model, metrics = train_mnist_classifier(epochs=max(1, cfg.steps), batch_size=cfg.batch_size, lr=cfg.lr,
                                             seed=cfg.seed, out_dir=out, resume=resume, progress=progress)
     return TrainResult(model, {}, metrics, out, cfg)
 
 
 def _train_segmenter(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True) -> TrainResult:
-    from .segmenter import train_segmenter, validate
-
     model, history = train_segmenter(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out,
                                      resume=resume, progress=progress, device=cfg.device)
     return TrainResult(model.eval(), history, validate(model, cfg.n_eval), out, cfg)

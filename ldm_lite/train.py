@@ -16,12 +16,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
 
 from .autoencoder import Autoencoder
+from .classifier import MNISTClassifier, ShapesClassifier, ShapesClassifierConfig, corrupt, labelled_batch
+from .datasets import mnist, shapes
 from .errors import UsageError, UsageTypeError
 from .fit import StepContext, distributed, fit, resolve_device
+from .latents import LatentCache
 from .losses import AutoencoderLossConfig, autoencoder_loss
+from .text import FrozenTextConditioner
 from .validation import check_int, check_number, describe
 
 log = logging.getLogger(__name__)
@@ -190,10 +195,6 @@ def train_ldm(
     `dataset`; the weights are those of training from the images. `text_cache=True` (with `latent_cache`) caches a
     `FrozenTextConditioner`'s frozen states of every training caption in it too (no effect on other conditioners).
     """
-    from torch.nn.parallel import DistributedDataParallel
-
-    from .latents import LatentCache
-    from .text import FrozenTextConditioner
 
     _check_hyper(steps, batch_size, lr, warmup=warmup, checkpoint_every=checkpoint_every, min_steps=min_steps,
                  log_every=log_every, seed=seed, ema=ema, weight_decay=weight_decay, grad_clip=grad_clip,
@@ -273,9 +274,6 @@ def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution
                             progress: bool = True) -> tuple[Any, dict[str, list]]:
     """Train the `ShapesClassifier` on `shapes(max_shapes=1)` (half of every batch corrupted for the `valid` head);
     returns the model and its history. Held-out accuracy: `ldm_lite.classifier.evaluate_classifier`."""
-    from .classifier import ShapesClassifier, ShapesClassifierConfig, corrupt, labelled_batch
-    from .datasets import shapes
-
     _check_hyper(steps, batch_size, lr)
     device = resolve_device(device)
     torch.manual_seed(seed)
@@ -311,9 +309,6 @@ def train_mnist_classifier(epochs: int = 8, batch_size: int = 64, lr: float = 3e
                            progress: bool = True) -> tuple[Any, dict]:
     """Train the `MNISTClassifier` on the offline MNIST train split (random shifts of up to 2 pixels); returns the
     model and its accuracy on the held-out test split (`mnist(split="test")`, never seen in training)."""
-    from .classifier import MNISTClassifier
-    from .datasets import mnist
-
     torch.manual_seed(seed)
     train, test = (mnist(32, channels=1, split=s, source="offline") for s in ("train", "test"))
     x = torch.stack([train[i]["image"] for i in range(len(train))])

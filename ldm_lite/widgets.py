@@ -42,6 +42,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -461,8 +463,6 @@ def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widg
 
 
 def _class_cmap():
-    from matplotlib.colors import ListedColormap
-
     return ListedColormap(["black", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan",
                            "tab:pink", "tab:olive", "tab:brown"])
 
@@ -573,8 +573,6 @@ def prompt_panel(generate: Callable[[str, float], Tensor], prompt: str = "a larg
                  guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8) -> widgets.VBox:
     """A prompt box and a guidance control that generate on the fly: `generate(prompt, guidance_scale)` ->
     images (B, C, H, W) in [-1, 1] (e.g. a closure over `ldm.sample(prompts=[prompt] * 8, ...)`)."""
-    import time
-
     box = widgets.Text(value=prompt, description="prompt", continuous_update=False,
                        layout=widgets.Layout(width="420px"))
     scale = widgets.FloatSlider(value=guidance, min=0.0, max=max_guidance, step=0.5, description="guidance",

@@ -17,8 +17,12 @@ import torch
 from torch import Tensor
 
 from .. import runtime
+from ..autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder
+from ..datasets import shapes
+from ..ldm import LatentDiffusion
 from ..paths import PRETRAINED_DIR, REPO_ROOT
 from ..schedule import Schedule
+from ..unet import UNet, UNetConfig
 
 log = logging.getLogger(__name__)
 SOLUTIONS = REPO_ROOT / "solutions" / "exercises.py"
@@ -221,9 +225,6 @@ def _report(verdict: Verdict) -> Verdict:
 @functools.cache
 def shipped(name: str):
     """A shipped checkpoint from data/pretrained (None when absent)."""
-    from ..autoencoder import Autoencoder
-    from ..ldm import LatentDiffusion
-
     path = PRETRAINED_DIR / name
     if not path.is_dir():
         return None
@@ -232,8 +233,6 @@ def shipped(name: str):
 
 def real_autoencoder(kind: str):
     """(the shipped f=4 autoencoder of this kind, or a small untrained one, and where it came from)."""
-    from ..autoencoder import Autoencoder, AutoencoderConfig
-
     ae = shipped(f"ae-{kind}-f4-shapes32")
     if ae is not None:
         return ae, f"shipped ae-{kind}-f4-shapes32"
@@ -244,10 +243,6 @@ def real_autoencoder(kind: str):
 
 
 def real_ldm():
-    from ..autoencoder import IdentityAutoencoder
-    from ..ldm import LatentDiffusion
-    from ..unet import UNet, UNetConfig
-
     model = shipped("ldm-kl-f4-shapes32")
     if model is not None:
         return model, "the shipped ldm-kl-f4-shapes32"
@@ -260,8 +255,6 @@ def real_ldm():
 
 @functools.lru_cache(maxsize=4)
 def real_images(n: int = 4, seed: int = 2024) -> Tensor:
-    from ..datasets import shapes
-
     ds = shapes(resolution=32, n=n, seed=seed, max_shapes=1)
     return torch.stack([ds[i]["image"] for i in range(n)])  # (n, 3, 32, 32)
 

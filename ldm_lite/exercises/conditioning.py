@@ -6,6 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import samplers
+from ..attention import Attention
+from ..samplers import keep_known
+from ..schedule import Schedule
+from ..spatial import SuperResolutionConditioner, SuperResolutionConfig, known_latents
 from .checking import (
     Case,
     Fn,
@@ -24,8 +29,6 @@ def check_cross_attention(fn: Fn, demo: bool = False) -> Verdict:
     Q = x·w_q from the image tokens x (B, N, d), K = context·w_k and V = context·w_v from the context (B, L, d_ctx);
     softmax(Q·Kᵀ / √d)·V. w_q (d, d), w_k and w_v (d_ctx, d). Cases: d_ctx = d, d_ctx ≠ d, one context token, B = 1.
     (No model demo: notebook 05 shows cross-attention in a conditional model.)"""
-    from ..attention import Attention
-
     def ref(x, context, w_q, w_k, w_v):
         a = Attention(w_q.shape[1], head_dim=w_q.shape[1], context_dim=context.shape[-1])
         with torch.no_grad():
@@ -70,8 +73,6 @@ def check_sr_unet_input(fn: Fn, demo: bool = False) -> Verdict:
     torch.cat([z_t, y], dim=1) with y the low-res image (B, 3, H/s, W/s) resized bicubically to the latent's h×w
     (antialiased when it shrinks), as `SuperResolutionConditioner` + `LatentDiffusion.denoiser` build it. z_t
     (B, c, h, w) is the latent of a 32×32 image with f = 4. Cases: s = f (no resizing), s = 2 (shrink), s = 8 (grow)."""
-    from ..spatial import SuperResolutionConditioner, SuperResolutionConfig
-
     ae, _ = real_autoencoder("kl")
 
     def ref(z_t, lowres):
@@ -115,9 +116,6 @@ def check_keep_known(fn: Fn, demo: bool = True) -> Verdict:
     ε = (z_t − √ᾱ_t·z_known) / √(1 − ᾱ_t) (DDPM eq. 4 solved for ε); elsewhere the model's ε̂. z_t, eps, z_known
     (B, c, h, w); keep (B, 1, h, w) of 0/1; alpha_bar_t a float. Cases: t in the middle, ᾱ near 1 (t = 0), ᾱ near
     0 (t = T−1), nothing kept, everything kept. Demo: the shipped inpainting model fills boxes with your function."""
-    from ..samplers import keep_known
-    from ..schedule import Schedule
-
     def ref(z_t, eps, alpha_bar_t, z_known, keep):
         one_step = Schedule(betas=torch.tensor([1.0 - alpha_bar_t], dtype=torch.float64))  # ᾱ_0 = alpha_bar_t
         wrapped = keep_known(lambda z, t, c: eps, one_step, z_known, keep)
@@ -149,9 +147,6 @@ def check_keep_known(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        from .. import samplers
-        from ..spatial import known_latents
-
         model = shipped("ldm-inpaint-shapes32")
         x = real_images(4)
         m = torch.zeros(4, 32, 32)

@@ -6,8 +6,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import runtime
+from .. import runtime, samplers
+from ..autoencoder import IdentityAutoencoder
+from ..conditioning import ClassConditioner, ClassConditionerConfig
+from ..ldm import LatentDiffusion
+from ..metrics import psnr
+from ..samplers import guided
 from ..schedule import Schedule
+from ..unet import UNet, UNetConfig
 from .checking import (
     SCHEDULES,
     Case,
@@ -136,7 +142,6 @@ def check_predict_x0(fn: Fn, demo: bool = True) -> Verdict:
         t = torch.full((8,), 500)
         z_t = model.schedule.q_sample(z0, t, rand(*z0.shape, seed=2))
         x0_hat = f(model.schedule.alpha_bar.float(), z_t, t, model.unet(z_t, t))
-        from ..metrics import psnr
         p = float(psnr(model.decode(x0_hat), model.decode(z0)).mean())
         return {"images": model.decode(x0_hat), "psnr": p, "summary": f"{src} denoised 8 latents from t = 500 in one "
                 f"step with your ẑ_0: PSNR {p:.1f} dB against the clean images' decoding."}
@@ -189,7 +194,6 @@ def check_ddim_step(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        from .. import samplers
         n_img, steps = (4, 4) if runtime.smoke_mode() else (8, 25)
         noise = torch.randn(n_img, *model.latent_shape, generator=gen(0))
         sched = model.schedule
@@ -211,8 +215,6 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
     """`cfg(eps_uncond, eps_cond, scale) -> ε̃ = ε̂(z, ∅) + s·(ε̂(z, c) − ε̂(z, ∅))` (classifier-free guidance, as
     `ll.samplers.guided` combines them): s = 0 is the unconditional model, s = 1 the conditional one, s > 1 pushes
     further along the condition. Cases: s = 3, s = 0, s = 1, s = 7.5."""
-    from ..samplers import guided
-
     def ref(eps_uncond, eps_cond, scale):
         both = guided(lambda z, t, c: c, scale, eps_uncond)  # a denoiser that returns its condition
         return both(torch.zeros_like(eps_cond), torch.zeros(len(eps_cond), dtype=torch.long), eps_cond)
@@ -231,12 +233,6 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        from .. import samplers
-        from ..autoencoder import IdentityAutoencoder
-        from ..conditioning import ClassConditioner, ClassConditionerConfig
-        from ..ldm import LatentDiffusion
-        from ..unet import UNet, UNetConfig
-
         with torch.random.fork_rng():
             torch.manual_seed(0)
             unet = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2),

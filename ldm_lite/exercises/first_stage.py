@@ -3,12 +3,15 @@ latent scale factor. See `ldm_lite.exercises`."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
 
 from .. import runtime
 from ..autoencoder import DiagonalGaussian, VectorQuantizer, estimate_scale_factor
+from ..datasets import to_model_image
+from ..metrics import psnr
 from .checking import (
     Case,
     Fn,
@@ -27,9 +30,6 @@ def check_to_model_range(fn: Fn, demo: bool = True) -> Verdict:
     """`to_model_range(img) -> (3, H, W)` float32 in [-1, 1]: a uint8 image (H, W, 3) as numpy array, channels
     first, 0 -> −1 and 255 -> +1 (`ll.datasets.to_model_image` at the image's own size). Cases: random pixels,
     black, white, 16×16, a rendered `shapes` image."""
-    import numpy as np
-
-    from ..datasets import to_model_image
 
     def ref(img):
         return to_model_image(img, resolution=img.shape[0])
@@ -69,8 +69,6 @@ def check_psnr(fn: Fn, demo: bool = True) -> Verdict:
     """`psnr(x, y) -> (B,)`: 10·log10(1 / MSE) per image, with x, y (B, C, H, W) in [−1, 1] mapped to [0, 1] first
     (`ll.metrics.psnr`). Cases: random images, one image, a one-grey-level difference, the shipped autoencoder's
     reconstructions of shapes."""
-    from ..metrics import psnr
-
     def ref(x, y):
         return psnr(x, y)
 
@@ -140,7 +138,6 @@ def check_kl_sample(fn: Fn, demo: bool = True) -> Verdict:
         noise = rand(*post.mean.shape, seed=4)
         z = f(post.mean, post.logvar, noise)
         x_hat = ae.decode(z).clamp(-1, 1)
-        from ..metrics import psnr
         p = float(psnr(x_hat, x).mean())
         return {"images": x_hat, "psnr": p, "summary": f"{source} decoded your samples of 8 shapes at PSNR {p:.1f} dB "
                 f"(the same as its own posterior.sample() with this noise)."}
@@ -239,7 +236,6 @@ def check_vq_lookup(fn: Fn, demo: bool = True) -> Verdict:
         z_e = ae.quant_conv(ae.encoder(x))
         z_q, idx = f(z_e, ae.quantizer.codebook.weight)
         x_hat = ae.decode(z_q).clamp(-1, 1)
-        from ..metrics import psnr
         p = float(psnr(x_hat, x).mean())
         return {"images": x_hat, "psnr": p, "summary": f"{source} reconstructed 8 shapes through your lookup at PSNR "
                 f"{p:.1f} dB, using {len(idx.unique())} of its {ae.quantizer.codebook_size} codes."}

@@ -8,6 +8,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .. import runtime
+from .. import unet as unet_module
+from ..datasets import shapes
+from ..ldm import LatentDiffusion
+from ..unet import ResBlock, UNet, UNetConfig, timestep_embedding
 from .checking import (
     Case,
     Fn,
@@ -74,10 +78,6 @@ def check_ldm_loss(fn: Fn, demo: bool = True) -> Verdict:
 def _train_with_loss(f: Fn) -> dict:
     """Train a small UNet on the shipped autoencoder's latents with the learner's loss and, from the same
     initialisation and draws, with `LatentDiffusion.loss`: the two runs must agree."""
-    from ..datasets import shapes
-    from ..ldm import LatentDiffusion
-    from ..unet import UNet, UNetConfig
-
     ae, source = real_autoencoder("kl")
     steps, batch = (3, 4) if runtime.smoke_mode() else (50, 8)
     ds = shapes(resolution=32, n=batch * steps, seed=11)
@@ -118,7 +118,6 @@ def check_timestep_embedding(fn: Fn, demo: bool = True) -> Verdict:
     i = 0 .. dim/2 − 1 (cos first, as LDM and diffusers' flip_sin_to_cos); t (B,) long, dim even. Cases: random t,
     t = 0, t = T−1, dim = 8, fractional t."""
     def ref(t, dim):
-        from ..unet import timestep_embedding
         return timestep_embedding(t, dim)
 
     cases = [Case("t = 3, 250, 600, 999; dim 32", (torch.tensor([3, 250, 600, 999]), 32)),
@@ -146,7 +145,6 @@ def check_timestep_embedding(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        from .. import unet as unet_module
         model, source = real_ldm()
         z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
         want = model.unet(z, t)
@@ -164,8 +162,6 @@ def check_resblock_forward(fn: Fn, demo: bool = True) -> Verdict:
     injection) from its parts: h = conv1(SiLU(norm1(x))); h = h + emb_proj(SiLU(emb))[:, :, None, None]
     (`block.emb`); h = conv2(dropout(SiLU(norm2(h)))); return h + skip(x). x (B, C_in, H, W), emb (B, emb_dim).
     Cases: equal widths, C_in ≠ C_out (1×1 skip conv), B = 1, the first ResBlock of the shipped UNet."""
-    from ..unet import ResBlock
-
     def ref(block, x, emb):
         return block(x, emb)
 
@@ -265,8 +261,6 @@ def check_unet_forward(fn: Fn, demo: bool = True) -> Verdict:
     (keep it too); mid2(mid1(h)); per up level each block on torch.cat([h, skips.pop()], 1), then `upsample[i]`
     except after the last; conv_out(SiLU(norm_out(h))). x (B, C, H, W), t (B,) long. Cases: two and three levels,
     two blocks per level, the shipped UNet on a real latent."""
-    from ..unet import UNet, UNetConfig, timestep_embedding
-
     def ref(unet, x, t):
         return unet(x, t)
 
@@ -340,7 +334,7 @@ def check_conv2d_flops(fn: Fn, demo: bool = True) -> Verdict:
     """`conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int`: FLOPs of one k×k convolution (no bias), counted as
     torch's FlopCounterMode counts them: 2 per multiply-add, 2·c_in·c_out·k²·h_out·w_out. Cases: the UNet's first
     conv at 32×32 and 8×8, a 1×1 conv, a wide conv at 4×4. The demo prices LDM-f's first conv for f = 1 .. 16."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # local: ~0.5 s and 75 modules, for this check only
 
     def ref(c_in, c_out, kernel, h_out, w_out):
         conv = torch.nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
