@@ -23,10 +23,9 @@ NOT_AUTO = {  # (file, function, parameter): why its default is not "auto"
     ("ldm_lite/segmenter.py", "load_segmenter", "map_location"): "a frozen judge beside the CPU tensors it reads "
     "(as get_classifier); predict() moves its input to the model",
     ("benchmarks/bench_unet.py", "matmul_ceiling", "device"): "the CPU's matmul ceiling unless a device is given",
-    # in the trade-off's edit under way (not yet on this branch): a preset sized for a device, placing nothing
-    ("ldm_lite/tradeoff.py", "equal_steps", "device"): "sizes the protocol for a device (None: the CPU's sizes)",
+    ("ldm_lite/tradeoff.py", "equal_steps", "device"): "a preset sized for a device (None: the CPU's sizes); "
+    "it places nothing",
 }
-PENDING = {("ldm_lite/tradeoff.py", "equal_steps", "device")}  # may be absent until that edit lands
 
 
 def device_defaults() -> dict[tuple[str, str, str], str | None]:
@@ -57,7 +56,7 @@ def test_every_device_parameter_and_flag_defaults_to_auto():
     assert ("benchmarks/bench_training_loop.py", "add_argument", "--device") in found  # ... and the scripts' flags
     bad = {k: v for k, v in found.items() if v != "'auto'" and k not in NOT_AUTO}
     assert not bad, f"default these to 'auto' (runtime.pick_device) or give the reason in NOT_AUTO: {bad}"
-    assert not set(NOT_AUTO) - set(found) - PENDING, "a NOT_AUTO entry names a parameter that no longer exists"
+    assert not set(NOT_AUTO) - set(found), "a NOT_AUTO entry names a parameter that no longer exists"
 
 
 def test_every_cli_device_flag_defaults_to_auto():

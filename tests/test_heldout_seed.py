@@ -17,7 +17,6 @@ ALLOWED = {
     # trade-off were measured on it: changing it moves them (say so where they are quoted)
     ("ldm_lite/datasets.py", "HELDOUT_SEED = 1"),
     ("ldm_lite/tradeoff.py", "cfg.seed + 1"),  # the trade-off study (its owner moves it to HELDOUT_SEED)
-    ("scripts/compare_beta_schedules.py", "1"),  # β-schedule comparison (same owner; 1 == HELDOUT_SEED today)
     ("ldm_lite/exercises/unet.py", "11"),  # a training set of an exercise
     ("ldm_lite/exercises/checking.py", "seed"),  # real_images(seed=2024): fixed inputs of the exercise checks
     ("notebooks/00_tour.py", "1"),  # a picture of harder scenes
