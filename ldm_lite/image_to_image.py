@@ -150,11 +150,12 @@ def _held_out(n: int, resolution: int = 32, start: int = 0, **kw: Any) -> tuple[
     return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items])
 
 
-def inpainting_batch(n: int, kind: str = "box", seed: int = 0) -> dict[str, Tensor]:
-    """`n` held-out single-shape images (`datasets.HELDOUT_SEED`) with their inpainting masks of one kind drawn
-    from `seed`, as `inpainting_study` draws them: {"image": (n, 3, 32, 32), "inpaint_mask": (n, 32, 32), 1 = missing}."""
+def inpainting_batch(n: int, kind: str = "box") -> dict[str, Tensor]:
+    """`n` held-out single-shape images with their inpainting masks of one kind, both drawn from
+    `datasets.HELDOUT_SEED` (as `inpainting_study` draws them): {"image": (n, 3, 32, 32), "inpaint_mask": (n, 32, 32),
+    1 = missing}."""
     x, seg = _held_out(n, max_shapes=1)
-    m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([seed, 7, i]),
+    m = torch.stack([torch.from_numpy(inpaint_mask(kind, x.shape[-1], np.random.default_rng([HELDOUT_SEED, 7, i]),
                                                    seg[i].numpy())) for i in range(n)])
     return {"image": x, "inpaint_mask": m}
 
@@ -188,13 +189,14 @@ def sr_study(models: dict[str, LatentDiffusion], n: int = 256, seed: int = 0, st
              classifier: Any = None, n_real: int = 1000) -> list[dict]:
     """The 2×2 degradation study (+ baselines): every model and bicubic up-sampling, on bicubic and on realistic
     ×4 low-res versions of `n` held-out images; FID against `n_real` other held-out images (the first `n_real` of
-    the held-out stream, the inputs the `n` after them). `seed`: the degradations and the sampling noise."""
+    the held-out stream, the inputs the `n` after them; the degradations drawn from the same seed). `seed`: the
+    sampling noise."""
 
     real_f = classifier_features(_held_out(n_real)[0], classifier) if classifier is not None else None
     hr, _ = _held_out(n, start=n_real)
     rows = []
     for test in ("bicubic", "realistic"):
-        low = degrade(hr, test, seed)
+        low = degrade(hr, test, HELDOUT_SEED)
         up = F.interpolate(low, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
         rows.append({"method": "bicubic up-sampling", "test": test, **image_scores(up, hr, real_f, classifier)})
         for name, ldm in models.items():
@@ -221,12 +223,12 @@ def inpainting_study(ldm: LatentDiffusion, classifier: Any, segmenter: Any, n: i
     the share of pasted results (known pixels put back) that are *valid*: a recognisable shape (ShapesClassifier)
     or clean background (the segmenter finds at most 2 shape pixels); `fid_pasted`, FID on ShapesClassifier
     features between the pasted results and the original images (the paper's Table 6 / 7 measure, n >= 256).
-    `seed`: the masks and the sampling noise (the images are held out, `datasets.HELDOUT_SEED`)."""
+    `seed`: the sampling noise (images and masks are held out, `datasets.HELDOUT_SEED`)."""
     x = _held_out(n, max_shapes=1)[0]
     rec = ldm.decode(ldm.autoencoder.to_latent(x.to(ldm.device), sample=False)).cpu()
     rows = []
     for kind in kinds:
-        batch = inpainting_batch(n, kind, seed)
+        batch = inpainting_batch(n, kind)
         m = batch["inpaint_mask"]
         out = _sample(ldm, batch, steps, seed)
         kept = _sample(ldm, batch, steps, seed, keep_known=True)

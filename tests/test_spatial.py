@@ -294,8 +294,8 @@ def test_inpainting_batch_is_the_studys_held_out_masked_images():
     assert ((m.mean((1, 2)) > 0.02) & (m.mean((1, 2)) < 0.8)).all()  # every image has a hole, none is all hole
     strokes = image_to_image.inpainting_batch(6, "shape")
     assert torch.equal(strokes["image"], a["image"]) and not torch.equal(strokes["inpaint_mask"], m)
-    # the held-out images and masks are the ones `datasets` draws for that seed
-    item = ll.datasets.shapes(32, n=6, seed=12345, max_shapes=1)[2]
+    # the held-out images and masks are the ones `datasets` draws for the one held-out seed
+    item = ll.datasets.shapes(32, n=6, seed=ll.datasets.HELDOUT_SEED, max_shapes=1)[2]
     assert torch.equal(a["image"][2], item["image"])
-    want = inpaint_mask("shape", 32, np.random.default_rng([12345, 7, 2]), item["mask"].numpy())
+    want = inpaint_mask("shape", 32, np.random.default_rng([ll.datasets.HELDOUT_SEED, 7, 2]), item["mask"].numpy())
     assert torch.equal(strokes["inpaint_mask"][2], torch.from_numpy(want))
