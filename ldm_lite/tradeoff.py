@@ -417,7 +417,7 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
 
         classifier = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
     data = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=1)
-    real_ds = datasets.shapes(cfg.resolution, n=cfg.n_real, seed=cfg.seed + 1, max_shapes=1)
+    real_ds = datasets.shapes(cfg.resolution, n=cfg.n_real, seed=datasets.HELDOUT_SEED, max_shapes=1)
     real = torch.stack([real_ds[i]["image"] for i in range(cfg.n_real)])
     real_features = classifier_features(real, classifier)
     for f in tqdm(cfg.fs, desc="trade-off sweep (f)", disable=not progress):
