@@ -61,8 +61,16 @@ the machinery (Verdict, cases, hints, real inputs).
 from __future__ import annotations
 
 from .checking import Verdict
-from .conditioning import check_cross_attention, check_keep_known, check_sr_unet_input
-from .diffusion import check_cfg, check_ddim_step, check_predict_x0, check_q_sample, check_snr
+from .conditioning import check_cross_attention, check_inpaint_unet_input, check_keep_known, check_sr_unet_input
+from .diffusion import (
+           check_cfg,
+           check_ddim_step,
+           check_ddpm_step,
+           check_predict_x0,
+           check_q_sample,
+           check_scaled_linear_alpha_bar,
+           check_snr,
+)
 from .first_stage import (
            check_kl_divergence,
            check_kl_sample,
@@ -72,6 +80,7 @@ from .first_stage import (
            check_vq_lookup,
 )
 from .hints import HINTS, hint
+from .learner_unet import LearnerUNet, UNetParts, build_unet, check_attention_block
 from .unet import (
            check_attention,
            check_conv2d_flops,
@@ -91,17 +100,24 @@ __all__ = ["Verdict",
            "check_vq_lookup",
            "check_scale_factor",
            "check_q_sample",
+           "check_scaled_linear_alpha_bar",
            "check_snr",
            "check_ldm_loss",
            "check_timestep_embedding",
            "check_resblock_forward",
            "check_attention",
+           "check_attention_block",
+           "UNetParts",
+           "LearnerUNet",
+           "build_unet",
            "check_unet_forward",
            "check_predict_x0",
            "check_ddim_step",
+           "check_ddpm_step",
            "check_cfg",
            "check_cross_attention",
            "check_sr_unet_input",
+           "check_inpaint_unet_input",
            "check_keep_known",
            "check_conv2d_flops",
 ]
