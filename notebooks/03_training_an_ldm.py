@@ -33,7 +33,7 @@ SMOKE = ll.runtime.smoke_mode()
 DEVICE = ll.runtime.pick_device("auto")
 CFG = ll.pipeline.MainConfig.for_device(DEVICE, smoke=SMOKE)
 TRAIN_STEPS = 600 if not SMOKE else 6  # your UNet's training: the main job's recipe, shorter
-TRAIN_SECONDS = None if SMOKE else 240  # a 4-minute budget...
+TRAIN_SECONDS = None if SMOKE else 210  # a 3.5-minute budget...
 MIN_STEPS = 0 if SMOKE else 400  # ...but never fewer steps (the main-job recipe: 75% recognisable at 400)
 N_SAMPLES = 16 if SMOKE else 64
 
@@ -243,8 +243,8 @@ print("training:", "your UNet" if verdict.passed else "the library's UNet")
 #
 # `ll.train.train_ldm` runs the main job's recipe (`ll.recipes`, `ldm-kl-f4-shapes32`: AdamW with a warm-up,
 # gradient clipping, an EMA of the weights used for sampling) on the latent cache (`ll.latents.LatentCache`: the
-# frozen encoder runs once over the training set first; each step still draws z ~ q(z|x)). It stops after a 4-minute
-# budget, but not before 400 steps. The curve below updates while it trains.
+# frozen encoder runs once over the training set first; each step still draws z ~ q(z|x)). It stops after a
+# 3.5-minute budget, but not before 400 steps. The curve below updates while it trains.
 
 # %%
 live = ll.plotting.LiveCurve(title="L_LDM = ||eps - eps_theta(z_t, t)||^2 while training", every=20)
@@ -282,7 +282,7 @@ else:
 # ## 6 · The same recipe, trained longer
 #
 # `data/pretrained/ldm-kl-f4-shapes32` was trained by the main job (`ldm-lite main --steps 4000`) for 4,000 steps of
-# batch 64 instead of this notebook's 4-minute budget; its README gives the command and its metrics.json the measured scores
+# batch 64 instead of this notebook's 3.5-minute budget; its README gives the command and its metrics.json the measured scores
 # (98.4% recognisable). It predates two changes to the recipe used above: it trained at a learning rate of 5e-4
 # (today 1e-3) and from the earlier initialisation (before the zero-initialised residual branches).
 

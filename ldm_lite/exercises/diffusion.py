@@ -366,7 +366,7 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
         if model is None:
             return {"summary": "no demo: the shipped class-conditional model ldm-kl-f4-mnist32-class is missing "
                     "(`ldm-lite train ldm-kl-f4-mnist32-class` makes one)."}
-        per_digit, steps = (1, 3) if runtime.smoke_mode() else (3, 20)
+        per_digit, steps = (1, 3) if runtime.smoke_mode() else (3, 15)
         labels = torch.arange(10).repeat_interleave(per_digit)
         noise = torch.randn(len(labels), *model.latent_shape, generator=gen(1))
         cond = model.condition({"label": labels}, len(labels))
