@@ -23,8 +23,8 @@
 # comparison.
 #
 # *Your turn:* 6 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
-# when it is right, runs it inside the shipped model: see each exercise), 5–10 minutes each; four of them are the
-# blocks of the UNet you then train.
+# when it is right, runs it inside the shipped model: see each exercise), 5–10 minutes each; five of them become
+# the UNet you then train.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -225,9 +225,10 @@ ldm_loss = ex.check_ldm_loss(ldm_loss).fn
 # ## 3 · Your UNet
 #
 # `ex.LearnerUNet` is the skeleton of `ll.unet.UNet`: the same modules under the same names (convolutions, norms,
-# linear maps, the down/up lists), with no forward pass of its own. Your functions are its forward passes: every
-# ResBlock runs your `resblock_forward`, every attention block your `attention_block` (with your `attention`), the
-# whole network your `unet_forward`, with your `timestep_embedding`. `ex.build_unet` builds it for this notebook's
+# linear maps, the down/up lists). It computes almost nothing itself (the down- and up-sampling convolutions, and
+# "ResBlock, then attention" inside a block); your functions are its forward passes: every ResBlock runs your
+# `resblock_forward`, every attention block your `attention_block` (with your `attention`), the whole network your
+# `unet_forward`, with your `timestep_embedding`. `ex.build_unet` builds it for this notebook's
 # UNet config, loads the weights of a library `UNet` into it (every name and shape must match) and compares the two
 # ε̂ (they must agree within 1e-5). If it matches, the notebook trains *your* UNet, freshly initialised; if an
 # exercise above has not passed yet, it says which and trains the library's `ll.unet.UNet` instead.
