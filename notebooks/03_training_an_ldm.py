@@ -17,7 +17,10 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 2: $L_{LDM} = \mathbb{E}\,\lVert \varepsilon - \varepsilon_\theta(z_t, t)\rVert^2$),
 # §3.3 (the UNet backbone) and App. D; the UNet follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021).
 #
-# *Time:* TIME_LINE
+# *Time:* about 6 minutes on 2 CPU cores at full size (estimated from its measured parts: the training cell encodes
+# the training set once, about 1 minute, then trains for a 3.5-minute budget, at least 400 steps); measured 12.7
+# minutes on a shared 2-core machine at load average 8, where the 400-step floor set the training's length. Not timed
+# on a GPU.
 # If the shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (10-20 more minutes on a
 # CPU). The shipped model `ldm-kl-f4-shapes32` (the main job, trained for 4,000 steps) is loaded at the end for
 # comparison.
@@ -252,7 +255,7 @@ live = ll.plotting.LiveCurve(title="L_LDM = ||eps - eps_theta(z_t, t)||^2 while 
 history = ll.train.train_ldm(ldm, ds, steps=TRAIN_STEPS, batch_size=CFG.batch_size, lr=CFG.lr, warmup=CFG.warmup,
                              ema=CFG.ema, device=DEVICE, step_callback=live, max_seconds=TRAIN_SECONDS,
                              min_steps=MIN_STEPS, latent_cache=CFG.latent_cache, log_every=1)
-print(f"trained {'your' if verdict.passed else 'the library'} UNet for {history['step'][-1] + 1} steps")
+print(f"trained {'your' if verdict.passed else 'the library'} UNet for {int(history['step'][-1]) + 1} steps")
 live.redraw()
 
 # %% [markdown]
@@ -264,11 +267,13 @@ live.redraw()
 # %%
 samples = ldm.sample(N_SAMPLES, sampler="ddim", steps=50 if not SMOKE else 5, generator=torch.Generator().manual_seed(0))
 who = "your UNet" if verdict.passed else "the library UNet"
-fig = ll.plotting.image_grid(samples.cpu(), ncols=8, title=f"{who} after {history['step'][-1] + 1} training steps")
+fig = ll.plotting.image_grid(samples.cpu(), ncols=8, title=f"{who} after {int(history['step'][-1]) + 1} training steps")
 
 # %% [markdown]
 # How good are they? The shapes classifier (`ll.classifier.ShapesClassifier`, trained on real `shapes`) says for each
-# sample whether it is one recognisable single-colour shape of a known kind and colour.
+# sample whether it is one recognisable single-colour shape of a known kind and colour. On 64 samples the share is
+# known to about ±11 points (95%). With the reference solutions as the learner's code, this notebook at full size
+# measured 73% of 64 after 400 steps (a separate run of the same recipe and UNet: 79% of 256).
 
 # %%
 clf = ll.recipes.get_classifier()
