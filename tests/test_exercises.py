@@ -281,6 +281,7 @@ def test_the_ddim_step_reference_is_the_step_of_ll_samplers_ddim():
     assert torch.allclose(z, want, atol=1e-5)
 
 
+@pytest.mark.slow  # ~12 s on a busy 2-core machine: every shipped model's demo at smoke sizes
 def test_demos_plug_the_solution_into_the_model(monkeypatch):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")  # small demo sizes
     d = ex.check_ddim_step(SOL.ddim_step).demo
