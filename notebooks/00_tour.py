@@ -44,7 +44,7 @@ from ldm_lite import exercises as ex
 # | 00 tour (this one) | Fig. 3 | meet the data |
 # | 01 perceptual compression | §3.1 | train KL / VQ autoencoders, move the downsampling factor *f* |
 # | 02 forward process | §3.2, eq. 1 | noise an image and its latent with a *t* control |
-# | 03 training an LDM | §3.2, eq. 2 | the ε-prediction UNet, piece by piece; train it |
+# | 03 training an LDM | §3.2, eq. 2 | build the ε-prediction UNet from your own blocks; train it |
 # | 04 samplers | §4, App. | scrub through every reverse step; DDPM vs DDIM vs PLMS vs DPM-Solver |
 # | 05 cross-attention | §3.3, §4.3 | text-to-image, guidance, attention maps per word, layouts, MNIST digits by class |
 # | 06 image-to-image | §3.3, §4.3.2-4.5 | super-resolution, inpainting, semantic synthesis, SDEdit |

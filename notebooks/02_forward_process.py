@@ -19,7 +19,7 @@
 # *Time:* about a minute on a laptop CPU or a GPU with the shipped autoencoder `ae-kl-f4-shapes32`; if it is missing,
 # the notebook first trains one here, once (10–20 minutes on a CPU, a few minutes on a GPU).
 #
-# *Your turn:* 2 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# *Your turn:* 3 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
@@ -64,7 +64,8 @@ print(sched, "| images", tuple(images.shape))
 # `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
 # the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
 # When you are right, `q_sample` noises the shipped autoencoder's latents of 16 shapes and prints how corr(z_t, z_0)
-# falls with t; `snr` finds where each schedule's SNR falls below 1 (the schedules alone, no model). An unsolved stub
+# falls with t; `scaled_linear_alpha_bar` makes the shipped LDM sample with your schedule; `snr` finds where each
+# schedule's SNR falls below 1 (the schedules alone, no model). An unsolved stub
 # only prints a note: the notebook carries on with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run,
 # an unsolved stub is checked with the reference solution in `solutions/exercises.py`: look there only when stuck.)
 # Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
@@ -142,9 +143,24 @@ for name, s in schedules.items():
           f"ᾱ_T = {float(s.alpha_bar[-1]):.1e}")
 
 # %% [markdown]
-# ### Your turn: the signal-to-noise ratio
+# ### Your turn: LDM's schedule and its signal-to-noise ratio
 #
-# **2 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
+# **2 · `scaled_linear_alpha_bar`**: the √β schedule above, from its two end points. Make T values of β whose square
+# roots are evenly spaced from √beta_start to √beta_end; ᾱ_t is the share of the signal's power that survives steps
+# 0 … t, each step keeping a share 1 − β of it. The check compares with `Schedule.scaled_linear` (the kit's and the
+# paper's end points, T = 10, T = 1); when right, the shipped LDM samples images with a schedule made from your ᾱ.
+# Stuck? `ex.hint("scaled_linear_alpha_bar")`.
+
+# %%
+def scaled_linear_alpha_bar(T, beta_start, beta_end):
+    """T an int, beta_start and beta_end floats -> alpha_bar (T,) float64."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_scaled_linear_alpha_bar(scaled_linear_alpha_bar);
+
+# %% [markdown]
+# **3 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
 # the noise has power $1 - \bar\alpha_t$. Write SNR(t) for a whole schedule at once; the check then finds where each
 # schedule's SNR falls below 1 with your function. Stuck? `ex.hint("snr")`.
 

@@ -20,7 +20,7 @@
 # 256 samples with the shipped model `ldm-kl-f4-shapes32`, which draws 64 DDIM-50 samples in 7.7 s on a CPU (its
 # metrics.json).
 #
-# *Your turn:* 3 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
+# *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.
 
 # %% tags=["parameters"]
@@ -117,14 +117,15 @@ for ax in axes:
 fig.tight_layout()
 
 # %% [markdown]
-# ## 4 · Your turn: ẑ_0, a DDIM step and guidance
+# ## 4 · Your turn: ẑ_0, a DDIM step, a DDPM step and guidance
 #
 # Write each function in place of its `raise NotImplementedError` (a few lines each) and run the cell after it:
 # `ex.check_<name>` compares your function with ldm_lite's on random inputs, edge cases and (for most) real ones from
 # the shipped models, and prints ✓ or ✗ with the failing case, expected vs got and a hint naming the likely mistake.
-# When you are right, `predict_x0` and `ddim_step` run in the shipped `ldm-kl-f4-shapes32` (one-step denoising; sampling
-# with your step); `cfg` runs in a small *untrained* class-conditional stand-in, so it checks the plumbing only:
-# notebook 05 shows what guidance does in a trained model. An unsolved stub only prints a note: the notebook carries on
+# When you are right, `predict_x0`, `ddim_step` and `ddpm_step` run in the shipped `ldm-kl-f4-shapes32` (one-step
+# denoising; sampling with your step); `cfg` guides the shipped class-conditional MNIST model `ldm-kl-f4-mnist32-class`
+# and the shipped MNIST classifier reads the digits it draws, with and without your guidance (notebook 05 shows
+# guidance in the text model). An unsolved stub only prints a note: the notebook carries on
 # with the library's version. (Under `LDM_LITE_SMOKE=1`, as the tests run, an unsolved stub is checked with the
 # reference solution in `solutions/exercises.py`: look there only when stuck.)
 # Hints are hidden until you ask: `ex.hint("<name>")` in a cell shows the first of three (where it is in
@@ -160,7 +161,24 @@ if verdict.passed:
     fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), title="sampled with your DDIM step")
 
 # %% [markdown]
-# **3 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
+# **3 · One DDPM step** (Ho et al. 2020, Algorithm 2), the ancestral sampler of the sweep above: the true reverse step
+# $q(z_{prev} \mid z_t, z_0)$ is a Gaussian whose mean and variance DDPM writes in closed form (eq. 6-7); put the
+# network's $\hat z_0$ in for $z_0$, take that mean and add fresh noise with that variance. Use the step's own
+# β_t, computed from ᾱ_t and ᾱ_prev, so the step also works when the sampler skips timesteps. When right, the check
+# samples the shipped LDM with your step and the same noise draws as `ll.samplers.ddpm`. Stuck? `ex.hint("ddpm_step")`.
+
+# %%
+def ddpm_step(z_t, eps, alpha_bar_t, alpha_bar_prev, noise):
+    """z_t, eps, noise (B, c, h, w); alpha_bar_t, alpha_bar_prev floats -> z_prev (B, c, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+verdict = ex.check_ddpm_step(ddpm_step)
+if verdict.passed:
+    fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), title="sampled with your DDPM step")
+
+# %% [markdown]
+# **4 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
 # unconditional $\hat\varepsilon(z, \varnothing)$ predictions, extrapolate with scale $s$ so that $s = 0$ gives the
 # unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition. Stuck?
 # `ex.hint("cfg")`.
@@ -171,7 +189,10 @@ def cfg(eps_uncond, eps_cond, scale):
     raise NotImplementedError("your turn: replace this line with your code")
 
 # %%
-ex.check_cfg(cfg);
+verdict = ex.check_cfg(cfg)
+if verdict.passed and "images" in verdict.demo:
+    fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), [str(int(d)) for d in verdict.demo["labels"]],
+                                 ncols=10, title="digits 0-9 drawn with your guidance (s = 3)")
 
 # %% [markdown]
 # ## Exercises

@@ -240,19 +240,25 @@ for s in ("guidance_1", "guidance_3"):
 # %% [markdown]
 # ## Your turn: cross-attention (§3.3)
 #
-# Write one head of cross-attention: queries from the image tokens x (B, N, d), keys and values from the context
-# (B, L, d_ctx), each projected by its weight (w_q (d, d); w_k, w_v (d_ctx, d)); the output has the image tokens'
-# shape. The check compares with `ll.attention.Attention` and names the usual mistakes. Hints are hidden until you
-# ask: `ex.hint("cross_attention")` shows the first of three (where in the paper, the formula, what goes wrong in
-# code), each further call the next.
+# Write one head of cross-attention: queries from the image tokens x (B, N, d_x), keys and values from the context
+# (B, L, d_ctx), each projected by its weight to the head width d (w_q (d_x, d); w_k, w_v (d_ctx, d)); the output is
+# (B, N, d). The check compares with `ll.attention.Attention` and names the usual mistakes; when you are right, every
+# cross-attention layer of the shipped text model runs your function (once per head) and draws four prompts, shown
+# beside the library's from the same noise. Hints are hidden until you ask: `ex.hint("cross_attention")` shows the
+# first of three (where in the paper, the formula, what goes wrong in code), each further call the next.
 
 # %%
 from ldm_lite import exercises as ex
 
 def cross_attention(x, context, w_q, w_k, w_v):
-    """x (B, N, d), context (B, L, d_ctx), w_q (d, d), w_k and w_v (d_ctx, d) -> (B, N, d)."""
+    """x (B, N, d_x), context (B, L, d_ctx), w_q (d_x, d), w_k and w_v (d_ctx, d) -> (B, N, d)."""
     raise NotImplementedError("your turn: replace this line with your code")
-cross_attention = ex.check_cross_attention(cross_attention).fn
+verdict = ex.check_cross_attention(cross_attention)
+cross_attention = verdict.fn
+if verdict.passed and "images" in verdict.demo:
+    d = verdict.demo
+    fig = ll.plotting.image_grid(list(d["images"]) + list(d["library_images"]), d["prompts"] * 2, ncols=4,
+                                 title="top: your cross-attention; bottom: the library's (same noise)")
 
 # %% [markdown]
 # ## Exercises

@@ -213,8 +213,9 @@ ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
 # Write what the UNet of an LDM super-resolution model sees at every step: $z_t$ with the low-resolution image
 # concatenated along channels, resized (bicubic) to the latent's size when the SR factor differs from $f$ (§3.3,
 # concatenation). `ex.check_sr_unet_input` compares it with `SuperResolutionConditioner` + `LatentDiffusion.denoiser`
-# for s = f, a smaller and a larger factor, and names the likely mistake. An unsolved stub only prints a note. Hints
-# are hidden until you ask: `ex.hint("sr_unet_input")` shows the first of three, each further call the next.
+# for s = f, a smaller and a larger factor, and names the likely mistake; when you are right, the shipped SR model
+# up-samples four real images with your input at every step. An unsolved stub only prints a note. Hints are hidden
+# until you ask: `ex.hint("sr_unet_input")` shows the first of three, each further call the next.
 
 # %%
 from ldm_lite import exercises as ex
@@ -226,6 +227,25 @@ def sr_unet_input(z_t, lowres):
 
 # %%
 ex.check_sr_unet_input(sr_unet_input);
+
+# %% [markdown]
+# ### Your turn: the inpainting UNet's input
+#
+# LDM's inpainting model (§4.5) is conditioned the same way: at every step its UNet sees $z_t$, the latent of the
+# image with its hole blanked out (set to 0, grey, before the frozen encoder sees it), and the mask brought to the
+# latent's size as the share of missing pixels in each latent cell, stacked along channels. `encode` is the frozen
+# encoder (images -> scaled latents). `ex.check_inpaint_unet_input` compares it with `InpaintingConditioner`; when
+# you are right, the shipped inpainting model fills a box in four real images with your input at every step. Stuck?
+# `ex.hint("inpaint_unet_input")`.
+
+# %%
+def inpaint_unet_input(z_t, x, mask, encode):
+    """z_t (B, c, h, w); x (B, 3, H, W) in [-1, 1]; mask (B, H, W), 1 = missing; encode(images) -> (B, c, h, w)
+    -> what the UNet sees, (B, 2c + 1, h, w)."""
+    raise NotImplementedError("your turn: replace this line with your code")
+
+# %%
+ex.check_inpaint_unet_input(inpaint_unet_input);
 
 # %% [markdown]
 # ### Your turn: inpainting by replacement

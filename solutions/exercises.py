@@ -40,6 +40,11 @@ def q_sample(alpha_bar, z0, t, noise):
     return ab.sqrt() * z0 + (1 - ab).sqrt() * noise
 
 
+def scaled_linear_alpha_bar(T, beta_start, beta_end):
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, dim=0)
+
+
 def snr(alpha_bar):
     return alpha_bar / (1 - alpha_bar)
 
@@ -72,6 +77,16 @@ def resblock_forward(block, x, emb):
 def attention(q, k, v):
     weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
     return weights @ v
+
+
+def attention_block(block, x):
+    b, c, h, w = x.shape
+    tokens = block.norm(x).flatten(2).transpose(1, 2)                  # (B, HW, C)
+    heads = block.attn.heads
+    q, k, v = (y.reshape(b, h * w, heads, c // heads).transpose(1, 2)  # (B, heads, HW, d) each
+               for y in block.attn.to_qkv(tokens).chunk(3, dim=-1))
+    out = attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)      # heads merged: (B, HW, C)
+    return x + block.attn.to_out(out).transpose(1, 2).reshape(b, c, h, w)
 
 
 def unet_forward(unet, x, t):
@@ -108,6 +123,14 @@ def ddim_step(z_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
     return alpha_bar_prev**0.5 * x0 + (1 - alpha_bar_prev - sigma**2) ** 0.5 * eps + sigma * noise
 
 
+def ddpm_step(z_t, eps, alpha_bar_t, alpha_bar_prev, noise):
+    beta = 1 - alpha_bar_t / alpha_bar_prev
+    x0 = (z_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
+    mean = (alpha_bar_prev**0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - alpha_bar_prev) * z_t) / (1 - alpha_bar_t)
+    var = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta
+    return mean + var**0.5 * noise
+
+
 def cfg(eps_uncond, eps_cond, scale):
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
@@ -124,6 +147,12 @@ def sr_unet_input(z_t, lowres):
     if lowres.shape[-2:] != size:
         lowres = F.interpolate(lowres, size=size, mode="bicubic", antialias=lowres.shape[-1] > size[-1])
     return torch.cat([z_t, lowres], dim=1)
+
+
+def inpaint_unet_input(z_t, x, mask, encode):
+    m = mask[:, None].to(x.dtype)                                      # (B, 1, H, W), 1 = missing
+    z_masked = encode(x * (1 - m))                                     # the hole is 0 (grey)
+    return torch.cat([z_t, z_masked, F.adaptive_avg_pool2d(m, z_t.shape[-2:])], dim=1)
 
 
 def keep_known(z_t, eps, alpha_bar_t, z_known, keep):

@@ -25,8 +25,8 @@ def learner_mode(monkeypatch):
     monkeypatch.delenv("LDM_LITE_SMOKE", raising=False)  # a learner's run unless a test says otherwise
 
 
-def test_every_check_has_a_solution_and_there_are_at_least_12():
-    assert len(CHECKS) >= 12 and all(hasattr(SOL, name) for name in CHECKS)
+def test_every_check_has_a_solution_and_there_are_at_least_24():
+    assert len(CHECKS) >= 24 and all(hasattr(SOL, name) for name in CHECKS)
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -102,6 +102,36 @@ def _xattn(x, c, wq, wk, wv, kv_from_x=False, swap=False):
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
 
 
+def _attn_block(b, x, residual=True, reshape_only=False):
+    bs, c, h, w = x.shape
+    tokens = b.norm(x).flatten(2).transpose(1, 2)
+    q, k, v = (y.reshape(bs, h * w, b.attn.heads, -1).transpose(1, 2) for y in b.attn.to_qkv(tokens).chunk(3, -1))
+    out = b.attn.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(bs, h * w, c))
+    out = out.reshape(bs, c, h, w) if reshape_only else out.transpose(1, 2).reshape(bs, c, h, w)
+    return x + out if residual else out
+
+
+def _alpha_bar(T, b0, b1, roots=True, prod=True):
+    betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2 if roots else \
+        torch.linspace(b0, b1, T, dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0) if prod else 1 - torch.cumsum(betas, 0)
+
+
+def _ddpm(z, e, a, ap, n, var="tilde", noise=True):
+    beta = 1 - a / ap
+    x0 = (z - (1 - a) ** 0.5 * e) / a**0.5
+    mean = (ap**0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - ap) * z) / (1 - a)
+    v = (1 - ap) / (1 - a) * beta if var == "tilde" else beta
+    return mean + v**0.5 * n if noise else mean
+
+
+def _inpaint(z, x, m, enc, hole="keep", pool="area"):
+    m4 = m[:, None]
+    masked = x * m4 if hole == "inverted" else x * (1 - m4)
+    small = F.adaptive_avg_pool2d(m4, z.shape[-2:]) if pool == "area" else F.interpolate(m4, size=z.shape[-2:])
+    return torch.cat([z, enc(masked), small], 1)
+
+
 WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
     "to_model_range": [(lambda img: torch.from_numpy(img).permute(2, 0, 1).float() / 255, "maps to [0, 1]"),
                        (lambda img: torch.from_numpy(img).float() / 127.5 - 1, "channels are still last"),
@@ -139,6 +169,17 @@ WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
                   (lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -2) @ v, "over the keys"),
                   (lambda q, k, v: torch.softmax(q @ v.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ k,
                    "keys and values are swapped")],
+    "attention_block": [(lambda b, x: _attn_block(b, x, residual=False), "residual is missing"),
+                        (lambda b, x: _attn_block(b, x, reshape_only=True), "transpose before the reshape")],
+    "scaled_linear_alpha_bar": [(lambda T, b0, b1: _alpha_bar(T, b0, b1, roots=False), "linear in √β"),
+                                (lambda T, b0, b1: _alpha_bar(T, b0, b1, prod=False), "a product, not a sum"),
+                                (lambda T, b0, b1: torch.cat([torch.ones(1, dtype=torch.float64),
+                                                              _alpha_bar(T, b0, b1)[:-1]]), "off by one")],
+    "ddpm_step": [(lambda *a: _ddpm(*a, var="beta"), "β̃_t"), (lambda *a: _ddpm(*a, noise=False), "no fresh noise"),
+                  (lambda z, e, a, ap, n: ll.exercises.diffusion.ddim_step_reference(z, e, a, ap, 0.0, n),
+                   "that is DDIM")],
+    "inpaint_unet_input": [(lambda *a: _inpaint(*a, hole="inverted"), "known pixels were removed"),
+                           (lambda *a: _inpaint(*a, pool="nearest"), "average-pooled")],
     "unet_forward": [(lambda u, x, t: _unet(u, x, t, fifo=True), "last in, first out"),
                      (lambda u, x, t: _unet(u, x, t, silu_out=False), "SiLU before conv_out"),
                      (lambda u, x, t: _unet(u, x, t, time_mlp=False), "time_mlp"),
@@ -163,7 +204,9 @@ WRONG = {  # check -> [(planted wrong answer, words its hint must contain)]
                      (lambda ci, co, k, h, w: 2 * ci * co * k * h * w, "k²")],
     "cross_attention": [(lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, kv_from_x=True),
                          "keys and values come from the image tokens"),
-                        (lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, swap=True), "keys and values are swapped")],
+                        (lambda x, c, wq, wk, wv: _xattn(x, c, wq, wk, wv, swap=True), "keys and values are swapped"),
+                        (lambda x, c, wq, wk, wv: torch.softmax((x @ wq) @ (c @ wk).transpose(-1, -2)
+                                                                / x.shape[-1] ** 0.5, -1) @ (c @ wv), "head width")],
 }
 PLANTED = [(name, i) for name in CHECKS for i in range(len(WRONG[name]))]
 
@@ -238,6 +281,7 @@ def test_the_ddim_step_reference_is_the_step_of_ll_samplers_ddim():
     assert torch.allclose(z, want, atol=1e-5)
 
 
+@pytest.mark.slow  # ~12 s on a busy 2-core machine: every shipped model's demo at smoke sizes
 def test_demos_plug_the_solution_into_the_model(monkeypatch):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")  # small demo sizes
     d = ex.check_ddim_step(SOL.ddim_step).demo
@@ -245,7 +289,9 @@ def test_demos_plug_the_solution_into_the_model(monkeypatch):
     d = ex.check_ldm_loss(SOL.ldm_loss).demo
     assert len(d["losses"]) == 3 and max(abs(a - b) for a, b in zip(d["losses"], d["library_losses"])) < 1e-5
     for check in (ex.check_resblock_forward, ex.check_attention, ex.check_timestep_embedding, ex.check_cfg,
-                  ex.check_unet_forward, ex.check_keep_known):
+                  ex.check_unet_forward, ex.check_keep_known, ex.check_attention_block, ex.check_ddpm_step,
+                  ex.check_scaled_linear_alpha_bar, ex.check_cross_attention, ex.check_sr_unet_input,
+                  ex.check_inpaint_unet_input):
         assert check(getattr(SOL, check.__name__[len("check_"):])).demo["max_diff"] < 1e-4
     assert ex.check_vq_lookup(SOL.vq_lookup).demo["psnr"] > 20  # the shipped VQ-f4 reconstructs through it
 

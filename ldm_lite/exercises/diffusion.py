@@ -7,13 +7,11 @@ import torch
 from torch import Tensor
 
 from .. import runtime, samplers
-from ..autoencoder import IdentityAutoencoder
-from ..conditioning import ClassConditioner, ClassConditionerConfig
-from ..ldm import LatentDiffusion
+from ..classifier import MNISTClassifier
 from ..metrics import psnr
+from ..paths import PRETRAINED_DIR
 from ..samplers import guided
 from ..schedule import Schedule
-from ..unet import UNet, UNetConfig
 from .checking import (
     SCHEDULES,
     Case,
@@ -22,11 +20,13 @@ from .checking import (
     check,
     gen,
     learner_alpha_bar,
+    patched,
     rand,
     real_autoencoder,
     real_images,
     real_ldm,
     schedule_of,
+    shipped,
 )
 
 
@@ -104,6 +104,61 @@ def check_snr(fn: Fn, demo: bool = True) -> Verdict:
                 + ", ".join(f"t = {t} ({name})" for name, t in where.items()) + "."}
 
     return check("snr", fn, ref, cases, mistakes, "Schedule.snr", run, demo)
+
+
+def check_scaled_linear_alpha_bar(fn: Fn, demo: bool = True) -> Verdict:
+    """`scaled_linear_alpha_bar(T, beta_start, beta_end) -> ᾱ (T,) float64`: LDM's noise schedule (its configs'
+    `linear` schedule, `Schedule.scaled_linear`): √β_t linear in t from √beta_start to √beta_end over t = 0 .. T−1,
+    and ᾱ_t = ∏_{s ≤ t} (1 − β_s) (DDPM §2). Cases: the kit's 0.00085 → 0.012, the paper's 0.0015 → 0.0195, T = 10,
+    T = 1. Demo: the shipped LDM samples with the schedule made from your ᾱ."""
+    def ref(T, beta_start, beta_end):
+        return Schedule.scaled_linear(T, beta_start, beta_end).alpha_bar
+
+    cases = [Case("T = 1000, 0.00085 -> 0.012 (the kit's)", (1000, 0.00085, 0.012)),
+             Case("T = 1000, 0.0015 -> 0.0195 (the paper's)", (1000, 0.0015, 0.0195)),
+             Case("T = 10, 0.01 -> 0.2", (10, 0.01, 0.2)),
+             Case("T = 1", (1, 0.02, 0.02))]
+
+    def ab(T, b0, b1, roots=True, prod=True, start_at_one=False):
+        betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2 if roots else \
+            torch.linspace(b0, b1, T, dtype=torch.float64)
+        out = torch.cumprod(1 - betas, 0) if prod else 1 - torch.cumsum(betas, 0)
+        return torch.cat([out.new_ones(1), out[:-1]]) if start_at_one else out
+
+    mistakes = [
+        ("β itself is linear there (DDPM's schedule); LDM's is linear in √β: linspace(√beta_start, √beta_end, T) ** 2",
+         lambda T, b0, b1: ab(T, b0, b1, roots=False)),
+        ("ᾱ is a product, not a sum: ᾱ_t = ∏ (1 − β_s) (torch.cumprod), not 1 − Σ β_s",
+         lambda T, b0, b1: ab(T, b0, b1, prod=False)),
+        ("off by one: ᾱ_0 = 1 − β_0 already includes the first step (cumprod, no leading 1)",
+         lambda T, b0, b1: ab(T, b0, b1, start_at_one=True)),
+        ("the product of the β's is not ᾱ: multiply the α_t = 1 − β_t",
+         lambda T, b0, b1: torch.cumprod(torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2, 0)),
+        ("√ᾱ is not ᾱ: ᾱ_t is the product itself", lambda T, b0, b1: ab(T, b0, b1).sqrt()),
+    ]
+
+    @torch.no_grad()
+    def run(f: Fn) -> dict:
+        model, source = real_ldm()
+        sched = model.schedule
+        mine = torch.as_tensor(f(sched.T, sched.params["beta_start"], sched.params["beta_end"]), dtype=torch.float64)
+        yours = Schedule(1 - mine / torch.cat([mine.new_ones(1), mine[:-1]]))  # β_t = 1 − ᾱ_t / ᾱ_{t−1}
+        n_img, steps = (2, 3) if runtime.smoke_mode() else (8, 25)
+        noise = torch.randn(n_img, *model.latent_shape, generator=gen(0))
+        want = model.sample(n_img, noise=noise, steps=steps, return_latents=True)
+        original = model.schedule
+        model.schedule = yours
+        try:
+            got = model.sample(n_img, noise=noise, steps=steps, return_latents=True)
+        finally:
+            model.schedule = original
+        diff = float((got - want).abs().max())
+        return {"images": model.decode(got), "max_diff": diff, "summary": (
+            f"{source} sampled {n_img} images (DDIM, {steps} steps) with the schedule made from your ᾱ "
+            f"(β_t = 1 − ᾱ_t/ᾱ_(t−1)): the same latents as with its own (max difference {diff:.1e}); its SNR falls "
+            f"below 1 at t = {int((mine / (1 - mine) < 1).nonzero()[0])} of {sched.T}.")}
+
+    return check("scaled_linear_alpha_bar", fn, ref, cases, mistakes, "Schedule.scaled_linear", run, demo, atol=1e-6)
 
 
 # ============================================================================================== 04 the samplers
@@ -211,10 +266,80 @@ def check_ddim_step(fn: Fn, demo: bool = True) -> Verdict:
     return check("ddim_step", fn, ddim_step_reference, cases, mistakes, "DDIM step (ll.samplers.ddim)", run, demo, atol=1e-4)
 
 
+def check_ddpm_step(fn: Fn, demo: bool = True) -> Verdict:
+    """`ddpm_step(z_t, eps, alpha_bar_t, alpha_bar_prev, noise) -> z_prev`: one ancestral DDPM step (DDPM
+    Algorithm 2 with the posterior q(z_prev | z_t, ẑ_0) of eq. 6-7), as `ll.samplers.ddpm` takes it:
+    β_t = 1 − ᾱ_t/ᾱ_prev (the step's own β, so respaced chains work), ẑ_0 from ε̂ (eq. 15), z_prev = μ̃_t(z_t, ẑ_0)
+    + σ_t·noise with σ_t² = β̃_t = (1 − ᾱ_prev)/(1 − ᾱ_t)·β_t. ᾱ's are floats; tensors (B, c, h, w). Cases: a
+    one-step chain (t → t − 1), a respaced step, the last step (ᾱ_prev = 1: no noise), the first step, the shipped
+    model's ε̂. Demo: the shipped LDM samples with your step, the same draws as `ll.samplers.ddpm`."""
+    from .. import samplers
+
+    def ref(z_t, eps, ab, ab_prev, noise):
+        # the library's sampler on a chain whose last two steps are (ab, ab_prev), its noise draw replaced by `noise`
+        betas = [1 - ab] if ab_prev == 1.0 else [1 - ab_prev, 1 - ab / ab_prev]
+        chain, seen = Schedule(torch.tensor(betas, dtype=torch.float64)), []
+        with patched(samplers, "_randn", lambda z, g: noise):
+            out = samplers.ddpm(lambda z, t, c: eps, chain, z_t, len(betas),
+                                callback=lambda i, t, z, x0: seen.append(z))
+        return out if ab_prev == 1.0 else seen[1]
+
+    ab = SCHEDULES["scaled_linear"].alpha_bar_at
+    z, e, n = rand(2, 3, 8, 8), rand(2, 3, 8, 8, seed=1), rand(2, 3, 8, 8, seed=2)
+    model, source = real_ldm()
+    with torch.no_grad():
+        z_real = rand(2, *model.latent_shape, seed=3)
+        e_real = model.unet(z_real, torch.full((2,), 979))
+    cases = [Case("one step of the full chain, t = 500 -> 499", (z, e, ab(500), ab(499), n)),
+             Case("a respaced step, t = 500 -> 480", (z, e, ab(500), ab(480), n)),
+             Case("last step, t = 20 -> ᾱ_prev = 1 (no noise)", (z, e, ab(20), 1.0, n)),
+             Case("first step, t = T-1 = 999 -> 959", (z, e, ab(999), ab(959), n)),
+             Case(f"{source}'s ε̂ at t = 979", (z_real, e_real, ab(979), ab(939), n))]
+
+    def step(z, e, a, ap, n, var="tilde", noise=True, beta=None):
+        beta = 1 - a / ap if beta is None else beta
+        x0 = (z - (1 - a) ** 0.5 * e) / a**0.5
+        mean = ap**0.5 * beta / (1 - a) * x0 + (1 - beta) ** 0.5 * (1 - ap) / (1 - a) * z  # μ̃_t, eq. 7
+        v = {"tilde": (1 - ap) / (1 - a) * beta, "beta": beta, "no_root": ((1 - ap) / (1 - a) * beta) ** 2}[var]
+        return mean + (v**0.5 * n if noise else 0)
+
+    mistakes = [
+        ("σ_t² = β_t is DDPM's other choice; this sampler uses β̃_t = (1 − ᾱ_prev)/(1 − ᾱ_t)·β_t",
+         lambda *a: step(*a, var="beta")),
+        ("the noise is scaled by σ_t = √β̃_t, not by β̃_t", lambda *a: step(*a, var="no_root")),
+        ("no fresh noise: DDPM adds σ_t·noise at every step (σ_t = 0 only at the last)", lambda *a: step(*a, noise=False)),
+        ("this returns z_t unchanged: the step must move to ᾱ_prev", lambda z, e, a, ap, n: z),
+        ("that is DDIM (η = 0): the DDPM mean is the posterior mean μ̃_t(z_t, ẑ_0) of eq. 7, plus noise",
+         lambda z, e, a, ap, n: ddim_step_reference(z, e, a, ap, 0.0, n)),
+        ("β_t is the step's own 1 − ᾱ_t/ᾱ_prev (so respaced chains work), not 1 − ᾱ_t",
+         lambda z, e, a, ap, n: step(z, e, a, ap, n, beta=1 - a)),
+    ]
+
+    @torch.no_grad()
+    def run(f: Fn) -> dict:
+        n_img, steps = (2, 3) if runtime.smoke_mode() else (8, 50)
+        noise = torch.randn(n_img, *model.latent_shape, generator=gen(0))
+        sched, g = model.schedule, gen(1)
+        ts = sched.timesteps(steps).tolist()
+        z = noise
+        for i, (t, t_prev) in enumerate(zip(ts, ts[1:] + [-1])):
+            eps = model.denoiser(z, torch.full((n_img,), t), None)
+            fresh = torch.randn(z.shape, generator=g) if i < len(ts) - 1 else torch.zeros_like(z)  # as ddpm draws
+            z = f(z, eps, sched.alpha_bar_at(t), sched.alpha_bar_at(t_prev), fresh)
+        lib = samplers.ddpm(model.denoiser, sched, noise, steps, generator=gen(1))
+        diff = float((z - lib).abs().max())
+        return {"images": model.decode(z), "max_diff": diff, "summary": f"sampled {n_img} images from {source} with "
+                f"your DDPM step ({steps} steps): the same latents as ll.samplers.ddpm with the same draws (max "
+                f"difference {diff:.1e}); demo.images holds them."}
+
+    return check("ddpm_step", fn, ref, cases, mistakes, "DDPM step (ll.samplers.ddpm)", run, demo, atol=1e-4)
+
+
 def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
     """`cfg(eps_uncond, eps_cond, scale) -> ε̃ = ε̂(z, ∅) + s·(ε̂(z, c) − ε̂(z, ∅))` (classifier-free guidance, as
     `ll.samplers.guided` combines them): s = 0 is the unconditional model, s = 1 the conditional one, s > 1 pushes
-    further along the condition. Cases: s = 3, s = 0, s = 1, s = 7.5."""
+    further along the condition. Cases: s = 3, s = 0, s = 1, s = 7.5. Demo: the shipped class-conditional MNIST
+    model draws every digit with your guidance."""
     def ref(eps_uncond, eps_cond, scale):
         both = guided(lambda z, t, c: c, scale, eps_uncond)  # a denoiser that returns its condition
         return both(torch.zeros_like(eps_cond), torch.zeros(len(eps_cond), dtype=torch.long), eps_cond)
@@ -233,25 +358,38 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
 
     @torch.no_grad()
     def run(f: Fn) -> dict:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            unet = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2),
-                                   num_res_blocks=1, attention_resolutions=(2,), head_dim=32, context_dim=32))
-            torch.nn.init.normal_(unet.conv_out.weight, std=0.05)
-            model = LatentDiffusion(IdentityAutoencoder(), unet, ClassConditioner(ClassConditionerConfig(6, 32)),
-                                    image_size=16).eval()
-        labels, noise = torch.tensor([0, 1, 2, 3]), torch.randn(4, 3, 16, 16, generator=gen(1))
-        cond = model.condition({"label": labels}, 4)
+
+        model = shipped("ldm-kl-f4-mnist32-class")
+        if model is None:
+            return {"summary": "no demo: the shipped class-conditional model ldm-kl-f4-mnist32-class is missing "
+                    "(`ldm-lite train ldm-kl-f4-mnist32-class` makes one)."}
+        per_digit, steps = (1, 3) if runtime.smoke_mode() else (3, 15)
+        labels = torch.arange(10).repeat_interleave(per_digit)
+        noise = torch.randn(len(labels), *model.latent_shape, generator=gen(1))
+        cond = model.condition({"label": labels}, len(labels))
         null = model.conditioner.null_like(cond)
 
         def denoiser(z, t, c):
             return f(model.denoiser(z, t, null), model.denoiser(z, t, c), 3.0)
 
-        z = samplers.ddim(denoiser, model.schedule, noise, 5, cond=cond)
-        lib = model.sample(labels=labels, noise=noise, steps=5, guidance_scale=3.0, return_latents=True)
+        z = samplers.ddim(denoiser, model.schedule, noise, steps, cond=cond)
+        lib = model.sample(labels=labels, noise=noise, steps=steps, guidance_scale=3.0, return_latents=True)
+        plain = model.sample(labels=labels, noise=noise, steps=steps, return_latents=True)  # s = 1, no guidance
         diff = float((z - lib).abs().max())
-        return {"max_diff": diff, "summary": "guided DDIM sampling (s = 3) of a small class-conditional LDM with "
-                f"your cfg gives the same samples as LatentDiffusion.sample(guidance_scale=3) (max difference "
-                f"{diff:.1e}); the model is untrained: this shows the plumbing, notebook 05 shows the effect."}
+        images = model.decode(z)
+        out = {"images": images, "labels": labels, "max_diff": diff}
+        clf_dir = PRETRAINED_DIR / "mnist-classifier-32"
+        judged = ""
+        if clf_dir.is_dir():
+            clf = MNISTClassifier.from_pretrained(clf_dir).eval()
+            acc = {s: float((clf(x).argmax(1) == labels).float().mean()) for s, x in ((3.0, images),
+                                                                                       (1.0, model.decode(plain)))}
+            out["accuracy"] = acc
+            judged = (f"; the shipped MNIST classifier reads the requested digit in {acc[3.0]:.0%} of them, "
+                      f"{acc[1.0]:.0%} without guidance (s = 1, same noise; {len(labels)} images, so a 95% interval of about ±15 points)")
+        out["summary"] = (f"the shipped class-conditional model ldm-kl-f4-mnist32-class drew digits 0-9 "
+                          f"({len(labels)} images, DDIM {steps} steps, s = 3) with your cfg: the same samples as "
+                          f"LatentDiffusion.sample(guidance_scale=3) (max difference {diff:.1e}){judged}.")
+        return out
 
     return check("cfg", fn, ref, cases, mistakes, "samplers.guided", run, demo)

@@ -61,6 +61,13 @@ HINTS: dict[str, tuple[str, ...]] = {
         "z_t = √ᾱ_t · z_0 + √(1 − ᾱ_t) · ε.",
         "alpha_bar[t] has shape (B,): make it (B, 1, 1, 1) with .view(-1, 1, 1, 1) so it broadcasts against z0.",
     ),
+    "scaled_linear_alpha_bar": (
+        "LDM's configs name their schedule `linear`, but it is linear in √β (the diffusers name `scaled_linear`); "
+        "ᾱ_t is how much of z_0 survives t + 1 noising steps (DDPM §2, eq. 4), each keeping a share 1 − β_s.",
+        "β = linspace(√beta_start, √beta_end, T)²; ᾱ_t = ∏_{s=0..t} (1 − β_s).",
+        "torch.cumprod(1 - betas, dim=0) is the running product (no leading 1: ᾱ_0 = 1 − β_0); build the linspace "
+        "with dtype=torch.float64, as the library's schedule is float64.",
+    ),
     "snr": (
         "In z_t the signal is √ᾱ_t·z_0 and the noise √(1 − ᾱ_t)·ε (DDPM eq. 4); the SNR is the ratio of their powers "
         "(variances) for unit-variance data.",
@@ -89,6 +96,14 @@ HINTS: dict[str, tuple[str, ...]] = {
         "the values, weighted by how well it matches each key.",
         "softmax(Q·Kᵀ / √d) · V, the softmax over the L keys.",
         "k.transpose(-1, -2) swaps the last two axes only; the softmax runs over dim=-1; d = q.shape[-1].",
+    ),
+    "attention_block": (
+        "The UNet's self-attention block (LDM §3.3, App. D; the `AttnBlock` of ADM): the H·W pixels become tokens, "
+        "attend to each other (Q, K and V all from the image), and the result is added back to x.",
+        "tokens = norm(x) as (B, H·W, C); q, k, v = to_qkv(tokens).chunk(3, -1), each split into heads "
+        "(B, heads, H·W, d); out = attention(q, k, v) merged to (B, H·W, C); return x + to_out(out) as (B, C, H, W).",
+        "x.flatten(2).transpose(1, 2) gives (B, H·W, C); reshape(B, N, heads, d).transpose(1, 2) splits heads; "
+        "undo both in reverse order at the end (a reshape alone scrambles pixels and channels).",
     ),
     "unet_forward": (
         "The UNet of §3.3 / App. D: a time embedding, a down path that keeps every output as a skip, a middle, an "
@@ -119,6 +134,14 @@ HINTS: dict[str, tuple[str, ...]] = {
         "alpha_bar_t and alpha_bar_prev are floats: use math.sqrt or ** 0.5; at the last step ᾱ_prev = 1, so "
         "σ_t = 0 and z_prev = ẑ_0.",
     ),
+    "ddpm_step": (
+        "DDPM's ancestral sampler (Algorithm 2): the true reverse step q(z_prev | z_t, z_0) is a Gaussian with a "
+        "closed form (eq. 6-7); put the network's ẑ_0 in for z_0, take its mean and add noise of its variance.",
+        "β_t = 1 − ᾱ_t/ᾱ_prev; ẑ_0 = (z_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t; μ̃ = √ᾱ_prev·β_t/(1−ᾱ_t)·ẑ_0 + √(1−β_t)·(1−ᾱ_prev)/(1−ᾱ_t)·z_t; "
+        "z_prev = μ̃ + √β̃_t·noise with β̃_t = (1−ᾱ_prev)/(1−ᾱ_t)·β_t.",
+        "The ᾱ's are floats (** 0.5 for roots); noise is scaled by the standard deviation √β̃_t, not the variance; at "
+        "the last step ᾱ_prev = 1 makes β̃_t = 0 by itself.",
+    ),
     "cfg": (
         "Classifier-free guidance (Ho & Salimans 2022): start from the unconditional prediction and move along the "
         "direction the condition adds, scaled by s.",
@@ -140,6 +163,13 @@ HINTS: dict[str, tuple[str, ...]] = {
         "torch.cat([z_t, resize(lowres, (h, w))], dim=1), resize = F.interpolate(mode=\"bicubic\", antialias=True "
         "when it shrinks); no resizing when lowres is already h×w.",
         "z_t comes first (the UNet's first c input channels are the noisy latent); dim=1 is the channel axis.",
+    ),
+    "inpaint_unet_input": (
+        "LDM's inpainting model (§4.5) is conditioned by concatenation, like super-resolution: the UNet sees z_t, "
+        "the latent of the image with its hole blanked out, and where the hole is, all at the latent's h×w.",
+        "torch.cat([z_t, encode(x * (1 − m)), avg_pool(m to h×w)], dim=1) with m = mask[:, None] (1 = missing).",
+        "mask is (B, H, W): add the channel axis with mask[:, None]; F.adaptive_avg_pool2d(m, z_t.shape[-2:]) gives "
+        "the share missing per cell; the hole is 0 (grey), not −1.",
     ),
     "keep_known": (
         "Replacement sampling (RePaint; Blended Latent Diffusion): on the kept cells, hand the sampler the ε that "
