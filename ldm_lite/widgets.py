@@ -2,7 +2,7 @@
 cross-attention maps. Each panel takes plain tensors and callables, so it works with a trained model, an
 untrained one or identity functions.
 
-Panels (each returns a `widgets.VBox`):
+Panels (each returns a `Panel`, a `widgets.VBox`):
 
     forward_noise_panel(image, encode, decode, schedule)   t control: x_t and z_t = q_sample(z_0, t, ε) side by side
     f_panel(recon_fn, images, fs, kinds)                   f control + KL/VQ toggle: reconstruction, latent, metrics
@@ -18,7 +18,7 @@ Panels (each returns a `widgets.VBox`):
 
 Conventions (tests/test_browser.py relies on them; keep them when adding a panel):
 
-- the panel is a `widgets.VBox` with CSS class `ldm-panel`;
+- the panel is a `Panel` (a `widgets.VBox`) with CSS class `ldm-panel`;
 - its main control (the one a learner moves: a slider, a selection slider or a dropdown) has class
   `ldm-main-control`; moving it must change the picture;
 - the picture is one `widgets.Image` (PNG bytes rendered from a matplotlib `Figure`) with class `ldm-panel-image`;
@@ -32,13 +32,17 @@ Conventions (tests/test_browser.py relies on them; keep them when adding a panel
   with class `ldm-panel-warning`, cleared by the next draw that raises none (after a control moved, a warning
   would otherwise reach only the kernel log);
 - while drawing, a `widgets.HTML` with class `ldm-panel-busy` says so (sampling panels take seconds);
-- a control that does nothing in the current setting of the others is disabled (`images_panel(disabled=...)`).
+- a control that does nothing in the current setting of the others is disabled (`images_panel(disabled=...)`);
+- its display also carries its first picture as a static PNG (`image/png` beside the widget view): JupyterLab
+  shows the live widget, while a notebook run headless (nbclient) and rendered without widget state, or a text
+  front end, shows the panel's first state instead of nothing.
 
 `find(panel, css_class)` returns the widget of a panel carrying a class (used by the tests).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import math
@@ -69,7 +73,7 @@ BUSY_CLASS = "ldm-panel-busy"
 
 LATENT_RANGE = 3.0  # latent channels are drawn with a fixed colour range [-3, 3] (unit-variance latents)
 
-__all__ = ["forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel",
+__all__ = ["Panel", "forward_noise_panel", "f_panel", "reverse_scrubber", "attention_panel", "images_panel",
            "cross_attention_panel", "prompt_panel", "record_trajectory", "TrajectoryStep", "find", "figure_png",
            "noise_stats", "tradeoff_panel"]
 
@@ -94,9 +98,26 @@ def find(panel: widgets.Widget, css_class: str) -> widgets.Widget:
     raise LookupError(f"no widget with CSS class {css_class!r} in this panel")
 
 
+class Panel(widgets.VBox):
+    """A panel's box. Displayed, it gives the live widget and, beside it, a static copy of its picture (`image/png`)
+    and a one-line text: a front end that can show the widget (JupyterLab, Notebook 7, VS Code) ranks the widget
+    first; one that cannot (an executed notebook rendered without widget state, GitHub, a terminal) shows the
+    picture of the first state, so a headless run leaves a figure where the panel is."""
+
+    panel_title = ""  # shown by the text form
+    first_png = b""  # the picture as it was drawn when the panel was built
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        data = super()._repr_mimebundle_(**kwargs)
+        if self.first_png:
+            data["image/png"] = base64.b64encode(self.first_png).decode("ascii")
+        data["text/plain"] = f"{self.panel_title} (an interactive panel; the picture is its first state)"
+        return data
+
+
 def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
            draw: Callable[[], tuple[Figure, str]],
-           disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> widgets.VBox:
+           disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> Panel:
     """Assemble a panel: controls, busy note, readout, image, warning and error boxes; `draw()` -> (figure, readout
     HTML) on every change. `disabled`: control -> predicate, re-evaluated before every draw (True: greyed out)."""
     image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
@@ -132,8 +153,9 @@ def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
     for control in (main, *others):
         control.observe(update, names="value")
     update()
-    box = widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), busy, readout,
-                        warned, image, error])
+    box = Panel([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), busy, readout,
+                 warned, image, error])
+    box.panel_title, box.first_png = title, image.value
     box.layout.align_items = "flex-start"  # the image keeps its natural size instead of stretching to the cell
     box.add_class(PANEL_CLASS)
     return box
@@ -207,7 +229,7 @@ def _on(ax):
 # ---------------------------------------------------------------------------------------------- forward process
 def forward_noise_panel(image: Tensor, encode: Callable[[Tensor], Tensor], decode: Callable[[Tensor], Tensor],
                         schedule: Schedule, t: int | None = None, step: int | None = None,
-                        seed: int = 0) -> widgets.VBox:
+                        seed: int = 0) -> Panel:
     """A t control noising an image and its latent side by side (DDPM eq. 4 in both spaces, fixed ε).
 
     image: (C,H,W) or (1,C,H,W) in [-1,1]. encode: (B,C,H,W) -> (B,c,h,w) latent, e.g. `ae.to_latent` (scaled to
@@ -261,7 +283,7 @@ RECON_KEYS = ("recon", "latent", "psnr", "lpips")
 
 def f_panel(recon_fn: Callable[[int, str, Tensor], dict | None], images: Tensor,
             fs: Sequence[int] = (1, 2, 4, 8, 16), kinds: Sequence[str] = ("kl", "vq"),
-            max_images: int = 4) -> widgets.VBox:
+            max_images: int = 4) -> Panel:
     """An f control (main) and a KL/VQ toggle over autoencoders (paper §3.1, Table 8).
 
     recon_fn(f, kind, images) -> dict(recon=(B,C,H,W), latent=(B,c,H/f,W/f), psnr=float, lpips=float or None), or
@@ -362,7 +384,7 @@ def record_trajectory(schedule: Schedule) -> tuple[Callable[[int, int, Tensor, T
 
 
 def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Callable[[Tensor], Tensor],
-                     sample: int = 0) -> widgets.VBox:
+                     sample: int = 0) -> Panel:
     """A step control over a recorded reverse process: every channel of z_t and of ε̂, and x̂_0 = D(ẑ_0).
 
     trajectory: records (step, t, z_t, z0_hat, eps_hat) from `record_trajectory`; decode: latent -> image
@@ -399,7 +421,7 @@ def reverse_scrubber(trajectory: Sequence[TrajectoryStep | tuple], decode: Calla
 
 # ---------------------------------------------------------------------------------------------- cross-attention
 def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
-                    map_size: tuple[int, int] | None = None, alpha: float = 0.6) -> widgets.VBox:
+                    map_size: tuple[int, int] | None = None, alpha: float = 0.6) -> Panel:
     """A token control overlaying the cross-attention map of one token on the image (paper §3.3; the paper
     shows no attention maps: per-token maps like these are how Prompt-to-Prompt, Hertz et al. 2022, inspects them).
 
@@ -439,7 +461,7 @@ def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
 # ---------------------------------------------------------------------------------------------- image rows
 def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
                  render: Callable[[], tuple[dict[str, Tensor], str]], size: float = 2.0,
-                 disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> widgets.VBox:
+                 disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> Panel:
     """A generic panel: whenever a control moves, `render()` -> ({caption: picture}, readout text) is drawn as one
     row. A picture is an image (C, H, W) in [-1, 1] or a class map (H, W) of integers (drawn with a fixed
     categorical palette, class 0 black). `disabled` maps a control to a predicate: while it returns True the
@@ -472,7 +494,7 @@ _CLASS_CMAP = _class_cmap()
 
 # ---------------------------------------------------------------------------------------------- trade-off (§4.1)
 def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size: int | None = None,
-                   max_images: int = 8) -> widgets.VBox:
+                   max_images: int = 8) -> Panel:
     """An f control over the LDM-f of a trade-off sweep (`ldm_lite.tradeoff`, paper §4.1, Fig. 6).
 
     rows: the sweep's result rows (`tradeoff.collect(out)`); samples: {f: (N, 3, H, W) in [-1, 1]} from each trained
@@ -530,7 +552,7 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
 
 # ---------------------------------------------------------------------------------------------- notebook 05
 def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], timesteps: Sequence[int],
-                          alpha: float = 0.6) -> widgets.VBox:
+                          alpha: float = 0.6) -> Panel:
     """A token control and a step control over cross-attention maps recorded during sampling (§3.3):
     which word looks where, and when.
 
@@ -570,7 +592,7 @@ def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], ti
 
 
 def prompt_panel(generate: Callable[[str, float], Tensor], prompt: str = "a large red circle",
-                 guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8) -> widgets.VBox:
+                 guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8) -> Panel:
     """A prompt box and a guidance control that generate on the fly: `generate(prompt, guidance_scale)` ->
     images (B, C, H, W) in [-1, 1] (e.g. a closure over `ldm.sample(prompts=[prompt] * 8, ...)`)."""
     box = widgets.Text(value=prompt, description="prompt", continuous_update=False,

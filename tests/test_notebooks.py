@@ -103,5 +103,9 @@ def test_runs_top_to_bottom_in_smoke_mode(path, tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    # every widget left in an output also shows a static picture, so the executed notebook has a figure there
+    bare = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {}) and "image/png" not in o["data"]]
+    assert not bare, f"{path.name}: cells {bare} display a widget without a static picture (use ldm_lite.widgets)"
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert printed.strip() == "SMOKE = True", f"{path.name} did not run in smoke mode (its kernel printed {printed!r})"

@@ -1,6 +1,7 @@
 """The notebook panels at the Python level: moving the main control redraws, the numbers shown are the schedule's,
 bad inputs fail with messages that say what to change, and a failing callback is never swallowed."""
 
+import io
 import re
 
 import pytest
@@ -243,3 +244,58 @@ def test_the_busy_note_shows_while_drawing_and_clears_after():
     control.value = 2
     assert seen and "drawing" in seen[-1]
     assert W.find(panel, W.BUSY_CLASS).value == ""
+
+
+def _every_panel():
+    """One panel of each kind, built from the stand-ins above (name -> panel)."""
+    import ipywidgets as widgets
+
+    callback, trajectory = W.record_trajectory(SCHED)
+    ll.samplers.ddim(lambda z, t, c: 0.3 * z, SCHED, torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)),
+                     steps=3, callback=callback)
+    maps = torch.softmax(torch.randn(4, 16, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    row = {"kind": "training", "f": 4, "step": 10, "train_seconds": 1.0, "fid": 9.0, "recognisable": 0.5,
+           "latent": "3x8x8", "unet_params": 1e6, "flops_per_train_step": 1e9, "train_samples_per_second": 32.0}
+    level = widgets.IntSlider(value=0, min=0, max=3)
+    return {
+        "forward": W.forward_noise_panel(IMAGE, encode, decode, SCHED, t=100),
+        "f": W.f_panel(recon_fn, IMAGES),
+        "reverse": W.reverse_scrubber(trajectory, decode),
+        "attention": W.attention_panel(IMAGE, maps, ["a", "red", "circle"]),
+        "images": W.images_panel("rows", level, [], lambda: ({"image": IMAGE * (1 - level.value / 3)}, "")),
+        "tradeoff": W.tradeoff_panel([row, {**row, "f": 8}], {4: IMAGES, 8: -IMAGES}),
+        "cross_attention": W.cross_attention_panel(IMAGE, torch.rand(3, 2, 4, 4), ["a", "circle"], [900, 500, 100]),
+        "prompt": W.prompt_panel(lambda prompt, s: IMAGES * (s / 8), ncols=3),
+    }
+
+
+def _move(control) -> None:
+    """Move a main control to another value, as a learner does (a slider, a selection or a text box)."""
+    if hasattr(control, "max"):
+        control.value = control.max if control.value != control.max else control.min
+    elif hasattr(control, "options"):
+        control.index = 1 if control.index == 0 else 0
+    else:
+        control.value += " blue"
+
+
+def test_every_panel_also_displays_a_static_picture_of_its_first_state():
+    """Built headless (no front end), a panel's display carries its first picture as image/png beside the widget
+    view, so an executed notebook shows a figure where the panel is; moving a control changes the live picture only."""
+    import base64
+
+    from IPython.core.formatters import format_display_data
+    from matplotlib.image import imread
+
+    for name, panel in _every_panel().items():
+        image = W.find(panel, W.IMAGE_CLASS)
+        first = image.value
+        data, _ = format_display_data(panel)  # what IPython publishes for a panel left at the end of a cell
+        assert "application/vnd.jupyter.widget-view+json" in data, name
+        assert base64.b64decode(data["image/png"]) == first, name
+        assert imread(io.BytesIO(first)).shape[:2] >= (100, 100), name  # a real picture, not a placeholder
+        assert data["text/plain"].startswith(panel.panel_title) and "interactive panel" in data["text/plain"], name
+        _move(W.find(panel, W.MAIN_CONTROL_CLASS))
+        assert image.value != first, name  # the control still redraws the live picture...
+        data, _ = format_display_data(panel)
+        assert base64.b64decode(data["image/png"]) == first, name  # ...while the static copy stays the first state
