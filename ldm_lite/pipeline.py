@@ -112,14 +112,21 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         out / "curves.png", dpi=110)
 
     t_sample = time.perf_counter()
-    samples = ldm.sample(cfg.n_samples, sampler=cfg.sampler, steps=cfg.sample_steps,
-                         generator=torch.Generator().manual_seed(cfg.seed)).cpu()
+    with tqdm(total=cfg.sample_steps, desc=f"sampling {cfg.n_samples} images ({cfg.sampler})", unit="step") as bar:
+        samples = ldm.sample(cfg.n_samples, sampler=cfg.sampler, steps=cfg.sample_steps,
+                             generator=torch.Generator().manual_seed(cfg.seed), callback=lambda *_: bar.update()).cpu()
     sample_s = time.perf_counter() - t_sample
     plotting.image_grid(samples[:64], ncols=8, title=f"LDM-4 samples ({cfg.sampler}, {cfg.sample_steps} steps)").savefig(
         out / "samples.png", dpi=110)
 
-    real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=datasets.HELDOUT_SEED,
-                                                max_shapes=cfg.max_shapes))
+    with tqdm(total=2, desc="judging", unit="phase") as bar:
+        bar.set_postfix_str(f"rendering {cfg.n_eval_real} held-out images")
+        real = recipes.stack_images(datasets.shapes(cfg.resolution, n=cfg.n_eval_real, seed=datasets.HELDOUT_SEED,
+                                                    max_shapes=cfg.max_shapes))
+        bar.update()
+        bar.set_postfix_str("shapes score and FID on classifier features")
+        judged = evaluate_samples(samples, real, recipes.get_classifier())
+        bar.update()
     metrics = {
         "device": str(dev),
         "autoencoder": ae_source,
@@ -130,7 +137,7 @@ def run_main(out: Path, train_ae: bool = False, device: str = "auto", config: Ma
         "ldm_steps_this_run": steps_done - start_step,
         "train_steps_per_second": round((steps_done - start_step) / max(train_s, 1e-9), 3),
         f"sample_seconds_{cfg.n_samples}_{cfg.sampler}{cfg.sample_steps}": round(sample_s, 2),
-        **evaluate_samples(samples, real, recipes.get_classifier()),
+        **judged,
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json(out / "metrics.json", metrics)

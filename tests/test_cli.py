@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ def run(*args, tmp_path, smoke=True, **env_extra):
 @pytest.mark.slow
 def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     out = tmp_path / "main"
-    run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
+    res = run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
+    # sampling and judging (~18 s at full size) show progress: a bar per reverse step, then per judging phase
+    assert re.search(r"sampling 8 images \(ddim\): 100%\|.*\| 4/4 ", res.stderr), res.stderr[-2000:]
+    assert re.search(r"judging: 100%\|.*\| 2/2 .*shapes score and FID", res.stderr), res.stderr[-2000:]
     for name in ("samples.png", "curves.png", "metrics.json", "tour/shapes.png", "ldm/model/model.safetensors"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
