@@ -95,7 +95,7 @@ class History:
     def log(self, **values: float) -> None:
         n = len(self.data.get("step", []))
         for k, v in values.items():
-            self.data.setdefault(k, [math.nan] * n if k != "step" else []).append(float(v))
+            self.data.setdefault(k, [math.nan] * n if k != "step" else []).append(int(v) if k == "step" else float(v))
         for vals in self.data.values():  # keys missing this step get NaN, so every list has the same length
             if len(vals) < n + 1:
                 vals.append(math.nan)

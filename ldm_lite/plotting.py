@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def to_display(x: torch.Tensor) -> np.ndarray:
@@ -76,9 +77,52 @@ def curves(history: dict[str, Sequence[float]], keys: Sequence[str] | None = Non
         ax.set_title(k)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counted: no "2.5" on a short run
     fig.suptitle(_wrap(title, int(width * 9)))  # ~9 characters per inch at the default font size
     fig.tight_layout()
     return fig
+
+
+def layout_problems(fig: Figure, tol: float = 1.0) -> list[str]:
+    """What a reader of `fig` would trip over, as sentences (empty: it reads): a title, caption or axis (its label and
+    drawn tick labels) that reaches outside the figure (clipped when saved), and a title or caption that overlaps another one or
+    an image other than its own. Draws the figure once; `tol` is in pixels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    captions = []  # (name, box, own axes) of every title / caption
+    problems = []
+
+    def visible(t) -> bool:
+        return t.get_visible() and t.get_text().strip() != ""
+
+    texts = [("figure title" if t is fig._suptitle else "figure text", t, None) for t in fig.texts]  # noqa: SLF001
+    for ax in fig.axes:
+        texts += [(f"title {t.get_text()!r}", t, ax) for t in (ax.title, ax._left_title, ax._right_title)]  # noqa: SLF001
+        texts += [(f"text {t.get_text()!r}", t, ax) for t in ax.texts]
+        if ax.axison:  # the x / y axis with its drawn tick labels and its label
+            texts += [(f"{a} axis of the axes titled {ax.get_title()!r}", axis, ax)
+                      for a, axis in (("x", ax.xaxis), ("y", ax.yaxis))]
+    for name, t, ax in texts:
+        if hasattr(t, "get_text") and not visible(t):
+            continue
+        box = t.get_window_extent(renderer) if hasattr(t, "get_text") else t.get_tightbbox(renderer)
+        if box is None or box.width == 0:
+            continue
+        if box.x0 < page.x0 - tol or box.x1 > page.x1 + tol or box.y0 < page.y0 - tol or box.y1 > page.y1 + tol:
+            problems.append(f"{name} reaches outside the figure ({box.x0:.0f}..{box.x1:.0f} x {box.y0:.0f}..{box.y1:.0f}"
+                            f" in a {page.width:.0f} x {page.height:.0f} px figure): it is clipped when saved")
+        if name.startswith(("figure title", "title")):
+            captions.append((name, box.shrunk(0.999, 0.999), ax))
+    images = [(ax, ax.get_window_extent(renderer)) for ax in fig.axes if ax.images]
+    for i, (name, box, own) in enumerate(captions):
+        for other, obox, _ in captions[i + 1:]:
+            if box.overlaps(obox):
+                problems.append(f"{name} overlaps {other}")
+        for ax, abox in images:
+            if ax is not own and box.overlaps(abox.shrunk(0.999, 0.999)):
+                problems.append(f"{name} overlaps the image of the axes titled {ax.get_title()!r}")
+    return problems
 
 
 def _wrap(text: str, width: int = 28) -> str:
@@ -124,6 +168,7 @@ class LiveCurve:
         self.ax.set_yscale("log")
         self.ax.set_title(self.title)
         self.ax.set_xlabel("step")
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.ax.set_ylabel(self.ylabel)
         if self.handle is not None:
             self.handle.update(self.fig)

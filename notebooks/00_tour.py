@@ -83,7 +83,10 @@ fig.suptitle("the same item at four resolutions"); fig.tight_layout()
 
 # %%
 hard = ll.datasets.shapes(resolution=RESOLUTION, n=100, seed=1, background="noise", min_shapes=3)
-fig = ll.plotting.dataset_grid(hard, n=N_SHOW, title="harder: three shapes on a textured background")
+three = [it for it in (hard[i] for i in range(len(hard))) if int((it["attrs"][:, 0] >= 0).sum()) == 3]
+print(f"{len(three)} of {len(hard)} layouts had room for all three shapes (the others keep fewer); showing {N_SHOW}")
+fig = ll.plotting.image_grid([it["image"] for it in three[:N_SHOW]], [it["caption"] for it in three[:N_SHOW]],
+                             title="harder: three shapes on a textured background")
 
 # %% [markdown]
 # ### Your turn: from pixels to model inputs
@@ -99,7 +102,7 @@ fig = ll.plotting.dataset_grid(hard, n=N_SHOW, title="harder: three shapes on a 
 # the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (what `ds[i]["image"]`
+# **0.1 · `to_model_range`**: every image in the kit is a float32 tensor (3, H, W) in $[-1, 1]$ (what `ds[i]["image"]`
 # printed above), while image files give uint8 arrays (H, W, 3) in $[0, 255]$. Write the conversion: channels first, 0 →
 # −1, 255 → +1. Stuck? `ex.hint("to_model_range")`.
 
@@ -156,7 +159,7 @@ fig = ll.plotting.image_grid(list(batch) + list(lo_bicubic) + list(lo_real),
 # %% [markdown]
 # ### Your turn: PSNR, the first measure of reconstruction quality
 #
-# **2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio (PSNR): the mean squared
+# **0.2 · `psnr(x, y)`**: notebook 01 scores autoencoders with the peak signal-to-noise ratio (PSNR): the mean squared
 # error compared with the largest possible value on a log scale, in dB, one value per image, on images mapped from
 # $[-1, 1]$ to $[0, 1]$ (peak 1). Higher is better; +6 dB means half the error amplitude. Stuck? `ex.hint("psnr")`.
 
@@ -171,7 +174,7 @@ ex.check_psnr(psnr);
 # %% [markdown]
 # ## Exercises
 #
-# 1. Render `shapes(resolution=16)` and `shapes(resolution=256)`: at which resolution do the small stars stop
+# - **0.3** Render `shapes(resolution=16)` and `shapes(resolution=256)`: at which resolution do the small stars stop
 #    looking like stars? What does that suggest about the smallest useful latent size?
-# 2. Count how often each kind and colour appears in the first 2,000 items (use `item["attrs"]`). Is the dataset balanced?
-# 3. Make a dataset with only circles and squares (`kinds=("circle", "square")`) and write a caption you expect to see.
+# - **0.4** Count how often each kind and colour appears in the first 2,000 items (use `item["attrs"]`). Is the dataset balanced?
+# - **0.5** Make a dataset with only circles and squares (`kinds=("circle", "square")`) and write a caption you expect to see.

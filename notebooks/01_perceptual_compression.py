@@ -135,7 +135,7 @@ ax.set_xlabel("code (sorted by usage)"); ax.set_ylabel("latent positions assigne
 # the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · Sample the posterior** $q(z \mid x)$, a diagonal Gaussian with mean $\mu$ and variance $\sigma^2$ (§3.1), with
+# **1.1 · Sample the posterior** $q(z \mid x)$, a diagonal Gaussian with mean $\mu$ and variance $\sigma^2$ (§3.1), with
 # the reparameterisation trick of the VAE: the encoder outputs `mean` and `logvar` (that is, $\log\sigma^2$; each
 # B×c×h×w); `noise` is $\varepsilon \sim \mathcal{N}(0, I)$. Write the sample as a function of the noise, so that it is
 # differentiable in `mean` and `logvar`. Stuck? `ex.hint("kl_sample")`.
@@ -149,7 +149,7 @@ def kl_sample(mean, logvar, noise):
 ex.check_kl_sample(kl_sample);
 
 # %% [markdown]
-# **2 · The KL term** $\mathrm{KL}(q(z \mid x) \,\|\, \mathcal{N}(0, I))$ of the first stage's loss (§3.1, App. G), one
+# **1.2 · The KL term** $\mathrm{KL}(q(z \mid x) \,\|\, \mathcal{N}(0, I))$ of the first stage's loss (§3.1, App. G), one
 # number per image: the KL divergence between two Gaussians has a closed form in $\mu$ and $\log\sigma^2$ (derive it,
 # or `ex.hint("kl_divergence")`).
 
@@ -162,7 +162,7 @@ def kl_divergence(mean, logvar):
 ex.check_kl_divergence(kl_divergence);
 
 # %% [markdown]
-# **3 · The nearest-code lookup** of VQ (§3.1; VQ-VAE): for every vector $z_e[b, :, i, j]$ (c numbers) pick the nearest
+# **1.3 · The nearest-code lookup** of VQ (§3.1; VQ-VAE): for every vector $z_e[b, :, i, j]$ (c numbers) pick the nearest
 # code $e_k$ (in squared distance), and return $z_q$ and the indices such that the forward pass sees the codes while the
 # backward pass copies the decoder's gradient straight through to the encoder (a stop-gradient, `.detach()`, does it).
 # Stuck? `ex.hint("vq_lookup")`.
@@ -292,7 +292,7 @@ print(f"at t = T-1 the unscaled z_T still has log SNR {float(unscaled[-1]):.2f} 
 # %% [markdown]
 # ### Your turn: the scale factor from data
 #
-# Write `scale_factor(latents)`: the number LDM multiplies every latent by so that it has unit variance, estimated
+# **1.4 · `scale_factor(latents)`**: the number LDM multiplies every latent by so that it has unit variance, estimated
 # over all the entries of a batch of unscaled latents. The check compares it with `estimate_scale_factor` on the
 # shipped autoencoder's latents. Stuck? `ex.hint("scale_factor")`.
 
@@ -315,9 +315,9 @@ ex.check_scale_factor(scale_factor);
 # %% [markdown]
 # ## Exercises
 #
-# 1. Add $f = 32$ to `SWEEP_FS` (a 32×32 image becomes a 3×1×1 latent). What do the reconstructions look like, and
+# - **1.5** Add $f = 32$ to `SWEEP_FS` (a 32×32 image becomes a 3×1×1 latent). What do the reconstructions look like, and
 #    what is the only thing the decoder can still get right?
-# 2. Set `SWEEP_STEPS = 1000` and re-run the sweep. Which $f$ gains the most PSNR from the longer training, and does
+# - **1.6** Set `SWEEP_STEPS = 1000` and re-run the sweep. Which $f$ gains the most PSNR from the longer training, and does
 #    the ranking of the $f$ values change? (The paper's Table 8 uses far longer schedules.)
-# 3. Retrain with `TRAIN = True` on a GPU and compare the rFID and LPIPS of the full-loss models with the sweep's
+# - **1.7** Retrain with `TRAIN = True` on a GPU and compare the rFID and LPIPS of the full-loss models with the sweep's
 #    `kl-f4`. Why does PSNR improve much less than LPIPS when the perceptual and adversarial losses are added?

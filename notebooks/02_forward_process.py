@@ -72,7 +72,7 @@ print(sched, "| images", tuple(images.shape))
 # the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · `q_sample`**, DDPM eq. 4 above, for a batch in which every sample has its own $t$ (`alpha_bar[t]` has shape
+# **2.1 · `q_sample`**, DDPM eq. 4 above, for a batch in which every sample has its own $t$ (`alpha_bar[t]` has shape
 # (B,): give it shape (B, 1, 1, 1) to broadcast against z0). Here $t$ runs from 0 to T−1. Stuck? `ex.hint("q_sample")`.
 
 # %%
@@ -145,7 +145,7 @@ for name, s in schedules.items():
 # %% [markdown]
 # ### Your turn: LDM's schedule and its signal-to-noise ratio
 #
-# **2 · `scaled_linear_alpha_bar`**: the √β schedule above, from its two end points. Make T values of β whose square
+# **2.2 · `scaled_linear_alpha_bar`**: the √β schedule above, from its two end points. Make T values of β whose square
 # roots are evenly spaced from √beta_start to √beta_end; ᾱ_t is the share of the signal's power that survives steps
 # 0 … t, each step keeping a share 1 − β of it. The check compares with `Schedule.scaled_linear` (the kit's and the
 # paper's end points, T = 10, T = 1); when right, the shipped LDM samples images with a schedule made from your ᾱ.
@@ -160,7 +160,7 @@ def scaled_linear_alpha_bar(T, beta_start, beta_end):
 ex.check_scaled_linear_alpha_bar(scaled_linear_alpha_bar);
 
 # %% [markdown]
-# **3 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
+# **2.3 · `snr`**: in $z_t$ the signal $\sqrt{\bar\alpha_t}\, z_0$ has power $\bar\alpha_t$ (for unit-variance $z_0$) and
 # the noise has power $1 - \bar\alpha_t$. Write SNR(t) for a whole schedule at once; the check then finds where each
 # schedule's SNR falls below 1 with your function. Stuck? `ex.hint("snr")`.
 
@@ -234,9 +234,9 @@ for name, values in identified.items():
 # %% [markdown]
 # ## Exercises
 #
-# 1. Switch `sched` to `ll.schedule.Schedule.cosine()` and re-run the identification curves. At which $t$ does each
+# - **2.4** Switch `sched` to `ll.schedule.Schedule.cosine()` and re-run the identification curves. At which $t$ does each
 #    space fall below 50% now? Which schedule spends more of its timesteps where the latent is still recognisable?
-# 2. In the panel, find the smallest $t$ at which you can no longer tell the colour of the small shape, in pixel space
+# - **2.5** In the panel, find the smallest $t$ at which you can no longer tell the colour of the small shape, in pixel space
 #    and in latent space. Explain the difference with the size of a latent "patch" ($f = 4$).
-# 3. Multiply the scaled latent by 3 before noising (`lambda x: 3 * ae.to_latent(x, sample=False)` and
+# - **2.6** Multiply the scaled latent by 3 before noising (`lambda x: 3 * ae.to_latent(x, sample=False)` and
 #    `lambda z: ae.from_latent(z / 3)`). Which $t$ now looks like the old $t = 500$? Express it with SNR.

@@ -94,7 +94,7 @@ fig.colorbar(im, ax=ax, label="value"); fig.tight_layout()
 # Each check cell keeps what it hands back (`f = ex.check_f(f).fn`): your function when it passed, else the
 # library's, which is what the UNet you assemble below is built from.
 #
-# **1 · The sinusoidal time embedding** plotted above (the Transformer's position encoding, applied to $t$): `dim`
+# **3.1 · The sinusoidal time embedding** plotted above (the Transformer's position encoding, applied to $t$): `dim`
 # numbers per timestep, the first half cosines and the second half sines of $t$ at `dim/2` frequencies that fall
 # geometrically from 1 to about $10^{-4}$ (read the plot: which rows change fastest?). When right, the check runs the
 # shipped UNet with your embedding. Stuck? `ex.hint("timestep_embedding")`.
@@ -126,7 +126,7 @@ print(format_shapes([r for r in rows if r[0].count(".") <= 1 or r[0].startswith(
 # %% [markdown]
 # ### Your turn: a ResBlock and attention, the UNet's blocks
 #
-# **2 · A ResBlock's forward pass** from its parts (`block.norm1`, `.conv1`, `.emb`, `.norm2`, `.dropout`, `.conv2`,
+# **3.2 · A ResBlock's forward pass** from its parts (`block.norm1`, `.conv1`, `.emb`, `.norm2`, `.dropout`, `.conv2`,
 # `.skip`; print `unet.down[0][0].res` to see them): two GroupNorm → SiLU → convolution stages (DDPM / ADM's block, LDM
 # App. D), the time embedding projected by `.emb` and added between them, broadcast over H×W, and a skip path around
 # everything. When right, every ResBlock of the shipped UNet runs your code. Stuck? `ex.hint("resblock_forward")`.
@@ -140,7 +140,7 @@ def resblock_forward(block, x, emb):
 resblock_forward = ex.check_resblock_forward(resblock_forward).fn
 
 # %% [markdown]
-# **3 · Scaled dot-product attention**, the paper's Attention(Q, K, V) (LDM §3.3): every one of the $N$ queries
+# **3.3 · Scaled dot-product attention**, the paper's Attention(Q, K, V) (LDM §3.3): every one of the $N$ queries
 # averages the $L$ values, weighted by a softmax over its similarity with the $L$ keys, scaled so that the scores do
 # not grow with the width $d$. In self-attention $L = N$ (the image tokens); in cross-attention (notebook 05) the keys
 # and values come from the condition. When right, every attention layer of the shipped UNet runs your code. Stuck?
@@ -155,7 +155,7 @@ def attention(q, k, v):
 attention = ex.check_attention(attention).fn
 
 # %% [markdown]
-# **4 · The self-attention block** that ends the blocks of the attending levels (print `unet.mid1.attn` to see its
+# **3.4 · The self-attention block** that ends the blocks of the attending levels (print `unet.mid1.attn` to see its
 # parts `block.norm`, `block.attn.to_qkv`, `block.attn.heads`, `block.attn.to_out`): the H·W positions of the
 # normalised feature map become tokens (B, H·W, C); one linear map gives each token its query, key and value (three
 # C-wide thirds), each split into `heads` heads of C/heads channels, (B, heads, H·W, d); your `attention` from
@@ -174,7 +174,7 @@ attention_block = ex.check_attention_block(attention_block).fn
 # %% [markdown]
 # ### Your turn: assemble the UNet from its parts
 #
-# **5 · `unet_forward(unet, x, t)`**: the whole ε-network from the pieces the trace above lists, in this order
+# **3.5 · `unet_forward(unet, x, t)`**: the whole ε-network from the pieces the trace above lists, in this order
 # (for an unconditional UNet every block is called as `blk(h, emb, None)`):
 #
 # 1. `emb = unet.time_mlp(ll.unet.timestep_embedding(t, unet.config.model_channels))`: (B, 4·model_channels).
@@ -211,7 +211,7 @@ print("initial L_LDM:", round(ldm.loss(batch, torch.Generator(device=DEVICE).man
 # %% [markdown]
 # ### Your turn: the LDM objective
 #
-# **6 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for
+# **3.6 · Eq. 2** for given $t$ and $\varepsilon$: noise $z_0$ to $z_t$ (DDPM eq. 4), ask the network for
 # $\hat\varepsilon$, and return the mean squared error. When right, the check trains a small, freshly initialised UNet
 # on the shipped autoencoder's latents for 50 steps with your loss, and compares its first 5 steps with
 # `LatentDiffusion.loss` from the same start and the same draws. Stuck? `ex.hint("ldm_loss")`.
@@ -327,8 +327,8 @@ if path.is_dir():
 # %% [markdown]
 # ## Exercises
 #
-# 1. Train with `prediction="v"` (build the model with `ll.ldm.LatentDiffusion(..., prediction="v")`). Does the
+# - **3.7** Train with `prediction="v"` (build the model with `ll.ldm.LatentDiffusion(..., prediction="v")`). Does the
 #    loss curve look different? Do the samples?
-# 2. Halve `model_channels` of the UNet. How do the parameter count, the step time and the samples change?
-# 3. Set the autoencoder's scale factor to 1 (`ae.scale_factor.fill_(1.0)`) before training. What happens to the
+# - **3.8** Halve `model_channels` of the UNet. How do the parameter count, the step time and the samples change?
+# - **3.9** Set the autoencoder's scale factor to 1 (`ae.scale_factor.fill_(1.0)`) before training. What happens to the
 #    loss and to the samples, and why does LDM rescale the latent?

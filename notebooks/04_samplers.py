@@ -113,7 +113,8 @@ for sampler in ["ddpm", "ddim", "plms", "dpm_solver_pp"]:
 axes[0].set_title("FID on ShapesClassifier features (lower is better)"); axes[0].set_ylabel("FID")
 axes[1].set_title("recognisable shapes (%)"); axes[1].set_ylabel("% of samples")
 for ax in axes:
-    ax.set_xscale("log"); ax.set_xlabel("number of sampler steps"); ax.legend()
+    ax.set_xscale("log"); ax.set_xticks(SWEEP_STEPS, [str(k) for k in SWEEP_STEPS]); ax.minorticks_off()
+    ax.set_xlabel("number of sampler steps"); ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
@@ -132,7 +133,7 @@ fig.tight_layout()
 # the paper, then the formula, then the detail that usually goes wrong in code), each further call the next.
 
 # %% [markdown]
-# **1 · The model's guess of the clean latent** $\hat z_0$, what the scrubber above decodes: the forward process (DDPM
+# **4.1 · The model's guess of the clean latent** $\hat z_0$, what the scrubber above decodes: the forward process (DDPM
 # eq. 4) solved for $z_0$, with the network's $\hat\varepsilon$ in place of the true noise (DDPM eq. 15). Stuck?
 # `ex.hint("predict_x0")`.
 
@@ -145,7 +146,7 @@ def predict_x0(alpha_bar, z_t, t, eps):
 ex.check_predict_x0(predict_x0);
 
 # %% [markdown]
-# **2 · One DDIM step** (Song et al. 2021, eq. 12, with the noise level σ_t(η) of eq. 16) from $t$ to the previous
+# **4.2 · One DDIM step** (Song et al. 2021, eq. 12, with the noise level σ_t(η) of eq. 16) from $t$ to the previous
 # visited timestep: predict $\hat z_0$, then re-noise it to $\bar\alpha_{prev}$ with a deterministic part along
 # $\hat\varepsilon$ and fresh noise of size σ_t (zero for η = 0; DDPM's for η = 1). The check tries η = 0 and 1 and the
 # last step (ᾱ_prev = 1); when right it samples images with your step and shows them. Stuck? `ex.hint("ddim_step")`.
@@ -161,7 +162,7 @@ if verdict.passed:
     fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), title="sampled with your DDIM step")
 
 # %% [markdown]
-# **3 · One DDPM step** (Ho et al. 2020, Algorithm 2), the ancestral sampler of the sweep above: the true reverse step
+# **4.3 · One DDPM step** (Ho et al. 2020, Algorithm 2), the ancestral sampler of the sweep above: the true reverse step
 # $q(z_{prev} \mid z_t, z_0)$ is a Gaussian whose mean and variance DDPM writes in closed form (eq. 6-7); put the
 # network's $\hat z_0$ in for $z_0$, take that mean and add fresh noise with that variance. Use the step's own
 # β_t, computed from ᾱ_t and ᾱ_prev, so the step also works when the sampler skips timesteps. When right, the check
@@ -178,7 +179,7 @@ if verdict.passed:
     fig = ll.plotting.image_grid(verdict.demo["images"].cpu(), title="sampled with your DDPM step")
 
 # %% [markdown]
-# **4 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
+# **4.4 · Classifier-free guidance** (Ho & Salimans 2022): from the conditional $\hat\varepsilon(z, c)$ and the
 # unconditional $\hat\varepsilon(z, \varnothing)$ predictions, extrapolate with scale $s$ so that $s = 0$ gives the
 # unconditional model, $s = 1$ the conditional one and $s > 1$ a stronger pull towards the condition. Stuck?
 # `ex.hint("cfg")`.
@@ -197,8 +198,8 @@ if verdict.passed and "images" in verdict.demo:
 # %% [markdown]
 # ## Exercises
 #
-# 1. DDPM needs many steps; DPM-Solver++ few. From the sweep, how many steps does each sampler need to come within
+# - **4.5** DDPM needs many steps; DPM-Solver++ few. From the sweep, how many steps does each sampler need to come within
 #    10% of its 50-step FID? Relate the answer to "first order" vs "second order".
-# 2. Set `eta` between 0 and 1 for DDIM with 10 steps. How do diversity (look at the grid) and FID trade off?
-# 3. In the scrubber, find the step after which the decoded $\hat x_0$ no longer changes colour. Which $t$ is it,
+# - **4.6** Set `eta` between 0 and 1 for DDIM with 10 steps. How do diversity (look at the grid) and FID trade off?
+# - **4.7** In the scrubber, find the step after which the decoded $\hat x_0$ no longer changes colour. Which $t$ is it,
 #    and what is $\bar\alpha_t$ there (`sched.alpha_bar[t]`)?

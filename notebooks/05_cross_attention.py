@@ -240,7 +240,7 @@ for s in ("guidance_1", "guidance_3"):
 # %% [markdown]
 # ## Your turn: cross-attention (§3.3)
 #
-# Write one head of cross-attention: queries from the image tokens x (B, N, d_x), keys and values from the context
+# **5.1 · One head of cross-attention**: queries from the image tokens x (B, N, d_x), keys and values from the context
 # (B, L, d_ctx), each projected by its weight to the head width d (w_q (d_x, d); w_k, w_v (d_ctx, d)); the output is
 # (B, N, d). The check compares with `ll.attention.Attention` and names the usual mistakes; when you are right, every
 # cross-attention layer of the shipped text model runs your function (once per head) and draws four prompts, shown
@@ -263,15 +263,15 @@ if verdict.passed and "images" in verdict.demo:
 # %% [markdown]
 # ## Exercises
 #
-# 1. In the attention panel, find the step at which the colour word's map first concentrates on the shape. Is it
+# - **5.2** In the attention panel, find the step at which the colour word's map first concentrates on the shape. Is it
 #    earlier or later than the kind word's? Relate it to what the reverse process decides first (notebook 04).
-# 2. Prompt the model with a word it never saw ("a large crimson circle"). What does it draw, and why (look at
+# - **5.3** Prompt the model with a word it never saw ("a large crimson circle"). What does it draw, and why (look at
 #    the warning and at `t2i.conditioner.config.vocabulary`)?
-# 3. Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
+# - **5.4** Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
 #    `ll.conditional.evaluate_text(..., guidance_scales=(1, 2, 3, 5, 8))` to draw the guidance curve.
-# 4. Train a text encoder from scratch and a frozen MiniLM for the same 2,000 steps
+# - **5.5** Train a text encoder from scratch and a frozen MiniLM for the same 2,000 steps
 #    (`ll.recipes.train("ldm-kl-f4-shapes32-text")`, the same with the frozen-text recipe; about
 #    10-15 minutes each on one core) and judge both with `ll.conditional.evaluate(model, n=200)`. Which one
 #    follows colours better, and which one trains faster per step? (Ours: benchmarks/results/text_encoder_comparison.md)
-# 5. Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a
+# - **5.6** Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a
 #    positive one?

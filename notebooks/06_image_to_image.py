@@ -210,7 +210,7 @@ ll.widgets.images_panel("SDEdit: faithfulness vs realism", s_strength, [s_img],
 # %% [markdown]
 # ### Your turn: the super-resolution UNet's input
 #
-# Write what the UNet of an LDM super-resolution model sees at every step: $z_t$ with the low-resolution image
+# **6.1 · What the UNet of an LDM super-resolution model sees** at every step: $z_t$ with the low-resolution image
 # concatenated along channels, resized (bicubic) to the latent's size when the SR factor differs from $f$ (§3.3,
 # concatenation). `ex.check_sr_unet_input` compares it with `SuperResolutionConditioner` + `LatentDiffusion.denoiser`
 # for s = f, a smaller and a larger factor, and names the likely mistake; when you are right, the shipped SR model
@@ -231,7 +231,7 @@ ex.check_sr_unet_input(sr_unet_input);
 # %% [markdown]
 # ### Your turn: the inpainting UNet's input
 #
-# LDM's inpainting model (§4.5) is conditioned the same way: at every step its UNet sees $z_t$, the latent of the
+# **6.2 · The inpainting UNet's input.** LDM's inpainting model (§4.5) is conditioned the same way: at every step its UNet sees $z_t$, the latent of the
 # image with its hole blanked out (set to 0, grey, before the frozen encoder sees it), and the mask brought to the
 # latent's size as the share of missing pixels in each latent cell, stacked along channels. `encode` is the frozen
 # encoder (images -> scaled latents). `ex.check_inpaint_unet_input` compares it with `InpaintingConditioner`; when
@@ -250,7 +250,7 @@ ex.check_inpaint_unet_input(inpaint_unet_input);
 # %% [markdown]
 # ### Your turn: inpainting by replacement
 #
-# Replacement sampling (`known=` in `LatentDiffusion.sample`; RePaint, Blended Latent Diffusion) keeps the known
+# **6.3 · Replacement sampling** (`known=` in `LatentDiffusion.sample`; RePaint, Blended Latent Diffusion) keeps the known
 # latent cells at every step without changing the sampler: where `keep` is 1 it hands the sampler the ε that makes
 # the prediction $\hat z_0$ equal the known latent (DDPM eq. 4, solved for ε with $z_0$ = `z_known`); elsewhere the
 # model's $\hat\epsilon$. `ex.check_keep_known` compares it with `ll.samplers.keep_known`, then fills boxes with the
@@ -267,19 +267,19 @@ ex.check_keep_known(keep_known);
 # %% [markdown]
 # ## Exercises
 #
-# 1. **The no-op.** With `f = 4` and ×4 super-resolution the condition is the low-res image itself. Build a
+# - **6.4 · The no-op.** With `f = 4` and ×4 super-resolution the condition is the low-res image itself. Build a
 #    `ll.spatial.SuperResolutionConditioner(ll.spatial.SuperResolutionConfig(factor=2))`, attach the f=4 autoencoder
 #    (`cond.attach_autoencoder(sr_bicubic.autoencoder)`) and check by hand that a (1, 3, 16, 16) low-res image becomes
 #    `F.interpolate(y, size=(8, 8), mode="bicubic", antialias=True)`: `torch.allclose(cond({"lowres": y}).concat, ...)`.
-# 2. **SDEdit by hand.** Encode an image (`z0 = uncond.autoencoder.to_latent(x, sample=False)`), noise it to
+# - **6.5 · SDEdit by hand.** Encode an image (`z0 = uncond.autoencoder.to_latent(x, sample=False)`), noise it to
 #    $t_0 = 600$ with `uncond.schedule.q_sample`, and run `ll.samplers.ddim` on the schedule cut at $t_0$
 #    (`ll.schedule.Schedule(uncond.schedule.betas[:601])`, `spacing="trailing"`, `math.ceil(600 / 999 * 50)` = 31
 #    steps), then decode. Check your image equals `ll.spatial.sdedit(uncond, x, 600 / 999, steps=50, noise=...)`
 #    with the same noise (`torch.allclose`).
-# 3. **The degradation finding.** In the SR panel, find the smallest blur strength at which the bicubic-trained model's
+# - **6.6 · The degradation finding.** In the SR panel, find the smallest blur strength at which the bicubic-trained model's
 #    LPIPS becomes worse than bicubic up-sampling. Does the realistic-trained model cross that line too?
-# 4. **Where inpainting cannot be exact.** Compute the PSNR *outside* the mask of the decoded output and of
+# - **6.7 · Where inpainting cannot be exact.** Compute the PSNR *outside* the mask of the decoded output and of
 #    `inpainter.decode(inpainter.encode(x))`. Why can the first never beat the second by much? What does pasting fix,
 #    and what new artefact can pasting create at the mask's edge?
-# 5. **Beyond the training size.** Sample a 128×128 canvas from a map with 20 shapes (`i2i.scene_map(..., 128, 4)`).
+# - **6.8 · Beyond the training size.** Sample a 128×128 canvas from a map with 20 shapes (`i2i.scene_map(..., 128, 4)`).
 #    Which mistakes appear that do not appear at 32×32? Relate them to the receptive field of an 8×8-latent UNet.

@@ -139,11 +139,11 @@ if have_reference:
 # %% [markdown]
 # ## Exercises
 #
-# 1. Sample the exported pipeline with `eta=1.0` and the kit with `ldm.sample(..., eta=1.0)` from the same seed. Do
+# - **8.1** Sample the exported pipeline with `eta=1.0` and the kit with `ldm.sample(..., eta=1.0)` from the same seed. Do
 #    the images still agree? (Which noise draws does each side make after $z_T$?)
-# 2. Change the exported scheduler to `timestep_spacing="trailing"` (`pipe.scheduler = DDIMScheduler.from_config(
+# - **8.2** Change the exported scheduler to `timestep_spacing="trailing"` (`pipe.scheduler = DDIMScheduler.from_config(
 #    pipe.scheduler.config, timestep_spacing="trailing")`). Which kit call gives the same images again?
 #    (`ll.samplers.ddim` takes `spacing=`.)
-# 3. With a downloaded first stage (e.g. `kl-f8`), run the f panel of notebook 01 on the paper's autoencoder:
+# - **8.3** With a downloaded first stage (e.g. `kl-f8`), run the f panel of notebook 01 on the paper's autoencoder:
 #    `interop.from_compvis("model.ckpt", "config.yaml")` gives an `Autoencoder`. How do its reconstructions of the
 #    `shapes` images compare with the kit's `ae-kl-f8-shapes32`, and why?

@@ -2,6 +2,7 @@
 library code, and agrees with its jupytext source NN_name.py (new notebooks are picked up automatically)."""
 
 import ast
+import re
 from pathlib import Path
 
 import jupytext
@@ -109,3 +110,40 @@ def test_runs_top_to_bottom_in_smoke_mode(path, tmp_path, monkeypatch):
     assert not bare, f"{path.name}: cells {bare} display a widget without a static picture (use ldm_lite.widgets)"
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert printed.strip() == "SMOKE = True", f"{path.name} did not run in smoke mode (its kernel printed {printed!r})"
+
+
+EXERCISE_LABEL = re.compile(r"^(?:- )?\*\*(\d+)\.(\d+)\b", re.MULTILINE)  # **3.4 · title** or - **3.6** text
+REWRITTEN = {"07_compression_tradeoff.ipynb"}  # being rewritten by the lead: numbered when it lands
+
+
+def exercise_labels(nb) -> list[tuple[int, int]]:
+    """(notebook, k) of every exercise label `**N.k` in the markdown cells, in order."""
+    return [(int(a), int(b)) for c in nb.cells if c.cell_type == "markdown" for a, b in EXERCISE_LABEL.findall(c.source)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_exercises_are_numbered_once_by_notebook_and_order(path):
+    """Every exercise, checked ("Your turn") or open (the closing list), is labelled N.k: N the notebook's number, k
+    counting 1, 2, ... through the notebook, so no two exercises anywhere share a number."""
+    if path.name in REWRITTEN:
+        pytest.skip(f"{path.name} is being rewritten; number its exercises N.k when it lands")
+    nb = nbformat.read(path, as_version=4)
+    labels = exercise_labels(nb)
+    n = int(path.name[:2])
+    assert labels == [(n, k) for k in range(1, len(labels) + 1)], f"{path.name}: exercise labels {labels}"
+    checked = {m for c in nb.cells if c.cell_type == "code" for m in re.findall(r"ex\.check_(\w+)", c.source)}
+    closing = nb.cells[-1].source
+    open_ones = EXERCISE_LABEL.findall(closing)
+    assert len(labels) - len(open_ones) == len(checked), (
+        f"{path.name}: {len(checked)} checked exercises ({sorted(checked)}) but {len(labels) - len(open_ones)} labels")
+    assert open_ones and not re.search(r"^\d+\. ", closing, re.MULTILINE), (
+        f"{path.name}: the closing exercises must be labelled - **{n}.k**, not a numbered list")
+
+
+def test_no_two_exercises_share_a_number():
+    seen: dict[tuple[int, int], str] = {}
+    for path in NOTEBOOKS:
+        for label in exercise_labels(nbformat.read(path, as_version=4)):
+            assert label not in seen, f"exercise {label[0]}.{label[1]} is in {seen[label]} and {path.name}"
+            seen[label] = path.name
+    assert len(seen) >= 40
