@@ -34,7 +34,7 @@ def image_grid(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[s
             if titles is not None:
                 ax.set_title(_wrap(titles[i]), fontsize=fontsize)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
@@ -56,7 +56,7 @@ def dataset_grid(dataset, n: int = 16, ncols: int = 8, title: str | None = None,
         axes[r + 1, c].imshow(it["mask"].numpy(), cmap="tab10", vmin=0, vmax=max(9, n_classes), interpolation="nearest")
         axes[r + 1, c].set_title("mask (class per pixel)", fontsize=6)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
@@ -78,7 +78,7 @@ def curves(history: dict[str, Sequence[float]], keys: Sequence[str] | None = Non
         ax.set_xlabel(xlabel)
         ax.set_ylabel(k)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are counted: no "2.5" on a short run
-    fig.suptitle(_wrap(title, int(width * 9)))  # ~9 characters per inch at the default font size
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
@@ -87,6 +87,10 @@ def layout_problems(fig: Figure, tol: float = 1.0) -> list[str]:
     """What a reader of `fig` would trip over, as sentences (empty: it reads): a title, caption or axis (its label and
     drawn tick labels) that reaches outside the figure (clipped when saved), and a title or caption that overlaps another one or
     an image other than its own. Draws the figure once; `tol` is in pixels."""
+    if not hasattr(fig.canvas, "get_renderer"):  # a bare Figure (e.g. a widget's): draw it with Agg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     page = fig.bbox
@@ -123,6 +127,12 @@ def layout_problems(fig: Figure, tol: float = 1.0) -> list[str]:
             if ax is not own and box.overlaps(abox.shrunk(0.999, 0.999)):
                 problems.append(f"{name} overlaps the image of the axes titled {ax.get_title()!r}")
     return problems
+
+
+def _suptitle(fig: Figure, title: str) -> None:
+    """The figure's title, wrapped to its width (~9 characters per inch at the default font size), so a narrow
+    figure never clips it."""
+    fig.suptitle(_wrap(title, int(fig.get_size_inches()[0] * 9)))
 
 
 def _wrap(text: str, width: int = 28) -> str:

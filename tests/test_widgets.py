@@ -279,15 +279,23 @@ def _move(control) -> None:
         control.value += " blue"
 
 
-def test_every_panel_also_displays_a_static_picture_of_its_first_state():
+def test_every_panel_also_displays_a_static_picture_of_its_first_state(monkeypatch):
     """Built headless (no front end), a panel's display carries its first picture as image/png beside the widget
-    view, so an executed notebook shows a figure where the panel is; moving a control changes the live picture only."""
+    view, so an executed notebook shows a figure where the panel is; moving a control changes the live picture only.
+    Every first picture reads: no title clipped or hidden (`plotting.layout_problems`)."""
     import base64
 
     from IPython.core.formatters import format_display_data
     from matplotlib.image import imread
 
-    for name, panel in _every_panel().items():
+    figures = []
+    render = W.figure_png
+    monkeypatch.setattr(W, "figure_png", lambda fig, dpi=90: figures.append(fig) or render(fig, dpi))
+    panels = _every_panel()
+    assert len(figures) == len(panels)
+    for name, fig in zip(panels, figures):
+        assert ll.plotting.layout_problems(fig) == [], name
+    for name, panel in panels.items():
         image = W.find(panel, W.IMAGE_CLASS)
         first = image.value
         data, _ = format_display_data(panel)  # what IPython publishes for a panel left at the end of a cell
