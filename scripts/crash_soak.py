@@ -68,8 +68,9 @@ def main() -> None:
         out, n_kills, resumed_from, t0 = work / f"cycle{cycle}", 0, [], time.time()
         while True:
             proc = start(out, args.steps)
+            budget_left = kills + n_kills < args.kills  # once all kills are sent, the resumed run may finish
             try:
-                proc.wait(timeout=rng.uniform(args.min_delay, args.max_delay) * run_s)
+                proc.wait(timeout=rng.uniform(args.min_delay, args.max_delay) * run_s if budget_left else None)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
