@@ -68,7 +68,7 @@ HELDOUT_SEED = 1
 @dataclass(frozen=True)
 class ShapesConfig:
     resolution: int = 32  # image side in pixels, 16..256
-    min_shapes: int = 1  # fewest shapes per image
+    min_shapes: int = 1  # fewest shapes asked for per image (a layout with no room for them keeps fewer)
     max_shapes: int = 3  # most shapes per base scene (1..3); `attrs` has max_shapes·canvas² rows
     kinds: tuple[str, ...] = KINDS  # which kinds may appear
     colors: tuple[str, ...] = COLOR_NAMES  # which colours may appear
