@@ -304,6 +304,72 @@ def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution
     return model, history
 
 
+def train_clean_gate(model: Any, steps: int = 1500, batch_size: int = 64, seed: int = 0, lr: float = 2e-3,
+                     device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                     checkpoint_every: int = 500, resume: bool | str | os.PathLike | None = None,
+                     progress: bool = True) -> dict[str, list]:
+    """Train the `CleanImageGate` of `model` (a `ShapesClassifier` with `gate_width` > 0) and nothing else: the
+    body (FID features) and heads stay as they are. Each step: `batch_size` clean images of `shapes(max_shapes=1)`
+    (30% with faint noise, std <= 0.03, so a decoder's tiny errors pass) against as many `classifier.unclean`
+    ones, at 32x32 and 64x64 on alternate steps (resized to the classifier's side, as the judge sees them)."""
+    from .classifier import UNCLEAN, unclean
+    from .datasets import shapes
+
+    _check_hyper(steps, batch_size, lr)
+    if model.gate is None:
+        raise UsageError("train_clean_gate needs a ShapesClassifier with a gate (config gate_width > 0)")
+    device = resolve_device(device)
+    model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.gate.parameters():
+        p.requires_grad_(True)
+    n = max(steps, 1) * batch_size
+    sides = (32, 64)
+    data = {r: shapes(resolution=r, n=n, seed=seed, max_shapes=1) for r in sides}
+    per = max(1, batch_size // len(UNCLEAN))  # unclean images per kind and step
+    several = {r: shapes(resolution=r, n=2 * max(steps, 1) * per, seed=seed, min_shapes=2, max_shapes=3) for r in sides}
+    opt = torch.optim.AdamW(model.gate.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
+    g = torch.Generator().manual_seed(seed)
+
+    def step_fn(ctx: StepContext) -> dict[str, float]:
+        r = sides[ctx.step % 2]
+        idx = torch.arange(ctx.step * batch_size, (ctx.step + 1) * batch_size)
+        x = torch.stack([data[r][int(i)]["image"] for i in idx])
+        crowd = _several_shapes_at(several[r], ctx.step, per)
+        bad = torch.cat([v[:per] for v in unclean(x[:per], crowd, g).values()])
+        faint = (torch.rand(len(x), 1, 1, 1, generator=g) < 0.3) * 0.03 * torch.rand(len(x), 1, 1, 1, generator=g)
+        good = (x + faint * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+        model.gate.train()
+        logits = model.gate(model._prepare(torch.cat([good, bad]).to(device)))
+        clean = torch.cat([torch.ones(len(good)), torch.zeros(len(bad))]).long().to(device)
+        loss = F.cross_entropy(logits, clean)
+        ctx.check(loss)
+        ctx.optimize("gate", loss)
+        sched.step()
+        return {"loss": loss.item()}
+
+    history = fit(model, step_fn, steps=steps, optimizers={"gate": opt}, dataset_size=n, batch_size=batch_size,
+                  seed=seed, generators={"unclean": g}, schedulers={"lr": sched}, out_dir=out_dir,
+                  checkpoint_every=checkpoint_every, resume=resume, device=device, log_every=10, progress=progress,
+                  desc="clean-image gate", extra={"lr": lr})
+    model.requires_grad_(False)
+    return history
+
+
+def _several_shapes_at(ds: Any, step: int, per: int) -> torch.Tensor:
+    """`per` images of 2-3 shapes for one step, read from item 2·step·per of a `shapes(min_shapes=2)` dataset on
+    (a crowded draw that kept a single shape is skipped)."""
+    keep, i = [], 2 * step * per
+    while len(keep) < per:
+        item = ds[i % len(ds)]
+        if int((item["attrs"][:, 0] >= 0).sum()) >= 2:
+            keep.append(item["image"])
+        i += 1
+    return torch.stack(keep)
+
+
 def train_mnist_classifier(epochs: int = 8, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
                            out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike | None = None,
                            progress: bool = True) -> tuple[Any, dict]:

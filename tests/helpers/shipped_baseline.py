@@ -71,7 +71,7 @@ def outputs() -> dict[str, torch.Tensor]:
             x = batch["image"] if name.endswith("32") else _batch(64)["image"]
             with torch.no_grad():
                 out[name] = ae.decode(ae.encode(x).mode())
-        elif name.endswith("classifier-32"):
+        elif name.endswith("classifier-32") or name.startswith("shapes-judge"):
             from ldm_lite.classifier import MNISTClassifier, ShapesClassifier
             cls = ShapesClassifier if name.startswith("shapes") else MNISTClassifier
             m = cls.from_pretrained(d).eval()

@@ -1,0 +1,97 @@
+"""Re-measure committed "recognisable" figures with the shapes judge (`shapes-judge-32`) beside the old judge
+(`shapes-classifier-32` alone, which pure noise fools), on the same images:
+
+- the judges themselves: `classifier.evaluate_judge` on held-out probes at 32x32 and 64x64;
+- the shipped unconditional `ldm-kl-f4-shapes32`: `--n` DDIM-50 samples from seed 0 (its README's 98.4% was 64
+  DDIM-50 samples of the main job that made it), FID on the (unchanged) classifier features against 1,000 held-out
+  images;
+- the trade-off sweeps whose samples are committed (`benchmarks/results/tradeoff*/f<f>/samples_step*.safetensors`:
+  the 16 kept samples of each model's last evaluation; the 256 judged then are not stored).
+
+    python scripts/rejudge.py --n 256 --out benchmarks/results/rejudge
+
+Writes `<out>/results.json` and `<out>/results.md` with the judge's file hash and the commit it was run at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ldm_lite.classifier import ShapesClassifier, evaluate_judge, shapes_score
+from ldm_lite.datasets import shapes
+from ldm_lite.evaluation import evaluate_samples, sample_many
+from ldm_lite.paths import PRETRAINED_DIR, REPO_ROOT
+from ldm_lite.recipes import HELDOUT_SEED, load, stack_images
+from ldm_lite.tradeoff import load_samples
+
+
+def judge_id() -> dict:
+    weights = PRETRAINED_DIR / "shapes-judge-32" / "model.safetensors"
+    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%h", "--", str(weights)],
+                            capture_output=True, text=True).stdout.strip()
+    return {"judge": "shapes-judge-32", "judge_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()[:16],
+            "judge_commit": commit or "uncommitted"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256, help="samples of the shipped LDM (DDIM-50, seed 0)")
+    ap.add_argument("--n-probe", type=int, default=300, help="held-out images per probe of the judges")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "rejudge")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    old = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
+    new = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-judge-32")
+    res: dict = {**judge_id(), "date": time.strftime("%Y-%m-%d"), "command": f"python scripts/rejudge.py --n {args.n}"}
+
+    res["probes"] = {"old": evaluate_judge(old, n=args.n_probe), "new": evaluate_judge(new, n=args.n_probe)}
+
+    ldm = load("ldm-kl-f4-shapes32")
+    samples = sample_many(ldm, args.n, batch_size=64, seed=0, sampler="ddim", steps=50)
+    real = stack_images(shapes(32, n=1_000, seed=HELDOUT_SEED, max_shapes=1))
+    res["ldm-kl-f4-shapes32"] = {"n": args.n, "sampler": "ddim:50", "seed": 0,
+                                 "old": evaluate_samples(samples, real, old), "new": evaluate_samples(samples, real, new)}
+
+    res["tradeoff"] = {}
+    for path in sorted((REPO_ROOT / "benchmarks" / "results").glob("tradeoff*/f*/samples_step*.safetensors")):
+        images = load_samples(path)
+        key = str(path.relative_to(REPO_ROOT))
+        res["tradeoff"][key] = {"n": len(images), "old": shapes_score(images, old)["recognisable"],
+                                "new": shapes_score(images, new)["recognisable"]}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / "results.md").write_text(report(res))
+    print(report(res))
+
+
+def report(res: dict) -> str:
+    pct = "{:.1%}".format
+    lines = [f"Judge `{res['judge']}` (model.safetensors sha256 {res['judge_sha256']}…, commit {res['judge_commit']}), "
+             f"{res['date']}: `{res['command']}`", "",
+             "| probe (held-out, share recognisable) | old judge 32 | new judge 32 | old judge 64 | new judge 64 |",
+             "|---|---|---|---|---|"]
+    names = sorted({k.rsplit("_", 1)[0] for k in res["probes"]["new"]}, key=list(
+        k.rsplit("_", 1)[0] for k in res["probes"]["new"]).index)
+    for name in names:
+        cells = [pct(res["probes"][j][f"{name}_{side}"]) for side in (32, 64) for j in ("old", "new")]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+    m = res["ldm-kl-f4-shapes32"]
+    lines += ["", f"Shipped `ldm-kl-f4-shapes32`, {m['n']} DDIM-50 samples (seed 0): recognisable {pct(m['old']['recognisable'])} "
+              f"(old judge) → {pct(m['new']['recognisable'])} (new judge); FID on classifier features "
+              f"{m['new']['fid']:.1f} (the same features: {m['old']['fid']:.1f} with the old judge).", "",
+              "| trade-off kept samples | n | old judge | new judge |", "|---|---|---|---|"]
+    for key, r in res["tradeoff"].items():
+        lines.append(f"| `{key}` | {r['n']} | {pct(r['old'])} | {pct(r['new'])} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
