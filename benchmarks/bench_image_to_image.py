@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ldm_lite import image_to_image as i2i  # noqa: E402
 from ldm_lite import recipes  # noqa: E402
-from ldm_lite.classifier import ShapesClassifier  # noqa: E402
 from ldm_lite.datasets import HELDOUT_SEED  # noqa: E402
 from ldm_lite.metrics import format_table  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR, pretrained  # noqa: E402
@@ -89,7 +88,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
-    classifier = ShapesClassifier.from_pretrained(pretrained("shapes-classifier-32")).eval()
+    classifier = recipes.get_classifier().eval()  # the shapes judge: valid fills are clean single shapes
     segmenter = load_segmenter()
     out_json = Path(a.out + ".json")
     results = json.loads(out_json.read_text()) if out_json.exists() else {}

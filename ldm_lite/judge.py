@@ -2,7 +2,7 @@
 
 | the model is conditioned on | judged by | with |
 |---|---|---|
-| nothing (unconditional `shapes`) | the shapes score + FID on ShapesClassifier features | `evaluation.evaluate_samples` |
+| nothing (unconditional `shapes`) | the shapes score (`shapes-judge-32`) + FID on ShapesClassifier features | `evaluation.evaluate_samples` |
 | text, layout, class | the classifier / segmenter of its data, per guidance scale | `conditional.evaluate` |
 | a low-res image (SR) | PSNR / SSIM / LPIPS / FID on bicubic and realistic inputs | `image_to_image.sr_study` |
 | a masked image (inpainting) | PSNR outside the mask, valid fills | `image_to_image.inpainting_study` |
@@ -58,7 +58,7 @@ def evaluate(ldm: LatentDiffusion, n: int | None = None, *, guidance_scales: tup
         n = n or 1_000
         real = stack_images(shapes(ldm.config.image_size, n=n_real, seed=HELDOUT_SEED, max_shapes=1))
         images = sample_many(ldm, n, batch_size=256, seed=seed, **sample_options)
-        return {"judge": "ShapesClassifier (shapes score, FID on its features)",
+        return {"judge": "shapes judge (shapes-judge-32: shapes score; FID on ShapesClassifier features)",
                 **evaluate_samples(images, real, get_classifier(), n_boot=n_boot)}
     steps = int(sample_options.get("steps", 25))
     if isinstance(cond, SuperResolutionConditioner):

@@ -37,11 +37,11 @@ class MainConfig:
     ae_n_eval: int = 512  # held-out images for the reconstruction metrics of an autoencoder trained here
     ldm_steps: int = 1_500  # LDM training steps
     max_train_seconds: float | None = 420  # time budget for LDM training (the main job must end in <= 10 min)
-    min_ldm_steps: int = 1_000  # ...but never fewer steps (92% recognisable): a busy machine runs longer instead
+    min_ldm_steps: int = 1_000  # ...but never fewer steps (92% recognisable, old judge): a busy machine runs longer instead
     latent_cache: bool = True  # encode the training set once (ldm_lite.latents), not every batch
     sync_every: int | None = None  # on a GPU: steps between reads of the loss (no per-step device->host copy)
     batch_size: int = 64  # LDM batch
-    lr: float = 1e-3  # AdamW learning rate after warm-up (5e-4: 84% recognisable at 700 steps, 1e-3: 90%; see README)
+    lr: float = 1e-3  # AdamW learning rate after warm-up (5e-4: 84% recognisable at 700 steps, 1e-3: 90%, old judge; see README)
     warmup: int = 100
     ema: float = 0.995  # EMA decay of the weights used for sampling
     model_channels: int = 64  # UNet width
@@ -59,7 +59,7 @@ class MainConfig:
                        min_ldm_steps=0)
         if on_gpu(device):
             # sized for <= 3 min on one H100-class GPU: a 2-minute budget, with 2,000 steps as the floor (an H200
-            # measured 98% recognisable after 1,931 steps of this config). Not yet timed with the cache and
+            # measured 98% recognisable (old judge) after 1,931 steps of this config). Not yet timed with the cache and
             # sync_every; `ldm-lite bench` (bench_training_loop.py) measures the loop there.
             return cls(n_train=50_000, ae_steps=4_000, ldm_steps=20_000, batch_size=128, lr=2e-4, warmup=500,
                        ema=0.999, model_channels=128, n_samples=256, n_eval_real=5_000, max_train_seconds=120,

@@ -32,7 +32,7 @@ The paper's β endpoints (CompVis/latent-diffusion, `linear_start` / `linear_end
                        Stable Diffusion                                                `Schedule.stable_diffusion()`
 The larger end leaves less signal at t = T (ᾱ_T ≈ 1.4e-4 for 0.0015 -> 0.0195 vs 4.7e-3 for 0.00085 -> 0.012), so
 z_T is closer to the pure noise a sampler starts from. The kit's default (`scaled_linear()`, `LatentDiffusion`) is
-nevertheless 0.00085 -> 0.012, on purpose: on the main job's model and budget (800 steps) it gave 86.3% recognisable
+nevertheless 0.00085 -> 0.012, on purpose: on the main job's model and budget (800 steps) it gave 86.3% recognisable (old judge)
 samples and FID 59.3 against 75.4% and 85.0 with the paper's 0.0015 -> 0.0195 (one seed, 256 DDIM-50 samples;
 `python scripts/compare_beta_schedules.py --steps 800`), and the shipped `ldm-kl-f4-shapes32` uses it. Use
 `Schedule.ldm(...)` to train with the paper's endpoints.
