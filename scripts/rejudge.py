@@ -5,6 +5,8 @@
 - the shipped unconditional `ldm-kl-f4-shapes32`: `--n` DDIM-50 samples from seed 0 (its README's 98.4% was 64
   DDIM-50 samples of the main job that made it), FID on the (unchanged) classifier features against 1,000 held-out
   images;
+- the shipped text-to-image `ldm-kl-f4-shapes32-text`: `conditional.evaluate_text` on its README's 100 held-out
+  single-shape captions at guidance 1, 3, 5 (DPM-Solver++ 20 steps, seed 0), judged by each judge;
 - the trade-off sweeps whose samples are committed (`benchmarks/results/tradeoff*/f<f>/samples_step*.safetensors`:
   the 16 kept samples of each model's last evaluation; the 256 judged then are not stored).
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ldm_lite import conditional
 from ldm_lite.classifier import ShapesClassifier, evaluate_judge, shapes_score
 from ldm_lite.datasets import shapes
 from ldm_lite.evaluation import evaluate_samples, sample_many
@@ -45,7 +48,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="samples of the shipped LDM (DDIM-50, seed 0)")
     ap.add_argument("--n-probe", type=int, default=300, help="held-out images per probe of the judges")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "rejudge")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; for tests, not numbers)")
     args = ap.parse_args()
+    steps = 50
+    if args.smoke:
+        args.n, args.n_probe, steps = 8, 8, 2
     torch.set_num_threads(1)
     old = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
     new = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-judge-32")
@@ -54,10 +61,16 @@ def main() -> None:
     res["probes"] = {"old": evaluate_judge(old, n=args.n_probe), "new": evaluate_judge(new, n=args.n_probe)}
 
     ldm = load("ldm-kl-f4-shapes32")
-    samples = sample_many(ldm, args.n, batch_size=64, seed=0, sampler="ddim", steps=50)
+    samples = sample_many(ldm, args.n, batch_size=64, seed=0, sampler="ddim", steps=steps)
     real = stack_images(shapes(32, n=1_000, seed=HELDOUT_SEED, max_shapes=1))
-    res["ldm-kl-f4-shapes32"] = {"n": args.n, "sampler": "ddim:50", "seed": 0,
+    res["ldm-kl-f4-shapes32"] = {"n": args.n, "sampler": f"ddim:{steps}", "seed": 0,
                                  "old": evaluate_samples(samples, real, old), "new": evaluate_samples(samples, real, new)}
+
+    text = load("ldm-kl-f4-shapes32-text")
+    opts = {"n": 4 if args.smoke else 100, "guidance_scales": (1.0,) if args.smoke else (1.0, 3.0, 5.0),
+            "n_real": 8 if args.smoke else 1_000, "sampler": "dpm_solver_pp", "steps": 2 if args.smoke else 20}
+    res["ldm-kl-f4-shapes32-text"] = {"old": conditional.evaluate_text(text, old, None, **opts),
+                                      "new": conditional.evaluate_text(text, new, None, **opts)}
 
     res["tradeoff"] = {}
     for path in sorted((REPO_ROOT / "benchmarks" / "results").glob("tradeoff*/f*/samples_step*.safetensors")):
@@ -84,10 +97,17 @@ def report(res: dict) -> str:
         cells = [pct(res["probes"][j][f"{name}_{side}"]) for side in (32, 64) for j in ("old", "new")]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
     m = res["ldm-kl-f4-shapes32"]
-    lines += ["", f"Shipped `ldm-kl-f4-shapes32`, {m['n']} DDIM-50 samples (seed 0): recognisable {pct(m['old']['recognisable'])} "
+    lines += ["", f"Shipped `ldm-kl-f4-shapes32`, {m['n']} DDIM-{m['sampler'].split(':')[1]} samples (seed 0): recognisable {pct(m['old']['recognisable'])} "
               f"(old judge) → {pct(m['new']['recognisable'])} (new judge); FID on classifier features "
               f"{m['new']['fid']:.1f} (the same features: {m['old']['fid']:.1f} with the old judge).", "",
-              "| trade-off kept samples | n | old judge | new judge |", "|---|---|---|---|"]
+              "| `ldm-kl-f4-shapes32-text`, 100 single-shape captions, DPM-Solver++ 20 | kind+colour | recognisable, "
+              "old judge | recognisable, new judge | FID |", "|---|---|---|---|---|"]
+    t = res["ldm-kl-f4-shapes32-text"]
+    for key in (k for k in t["new"] if k.startswith("guidance_")):
+        o, n = t["old"][key], t["new"][key]
+        lines.append(f"| {key.replace('_', ' ')} | {pct(n['single_kind_and_color'])} | {pct(o['recognisable'])} | "
+                     f"{pct(n['recognisable'])} | {n['fid']:.1f} |")
+    lines += ["", "| trade-off kept samples | n | old judge | new judge |", "|---|---|---|---|"]
     for key, r in res["tradeoff"].items():
         lines.append(f"| `{key}` | {r['n']} | {pct(r['old'])} | {pct(r['new'])} |")
     return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ TINY = {
     "scripts/guidance_curve.py": ([str(ROOT / "benchmarks" / "results" / "guidance"), "--out", "{tmp}/curve.png"], ""),
     "benchmarks/first_stages.py": (["--smoke"], "| 1 | 3 | 3x64x64 |"),
     "scripts/rename_metrics.py": (["--smoke"], "1 of 1 file(s) rewritten"),
+    "scripts/rejudge.py": (["--smoke", "--out", "{tmp}/rejudge"], "| trade-off kept samples | n | old judge | new judge |"),
     "scripts/main_job_recipe.py": (["tiny", "--smoke", "--out", "{tmp}"], 'RESULT {"name": "tiny"'),
 }
 NO_SMOKE_FLAG = {"guidance_curve.py"}  # they train nothing: paths make them tiny
