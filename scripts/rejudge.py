@@ -7,6 +7,8 @@
   images;
 - the shipped text-to-image `ldm-kl-f4-shapes32-text`: `conditional.evaluate_text` on its README's 100 held-out
   single-shape captions at guidance 1, 3, 5 (DPM-Solver++ 20 steps, seed 0), judged by each judge;
+- the shipped inpainting `ldm-inpaint-shapes32`: `image_to_image.inpainting_study` (128 held-out images per mask
+  kind, DDIM-25, as `benchmarks/bench_image_to_image.py`): valid fills by each judge;
 - the trade-off sweeps whose samples are committed (`benchmarks/results/tradeoff*/f<f>/samples_step*.safetensors`:
   the 16 kept samples of each model's last evaluation; the 256 judged then are not stored).
 
@@ -26,12 +28,13 @@ from pathlib import Path
 
 import torch
 
-from ldm_lite import conditional
+from ldm_lite import conditional, image_to_image
 from ldm_lite.classifier import ShapesClassifier, evaluate_judge, shapes_score
-from ldm_lite.datasets import shapes
+from ldm_lite.datasets import HELDOUT_SEED, shapes
 from ldm_lite.evaluation import evaluate_samples, sample_many
 from ldm_lite.paths import PRETRAINED_DIR, REPO_ROOT
-from ldm_lite.recipes import HELDOUT_SEED, load, stack_images
+from ldm_lite.recipes import load, stack_images
+from ldm_lite.segmenter import load_segmenter
 from ldm_lite.tradeoff import load_samples
 
 
@@ -72,6 +75,11 @@ def main() -> None:
     res["ldm-kl-f4-shapes32-text"] = {"old": conditional.evaluate_text(text, old, None, **opts),
                                       "new": conditional.evaluate_text(text, new, None, **opts)}
 
+    inpaint, segmenter = load("ldm-inpaint-shapes32"), load_segmenter()
+    kw = {"n": 2 if args.smoke else 128, "steps": 2 if args.smoke else 25}
+    res["ldm-inpaint-shapes32"] = {j: image_to_image.inpainting_study(inpaint, clf, segmenter, **kw)
+                                   for j, clf in (("old", old), ("new", new))}
+
     res["tradeoff"] = {}
     for path in sorted((REPO_ROOT / "benchmarks" / "results").glob("tradeoff*/f*/samples_step*.safetensors")):
         images = load_samples(path)
@@ -107,6 +115,11 @@ def report(res: dict) -> str:
         o, n = t["old"][key], t["new"][key]
         lines.append(f"| {key.replace('_', ' ')} | {pct(n['single_kind_and_color'])} | {pct(o['recognisable'])} | "
                      f"{pct(n['recognisable'])} | {n['fid']:.1f} |")
+    lines += ["", "| `ldm-inpaint-shapes32`, DDIM-25 | n | valid fills, old judge | valid fills, new judge | of which a "
+              "clean shape (new) | empty (segmenter) |", "|---|---|---|---|---|---|"]
+    for o, n in zip(res["ldm-inpaint-shapes32"]["old"], res["ldm-inpaint-shapes32"]["new"]):
+        lines.append(f"| {n['mask']} | {n['n']} | {pct(o['valid'])} | {pct(n['valid'])} | {pct(n['valid_shape'])} | "
+                     f"{pct(n['valid_empty'])} |")
     lines += ["", "| trade-off kept samples | n | old judge | new judge |", "|---|---|---|---|"]
     for key, r in res["tradeoff"].items():
         lines.append(f"| `{key}` | {r['n']} | {pct(r['old'])} | {pct(r['new'])} |")
