@@ -75,7 +75,7 @@ class ShapesConfig:
     background: str = "black"  # one of BACKGROUNDS
     seed: int = 0  # item i of a given seed is identical on every call and machine
     canvas: int = 1  # scene side in base scenes: shapes are 1/canvas as large, up to max_shapes·canvas² of them
-    max_shapes_share: float | None = None  # P(an item holds max_shapes shapes); None: counts uniform in min..max
+    max_shapes_share: float | None = None  # P(an item is drawn with max_shapes shapes); None: uniform in min..max
 
     @property
     def slots(self) -> int:
@@ -261,8 +261,9 @@ def shapes(resolution: int = 32, n: int = 20_000, seed: int = 0, *, max_shapes: 
 
     canvas > 1 draws a larger scene instead of a scaled-up one: e.g. `shapes(64, canvas=2)` holds 4..12 shapes at
     the size they have in `shapes(32)` (for sampling a model beyond its training size, LDM §4.3.2).
-    max_shapes_share: the share of items with `max_shapes` shapes (data balance, e.g. 0.75 two-shape captions with
-    max_shapes=2); None draws the count uniformly (the default, and the same items as before the option)."""
+    max_shapes_share: the share of items drawn with `max_shapes` shapes (data balance; a shape that finds no room is
+    left out, so with max_shapes=2 the share of two-shape captions is 42% uniform (None, the default: the same items
+    as before the option), 64% at 0.75, 85% at 1.0)."""
     cfg = ShapesConfig(resolution=resolution, min_shapes=min_shapes, max_shapes=max_shapes, kinds=tuple(kinds),
                        colors=tuple(colors), background=background, seed=seed, canvas=canvas,
                        max_shapes_share=max_shapes_share)

@@ -69,6 +69,32 @@ def test_the_beta_schedule_is_a_config_field_and_reaches_the_model():
     assert paper.config.schedule_params == {"beta_start": 0.0015, "beta_end": 0.0205}  # saved with the model
 
 
+def test_a_cpu_budget_and_the_data_balance_are_config_fields_that_reach_the_run(tmp_path, monkeypatch):
+    from ldm_lite import datasets, fit
+
+    cpu = iter(range(0, 10**6, 100))  # a CPU clock that advances 100 s per read, beside a wall clock that stands
+    monkeypatch.setitem(fit.CLOCKS, "cpu", lambda: float(next(cpu)))
+    monkeypatch.setitem(fit.CLOCKS, "wall", lambda: 0.0)
+    kw = {**SMOKE, "model_channels": 32, "context_dim": 32, "steps": 4, "max_seconds": 50}
+    for clock, steps_done in (("cpu", 1), ("wall", 4)):
+        R.train("ldm-kl-f4-shapes32-class", tmp_path / clock, progress=False, budget_clock=clock, **kw)
+        assert json.loads((tmp_path / clock / "checkpoint" / "state.json").read_text())["step"] == steps_done
+
+    def two_shape_share(**overrides):
+        data = R.ldm_data(R.config("ldm-kl-f4-shapes32-text", n_train=600, **overrides))
+        return sum(int((data[i]["attrs"][:, 0] >= 0).sum()) == 2 for i in range(len(data))) / len(data)
+
+    # today 42% of the captions name two shapes (a second shape that finds no room is left out: 3,000 items),
+    # share 0.75 -> 64%, 1.0 -> 85%
+    today, more, most = two_shape_share(), two_shape_share(max_shapes_share=0.75), two_shape_share(max_shapes_share=1.0)
+    assert 0.36 < today < 0.48 and 0.58 < more < 0.70 and 0.80 < most < 0.90
+    today = datasets.shapes(32, n=5, max_shapes=2)
+    assert all(torch.equal(today[i]["image"], datasets.shapes(32, n=5, max_shapes=2, max_shapes_share=None)[i]["image"])
+               for i in range(5))
+    with pytest.raises(ValueError, match="max_shapes_share=1.5 is not a share"):
+        datasets.shapes(32, n=5, max_shapes_share=1.5)
+
+
 def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path, monkeypatch):
     shipped = tiny("vq", 4)
     shipped.scale_factor.fill_(0.25)
