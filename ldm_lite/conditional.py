@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from . import grounding
+from . import grounding, paths
+from .checkpoint import read_json
 from .classifier import MNISTClassifier
 from .conditioning import ClassConditioner, LayoutConditioner, LayoutTokenConditioner
 from .datasets import HELDOUT_SEED, KINDS, NUMBER_WORDS, boxes_from_attrs, mnist, shapes
@@ -195,6 +196,53 @@ def attention_over_steps(ldm: LatentDiffusion, prompt: str, *, guidance_scale: f
     finally:
         ldm.unet.store_attention(False)
     return AttentionRecord(x[0].cpu(), torch.stack(maps), tokens, timesteps)
+
+
+@torch.no_grad()
+def attention_on_objects(record: AttentionRecord, segmenter: nn.Module) -> list[dict[str, Any]]:
+    """What the attention maps of `attention_over_steps` show, per token, at the first and the last step: its
+    `mass` (the share of all attention, over every query, that goes to it: the softmax runs over all L context
+    positions, padding included, so the real tokens' masses sum to 1 − the padding's) and its `on_objects`
+    (the share of its map on the latent cells the final sample's shapes cover, found by the segmenter; a map
+    spread evenly scores the covered share of the cells, `object_cells`). A last row is the padding positions."""
+    s, n_tok, h, w = record.maps.shape
+    image = judge_view(record.image[None].float())
+    cover = F.adaptive_avg_pool2d((segmenter.predict(image) > 0).float()[:, None], (h, w))[0, 0]  # (h, w) in [0, 1]
+    padding = 1.0 - record.maps.sum(1)  # (S, h, w): what the padding positions receive at each query
+    rows = []
+    for name, maps in [*((t, record.maps[:, k]) for k, t in enumerate(record.tokens)), ("(padding)", padding)]:
+        row: dict[str, Any] = {"token": name}
+        for when, i in (("first", 0), ("last", s - 1)):
+            m = maps[i].clamp_min(0)
+            row[f"mass_{when}"] = float(m.mean())
+            row[f"on_objects_{when}"] = float((m * cover).sum() / m.sum().clamp_min(1e-12))
+        rows.append(row)
+    rows[0]["object_cells"] = float(cover.mean())
+    return rows
+
+
+def measured_note(name: str, source: str) -> str:
+    """One line for beside a panel: the held-out accuracy measured for the shipped model `name` (its
+    data/pretrained/<name>/metrics.json, per guidance scale), or a warning when the model in use is not the
+    shipped one (`source`, as `recipes.load_or_train` returns it) — so a learner knows when to expect failure."""
+    labels = {"single_kind_and_color": "one shape: kind + colour", "two_all_and_relation": "two shapes + relation",
+              "objects_found": "objects in their box with their class", "accuracy": "the requested class"}
+    path = paths.PRETRAINED_DIR / name / "metrics.json"
+    if not source.startswith("shipped") or not path.is_file():
+        return (f"Not measured: this is not the shipped {name} but a model {source.split(' (')[0]}; expect it to "
+                "ignore its condition often.")
+    metrics = read_json(path)
+    scales = sorted((float(k.removeprefix("guidance_")), v) for k, v in metrics.items() if k.startswith("guidance_"))
+    shown = [k for k in labels if any(k in row for _, row in scales)]
+    if not shown:
+        return f"{name}: metrics.json holds no held-out accuracy per guidance scale"
+    opts = metrics.get("sample_options", {})
+    how = f"{metrics.get('n', '?')} held-out conditions per scale" + (
+        f", {opts['sampler']} {opts['steps']} steps" if {"sampler", "steps"} <= set(opts) else "")
+    cells = ", ".join(" / ".join(f"{row[k]:.0%}" if k in row else "-" for k in shown) + f" at guidance {s:g}"
+                      for s, row in scales)
+    return (f"Measured for the shipped {name} ({how}; its metrics.json) — {' / '.join(labels[k] for k in shown)}: "
+            f"{cells}.")
 
 
 def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
