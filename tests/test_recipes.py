@@ -95,6 +95,21 @@ def test_a_cpu_budget_and_the_data_balance_are_config_fields_that_reach_the_run(
         datasets.shapes(32, n=5, max_shapes_share=1.5)
 
 
+@pytest.mark.parametrize("name", ["ldm-kl-f4-shapes32-text", "ldm-kl-f4-shapes32-layout"])
+def test_text_and_layout_recipes_train_at_64x64_on_the_64x64_first_stage(name, tmp_path):
+    """The resolution lever (`--autoencoder ae-kl-f4-c3-shapes64 --resolution 64`: 16x16 latents): the captions and
+    boxes of the 64x64 items are those of the 32x32 ones, and the model trains and samples 64x64 images."""
+    at64 = {"autoencoder": "ae-kl-f4-c3-shapes64", "resolution": 64}
+    small, big = R.ldm_data(R.config(name, n_train=4)), R.ldm_data(R.config(name, n_train=4, **at64))
+    assert [small[i]["caption"] for i in range(4)] == [big[i]["caption"] for i in range(4)]
+    assert all(torch.equal(small[i]["boxes"], big[i]["boxes"]) for i in range(4))
+    run = R.train(name, tmp_path / "r", progress=False, **{**SMOKE, "model_channels": 32, "context_dim": 32, **at64})
+    assert run.model.latent_shape == (3, 16, 16)
+    batch = {k: v[:1] for k, v in torch.utils.data.default_collate([big[0]]).items()}
+    x = run.model.sample(batch=batch, steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (1, 3, 64, 64) and torch.isfinite(x).all()
+
+
 def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path, monkeypatch):
     shipped = tiny("vq", 4)
     shipped.scale_factor.fill_(0.25)
