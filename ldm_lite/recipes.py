@@ -17,6 +17,7 @@ user's own data (`ldm-lite train ae --dataset my_images/`, `ldm-lite train ldm -
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import shutil
 import sys
@@ -148,9 +149,13 @@ class Recipe:
 # ============================================================================================== builders
 def small_unet(latent_channels: int, *, model_channels: int = 64, context_dim: int | None = None,
                concat_channels: int = 0, **overrides: Any) -> UNetConfig:
-    """The kit's UNet for 8×8 latents (LDM-4 at 32×32): `UNetConfig.small`, with the conditioning's widths."""
+    """The kit's UNet for 8×8 latents (LDM-4 at 32×32): `UNetConfig.small`, with the conditioning's widths. A width
+    that 32 does not divide (e.g. 48) gets gcd(width, 32) norm groups and one head per width at the first level, as
+    width 32 has."""
     if concat_channels:  # concat conditions: attention at 4×4 only and 16 groups, as the shipped models
         overrides = {"attention_resolutions": (2,), "norm_groups": 16, **overrides}
+    if model_channels % 32:
+        overrides = {"norm_groups": math.gcd(model_channels, 32), "head_dim": model_channels, **overrides}
     return UNetConfig.small(in_channels=latent_channels, model_channels=model_channels, context_dim=context_dim,
                             concat_channels=concat_channels, **overrides)
 

@@ -57,6 +57,9 @@ def test_the_small_unet_is_written_once_and_follows_the_autoencoder():
     assert ldm.unet.config.in_channels == 3 and ldm.unet.config.context_dim == 32
     sr = R.build_ldm(R.config("ldm-sr4-bicubic-shapes32", model_channels=32), IdentityAutoencoder())
     assert sr.unet.config.concat_channels == 3 and sr.config.cond_drop_prob == 0.0
+    widths = {mc: R.build_ldm(R.config("ldm-kl-f4-shapes32-text", model_channels=mc), IdentityAutoencoder()).unet.config
+              for mc in (32, 48, 64)}  # the width lever: 48 needs 16 norm groups; one head at the first level as 32
+    assert [(c.norm_groups, c.head_dim) for c in widths.values()] == [(32, 32), (16, 48), (32, 32)]
 
 
 def test_the_beta_schedule_is_a_config_field_and_reaches_the_model():
