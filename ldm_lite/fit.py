@@ -253,11 +253,11 @@ def fit(
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder; the resumed run ends with
     the same weights, bit for bit, as an uninterrupted one. max_seconds: stop early (after a checkpoint) once that
     much time has passed; resume=True continues later. budget_clock: what max_seconds counts: "wall" (wall-clock
-    seconds of this call: a time slot) or "cpu" (CPU seconds of this process in the training loop, `time.process_time`,
-    summed over every resumed segment of the run — each checkpoint stores them as `cpu_seconds` — so arms sharing a
-    busy machine compare at equal compute; a resumed run whose budget is spent does nothing). min_steps: the time budget is not consulted
-    before this many steps (a quality floor: on a slow or busy machine the run takes longer instead of ending
-    undertrained; a warning says so).
+    seconds of this call: a time slot) or "cpu" (CPU seconds of this process in the training loop,
+    `time.process_time`, summed over every resumed segment of the run — each checkpoint stores them as
+    `cpu_seconds` — so arms sharing a busy machine compare at equal compute; a resumed run whose budget is spent
+    does nothing). min_steps: the time budget is not consulted before this many steps (a quality floor: on a slow
+    or busy machine the run takes longer instead of ending undertrained; a warning says so).
     sync_every: on an accelerator, NaN checks, logged values and the time budget are read every `sync_every` steps
     (default `log_every`) and before every checkpoint, so a step queues work without waiting for the device; on the
     CPU (or with a `step_callback`) every step. No checkpoint is ever written from non-finite weights.
