@@ -60,6 +60,12 @@ def judge_view(x: torch.Tensor) -> torch.Tensor:
                          align_corners=False).clamp(-1, 1)
 
 
+def _real_side(ldm: LatentDiffusion) -> int:
+    """The side of the real held-out images a model is compared with: its own, but never below the judges' (a
+    16×16 scene is not one they can read; a smaller model's samples are enlarged to JUDGE_SIDE instead)."""
+    return max(ldm.config.image_size, JUDGE_SIDE)
+
+
 def _fid(real: torch.Tensor, fake: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]) -> float:
     with torch.no_grad():
         return float(fid(torch.cat([features(b) for b in real.split(256)]),
@@ -76,8 +82,8 @@ def evaluate_text(ldm: LatentDiffusion, classifier: nn.Module, segmenter: nn.Mod
     of the held-out stream: the unconditional judge's reference too; the captions are the items after them). Two-shape
     captions (with a segmenter, `ldm_lite.grounding`): the share where every stated shape and the relation are
     found. Each scorer is first run on held-out real images (`scorer_on_real`): its agreement with the truth.
-    Real images are drawn at the model's side and every image is judged through `judge_view`."""
-    side = ldm.config.image_size
+    Real images are drawn at the model's side (`_real_side`) and every image is judged through `judge_view`."""
+    side = _real_side(ldm)
     real, one = heldout_shapes(n_real, 1, resolution=side), heldout_shapes(n, 1, start=n_real, resolution=side)
     real["image"] = judge_view(real["image"])
     judged = classifier.judge(judge_view(one["image"]))
@@ -144,7 +150,7 @@ def evaluate_shapes_class(ldm: LatentDiffusion, classifier: nn.Module, n_per_cla
     share the frozen `ShapesClassifier` reads as the requested kind (`accuracy`), the share it finds recognisable,
     and FID on its features against the first `n_real` held-out real single-shape images (at the model's side, all
     seen through `judge_view`). `scorer_on_real`: the classifier's kind accuracy on those real images."""
-    real = heldout_shapes(n_real, 1, resolution=ldm.config.image_size)
+    real = heldout_shapes(n_real, 1, resolution=_real_side(ldm))
     real_images = judge_view(real["image"])
     out: dict[str, Any] = {"n": len(KINDS) * n_per_class, "n_real": n_real, "sample_options": sample_options,
                            "scorer_on_real": float((classifier.judge(real_images)["kind"] == real["label"])
@@ -251,7 +257,7 @@ def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
     the segmenter finds an object of the requested class with its centroid in the requested box
     (`grounding.layout_agreement`), first on the real images of those layouts (`scorer_on_real`), each image at
     the model's side seen through `judge_view`."""
-    b = heldout_shapes(n, 2, resolution=ldm.config.image_size)
+    b = heldout_shapes(n, 2, resolution=_real_side(ldm))
     boxes, labels = boxes_from_attrs(b["attrs"])
     scenes = judge_view(b["image"])
     real = grounding.find_objects(scenes, segmenter.predict(scenes))
