@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported 
 
 log = logging.getLogger("ldm_lite")
 I2I_CONDITIONS = ("sr", "sr-realistic", "inpaint", "semantic")
-CONDITIONS = ("text", "frozen-text", "layout", "class", "mnist-text", *I2I_CONDITIONS)
+CONDITIONS = ("text", "frozen-text", "layout", "class", "shapes-class", "mnist-text", *I2I_CONDITIONS)
 DATASET_HELP = "shapes, mnist, a folder of images (captions from name.txt / metadata.jsonl), or hub:<name or path>"
 
 
@@ -163,6 +163,7 @@ def cmd_train_ae(args) -> None:  # = train ae (the flags of before)
 
 RECIPE_OF_CONDITION = {"text": "ldm-kl-f4-shapes32-text", "frozen-text": "ldm-kl-f4-shapes32-frozen-text",
                        "layout": "ldm-kl-f4-shapes32-layout", "class": "ldm-kl-f4-mnist32-class",
+                       "shapes-class": "ldm-kl-f4-shapes32-class",
                        "mnist-text": "ldm-kl-f4-mnist32-text", "sr": "ldm-sr4-bicubic-shapes32",
                        "sr-realistic": "ldm-sr4-realistic-shapes32", "inpaint": "ldm-inpaint-shapes32",
                        "semantic": "ldm-semantic-shapes32"}
@@ -546,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "as outputs/ae/kl-f4-shapes32); an unconditional model")
     lt.add_argument("--condition", default=None, choices=CONDITIONS,
                     help="a conditional model on shapes/MNIST with its recipe: cross-attention (text, frozen-text, "
-                         "layout, class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
+                         "layout, class, shapes-class, mnist-text) or concatenation (sr, sr-realistic, inpaint, semantic)")
     lt.add_argument("--budget-minutes", type=float, default=None, help="stop (after a checkpoint) after this long")
     lt.add_argument("--dataset", default=None, help=DATASET_HELP + " (default shapes)")
     lt.add_argument("--steps", type=int, default=None)

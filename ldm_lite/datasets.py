@@ -75,6 +75,7 @@ class ShapesConfig:
     background: str = "black"  # one of BACKGROUNDS
     seed: int = 0  # item i of a given seed is identical on every call and machine
     canvas: int = 1  # scene side in base scenes: shapes are 1/canvas as large, up to max_shapes·canvas² of them
+    max_shapes_share: float | None = None  # P(an item is drawn with max_shapes shapes); None: uniform in min..max
 
     @property
     def slots(self) -> int:
@@ -145,6 +146,9 @@ class Shapes(Dataset):
                 raise UsageError(f"unknown colour {col!r}; known: {COLOR_NAMES}")
         if c.background not in BACKGROUNDS:
             raise UsageError(f"unknown background {c.background!r}; known: {BACKGROUNDS}")
+        if c.max_shapes_share is not None and not 0.0 <= c.max_shapes_share <= 1.0:
+            raise UsageError(f"max_shapes_share={c.max_shapes_share} is not a share; use a number in [0, 1] or None "
+                             "(shape counts uniform in min_shapes..max_shapes)")
         if c.canvas < 1 or c.resolution % c.canvas:
             raise UsageError(f"canvas={c.canvas} must be >= 1 and divide the resolution {c.resolution} "
                              f"(e.g. resolution=64, canvas=2: a 64x64 scene of shapes at the 32x32 scale)")
@@ -177,7 +181,11 @@ class Shapes(Dataset):
     def _layout(self, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         k = c.canvas**2  # canvas = 1: the base scene (the draws below are unchanged by k = 1)
-        count = int(rng.integers(c.min_shapes * k, c.max_shapes * k + 1))
+        if c.max_shapes_share is None:
+            count = int(rng.integers(c.min_shapes * k, c.max_shapes * k + 1))
+        else:  # data balance: more (or fewer) items with the most shapes, e.g. two-object captions
+            many = rng.random() < c.max_shapes_share or c.min_shapes == c.max_shapes
+            count = c.max_shapes * k if many else int(rng.integers(c.min_shapes * k, c.max_shapes * k))
         rows = np.full((c.slots, len(ATTRIBUTES)), -1, dtype=np.int64)
         placed: list[tuple[float, float, float]] = []
         gap, margin = 0.03 / c.canvas, 0.02 / c.canvas
@@ -248,13 +256,17 @@ class Shapes(Dataset):
 
 def shapes(resolution: int = 32, n: int = 20_000, seed: int = 0, *, max_shapes: int = 3, min_shapes: int = 1,
            kinds: Sequence[str] = KINDS, colors: Sequence[str] = COLOR_NAMES, background: str = "black",
-           canvas: int = 1) -> Shapes:
+           canvas: int = 1, max_shapes_share: float | None = None) -> Shapes:
     """The built-in dataset: `n` procedural images of 1..3 shapes at `resolution` (16..256).
 
     canvas > 1 draws a larger scene instead of a scaled-up one: e.g. `shapes(64, canvas=2)` holds 4..12 shapes at
-    the size they have in `shapes(32)` (for sampling a model beyond its training size, LDM §4.3.2)."""
+    the size they have in `shapes(32)` (for sampling a model beyond its training size, LDM §4.3.2).
+    max_shapes_share: the share of items drawn with `max_shapes` shapes (data balance; a shape that finds no room is
+    left out, so with max_shapes=2 the share of two-shape captions is 42% uniform (None, the default: the same items
+    as before the option), 64% at 0.75, 85% at 1.0)."""
     cfg = ShapesConfig(resolution=resolution, min_shapes=min_shapes, max_shapes=max_shapes, kinds=tuple(kinds),
-                       colors=tuple(colors), background=background, seed=seed, canvas=canvas)
+                       colors=tuple(colors), background=background, seed=seed, canvas=canvas,
+                       max_shapes_share=max_shapes_share)
     return Shapes(cfg, n)
 
 

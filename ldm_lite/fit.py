@@ -7,7 +7,8 @@
 - an EMA of the weights (`EMA`, LDM's LitEma warm-up), copied into the model at the end;
 - the NaN guard (`StepContext.check`): raises `TrainingDiverged` naming the last good checkpoint;
 - atomic checkpoints every `checkpoint_every` steps and exact resume (`ldm_lite.checkpoint.save_training_state`);
-- a wall-clock budget, DistributedDataParallel under `torchrun` (rank 0 writes; rank 0 decides when time is up),
+- a time budget (wall-clock seconds of this call, or CPU seconds of the whole run: `budget_clock`),
+  DistributedDataParallel under `torchrun` (rank 0 writes; rank 0 decides when time is up),
   a tqdm progress bar and the history (a dict of lists).
 
 A step function is `step_fn(ctx: StepContext) -> dict[str, float]` (the values to log). It reads `ctx.step`,
@@ -195,10 +196,14 @@ def _resume_dir(resume: bool | str | os.PathLike | None, out: Path | None) -> Pa
     return Path(resume)
 
 
-def _out_of_time(t_start: float, max_seconds: float, world: int, device: torch.device) -> bool:
-    """Whether the time budget is spent; under torchrun rank 0 decides for all, so every rank stops together
-    (a host clock read on one process: no device sync)."""
-    spent = time.perf_counter() - t_start > max_seconds
+# the clocks a time budget can count (looked up when read, so a test can replace one)
+CLOCKS: dict[str, Callable[[], float]] = {"wall": lambda: time.perf_counter(), "cpu": lambda: time.process_time()}
+
+
+def _out_of_time(seconds: float, max_seconds: float, world: int, device: torch.device) -> bool:
+    """Whether `seconds` spent exceed the time budget; under torchrun rank 0 decides for all, so every rank stops
+    together (a host clock read on one process: no device sync)."""
+    spent = seconds > max_seconds
     if world == 1:
         return spent
     flag = torch.tensor([float(spent)], device=device)
@@ -225,6 +230,7 @@ def fit(
     checkpoint_every: int = 1_000,
     resume: bool | str | os.PathLike | None = None,
     max_seconds: float | None = None,
+    budget_clock: str = "wall",
     min_steps: int = 0,
     rank: int = 0,
     world: int = 1,
@@ -246,9 +252,12 @@ def fit(
     ema: (module, decay): an EMA of `module`'s weights, copied into it at the end.
     resume: True (continue from <out_dir>/checkpoint if present) or a checkpoint folder; the resumed run ends with
     the same weights, bit for bit, as an uninterrupted one. max_seconds: stop early (after a checkpoint) once that
-    much wall-clock time has passed; resume=True continues later. min_steps: the time budget is not consulted
-    before this many steps (a quality floor: on a slow or busy machine the run takes longer instead of ending
-    undertrained; a warning says so).
+    much time has passed; resume=True continues later. budget_clock: what max_seconds counts: "wall" (wall-clock
+    seconds of this call: a time slot) or "cpu" (CPU seconds of this process in the training loop,
+    `time.process_time`, summed over every resumed segment of the run — each checkpoint stores them as
+    `cpu_seconds` — so arms sharing a busy machine compare at equal compute; a resumed run whose budget is spent
+    does nothing). min_steps: the time budget is not consulted before this many steps (a quality floor: on a slow
+    or busy machine the run takes longer instead of ending undertrained; a warning says so).
     sync_every: on an accelerator, NaN checks, logged values and the time budget are read every `sync_every` steps
     (default `log_every`) and before every checkpoint, so a step queues work without waiting for the device; on the
     CPU (or with a `step_callback`) every step. No checkpoint is ever written from non-finite weights.
@@ -257,6 +266,9 @@ def fit(
         raise UsageError(f"steps must be >= 0, got {steps}")
     if checkpoint_every < 0:
         raise UsageError(f"checkpoint_every must be >= 0 (0 = only at the end), got {checkpoint_every}")
+    if budget_clock not in CLOCKS:
+        raise UsageError(f"budget_clock={budget_clock!r} is unknown; use 'wall' (wall-clock seconds of this call) or "
+                         "'cpu' (CPU seconds of the whole run)")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and rank == 0:  # fail before training, not at the first checkpoint
         try:
@@ -283,12 +295,13 @@ def fit(
                 step_callback(s, values.get("loss", math.nan))
         logged.clear()
 
-    start = 0
+    start, cpu_before = 0, 0.0  # CPU seconds of the training loop in earlier segments of this run
     ckpt_from = _resume_dir(resume, out)
     if ckpt_from is not None:
         meta = load_training_state(ckpt_from, model, optimizers=optimizers, modules=modules, ema=ema_model,
                                    generators=generators, schedulers=schedulers)
         start, ctx.history = meta["step"], History(meta["history"])
+        cpu_before = float(meta.get("extra", {}).get("cpu_seconds", 0.0))
         ctx.last_checkpoint, ctx.last_checkpoint_step = ckpt_from, start
         log.info("resuming from %s at step %d of %d%s", ckpt_from, start, steps,
                  ": already trained, nothing to do (more steps continue it; --fresh / resume=False starts over)"
@@ -304,17 +317,29 @@ def fit(
             ctx.last_checkpoint = save_training_state(
                 out / CHECKPOINT_DIR, model, step=step, optimizers=optimizers, modules=modules, ema=ema_model,
                 generators=generators, schedulers=schedulers, history=ctx.history.data,
-                extra={"seed": seed, "batch_size": batch_size, **(extra or {})})
+                extra={"seed": seed, "batch_size": batch_size, **(extra or {}), "cpu_seconds": round(cpu_spent(), 3)})
         ctx.last_checkpoint_step = step
+
+    def cpu_spent() -> float:
+        return cpu_before + CLOCKS["cpu"]() - cpu_start
+
+    def spent() -> float:  # what the budget counts
+        return cpu_spent() if budget_clock == "cpu" else CLOCKS["wall"]() - t_start
 
     model.train()
     if max_seconds is not None and start < steps and rank == 0:  # the bar counts to `steps`: say when it stops early
-        log.info("training to step %d or for %.0f s, whichever comes first%s", steps, max_seconds,
+        log.info("training to step %d or for %.0f %s s, whichever comes first%s", steps, max_seconds,
+                 "CPU" if budget_clock == "cpu" else "wall-clock",
                  f" (but at least to step {min_steps})" if min_steps > start else "")
-    t_start = time.perf_counter()
+    t_start, cpu_start = CLOCKS["wall"](), CLOCKS["cpu"]()
     end = steps
+    if (max_seconds is not None and budget_clock == "cpu" and min_steps <= start < steps
+            and cpu_before > max_seconds):  # a resumed run whose CPU budget is spent: nothing to do
+        end = start
+        log.warning("the CPU budget of %.0f s was spent by earlier segments (%.0f s, step %d); nothing to do (a "
+                    "larger max_seconds continues it)", max_seconds, cpu_before, start)
     slow = False  # the time budget ran out before min_steps
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0, desc=desc)
+    bar = tqdm(range(start, end), initial=start, total=steps, disable=not progress or rank != 0, desc=desc)
     try:
         for step in bar:
             ctx.step = step
@@ -329,13 +354,13 @@ def fit(
             if out is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 checkpoint(step + 1)
             if (max_seconds is not None and not slow and step + 1 < min_steps and world == 1
-                    and _out_of_time(t_start, max_seconds, world, dev)):
+                    and _out_of_time(spent(), max_seconds, world, dev)):
                 slow = True
                 log.warning("time budget of %.0f s spent after %d steps, before the minimum of %d: this machine is "
                             "slower or busier than the budget assumes; training on to step %d", max_seconds, step + 1,
                             min_steps, min_steps)
             if (max_seconds is not None and min_steps <= step + 1 < steps and (world == 1 or (step + 1) % sync == 0)
-                    and _out_of_time(t_start, max_seconds, world, dev)):
+                    and _out_of_time(spent(), max_seconds, world, dev)):
                 end = step + 1
                 log.warning("time budget of %.0f s spent after %d of %d steps; stopping (run the same command again "
                             "to continue: it resumes, resume=True)", max_seconds, end, steps)

@@ -3,7 +3,7 @@
 | the model is conditioned on | judged by | with |
 |---|---|---|
 | nothing (unconditional `shapes`) | the shapes score (`shapes-judge-32`) + FID on ShapesClassifier features | `evaluation.evaluate_samples` |
-| text, layout, class | the classifier / segmenter of its data, per guidance scale | `conditional.evaluate` |
+| text, layout (Fourier or token τ_θ), class (MNIST digits, shapes kinds) | the classifier / segmenter of its data, per guidance scale | `conditional.evaluate` |
 | a low-res image (SR) | PSNR / SSIM / LPIPS / FID on bicubic and realistic inputs | `image_to_image.sr_study` |
 | a masked image (inpainting) | PSNR outside the mask, valid fills | `image_to_image.inpainting_study` |
 | a semantic map | mIoU of the segmenter's map of the sample | `image_to_image.semantic_study` |

@@ -17,6 +17,7 @@ user's own data (`ldm-lite train ae --dataset my_images/`, `ldm-lite train ldm -
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import shutil
 import sys
@@ -34,7 +35,14 @@ from .autoencoder import Autoencoder, AutoencoderConfig, IdentityAutoencoder, es
 from .checkpoint import CheckpointError, atomic_dir, read_json, write_json
 from .classifier import MNISTClassifier, ShapesClassifier, evaluate_classifier
 from .compression import reconstruction_metrics
-from .conditioning import ClassConditioner, ClassConditionerConfig, LayoutConditioner, LayoutConditionerConfig
+from .conditioning import (
+    ClassConditioner,
+    ClassConditionerConfig,
+    LayoutConditioner,
+    LayoutConditionerConfig,
+    LayoutTokenConditioner,
+    LayoutTokenConditionerConfig,
+)
 from .errors import UsageError
 from .fit import FINAL_DIR
 from .ldm import LatentDiffusion
@@ -68,6 +76,7 @@ class TrainConfig:
     resolution: int = 32  # image side
     n_train: int = 20_000  # training images (shapes: drawn with seed `seed`; others: the first n_train at most)
     max_shapes: int = 1  # shapes per image (shapes only)
+    max_shapes_share: float | None = None  # shapes: share of training images with max_shapes shapes (None: uniform)
     n_eval: int = 512  # held-out images for the metrics a run reports (autoencoders: PSNR / SSIM / LPIPS)
     # first stage (autoencoder recipes)
     preset: str = "kl-f4"  # kl-f<f> | vq-f<f>
@@ -82,7 +91,7 @@ class TrainConfig:
     perceptual_weight: float | None = None  # LPIPS weight of the full loss (None: 1.0)
     # diffusion model (LDM recipes)
     autoencoder: str = "ae-kl-f4-shapes32"  # first stage: a shipped name, a model folder, or "identity" (LDM-1)
-    condition: str | None = None  # None | text | frozen-text | layout | class | mnist-text | sr | inpaint | semantic
+    condition: str | None = None  # None | text | frozen-text | layout | layout-tokens | class | shapes-class | ...
     degradation: str = "bicubic"  # sr: the low-res inputs it trains on (bicubic | realistic)
     model_channels: int = 64  # UNet width
     context_dim: int = 128  # cross-attention width (text, layout, class)
@@ -99,7 +108,8 @@ class TrainConfig:
     warmup: int = 100  # linear warm-up steps (LDMs)
     ema: float | None = 0.995  # EMA decay of the weights the model ends with (None: no EMA)
     seed: int = 0
-    max_seconds: float | None = None  # a wall-clock budget (stops after a checkpoint)
+    max_seconds: float | None = None  # a time budget (stops after a checkpoint), counted by budget_clock
+    budget_clock: str = "wall"  # max_seconds counts "wall" (this call's seconds) or "cpu" (the run's CPU seconds)
     min_steps: int = 0  # ...but never before this step
     checkpoint_every: int | None = None  # default: every tenth of the run (>= 100 steps)
     init_from: str | None = None  # a model folder of the same architecture whose weights start the run
@@ -139,9 +149,13 @@ class Recipe:
 # ============================================================================================== builders
 def small_unet(latent_channels: int, *, model_channels: int = 64, context_dim: int | None = None,
                concat_channels: int = 0, **overrides: Any) -> UNetConfig:
-    """The kit's UNet for 8×8 latents (LDM-4 at 32×32): `UNetConfig.small`, with the conditioning's widths."""
+    """The kit's UNet for 8×8 latents (LDM-4 at 32×32): `UNetConfig.small`, with the conditioning's widths. A width
+    that 32 does not divide (e.g. 48) gets gcd(width, 32) norm groups and one head per width at the first level, as
+    width 32 has."""
     if concat_channels:  # concat conditions: attention at 4×4 only and 16 groups, as the shipped models
         overrides = {"attention_resolutions": (2,), "norm_groups": 16, **overrides}
+    if model_channels % 32:
+        overrides = {"norm_groups": math.gcd(model_channels, 32), "head_dim": model_channels, **overrides}
     return UNetConfig.small(in_channels=latent_channels, model_channels=model_channels, context_dim=context_dim,
                             concat_channels=concat_channels, **overrides)
 
@@ -164,7 +178,9 @@ def first_stage(name: str) -> nn.Module:
 
 
 def conditioner(cfg: TrainConfig, ae: nn.Module) -> nn.Module | None:
-    """τ_θ for `cfg.condition` (None: unconditional)."""
+    """τ_θ for `cfg.condition` (None: unconditional): text (BERT tokens + transformer), frozen-text (MiniLM),
+    layout (Fourier box tokens) or layout-tokens (the reference's 3 discrete tokens per object), class (MNIST
+    digits) or shapes-class (the kind of a `shapes` item), mnist-text, sr, inpaint, semantic."""
     d = cfg.context_dim
     makers: dict[str | None, Callable[[], nn.Module | None]] = {
         None: lambda: None,
@@ -173,7 +189,9 @@ def conditioner(cfg: TrainConfig, ae: nn.Module) -> nn.Module | None:
         "frozen-text": lambda: FrozenTextConditioner(FrozenTextConditionerConfig(
             dim=d, max_length=16, vocabulary=datasets.shapes_vocabulary())),
         "layout": lambda: LayoutConditioner(LayoutConditionerConfig(dim=d, max_objects=cfg.max_shapes)),
+        "layout-tokens": lambda: LayoutTokenConditioner(LayoutTokenConditionerConfig(dim=d, max_objects=cfg.max_shapes)),
         "class": lambda: ClassConditioner(ClassConditionerConfig(num_classes=10, dim=d)),
+        "shapes-class": lambda: ClassConditioner(ClassConditionerConfig(num_classes=len(datasets.KINDS), dim=d)),
         "mnist-text": lambda: TextConditioner(TextConditionerConfig(dim=d, max_length=6,
                                                                     vocabulary=datasets.mnist_vocabulary())),
         "sr": lambda: SuperResolutionConditioner(SuperResolutionConfig(factor=4, channels=ae.config.in_channels)),
@@ -199,12 +217,14 @@ def build_ldm(cfg: TrainConfig, autoencoder: nn.Module | None = None) -> LatentD
 
 
 def training_data(name: str, resolution: int = 32, n_train: int = 20_000, max_shapes: int = 3,
-                  channels: int = 3, seed: int = 0) -> tuple[Any, Any]:
-    """(training dataset, held-out dataset) by name: "shapes" (seed `seed` / HELDOUT_SEED, 512 held out), "mnist"
+                  channels: int = 3, seed: int = 0, max_shapes_share: float | None = None) -> tuple[Any, Any]:
+    """(training dataset, held-out dataset) by name: "shapes" (seed `seed` / HELDOUT_SEED, 512 held out; the
+    training images with `max_shapes_share` of them holding max_shapes shapes, the held-out ones as drawn), "mnist"
     (the offline train/test split), a folder of images (the last 10% held out) or "hub:<name or path>"
     (its train/test splits). Items are dicts with "image" (C, H, W) in [-1, 1]."""
     if name == "shapes":
-        return (datasets.shapes(resolution, n=n_train, seed=seed, max_shapes=max_shapes),
+        return (datasets.shapes(resolution, n=n_train, seed=seed, max_shapes=max_shapes,
+                                max_shapes_share=max_shapes_share),
                 datasets.shapes(resolution, n=512, seed=HELDOUT_SEED, max_shapes=max_shapes))
     if name == "mnist":
         train = datasets.mnist(resolution, channels=channels, split="train", source="offline")
@@ -230,7 +250,8 @@ def _first(ds: Any, n: int) -> Any:
 
 def ldm_data(cfg: TrainConfig, channels: int = 3) -> Any:
     """The training items of an LDM config, with the fields its condition reads (lowres / inpaint_mask)."""
-    train, _ = training_data(cfg.dataset, cfg.resolution, cfg.n_train, cfg.max_shapes, channels, cfg.seed)
+    train, _ = training_data(cfg.dataset, cfg.resolution, cfg.n_train, cfg.max_shapes, channels, cfg.seed,
+                             cfg.max_shapes_share)
     if cfg.condition == "sr":
         return datasets.SuperResolutionPairs(train, degradation=cfg.degradation, factor=4, seed=cfg.seed)
     if cfg.condition == "inpaint":
@@ -296,7 +317,8 @@ def _train_ldm(cfg: TrainConfig, out: Path, progress: bool, resume: bool = True)
     data = ldm_data(cfg, channels=ldm.autoencoder.config.in_channels)
     history = train_ldm(ldm, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
                         ema=cfg.ema, device=cfg.device, out_dir=out, checkpoint_every=_checkpoint_every(cfg),
-                        resume=resume, seed=cfg.seed, max_seconds=cfg.max_seconds, min_steps=cfg.min_steps,
+                        resume=resume, seed=cfg.seed, max_seconds=cfg.max_seconds, budget_clock=cfg.budget_clock,
+                        min_steps=cfg.min_steps,
                         latent_cache=cfg.latent_cache, text_cache=cfg.text_cache, progress=progress,
                         sync_every=cfg.sync_every,
                         compile={"mode": cfg.compile} if cfg.compile else False)
@@ -397,6 +419,8 @@ _LIST = [
     _ldm("ldm-kl-f4-shapes32-layout", "layout-to-image: boxes + classes of 1-2 shapes", condition="layout",
          max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
+    _ldm("ldm-kl-f4-shapes32-class", "class-conditional shapes: class = kind (colour and size random)",
+         condition="shapes-class", steps=3_000, batch_size=32, model_channels=32),
     _ldm("ldm-kl-f4-mnist32-class", "class-conditional MNIST", condition="class", dataset="mnist",
          autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),

@@ -171,6 +171,7 @@ def train_ldm(
     max_seconds: float | None = None,
     min_steps: int = 0,
     compile: bool | dict = False,
+    budget_clock: str = "wall",
     sync_every: int | None = None,
     latent_cache: bool = False,
     text_cache: bool = False,
@@ -187,6 +188,8 @@ def train_ldm(
     after every step (live plots in notebooks). `max_seconds` stops early (after a checkpoint) once that much
     wall-clock time has passed: a time budget for the main job on slow machines; `resume=True` continues later;
     `min_steps` keeps training past the budget up to that step (a quality floor on a busy machine).
+    `budget_clock="cpu"` makes `max_seconds` a budget of this process's CPU seconds over the whole run, resumed
+    segments included (arms of a comparison on a shared machine get equal compute; see `fit`).
     `compile=True` (or a dict of `torch.compile` options, e.g. {"mode": "reduce-overhead"} for CUDA graphs) compiles
     the training step; if compilation fails the step runs eagerly, with a warning. Off by default: it costs minutes
     on a CPU for a few percent. On a GPU, `sync_every` steps pass between reads of the loss (see `fit`).
@@ -252,8 +255,8 @@ def train_ldm(
     return fit(ldm, step_fn, steps=steps, optimizers={"unet": opt}, dataset_size=len(dataset), batch_size=batch_size,
                seed=seed, warmup=warmup, grad_clip=grad_clip if grad_clip else float("inf"),
                ema=(trainable, ema) if ema else None, out_dir=out_dir, checkpoint_every=checkpoint_every,
-               resume=resume, max_seconds=max_seconds, min_steps=min_steps, rank=rank, world=world, device=device,
-               log_every=log_every,
+               resume=resume, max_seconds=max_seconds, budget_clock=budget_clock, min_steps=min_steps, rank=rank,
+               world=world, device=device, log_every=log_every,
                sync_every=sync_every, step_callback=step_callback, progress=progress, desc="LDM", extra={"lr": lr})
 
 

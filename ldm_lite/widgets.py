@@ -117,9 +117,10 @@ class Panel(widgets.VBox):
 
 def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
            draw: Callable[[], tuple[Figure, str]],
-           disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> Panel:
+           disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None, note: str = "") -> Panel:
     """Assemble a panel: controls, busy note, readout, image, warning and error boxes; `draw()` -> (figure, readout
-    HTML) on every change. `disabled`: control -> predicate, re-evaluated before every draw (True: greyed out)."""
+    HTML) on every change. `disabled`: control -> predicate, re-evaluated before every draw (True: greyed out).
+    `note`: a line under the title (e.g. the model's measured accuracy, `conditional.measured_note`)."""
     image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
     readout, error, warned, busy = widgets.HTML(), widgets.HTML(), widgets.HTML(), widgets.HTML()
     main.add_class(MAIN_CONTROL_CLASS)
@@ -153,8 +154,8 @@ def _panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
     for control in (main, *others):
         control.observe(update, names="value")
     update()
-    box = Panel([widgets.HTML(f"<b>{html.escape(title)}</b>"), widgets.HBox([main, *others]), busy, readout,
-                 warned, image, error])
+    head = f"<b>{html.escape(title)}</b>" + (f"<br><small>{html.escape(note)}</small>" if note else "")
+    box = Panel([widgets.HTML(head), widgets.HBox([main, *others]), busy, readout, warned, image, error])
     box.panel_title, box.first_png = title, image.value
     box.layout.align_items = "flex-start"  # the image keeps its natural size instead of stretching to the cell
     box.add_class(PANEL_CLASS)
@@ -461,7 +462,7 @@ def attention_panel(image: Tensor, attn_maps: Tensor, tokens: Sequence[str],
 # ---------------------------------------------------------------------------------------------- image rows
 def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widget],
                  render: Callable[[], tuple[dict[str, Tensor], str]], size: float = 2.0,
-                 disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None) -> Panel:
+                 disabled: Mapping[widgets.Widget, Callable[[], bool]] | None = None, note: str = "") -> Panel:
     """A generic panel: whenever a control moves, `render()` -> ({caption: picture}, readout text) is drawn as one
     row. A picture is an image (C, H, W) in [-1, 1] or a class map (H, W) of integers (drawn with a fixed
     categorical palette, class 0 black). `disabled` maps a control to a predicate: while it returns True the
@@ -481,7 +482,7 @@ def images_panel(title: str, main: widgets.Widget, others: Sequence[widgets.Widg
                 _show(_on(ax), _rgb(_as_image_batch(pic, caption)[0]), caption)
         return fig, text
 
-    return _panel(title, main, others, draw, disabled)
+    return _panel(title, main, others, draw, disabled, note)
 
 
 def _class_cmap():
@@ -552,12 +553,14 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
 
 # ---------------------------------------------------------------------------------------------- notebook 05
 def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], timesteps: Sequence[int],
-                          alpha: float = 0.6) -> Panel:
+                          alpha: float = 0.6, note: str = "") -> Panel:
     """A token control and a step control over cross-attention maps recorded during sampling (§3.3):
     which word looks where, and when.
 
     image: (C,H,W) in [-1,1], the final sample. maps: (S, L, h, w) attention weights per reverse step and token
     (heads and layers already averaged, e.g. `ll.conditional.attention_over_steps`); timesteps: the t of each step.
+    Only the prompt's tokens are listed; the softmax also gave the padding positions after [SEP] their share
+    (1 − the tokens' sum at each query), which the readout states beside the token's share of all attention.
     """
     x = _as_image_batch(image, "image")[0]
     if not torch.is_tensor(maps) or maps.ndim != 4:
@@ -582,17 +585,18 @@ def cross_attention_panel(image: Tensor, maps: Tensor, tokens: Sequence[str], ti
               vmax=max(float(maps[i].max()), 1e-8))
         _show(_on(axes[0, 2]), _rgb(x), "overlay")
         axes[0, 2].imshow(up[i, k].numpy(), cmap="magma", alpha=alpha, interpolation="bilinear")
-        share = float(maps[i, k].mean() / maps[i].mean(dim=(1, 2)).sum().clamp_min(1e-12))
+        share, padding = float(maps[i, k].mean()), 1.0 - float(maps[i].sum(0).mean())  # of all attention
         text = (f"token {k} {html.escape(repr(tokens[k]), quote=False)} &nbsp; step {i + 1} (t = {timesteps[i]}) "
-                f"&nbsp; share of attention {share:.1%} &nbsp; max weight {float(m.max()):.3f}")
+                f"&nbsp; share of all attention {share:.1%} (padding positions: {padding:.0%}) &nbsp; "
+                f"max weight {float(m.max()):.3f}")
         return fig, text
 
     return _panel("Cross-attention over the reverse process: which word looks where, and when", token_ctrl,
-                  [step_ctrl], draw)
+                  [step_ctrl], draw, note=note)
 
 
 def prompt_panel(generate: Callable[[str, float], Tensor], prompt: str = "a large red circle",
-                 guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8) -> Panel:
+                 guidance: float = 3.0, max_guidance: float = 8.0, ncols: int = 8, note: str = "") -> Panel:
     """A prompt box and a guidance control that generate on the fly: `generate(prompt, guidance_scale)` ->
     images (B, C, H, W) in [-1, 1] (e.g. a closure over `ldm.sample(prompts=[prompt] * 8, ...)`)."""
     box = widgets.Text(value=prompt, description="prompt", continuous_update=False,
@@ -613,4 +617,4 @@ def prompt_panel(generate: Callable[[str, float], Tensor], prompt: str = "a larg
         text = f"{len(x)} images in {seconds:.1f} s &nbsp; guidance s = {scale.value:g}"
         return fig, text
 
-    return _panel("Text-to-image: type a prompt (Enter), move the guidance", box, [scale], draw)
+    return _panel("Text-to-image: type a prompt (Enter), move the guidance", box, [scale], draw, note=note)

@@ -48,6 +48,48 @@ def test_cross_attention_panel_token_and_step_controls_change_the_picture(t2i):
         widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens[:-1], rec.timesteps)
 
 
+def test_the_attention_readout_gives_each_tokens_share_of_all_attention_and_where_it_falls():
+    """`attention_on_objects` on a made-up record over a real scene: a token spread evenly scores the covered share
+    of the cells; one that looks only at covered cells scores ~1; the padding row takes what the tokens leave."""
+    from ldm_lite.datasets import shapes
+    from ldm_lite.segmenter import load_segmenter
+
+    item = shapes(32, n=1, seed=3, max_shapes=1)[0]
+    cover = torch.nn.functional.avg_pool2d((item["mask"] > 0).float()[None, None], 4)[0, 0]  # (8, 8)
+    even = torch.full((8, 8), 0.25)
+    on = 0.5 * (cover > 0.5).float()  # only on covered cells; each query's weights still sum to <= 1
+    maps = torch.stack([torch.stack([even, on])] * 2)  # (S=2, L=2, 8, 8)
+    rec = conditional.AttentionRecord(item["image"], maps, ["[CLS]", "star"], [999, 0])
+    rows = conditional.attention_on_objects(rec, load_segmenter())
+    assert [r["token"] for r in rows] == ["[CLS]", "star", "(padding)"]
+    assert abs(rows[0]["object_cells"] - float(cover.mean())) < 0.03  # the segmenter finds the shape's cells
+    assert abs(rows[0]["mass_last"] - 0.25) < 1e-6 and abs(rows[1]["mass_first"] - float(on.mean())) < 1e-6
+    assert abs(rows[0]["on_objects_last"] - rows[0]["object_cells"]) < 1e-5 and rows[1]["on_objects_last"] > 0.6
+    assert abs(rows[2]["mass_last"] - (1 - 0.25 - float(on.mean()))) < 1e-5
+    panel = widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens, rec.timesteps, note="measured: 42%")
+    readout = widgets.find(panel, widgets.READOUT_CLASS).value
+    assert f"share of all attention {float(on.mean()):.1%} (padding positions: {1 - 0.25 - float(on.mean()):.0%})" \
+        in readout  # the token shown first: 'star'
+    assert "measured: 42%" in panel.children[0].value
+
+
+def test_each_panel_can_state_the_measured_accuracy_of_the_shipped_model(tmp_path, monkeypatch):
+    from ldm_lite import paths
+
+    (tmp_path / "ldm-x").mkdir()
+    (tmp_path / "ldm-x" / "metrics.json").write_text(
+        '{"n": 100, "sample_options": {"sampler": "dpm_solver_pp", "steps": 20}, '
+        '"guidance_1": {"single_kind_and_color": 0.65, "two_all_and_relation": 0.06, "fid": 44.7}, '
+        '"guidance_3": {"single_kind_and_color": 0.91, "two_all_and_relation": 0.13}}')
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", tmp_path)
+    note = conditional.measured_note("ldm-x", "shipped (ldm-x)")
+    assert note == ("Measured for the shipped ldm-x (100 held-out conditions per scale, dpm_solver_pp 20 steps; its "
+                    "metrics.json) — one shape: kind + colour / two shapes + relation: 65% / 6% at guidance 1, "
+                    "91% / 13% at guidance 3.")
+    assert conditional.measured_note("ldm-x", "trained now (300 steps, outputs/ldm-x)").startswith("Not measured")
+    assert conditional.measured_note("ldm-y", "shipped (ldm-y)").startswith("Not measured")  # no metrics.json
+
+
 def test_prompt_panel_generates_on_prompt_and_guidance_changes(t2i):
     calls = []
 

@@ -68,6 +68,10 @@ def test_notebook_05_grids_read():
         fig = ll.plotting.image_grid(blank[:10 * len(scales)], [f"{d} (s={s:g})" for s in scales for d in range(10)],
                                      ncols=10, title="class-conditional MNIST: digit (columns) x guidance scale (rows)")
         assert layout_problems(fig) == [], scales
+        kinds = ll.datasets.KINDS  # the class-conditional shapes grid: kind (columns) x scale (rows)
+        fig = ll.plotting.image_grid(blank[:len(kinds) * len(scales)], [f"{k} (s={s:g})" for s in scales for k in kinds],
+                                     ncols=len(kinds), title="class-conditional shapes: kind (columns) x guidance scale (rows)")
+        assert layout_problems(fig) == [], scales
 
 
 def _notebook_cell(name: str, marker: str) -> str:

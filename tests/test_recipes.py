@@ -57,6 +57,9 @@ def test_the_small_unet_is_written_once_and_follows_the_autoencoder():
     assert ldm.unet.config.in_channels == 3 and ldm.unet.config.context_dim == 32
     sr = R.build_ldm(R.config("ldm-sr4-bicubic-shapes32", model_channels=32), IdentityAutoencoder())
     assert sr.unet.config.concat_channels == 3 and sr.config.cond_drop_prob == 0.0
+    widths = {mc: R.build_ldm(R.config("ldm-kl-f4-shapes32-text", model_channels=mc), IdentityAutoencoder()).unet.config
+              for mc in (32, 48, 64)}  # the width lever: 48 needs 16 norm groups; one head at the first level as 32
+    assert [(c.norm_groups, c.head_dim) for c in widths.values()] == [(32, 32), (16, 48), (32, 32)]
 
 
 def test_the_beta_schedule_is_a_config_field_and_reaches_the_model():
@@ -67,6 +70,47 @@ def test_the_beta_schedule_is_a_config_field_and_reaches_the_model():
     paper = R.build_ldm(R.config("ldm-inpaint-shapes32", beta_start=0.0015, beta_end=0.0205), IdentityAutoencoder())
     assert torch.equal(paper.schedule.betas, Schedule.ldm(0.0205).betas)  # the reference config's, exactly
     assert paper.config.schedule_params == {"beta_start": 0.0015, "beta_end": 0.0205}  # saved with the model
+
+
+def test_a_cpu_budget_and_the_data_balance_are_config_fields_that_reach_the_run(tmp_path, monkeypatch):
+    from ldm_lite import datasets, fit
+
+    cpu = iter(range(0, 10**6, 100))  # a CPU clock that advances 100 s per read, beside a wall clock that stands
+    monkeypatch.setitem(fit.CLOCKS, "cpu", lambda: float(next(cpu)))
+    monkeypatch.setitem(fit.CLOCKS, "wall", lambda: 0.0)
+    kw = {**SMOKE, "model_channels": 32, "context_dim": 32, "steps": 4, "max_seconds": 50}
+    for clock, steps_done in (("cpu", 1), ("wall", 4)):
+        R.train("ldm-kl-f4-shapes32-class", tmp_path / clock, progress=False, budget_clock=clock, **kw)
+        assert json.loads((tmp_path / clock / "checkpoint" / "state.json").read_text())["step"] == steps_done
+
+    def two_shape_share(**overrides):
+        data = R.ldm_data(R.config("ldm-kl-f4-shapes32-text", n_train=600, **overrides))
+        return sum(int((data[i]["attrs"][:, 0] >= 0).sum()) == 2 for i in range(len(data))) / len(data)
+
+    # today 42% of the captions name two shapes (a second shape that finds no room is left out: 3,000 items),
+    # share 0.75 -> 64%, 1.0 -> 85%
+    today, more, most = two_shape_share(), two_shape_share(max_shapes_share=0.75), two_shape_share(max_shapes_share=1.0)
+    assert 0.36 < today < 0.48 and 0.58 < more < 0.70 and 0.80 < most < 0.90
+    today = datasets.shapes(32, n=5, max_shapes=2)
+    assert all(torch.equal(today[i]["image"], datasets.shapes(32, n=5, max_shapes=2, max_shapes_share=None)[i]["image"])
+               for i in range(5))
+    with pytest.raises(ValueError, match="max_shapes_share=1.5 is not a share"):
+        datasets.shapes(32, n=5, max_shapes_share=1.5)
+
+
+@pytest.mark.parametrize("name", ["ldm-kl-f4-shapes32-text", "ldm-kl-f4-shapes32-layout"])
+def test_text_and_layout_recipes_train_at_64x64_on_the_64x64_first_stage(name, tmp_path):
+    """The resolution lever (`--autoencoder ae-kl-f4-c3-shapes64 --resolution 64`: 16x16 latents): the captions and
+    boxes of the 64x64 items are those of the 32x32 ones, and the model trains and samples 64x64 images."""
+    at64 = {"autoencoder": "ae-kl-f4-c3-shapes64", "resolution": 64}
+    small, big = R.ldm_data(R.config(name, n_train=4)), R.ldm_data(R.config(name, n_train=4, **at64))
+    assert [small[i]["caption"] for i in range(4)] == [big[i]["caption"] for i in range(4)]
+    assert all(torch.equal(small[i]["boxes"], big[i]["boxes"]) for i in range(4))
+    run = R.train(name, tmp_path / "r", progress=False, **{**SMOKE, "model_channels": 32, "context_dim": 32, **at64})
+    assert run.model.latent_shape == (3, 16, 16)
+    batch = {k: v[:1] for k, v in torch.utils.data.default_collate([big[0]]).items()}
+    x = run.model.sample(batch=batch, steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (1, 3, 64, 64) and torch.isfinite(x).all()
 
 
 def test_load_or_train_prefers_shipped_then_an_earlier_run_then_trains(tmp_path, monkeypatch):

@@ -29,6 +29,8 @@ TINY = {
     "benchmarks/run_tradeoff.py": (["--smoke", "--out", "{tmp}/tradeoff"], "| f | latent |"),
     "scripts/compare_beta_schedules.py": (["--task", "sr", "--smoke", "--out", "{tmp}/beta"],
                                           "| 0.0015 → 0.0155 (paper) |"),
+    "scripts/conditioning_levers.py": (["--lever", "layout-tokens", "--smoke", "--out", "{tmp}/levers"],
+                                       "| layout-tokens | tokens | `ldm-kl-f4-shapes32-layout` condition=layout-tokens |"),
     "scripts/crash_soak.py": (["--smoke"], "every checkpoint loaded"),  # exits 1 unless all runs are bit-identical
     "scripts/evaluate_conditional.py": (["--smoke", "--model", str(PRETRAINED / "ldm-kl-f4-shapes32-text"),
                                          "--out", "{tmp}/metrics.json", "--samples", "{tmp}/grid.png",

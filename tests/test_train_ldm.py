@@ -94,6 +94,36 @@ def test_time_budget_stops_early_and_resume_finishes_the_same_run(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()))
 
 
+def test_a_cpu_budget_counts_this_runs_cpu_seconds_over_resumed_segments(tmp_path, monkeypatch):
+    """budget_clock="cpu": max_seconds counts the process's CPU clock (here a stand-in that advances 10 s per step
+    while the wall clock stands still), the seconds spent are kept in the checkpoint and a resumed segment counts
+    on from them; a spent budget trains nothing; the weights are still those of an uninterrupted run."""
+    cpu = {"t": 0.0}
+    monkeypatch.setitem(ll.fit.CLOCKS, "cpu", lambda: cpu["t"])
+    monkeypatch.setitem(ll.fit.CLOCKS, "wall", lambda: 0.0)
+    tick = dict(step_callback=lambda step, loss: cpu.__setitem__("t", cpu["t"] + 10.0))
+    state = lambda: ll.checkpoint.read_json(tmp_path / "checkpoint" / "state.json")  # noqa: E731
+
+    wall = ll.train.train_ldm(tiny_ldm(), DS, steps=4, max_seconds=25, **tick, **KW)  # the wall clock: no stop
+    assert wall["step"] == [0, 1, 2, 3]
+    a = tiny_ldm()
+    hist = ll.train.train_ldm(a, DS, steps=8, out_dir=tmp_path, max_seconds=25, budget_clock="cpu", **tick, **KW)
+    assert hist["step"] == [0, 1, 2] and state()["step"] == 3 and state()["extra"]["cpu_seconds"] == 30.0
+    cpu["t"] = 0.0  # a new process: its CPU clock starts afresh
+    hist = ll.train.train_ldm(a, DS, steps=8, out_dir=tmp_path, resume=True, max_seconds=55, budget_clock="cpu",
+                              **tick, **KW)
+    assert hist["step"][-3:] == [3, 4, 5] and state()["step"] == 6 and state()["extra"]["cpu_seconds"] == 60.0
+    cpu["t"] = 0.0
+    ll.train.train_ldm(a, DS, steps=8, out_dir=tmp_path, resume=True, max_seconds=55, budget_clock="cpu", **tick, **KW)
+    assert state()["step"] == 6 and cpu["t"] == 0.0  # spent: not one step more
+    ll.train.train_ldm(a, DS, steps=8, out_dir=tmp_path, resume=True, **KW)  # no budget: to the end
+    b = tiny_ldm()
+    ll.train.train_ldm(b, DS, steps=8, **KW)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="budget_clock='gpu' is unknown"):
+        ll.train.train_ldm(tiny_ldm(), DS, steps=1, max_seconds=1, budget_clock="gpu", **KW)
+
+
 def test_min_steps_is_a_floor_under_the_time_budget(tmp_path, caplog):
     """A spent budget stops a run only once min_steps are done (the main job on a busy machine), with a warning."""
     hist = ll.train.train_ldm(tiny_ldm(), DS, steps=6, out_dir=tmp_path, max_seconds=0.0, min_steps=3, **KW)
