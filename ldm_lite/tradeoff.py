@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from . import datasets, plotting, recipes
 from .autoencoder import Autoencoder, IdentityAutoencoder
 from .checkpoint import read_json, write_json
-from .classifier import ShapesClassifier, shapes_score
+from .classifier import shapes_score
 from .errors import UsageError
 from .evaluation import classifier_features, fid_bootstrap, sample_many
 from .ldm import LatentDiffusion
@@ -305,7 +305,7 @@ def _save_samples(path: Path, images: Tensor) -> None:
 
 
 def _keep(run_dir: Path, tag: str, images: Tensor, cfg: TradeoffConfig) -> None:
-    """The first n_keep samples for figures; with keep_all, every sample as uint8 (re-judged by `rejudge`)."""
+    """The first n_keep samples for figures; with keep_all, every sample as uint8 (for re-judging: scripts/rejudge.py)."""
     _save_samples(run_dir / f"samples_{tag}.safetensors", images[: cfg.n_keep])
     if cfg.keep_all:
         _save_samples(run_dir / f"all_{tag}.safetensors", ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
@@ -401,7 +401,7 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
     """Run (or continue) the sweep; returns every result row and writes `<out>/results.csv`, `results.json`.
 
     autoencoders: first stages by f, used instead of the shipped ones (tests, notebooks). classifier: the judge
-    (default: the shipped `ShapesClassifier`)."""
+    (default: `recipes.get_classifier()`, the noise-proof `shapes-judge-32`)."""
 
     dev = pick_device(device)
     cfg = cfg or TradeoffConfig.for_device(dev)
@@ -413,9 +413,8 @@ def run_tradeoff(cfg: TradeoffConfig | None = None, out: str | os.PathLike | Non
     if saved.exists() and {**defaults, **read_json(saved)} != mine:
         raise UsageError(f"{out} holds a sweep with another config ({saved}); use a new out folder or delete it")
     write_json(saved, mine)
-    if classifier is None:
-
-        classifier = ShapesClassifier.from_pretrained(PRETRAINED_DIR / "shapes-classifier-32")
+    if classifier is None:  # the noise-proof judge (its FID features are shapes-classifier-32's, bit for bit)
+        classifier = recipes.get_classifier()
     data = datasets.shapes(cfg.resolution, n=cfg.n_train, seed=cfg.seed, max_shapes=1)
     real_ds = datasets.shapes(cfg.resolution, n=cfg.n_real, seed=datasets.HELDOUT_SEED, max_shapes=1)
     real = torch.stack([real_ds[i]["image"] for i in range(cfg.n_real)])
