@@ -179,7 +179,7 @@ def unclean(x: Tensor, several: Tensor, generator: torch.Generator) -> dict[str,
     return out
 
 
-def judge_probes(resolution: int = 32, n: int = 300, seed: int = 12345) -> dict[str, Tensor]:
+def judge_probes(resolution: int = 32, n: int = 300, seed: int = HELDOUT_SEED) -> dict[str, Tensor]:
     """Held-out images (n, 3, r, r) per probe that validate a judge: `real` single shapes (must pass) and what the
     default data cannot contain (must fail), including kinds `unclean` never makes (salt-and-pepper, Laplace and
     blocky noise). `noisy_background_0.35`: a real shape on black plus Gaussian noise of std 0.35 on the
@@ -241,7 +241,7 @@ def overlapping(x: Tensor, other: Tensor, distance: Tensor, angle: Tensor) -> Te
 
 
 @torch.no_grad()
-def evaluate_judge(model: ShapesClassifier, n: int = 300, seed: int = 12345,
+def evaluate_judge(model: ShapesClassifier, n: int = 300, seed: int = HELDOUT_SEED,
                    resolutions: tuple[int, ...] = (32, 64)) -> dict[str, float]:
     """The share of each `judge_probes` set that `model` finds recognisable, per resolution ("real_32", ...)."""
     out: dict[str, float] = {}

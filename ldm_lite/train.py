@@ -308,7 +308,7 @@ def train_shapes_classifier(steps: int = 1500, batch_size: int = 128, resolution
 
 
 def train_clean_gate(model: Any, steps: int = 1500, batch_size: int = 64, seed: int = 0, lr: float = 2e-3,
-                     device: str | torch.device = "cpu", out_dir: str | os.PathLike | None = None,
+                     device: str | torch.device = "auto", out_dir: str | os.PathLike | None = None,
                      checkpoint_every: int = 500, resume: bool | str | os.PathLike | None = None,
                      progress: bool = True) -> dict[str, list]:
     """Train the `CleanImageGate` of `model` (a `ShapesClassifier` with `gate_width` > 0) and nothing else: the
