@@ -93,7 +93,7 @@ def headline(row: dict) -> str:
         for r in ev["rows"]:
             if r.get("method", "model") != "model":
                 continue
-            keys = [k for k in ("psnr", "lpips", "fid", "psnr_outside_output", "valid", "mean_iou") if k in r]
+            keys = [k for k in ("psnr", "lpips", "fid", "psnr_outside_output", "valid", "fid_pasted", "mean_iou") if k in r]
             label = " ".join(str(v) for k, v in r.items() if isinstance(v, str) and k != "method")
             cells.append(f"{label}: " + ", ".join(f"{k} {_fmt(r[k])}" for k in keys))
         return "; ".join(cells)
