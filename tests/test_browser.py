@@ -9,7 +9,8 @@ How it works
    no news / update notifications (they would need the internet) and `windowingMode: "none"` (every cell stays
    in the page, so nothing depends on scrolling). The server is stopped by its PID at the end.
 2. `check_notebook` opens a notebook, runs Run > Run All Cells from the menu bar (as a learner does), waits until
-   every code cell has run (or one failed) and the kernel is idle, then reports a problem for:
+   every code cell has run (or one failed) and the kernel is idle (Run All once more, with a warning, when JupyterLab
+   cancelled the queued cells because it replaced the kernel at start-up: `_wait_until_run`), then reports a problem for:
    - a cell error (a traceback in an output), text left in a panel's `.ldm-panel-error` box;
    - "Loading widget..." still shown (the widget manager never rendered the widget);
    - a browser console error not matched by ALLOWED_CONSOLE_ERRORS;
@@ -191,16 +192,24 @@ def browser(lab):
 
 
 # ---------------------------------------------------------------------------------------------- the checker
-ALL_RUN_JS = """() => {
+# The run's state: "done" (every code cell ran, or one failed), "cancelled" (the kernel is idle, no cell is queued or
+# failed, yet some never ran: JupyterLab cancelled the queued executions without a word, see _wait_until_run) or
+# null (still running).
+RUN_STATE_JS = """() => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  if (!panel) return false;
+  if (!panel) return null;
   const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
   const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator');
   const idle = !indicator || indicator.getAttribute('data-status') === 'idle';
-  if (!idle || prompts.some(p => p.includes('*'))) return false;
-  const failed = [...panel.querySelectorAll('.jp-OutputArea-output')].some(e => /Traceback/.test(e.textContent));
-  return failed || prompts.every(p => /\\[\\d+\\]/.test(p));
+  if (!idle || prompts.some(p => p.includes('*'))) return null;
+  const tracebacks = [...panel.querySelectorAll('.jp-OutputArea-output')].filter(e => /Traceback/.test(e.textContent));
+  const all = prompts.every(p => /\\[\\d+\\]/.test(p));
+  // the cell that ran while its kernel was shut down may show a KeyboardInterrupt: part of a cancel, not a failure
+  if (all || tracebacks.some(e => !/KeyboardInterrupt/.test(e.textContent))) return 'done';
+  return document.querySelector('.jp-Dialog') ? null : 'cancelled';  // a dialog (e.g. "Kernel Restarting") is no cancel
 }"""
+PROMPTS_JS = """() => [...document.querySelectorAll(
+  '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"""
 
 
 REDRAWN_JS = """([panel, old]) => {
@@ -239,6 +248,42 @@ def _run_all_cells(page) -> None:
         except Exception:
             page.keyboard.press("Escape")
     raise AssertionError("Run > Run All Cells started no cell (is the kernel alive?)")
+
+
+def _kernel_ids(lab: Lab, rel_path: str) -> list[str]:
+    return [s["kernel"]["id"] for s in _api(lab, "/api/sessions") if s["path"] == rel_path and s.get("kernel")]
+
+
+def _wait_until_run(page, lab: Lab, rel_path: str) -> None:
+    """Wait until every code cell has run (or one failed). JupyterLab can cancel a queued Run All without a word: when
+    the notebook's kernel connection is replaced while cells are queued (a start-up race seen on a loaded machine:
+    a kernel started, shut down and started again within a second), every queued execution ends as "Canceled future"
+    and its prompt goes back to "[ ]", with the kernel idle and no traceback, so nothing would ever finish. Then the
+    checker runs Run All again (as a learner would) and says so in a warning; a kernel that dies shows JupyterLab's
+    "Kernel Restarting" dialog and is not retried. Fails with the cells' prompts instead of a bare TimeoutError."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    reruns = 0
+    while time.monotonic() < deadline:
+        state = page.evaluate(RUN_STATE_JS)
+        if state == "cancelled":  # confirm after a pause: a state seen once can be a repaint between two cells
+            time.sleep(2)
+            state = page.evaluate(RUN_STATE_JS)
+        if state == "done":
+            return
+        if state == "cancelled" and reruns < 2:
+            reruns += 1
+            prompts = page.evaluate(PROMPTS_JS)
+            ran = sum(bool(re.fullmatch(r"\[\d+\]:?", p)) for p in prompts)
+            warnings.warn(f"{rel_path}: JupyterLab cancelled Run All after {ran} of {len(prompts)} code cells (kernel "
+                          f"now {_kernel_ids(lab, rel_path)}); running all cells again", stacklevel=1)
+            _run_all_cells(page)
+            deadline = max(deadline, time.monotonic() + RUN_TIMEOUT_S)
+            continue
+        time.sleep(0.5)
+    prompts = page.evaluate(PROMPTS_JS)
+    raise AssertionError(f"{rel_path}: the cells did not all run within {RUN_TIMEOUT_S} s (state "
+                         f"{page.evaluate(RUN_STATE_JS)!r}, {reruns} reruns, kernel {_kernel_ids(lab, rel_path)}); "
+                         f"prompts: {' '.join(prompts)}")
 
 
 def _console_problem(text: str) -> bool:
@@ -308,7 +353,7 @@ def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
             page.screenshot(path=str(shots / "run-all-failed.png"))
             raise
         try:
-            page.wait_for_function(ALL_RUN_JS, timeout=RUN_TIMEOUT_S * 1000, polling=500)
+            _wait_until_run(page, lab, rel_path)
         except Exception:
             page.screenshot(path=str(shots / "timeout.png"))
             raise
