@@ -3,7 +3,8 @@
 How it works
 1. The `lab` fixture copies every notebooks/*.ipynb (discovered, so a new notebook is covered without editing
    this file) into a temporary folder, so JupyterLab's autosave can never write outputs into the repository, and
-   writes two small fixture notebooks beside them (`fixtures/good_panel.ipynb`, `fixtures/broken_panel.ipynb`).
+   writes small fixture notebooks beside them (`fixtures/good_panel.ipynb`, `fixtures/broken_panel.ipynb`,
+   `fixtures/slow_cell.ipynb`).
    It starts `jupyter lab` on 127.0.0.1 at a free port, without token, with `LDM_LITE_SMOKE=1`,
    `OMP_WAIT_POLICY=PASSIVE` and the Hugging Face offline variables, and user settings in a temporary folder:
    no news / update notifications (they would need the internet) and `windowingMode: "none"` (every cell stays
@@ -21,6 +22,8 @@ How it works
 3. `test_notebook_in_browser` asserts no problems for every notebook. `test_checker_catches_a_broken_callback`
    runs the same checker on the fixture whose panel callback raises once the control moves, and asserts that it
    reports the failure, while the good fixture passes: breaking a widget's callback fails this test file.
+   `test_checker_reruns_a_cancelled_run_all` replaces the kernel of the slow fixture while its cell is queued and
+   asserts that the checker runs it again (with a warning) and passes.
 
 The tests skip, with the reason printed by `pytest -ra`, only where /usr/bin/chromium is missing (`make test`
 installs it with apt-get where it can). Never run `playwright install`: it downloads a browser.
@@ -99,6 +102,11 @@ def recon(f, kind, x):  # a deliberately broken callback: works for the first f,
 ll.widgets.f_panel(recon, images, fs=(2, 4, 8), kinds=("kl",))
 """
 
+SLOW_FIXTURE = """
+import time
+time.sleep(5)  # still queued when test_checker_reruns_a_cancelled_run_all replaces the kernel
+"""
+
 
 # ---------------------------------------------------------------------------------------------- the server
 @dataclass
@@ -141,6 +149,7 @@ def lab(tmp_path_factory):
         shutil.copy(nb, root / "notebooks" / nb.name)
     _write_notebook(root / "fixtures" / "good_panel.ipynb", GOOD_FIXTURE)
     _write_notebook(root / "fixtures" / "broken_panel.ipynb", BROKEN_FIXTURE)
+    _write_notebook(root / "fixtures" / "slow_cell.ipynb", SLOW_FIXTURE)
     for name, value in LAB_SETTINGS.items():
         (tmp / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / "settings" / name).write_text(json.dumps(value))
@@ -332,8 +341,9 @@ def _move_main_control(panel) -> str:
     raise AssertionError("main control is neither a slider, a dropdown, toggle buttons nor a text box")
 
 
-def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
-    """Open `rel_path` in JupyterLab, run all cells, move every panel's main control; returns the problems found."""
+def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None) -> list[str]:
+    """Open `rel_path` in JupyterLab, run all cells, move every panel's main control; returns the problems found.
+    `after_run_all()`, if given, is called once the first cell started (a test replaces the kernel there)."""
     problems: list[str] = []
     shots = SCREENSHOTS / Path(rel_path).stem
     shutil.rmtree(shots, ignore_errors=True)
@@ -353,6 +363,8 @@ def check_notebook(browser, lab: Lab, rel_path: str) -> list[str]:
             page.screenshot(path=str(shots / "run-all-failed.png"))
             raise
         try:
+            if after_run_all is not None:
+                after_run_all()
             _wait_until_run(page, lab, rel_path)
         except Exception:
             page.screenshot(path=str(shots / "timeout.png"))
@@ -410,6 +422,24 @@ def test_checker_catches_a_broken_callback(lab, browser):
     problems = check_notebook(browser, lab, "fixtures/broken_panel.ipynb")
     assert any("image did not change" in p for p in problems), problems
     assert any("deliberately broken panel callback" in p for p in problems), problems
+
+
+def _replace_kernel(lab: Lab, rel_path: str) -> None:
+    """What JupyterLab's start-up race does: the notebook's session gets a new kernel while its cells are queued."""
+    (session,) = [s for s in _api(lab, "/api/sessions") if s["path"] == rel_path]
+    request = urllib.request.Request(f"{lab.url}/api/sessions/{session['id']}", method="PATCH",
+                                     data=json.dumps({"kernel": {"name": "python3"}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert json.loads(r.read())["kernel"]["id"] != session["kernel"]["id"]
+
+
+def test_checker_reruns_a_cancelled_run_all(lab, browser):
+    """A kernel replaced while Run All is queued cancels the cells silently (every prompt back to "[ ]", kernel idle):
+    the checker runs them again and passes, with a warning, instead of waiting RUN_TIMEOUT_S for nothing."""
+    path = "fixtures/slow_cell.ipynb"
+    with pytest.warns(UserWarning, match="JupyterLab cancelled Run All after 0 of 1 code cells"):
+        assert check_notebook(browser, lab, path, after_run_all=lambda: _replace_kernel(lab, path)) == []
 
 
 def test_console_allow_list_is_narrow():
