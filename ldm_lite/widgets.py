@@ -495,14 +495,18 @@ _CLASS_CMAP = _class_cmap()
 
 # ---------------------------------------------------------------------------------------------- trade-off (§4.1)
 def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size: int | None = None,
-                   max_images: int = 8) -> Panel:
+                   max_images: int = 8, x: str = "train_seconds", judge: str = "", note: str = "") -> Panel:
     """An f control over the LDM-f of a trade-off sweep (`ldm_lite.tradeoff`, paper §4.1, Fig. 6).
 
     rows: the sweep's result rows (`tradeoff.collect(out)`); samples: {f: (N, 3, H, W) in [-1, 1]} from each trained
     LDM-f. Shows the samples of the chosen f beside every f's FID-vs-training-time curve (the chosen one
     highlighted), and reads out the latent size, UNet parameters, measured cost of a training step (ms with
-    `batch_size`, FLOPs), the steps the budget bought and the quality at its end.
+    `batch_size`, FLOPs), the steps the budget bought and the quality at its end. x: the curves' axis,
+    "train_seconds" (equal compute) or "step" (equal steps); judge: named beside "recognisable" (which classifier
+    scored it); note: a line under the title (e.g. the data's caveat).
     """
+    if x not in ("train_seconds", "step"):
+        raise ValueError(f"x must be 'train_seconds' or 'step', got {x!r}")
     runs: dict[int, list[dict]] = {}
     for r in rows:
         if r["kind"] == "training":
@@ -527,10 +531,10 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
         ax = fig.add_subplot(grid[:, cols:])
         for g, rs in sorted(runs.items()):
             rs = sorted(rs, key=lambda r: r["step"])
-            ax.plot([r["train_seconds"] for r in rs], [r["fid"] for r in rs], marker="o", label=f"LDM-{g}",
+            ax.plot([r[x] for r in rs], [r["fid"] for r in rs], marker="o", label=f"LDM-{g}",
                     lw=2.5 if g == f else 0.8, alpha=1.0 if g == f else 0.4)
         ax.set_yscale("log")
-        ax.set_xlabel("training time [s]")
+        ax.set_xlabel("training time [s]" if x == "train_seconds" else "training steps")
         ax.set_ylabel("FID (classifier features)")
         ax.set_title("quality during training", fontsize=8)
         if runs:
@@ -544,11 +548,11 @@ def tradeoff_panel(rows: Sequence[dict], samples: dict[int, Tensor], batch_size:
         ms = f"{1000 * batch_size / end['train_samples_per_second']:.0f} ms, " if batch_size else ""
         text = (f"<b>LDM-{f}</b> &nbsp; latent {end['latent']} &nbsp; UNet {end['unet_params'] / 1e6:.2f} M parameters"
                 f" &nbsp; training step: {ms}{end['flops_per_train_step'] / 1e9:.1f} GFLOPs &nbsp; "
-                f"{end['step']} steps in the budget &nbsp; at the end: FID {end['fid']:.1f}, "
-                f"{100 * end['recognisable']:.0f}% recognisable")
+                f"{end['step']} steps in the budget &nbsp; at the end: FID {end['fid']:.1f} (n = {end.get('n', '?')}), "
+                f"{100 * end['recognisable']:.1f}% recognisable" + (f" ({html.escape(judge)})" if judge else ""))
         return fig, text
 
-    return _panel("The compression trade-off: move f", f_ctrl, [], draw)
+    return _panel("The compression trade-off: move f", f_ctrl, [], draw, note=note)
 
 
 # ---------------------------------------------------------------------------------------------- notebook 05

@@ -333,7 +333,8 @@ def check_unet_forward(fn: Fn, demo: bool = True) -> Verdict:
 def check_conv2d_flops(fn: Fn, demo: bool = True) -> Verdict:
     """`conv2d_flops(c_in, c_out, kernel, h_out, w_out) -> int`: FLOPs of one k×k convolution (no bias), counted as
     torch's FlopCounterMode counts them: 2 per multiply-add, 2·c_in·c_out·k²·h_out·w_out. Cases: the UNet's first
-    conv at 32×32 and 8×8, a 1×1 conv, a wide conv at 4×4. The demo prices LDM-f's first conv for f = 1 .. 16."""
+    conv at 32×32 and 8×8, a 1×1 conv, a wide conv at 4×4. The demo prices LDM-f's first conv for f = 1 .. 32 at
+    64×64 (notebook 07's equal-steps protocol) with your formula and measures each whole matched UNet beside it."""
     from torch.utils.flop_counter import FlopCounterMode  # local: ~0.5 s and 75 modules, for this check only
 
     def ref(c_in, c_out, kernel, h_out, w_out):
@@ -356,11 +357,36 @@ def check_conv2d_flops(fn: Fn, demo: bool = True) -> Verdict:
     ]
 
     def run(f: Fn) -> dict:
-        costs = {fac: int(f(3, 64, 3, 32 // fac, 32 // fac)) for fac in (1, 2, 4, 8, 16)}
-        return {"flops": costs, "summary": "with your formula the UNet's first conv on a 32×32 image costs "
-                + ", ".join(f"{c / 1e6:.2f} MFLOPs (LDM-{fac})" for fac, c in costs.items())
-                + ": each doubling of f divides this layer's cost by 4 (4× fewer output positions, same channels). The "
-                "whole UNet's measured cost falls by less (notebook 07's GFLOPs): its UNets are matched in "
-                "parameters, not in shape, so their levels and widths change with f too."}
+        return _price_ldm_f(f, FlopCounterMode)
 
     return check("conv2d_flops", fn, ref, cases, mistakes, "torch FlopCounterMode", run, demo)
+
+
+def _price_ldm_f(f: Fn, flop_counter: type) -> dict:
+    """Notebook 07's demo: the first conv of each LDM-f's matched UNet (`tradeoff.TradeoffConfig.equal_steps`, 64×64,
+    the paper's c per f) priced with the learner's formula, and each whole UNet's forward FLOPs measured by torch's
+    counter; the summary states the measured ratio between neighbouring f (no fixed rule is claimed)."""
+    from .. import tradeoff  # local: the trade-off module is only needed by this demo
+
+    resolution, target = 64, 1_800_000
+    fs = (1, 4, 16) if runtime.smoke_mode() else tuple(tradeoff.PAPER_LATENT_CHANNELS)
+    first, whole = {}, {}
+    for fac in fs:
+        c, side = tradeoff.PAPER_LATENT_CHANNELS[fac], resolution // fac
+        cfg = tradeoff.matched_unet(c, side, target)
+        first[fac] = int(f(c, cfg.model_channels, 3, side, side))
+        with flop_counter(display=False) as counter, torch.no_grad():
+            UNet(cfg)(torch.zeros(1, c, side, side), torch.zeros(1, dtype=torch.long))
+        whole[fac] = int(counter.get_total_flops())
+    ratios = {f"{a}->{b}": whole[a] / whole[b] for a, b in zip(fs, fs[1:])}
+    lo, hi = min(ratios.values()), max(ratios.values())
+    return {"first_conv_flops": first, "unet_forward_flops": whole, "ratios": ratios, "summary": (
+        f"at {resolution}×{resolution}, with UNets matched to {target / 1e6:.1f} M parameters: your formula prices "
+        "LDM-f's first conv at " + ", ".join(f"{first[a] / 1e6:.2f} MFLOPs (LDM-{a})" for a in fs)
+        + "; torch's counter measures the whole UNet's forward pass (one image) at "
+        + ", ".join(f"{whole[a] / 1e9:.3f} GFLOPs (LDM-{a})" for a in fs)
+        + ". Measured ratio between neighbouring f: " + ", ".join(f"LDM-{k.replace("->", "→")} {v:.1f}×" for k, v in ratios.items())
+        + f" (from {lo:.1f}× to {hi:.1f}×, not a fixed 4×: the UNets are matched in parameters, not in shape, so "
+        "their widths, depths and attention change with f, and the first conv's input channels c grow with f). "
+        "At equal training steps every LDM-f gets the same number of updates, so a small f spends this much more "
+        "compute on each: equal steps is the setting least favourable to a large f.")}
