@@ -378,14 +378,14 @@ def _price_ldm_f(f: Fn, flop_counter: type) -> dict:
         with flop_counter(display=False) as counter, torch.no_grad():
             UNet(cfg)(torch.zeros(1, c, side, side), torch.zeros(1, dtype=torch.long))
         whole[fac] = int(counter.get_total_flops())
-    ratios = {f"{a}->{b}": whole[a] / whole[b] for a, b in zip(fs, fs[1:])}
+    ratios = {f"{a}→{b}": whole[a] / whole[b] for a, b in zip(fs, fs[1:])}
     lo, hi = min(ratios.values()), max(ratios.values())
     return {"first_conv_flops": first, "unet_forward_flops": whole, "ratios": ratios, "summary": (
         f"at {resolution}×{resolution}, with UNets matched to {target / 1e6:.1f} M parameters: your formula prices "
         "LDM-f's first conv at " + ", ".join(f"{first[a] / 1e6:.2f} MFLOPs (LDM-{a})" for a in fs)
         + "; torch's counter measures the whole UNet's forward pass (one image) at "
         + ", ".join(f"{whole[a] / 1e9:.3f} GFLOPs (LDM-{a})" for a in fs)
-        + ". Measured ratio between neighbouring f: " + ", ".join(f"LDM-{k.replace("->", "→")} {v:.1f}×" for k, v in ratios.items())
+        + ". Measured ratio between neighbouring f: " + ", ".join(f"LDM-{k} {v:.1f}×" for k, v in ratios.items())
         + f" (from {lo:.1f}× to {hi:.1f}×, not a fixed 4×: the UNets are matched in parameters, not in shape, so "
         "their widths, depths and attention change with f, and the first conv's input channels c grow with f). "
         "At equal training steps every LDM-f gets the same number of updates, so a small f spends this much more "
