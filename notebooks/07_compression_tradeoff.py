@@ -42,6 +42,7 @@ import json
 import torch
 from IPython.display import Markdown, display
 from ldm_lite import plotting, tradeoff
+from ldm_lite import tradeoff_views as views
 # %matplotlib inline
 torch.manual_seed(0);
 
@@ -85,40 +86,16 @@ if first_stages.exists():
 
 # %%
 REJUDGED = json.loads((RESULTS / "rejudge" / "results.json").read_text())
-NEW_JUDGE = f"{REJUDGED['judge']} (noise-proof; commit {REJUDGED['judge_commit']})"
-OLD_JUDGE = "old judge: shapes-classifier-32 alone, which calls saturated noise a shape"
-
-
-def load_sweep(path):
-    """(rows, config, run) of a committed sweep; rows: results.json (training and sampling rows)."""
-    return tuple(json.loads((path / name).read_text()) for name in ("results.json", "config.json", "run.json"))
-
-
-def rejudged_note(path):
-    """The committed re-judging of the samples kept under `path` (scripts/rejudge.py), one phrase per f."""
-    rel = str(path.relative_to(ll.paths.REPO_ROOT))
-    hits = sorted(((int(k.split("/")[-2][1:]), v) for k, v in REJUDGED["tradeoff"].items() if k.startswith(rel + "/")))
-    return "; ".join(f"LDM-{f} {100 * v['new']:.0f}% (was {100 * v['old']:.0f}%)" for f, v in hits), (
-        hits[0][1]["n"] if hits else 0)
-
-
-FAIR = RESULTS / "tradeoff64"
-if (FAIR / "results.json").exists():
-    STEPS = FAIR
-    STEPS_CAVEAT = "64×64, the fair first stages (one loss, recipe and budget each)"
-    STEPS_JUDGE = NEW_JUDGE
-    display(Markdown(f"**Showing the fair 64×64 equal-steps sweep** (`{FAIR.name}/`)."))
+NEW_JUDGE = views.new_judge(REJUDGED)
+steps = views.headline_sweep(RESULTS, REJUDGED)
+if steps.fair:
+    display(Markdown(f"**Showing the fair 64×64 equal-steps sweep** (`{steps.path.name}/`)."))
 else:
-    STEPS = RESULTS / "tradeoff_steps"
-    STEPS_CAVEAT = ("32×32, first stages UNEQUAL (trained with different budgets and losses: LDM-8's and LDM-16's "
-                    "decoders cap their quality from the start)")
-    STEPS_JUDGE = OLD_JUDGE
     display(Markdown("**Note: the fair 64×64 equal-steps run is not committed yet** (`benchmarks/results/tradeoff64/` "
                      "is missing; it is training in the background). Shown instead: the older equal-steps sweep "
-                     f"`{STEPS.name}/` at **{STEPS_CAVEAT}**. Read its ranking of large $f$ as a statement about "
-                     "those first stages, not about $f$."))
-steps_rows, steps_config, steps_run = load_sweep(STEPS)
-print(f"command: {steps_run['command']}\nmachine: {steps_run['machine']}\ndate:    {steps_run['date_utc']} UTC")
+                     f"`{steps.path.name}/` at **{steps.caveat}**. Read its ranking of large $f$ as a statement "
+                     "about those first stages, not about $f$."))
+print(steps.provenance)
 
 # %% [markdown]
 # ### Throughput per f
@@ -130,63 +107,10 @@ print(f"command: {steps_run['command']}\nmachine: {steps_run['machine']}\ndate: 
 # inpainting-efficiency table of §4.5, at the end of this notebook.)
 
 # %%
-def ends(rows):
-    """{f: the last training row} (the quality at the end of the budget)."""
-    out = {}
-    for r in rows:
-        if r["kind"] == "training" and r["step"] >= out.get(r["f"], {"step": -1})["step"]:
-            out[r["f"]] = r
-    return dict(sorted(out.items()))
-
-
-def throughput_table(rows, judge):
-    table = tradeoff.table6(rows)
-    for row in table:
-        if "recognisable" in row:
-            row[f"recognisable ({judge.split(':')[0].split(' (')[0]})"] = row.pop("recognisable")
-    return Markdown(ll.metrics.format_table(table))
-
-
-def equal_budget_summary(rows, config, caveat, judge, budget):
-    """The computed statements about one sweep: best FID, the order, the paper's direction, the judge's score."""
-    end = ends(rows)
-    fid = {f: r["fid"] for f, r in end.items()}
-    best = min(fid, key=fid.get)
-    n, clock = end[best]["n"], end[best].get("clock", "?")
-    lines = [f"- At {budget} the lowest FID here is **LDM-{best}**: {fid[best]:.1f} (90% bootstrap "
-             f"{end[best]['fid_lo']:.1f}–{end[best]['fid_hi']:.1f}; n = {n} samples against {config['n_real']:,} "
-             f"held-out images; {caveat}).",
-             "- FID from best to worst: " + " < ".join(f"LDM-{f} ({fid[f]:.0f})" for f in sorted(fid, key=fid.get)) + "."]
-    good, bad = [f for f in (4, 8) if f in fid], [f for f in (1, 16, 32) if f in fid]
-    if good and bad:
-        holds = max(fid[f] for f in good) < min(fid[f] for f in bad)
-        lines.append(f"- The paper's direction (LDM-{'/'.join(map(str, good))} better than "
-                     f"LDM-{'/'.join(map(str, bad))}) **{'holds' if holds else 'does not hold'}** here"
-                     + ("." if holds else ": " + ", ".join(f"LDM-{g} {fid[g]:.0f} vs LDM-{b} {fid[b]:.0f}" for g in good
-                                                            for b in bad if fid[g] >= fid[b]) + ".")
-                     + " This is an order only: read the FIDs above for how far apart they are.")
-    if any(r["fid"] < r["fid_lo"] for r in end.values()):
-        lines.append("- Some estimates lie below their interval: these intervals predate the bootstrap's bias "
-                     "correction (`ll.evaluation.fid_bootstrap`) and are the raw percentiles of resampled FIDs, which "
-                     "sit above the estimate because a resample repeats points; read their width, not their position.")
-    lines.append("- Recognisable at the end (" + judge + f", n = {n} each): "
-                 + ", ".join(f"LDM-{f} {100 * r['recognisable']:.1f}%" for f, r in end.items()) + ".")
-    if 1 in end and 4 in end:
-        lines.append(f"- LDM-4 trains {end[4]['train_samples_per_second'] / end[1]['train_samples_per_second']:.1f}× the "
-                     f"samples/s of LDM-1 ({end[4]['train_samples_per_second']:.0f} vs "
-                     f"{end[1]['train_samples_per_second']:.0f}, {clock}); the paper's Table 6 ratio is 0.32 / 0.11 = "
-                     "2.9× (inpainting, §4.5).")
-    return Markdown("\n".join(lines))
-
-
-display(throughput_table(steps_rows, STEPS_JUDGE))
-display(equal_budget_summary(steps_rows, steps_config, STEPS_CAVEAT, STEPS_JUDGE,
-                             f"equal steps ({steps_config['steps']:,} of batch {steps_config['batch_size']})"))
-if STEPS_JUDGE == OLD_JUDGE:
-    note, n_kept = rejudged_note(STEPS)
-    if note:
-        display(Markdown(f"- Re-judged with {NEW_JUDGE} on the {n_kept} samples kept per model (the 256 judged in "
-                         f"the sweep are not stored): {note}."))
+budget = f"equal steps ({steps.config['steps']:,} of batch {steps.config['batch_size']})"
+display(Markdown(views.throughput_table(steps.rows, steps.judge)))
+display(Markdown(views.summary(steps.rows, steps.config["n_real"], steps.caveat, steps.judge, budget)))
+display(Markdown(views.rejudged(REJUDGED, steps.path, ll.paths.REPO_ROOT)))
 
 # %% [markdown]
 # ### Quality during training (Fig. 6)
@@ -195,7 +119,7 @@ if STEPS_JUDGE == OLD_JUDGE:
 # panels put the same points on the training-time axis: a step of a small $f$ costs more.
 
 # %%
-plotting.tradeoff_training(steps_rows, title=f"equal steps: quality during training ({STEPS_CAVEAT.split(' (')[0]})");
+plotting.tradeoff_training(steps.rows, title=f"equal steps: quality during training ({steps.caveat.split(' (')[0]})");
 
 # %% [markdown]
 # ### Quality vs sampling throughput (Fig. 7)
@@ -203,24 +127,10 @@ plotting.tradeoff_training(steps_rows, title=f"equal steps: quality during train
 # Each line is one trained LDM-$f$ sampled with DDIM at the step counts written beside the points.
 
 # %%
-plotting.tradeoff_sampling(steps_rows);
+plotting.tradeoff_sampling(steps.rows);
 
 # %%
-def sampling_summary(rows):
-    samp = [r for r in rows if r["kind"] == "sampling"]
-    lines = []
-    for s in sorted({r["sampler_steps"] for r in samp}):
-        at = {r["f"]: r for r in samp if r["sampler_steps"] == s}
-        best = min(at, key=lambda f: at[f]["fid"])
-        lines.append(f"- DDIM-{s}: lowest FID LDM-{best} ({at[best]['fid']:.0f} at {at[best]['samples_per_second']:.1f} "
-                     f"samples/s); fastest LDM-{max(at, key=lambda f: at[f]['samples_per_second'])}.")
-    n = sorted({r["n"] for r in samp})
-    lines.append(f"- n = {', '.join(map(str, n))} samples per point; FID is biased upward when n is small, so compare "
-                 "points of this figure with each other, not with Fig. 6's.")
-    return Markdown("\n".join(lines))
-
-
-display(sampling_summary(steps_rows))
+display(Markdown(views.sampling_summary(steps.rows)))
 
 # %% [markdown]
 # ## 3 · An f control over the trained models
@@ -229,13 +139,8 @@ display(sampling_summary(steps_rows))
 # where its quality curve sits among the others.
 
 # %%
-def last_samples(path):
-    """{f: the samples kept at the last evaluation} (the last checkpoint of each f wins)."""
-    return {int(p.parent.name[1:]): tradeoff.load_samples(p) for p in sorted(path.glob("f*/samples_step*.safetensors"))}
-
-
-display(ll.widgets.tradeoff_panel(steps_rows, last_samples(STEPS), batch_size=steps_config["batch_size"], x="step",
-                                  judge=STEPS_JUDGE.split(",")[0], note=STEPS_CAVEAT))
+display(ll.widgets.tradeoff_panel(steps.rows, views.last_samples(steps.path), batch_size=steps.config["batch_size"],
+                                  x="step", judge=steps.judge.split(",")[0], note=steps.caveat))
 
 # %% [markdown]
 # ## 4 · The second view: equal compute
@@ -246,16 +151,13 @@ display(ll.widgets.tradeoff_panel(steps_rows, last_samples(STEPS), batch_size=st
 # it), so a cheap large-$f$ step buys many more updates.
 
 # %%
-COMPUTE = RESULTS / "tradeoff"
-COMPUTE_CAVEAT = "32×32, first stages UNEQUAL (different budgets and losses)"
-compute_rows, compute_config, compute_run = load_sweep(COMPUTE)
-print(f"command: {compute_run['command']}\nmachine: {compute_run['machine']}\ndate:    {compute_run['date_utc']} UTC")
-display(throughput_table(compute_rows, OLD_JUDGE))
-display(equal_budget_summary(compute_rows, compute_config, COMPUTE_CAVEAT, OLD_JUDGE,
-                             f"equal compute ({compute_config['budget_seconds']:.0f} s per model)"))
-note, n_kept = rejudged_note(COMPUTE)
-display(Markdown(f"- Re-judged with {NEW_JUDGE} on the {n_kept} samples kept per model: {note}."))
-plotting.tradeoff_training(compute_rows, title=f"equal compute: quality during training ({COMPUTE_CAVEAT})");
+compute = views.compute_sweep(RESULTS)
+print(compute.provenance)
+display(Markdown(views.throughput_table(compute.rows, compute.judge)))
+display(Markdown(views.summary(compute.rows, compute.config["n_real"], compute.caveat, compute.judge,
+                               f"equal compute ({compute.config['budget_seconds']:.0f} s per model)")))
+display(Markdown(views.rejudged(REJUDGED, compute.path, ll.paths.REPO_ROOT)))
+plotting.tradeoff_training(compute.rows, title=f"equal compute: quality during training ({compute.caveat.split(' (')[0]})");
 
 # %% [markdown]
 # ## 5 · A small sweep, live
@@ -272,9 +174,9 @@ if RUN_LIVE:
                                         sampling_steps=(10, 50)))
     live = tradeoff.run_tradeoff(live_cfg, LIVE_OUT, device=DEVICE)
     display(Markdown(ll.metrics.format_table(tradeoff.table6(live))))
-    display(equal_budget_summary(live, {"n_real": live_cfg.n_real},
-                                 f"{live_cfg.resolution}×{live_cfg.resolution}, shipped first stages, a toy budget",
-                                 NEW_JUDGE, f"equal steps ({live_cfg.steps} of batch {live_cfg.batch_size})"))
+    display(Markdown(views.summary(live, live_cfg.n_real,
+                                   f"{live_cfg.resolution}×{live_cfg.resolution}, shipped first stages, a toy budget",
+                                   NEW_JUDGE, f"equal steps ({live_cfg.steps} of batch {live_cfg.batch_size})")))
     plotting.tradeoff_training(live, title="live sweep: quality during training");
 
 # %% [markdown]
