@@ -20,7 +20,7 @@ Every `check_<name>(fn, demo=True) -> Verdict`:
   say so; the conditional ones print a note when their model is missing), e.g. images sampled with your DDIM step
   against `ll.samplers.ddim` from the same noise, your cross-attention in the shipped text model, your guidance in
   the shipped class-conditional MNIST model; `snr`'s works on the schedules alone and `conv2d_flops` prints what
-  your formula gives for each f;
+  your formula gives for each f beside each matched UNet's FLOPs measured by torch's counter;
 - returns a `Verdict` (truthy when passed). `verdict.fn` is the function to use from then on: yours when it
   passed, else the library's, so a notebook runs top to bottom with unsolved or wrong exercises (checking that
   handed-back library version again says so instead of passing).
