@@ -1,4 +1,9 @@
-"""The compression trade-off (LDM paper §4.1, Fig. 6-7, Table 6): LDM-{1, 2, 4, 8, 16} side by side.
+"""The compression trade-off (LDM paper §4.1, Fig. 6-7): LDM-{1, 2, 4, 8, 16, 32} side by side.
+
+The headline is §4.1's protocol (`TradeoffConfig.equal_steps`: 64x64, the same steps for every f); equal compute
+(`equal_compute`, 32x32) is the second view. `table6` writes the kit's throughput-per-f table (files `table6.*`, a
+name kept for the committed results): it is not the paper's Table 6, which compares inpainting LDM-1 and LDM-4
+(`benchmarks/inpainting_efficiency.py`).
 
 For each downsampling factor f one `LatentDiffusion` is trained on the same data with the same budget:
 
@@ -453,7 +458,7 @@ def write_results(rows: Sequence[dict], out: str | os.PathLike) -> None:
 
 
 def table6(rows: Sequence[dict], final_steps: int | None = None) -> list[dict]:
-    """A Table-6-like summary per f: training and sampling throughput, quality at the end of the equal budget."""
+    """Throughput per f (not the paper's Table 6: see the module docstring): training and sampling throughput, quality at the end of the equal budget."""
     table = []
     for f in sorted({r["f"] for r in rows}):
         mine = [r for r in rows if r["f"] == f]
