@@ -458,7 +458,8 @@ def write_results(rows: Sequence[dict], out: str | os.PathLike) -> None:
 
 
 def table6(rows: Sequence[dict], final_steps: int | None = None) -> list[dict]:
-    """Throughput per f (not the paper's Table 6: see the module docstring): training and sampling throughput, quality at the end of the equal budget."""
+    """Throughput per f (not the paper's Table 6: see the module docstring): training and sampling throughput,
+    quality at the end of the equal budget."""
     table = []
     for f in sorted({r["f"] for r in rows}):
         mine = [r for r in rows if r["f"] == f]
