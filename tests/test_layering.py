@@ -10,7 +10,7 @@ CORE = {"schedule", "samplers", "attention", "unet", "autoencoder", "ldm", "cond
         "checkpoint", "perceptual", "runtime", "paths", "latents", "fit", "errors", "validation"}
 # the data, the judges and the glue above the core
 ABOVE = {"datasets", "classifier", "segmenter", "grounding", "evaluation", "judge", "recipes", "train", "pipeline",
-         "conditional", "image_to_image", "tradeoff", "compression", "cli", "widgets", "plotting", "introspect",
+         "conditional", "image_to_image", "tradeoff", "tradeoff_views", "compression", "cli", "widgets", "plotting", "introspect",
          "exercises", "losses", "interop", "interop_diffusers"}
 
 
