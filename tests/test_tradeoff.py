@@ -110,6 +110,9 @@ def test_a_finished_sweep_is_skipped_and_a_lost_result_is_recomputed_identically
     lost = out / "f4" / "eval_step000004.json"
     before = read_json(lost)
     lost.unlink()
+    # a stopped clock: what this process times (loading the checkpoint) is 0 s, so the row holds exactly the
+    # accounting under test, not the machine's load
+    monkeypatch.setattr(tradeoff, "_clock", lambda device: (lambda: 0.0))
     tradeoff.run_tradeoff(cfg, out, **kwargs)
     after = read_json(lost)
     assert calls == [4]  # resumed at the checkpoint of step 4: no step trained twice
