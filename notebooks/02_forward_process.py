@@ -16,8 +16,8 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 1–2: the diffusion model runs on $z = \mathcal{E}(x)$) and App. D.1
 # (the scale factor); the forward process is DDPM's eq. 4 (Ho et al. 2020); the cosine schedule is Nichol & Dhariwal 2021.
 #
-# *Time:* about a minute on a laptop CPU or a GPU with the shipped autoencoder `ae-kl-f4-shapes32`; if it is missing,
-# the notebook first trains one here, once (10–20 minutes on a CPU, a few minutes on a GPU).
+# *Time:* not timed at full size (estimates: about a minute on a laptop CPU with the shipped autoencoder
+# `ae-kl-f4-shapes32`; if it is missing, the notebook first trains one here, once: 10–20 minutes more on a CPU).
 #
 # *Your turn:* 3 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.
@@ -119,7 +119,8 @@ ll.widgets.forward_noise_panel(x0, lambda x: ae.to_latent(x, sample=False), ae.f
 # (`Schedule.ldm()`; 0.0155 for super-resolution, 0.0205 for layout, inpainting and semantic synthesis), and only
 # the 1.4B text-to-image model and Stable Diffusion use 0.00085 to 0.012 (`Schedule.stable_diffusion()`, the kit's
 # default: it trained better on the main job's small budget, see `docs/differences.md`). Neither keeps more signal at
-# every $t$: near $t = 0$ linear's β is the smallest, so linear keeps the most (ᾱ_50 below); later the √β schedules
+# every $t$: near $t = 0$ linear's β is the smallest, so linear keeps more than either √β schedule (ᾱ_50 below; the
+# cosine schedule keeps more still); later the √β schedules
 # fall more slowly. At $t = T$ they differ 30-fold: ᾱ_T ≈ 1.4e-4 for the paper's, 4.7e-3 for Stable Diffusion's, whose
 # $z_T$ still carries $\sqrt{\bar\alpha_T}$ ≈ 7% of the signal that a sampler starting from pure noise leaves out. The
 # *cosine* schedule makes $\log \mathrm{SNR}$ fall almost linearly in the middle.

@@ -13,7 +13,8 @@
 # at a time, know what DDPM, DDIM (and its η), PLMS and DPM-Solver++ do differently with the same ε-prediction
 # network, and have measured how sample quality depends on the number of steps.
 #
-# *Paper:* Rombach et al., CVPR 2022, §3.2 and §4 (LDMs are sampled with DDIM and PLMS); DDPM Algorithm 2 (Ho et al.
+# *Paper:* Rombach et al., CVPR 2022, §3.2 and §4 (the paper samples its LDMs with DDIM; the reference code also has
+# a PLMS sampler, used by its text-to-image script); DDPM Algorithm 2 (Ho et al.
 # 2020), DDIM eq. 12 (Song et al. 2021), PLMS (Liu et al. 2022), DPM-Solver++(2M) (Lu et al. 2022).
 #
 # *Time:* not timed at full size. Most of it is the step sweep of section 3: 4 samplers × (5 + 10 + 20 + 50) steps ×
@@ -94,8 +95,18 @@ fig = ll.plotting.image_grid(rows, titles, ncols=N_COMPARE, title="same starting
 # ## 3 · Quality against the number of steps
 #
 # For each sampler and number of steps we draw `N_SWEEP` samples (256) from the same seeds, and measure (a) the share
-# the shapes classifier finds recognisable and (b) FID on the classifier's 128-d features against 1,000 held-out real
-# images (FID needs more samples than feature dimensions: below 129 the covariance is singular and the kit warns).
+# the shapes judge (`shapes-judge-32`: the shapes classifier plus a gate against noise, blanks and several shapes)
+# finds recognisable and (b) FID (notebook 01) on the classifier's 128-d features against 1,000 held-out real images
+# (FID needs more samples than feature dimensions: below 129 the covariance is singular and the kit warns).
+#
+# Two more ways of reading such numbers, used from notebook 07 on. FID computed from a finite sample is biased upward,
+# more so the fewer samples: compare FIDs only at equal sample counts. **KID** (Kernel Inception Distance, Bińkowski et
+# al. 2018; `ll.metrics.kid`) compares the two feature sets with a polynomial kernel and is unbiased, so it stays
+# usable with fewer samples than feature dimensions (it can even dip below 0). A **bootstrap interval** says how much
+# an FID would move with another draw of samples: resample the generated set with replacement many times, recompute
+# FID each time and keep the middle 90% of the values; a resampled set repeats points, which inflates its FID, so the
+# **bias correction** shifts the interval down by the mean resampled FID minus the FID itself
+# (`ll.evaluation.fid_bootstrap`).
 
 # %%
 clf = ll.recipes.get_classifier()

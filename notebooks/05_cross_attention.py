@@ -18,10 +18,12 @@
 # the conditional objective, eq. 3), §4.3 (class-conditional, text-to-image and layout-to-image models);
 # classifier-free guidance (Ho & Salimans 2022).
 #
-# *Time:* a few minutes on a laptop CPU with the shipped models (`ldm-kl-f4-shapes32-text`,
-# `ldm-kl-f4-shapes32-layout`, `ldm-kl-f4-mnist32-class`, `ldm-kl-f4-shapes32-class`; not timed at full size); without
-# one the notebook trains a small stand-in first (300 steps: a weak model; the shipped ones trained for 95, 13 and 85
-# minutes on a shared 2-core CPU, their READMEs).
+# *Time:* not timed at full size (an estimate: a few minutes on a laptop CPU with the shipped models
+# `ldm-kl-f4-shapes32-text`, `ldm-kl-f4-shapes32-layout` and `ldm-kl-f4-mnist32-class`). For a model that is not
+# shipped the notebook trains a small stand-in first (300 steps: a weak model; not timed): that is always the case for
+# the class-conditional shapes model `ldm-kl-f4-shapes32-class` of section 6, which is a recipe but not shipped (the
+# first run trains it, later runs load it from `outputs/`). The shipped ones trained for 95, 13 and 85 minutes on a
+# shared 2-core CPU (their READMEs).
 #
 # *When to expect failure:* every panel below states the held-out accuracy measured for its shipped model (read
 # from the model's `metrics.json`, so it follows the model you have). When this was written, single-shape prompts and
@@ -194,10 +196,11 @@ print("both encoders rank the three pairs alike:", ranks[0] == ranks[1])
 # %% [markdown]
 # To compare them as image generators, train both at the same short budget (an exercise below):
 # `ll.recipes.train("ldm-kl-f4-shapes32-text", "outputs/t2i-a", steps=2000)` and the same with `"ldm-kl-f4-shapes32-frozen-text"`.
-# Measured on a shared 2-core CPU (`benchmarks/results/text_encoder_comparison.md`): after 2,000 steps the frozen
-# MiniLM follows single-shape captions at guidance 3 in 50% of samples, the encoder trained from scratch in 22%;
-# but each frozen step costs 1.5× the CPU time, and at equal CPU time (1,300 frozen steps) the frozen one reaches
-# only 10% (the scratch one 22%). After 800 steps neither follows its captions yet.
+# Measured on a shared 2-core CPU (`benchmarks/results/text_encoder_comparison.md`, 200 held-out captions, kind and
+# colour): after 2,000 steps the frozen MiniLM follows single-shape captions at guidance 3 in 50.5% of samples, the
+# encoder trained from scratch in 22.5%; but each frozen step costs 1.54× the CPU time, and at equal CPU time (1,300
+# frozen steps) the frozen one reaches only 9.5% (the scratch one 22.5%). After 800 steps neither follows its
+# captions yet.
 #
 # ## 5 · Layouts: one token per object
 #
@@ -251,7 +254,9 @@ fig = ll.plotting.image_grid(torch.cat(rows), [f"{d} (s={s:g})" for s in grid_sc
                              title="class-conditional MNIST: digit (columns) x guidance scale (rows)")
 
 # %% [markdown]
-# The same on `shapes` with class = kind (colour and size are left to the model: they vary within a column).
+# The same on `shapes` with class = kind (colour and size are left to the model: they vary within a column). This
+# model is not shipped: the cell trains a 300-step stand-in the first time (the line printed under it says so) and
+# loads it from `outputs/` after that, so expect it to ignore its class often.
 
 # %%
 kinds_ldm, kinds_source = ll.recipes.load_or_train("ldm-kl-f4-shapes32-class", progress=not SMOKE, **QUICK)
@@ -266,8 +271,10 @@ fig = ll.plotting.image_grid(torch.cat(rows), [f"{ll.datasets.KINDS[k]} (s={s:g}
 # %% [markdown]
 # ## 7 · Does guidance help? Accuracy and FID against the scale
 #
-# `N_EVAL` single-shape held-out captions per scale (256 at full size), judged by the frozen `ShapesClassifier` (kind
-# and colour must both match); FID on its 128-d features against 500 held-out real images (FID needs more samples than
+# `N_EVAL` single-shape held-out captions per scale (256 at full size), judged by the shapes judge
+# (`ll.recipes.get_classifier()`, `shapes-judge-32`): kind and colour, as the frozen `ShapesClassifier` inside it reads
+# them, must both match the caption; "recognisable" also needs its gate (one clean shape, no noise). FID on the
+# classifier's 128-d features against 500 held-out real images (FID needs more samples than
 # feature dimensions: below 129 the covariance is singular and the kit warns). The judge is first run on the real images
 # of the same captions (`scorer_on_real`): a score means little if the judge cannot read real images.
 
@@ -314,7 +321,7 @@ if verdict.passed and "images" in verdict.demo:
 # - **5.4** Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
 #    `ll.conditional.evaluate_text(..., guidance_scales=(1, 2, 3, 5, 8))` to draw the guidance curve.
 # - **5.5** Train a text encoder from scratch and a frozen MiniLM for the same 2,000 steps
-#    (`ll.recipes.train("ldm-kl-f4-shapes32-text")`, the same with the frozen-text recipe; about
+#    (`ll.recipes.train("ldm-kl-f4-shapes32-text", steps=2000)`, the same with `"ldm-kl-f4-shapes32-frozen-text"`; about
 #    10-15 minutes each on one core) and judge both with `ll.conditional.evaluate(model, n=200)`. Which one
 #    follows colours better, and which one trains faster per step? (Ours: benchmarks/results/text_encoder_comparison.md)
 # - **5.6** Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a

@@ -20,9 +20,11 @@
 # ICLR 2022.
 #
 # *Time:* about 2 minutes at full size with the shipped models (measured: 2 min 13 s wall, 53 s CPU, run as a script
-# on a shared 2-core CPU; the smoke mode takes 25 s). It uses `ldm-sr4-bicubic-shapes32`, `ldm-sr4-realistic-shapes32`,
-# `ldm-inpaint-shapes32`, `ldm-semantic-shapes32`, `shapes-segmenter-32` and `ldm-kl-f4-shapes32`; a model that is
-# missing is trained here first (40-65 minutes each on a shared CPU).
+# on a shared 2-core CPU, before the demos of exercises 6.1 and 6.2 were added: they take about 6 s more; the smoke
+# mode took 25 s). It uses `ldm-sr4-bicubic-shapes32`, `ldm-sr4-realistic-shapes32`, `ldm-inpaint-shapes32`,
+# `ldm-semantic-shapes32`, `shapes-segmenter-32` and `ldm-kl-f4-shapes32`; a model that is missing is trained here
+# first, for `TRAIN_STEPS` (1,000) steps: a weaker stand-in than the shipped model, not timed (the first runs of the
+# shipped inpainting and semantic models were given 65 minutes each on a shared CPU: their READMEs).
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -189,7 +191,7 @@ print(ll.metrics.format_table(i2i.semantic_study(semantic, segmenter, sizes=size
 # %% [markdown]
 # ## SDEdit: image-to-image with any model, by partial noising
 #
-# No condition at all: encode the input, noise it to $t_0 = \text{strength}\cdot(T-1)$ with the forward process
+# No condition at all: encode the input, noise it to $t_0 = \text{strength}\cdot(T-1)$ (rounded) with the forward process
 # (DDPM eq. 4), and run the sampler from $t_0$ down (`ll.spatial.sdedit`). Small strength keeps the input; large
 # strength keeps only its coarse layout, then nothing. The input here is a crude "painting": a shape reduced to 4×4
 # blocks. The model is the shipped unconditional `ldm-kl-f4-shapes32` (notebook 03's recipe, trained longer).
