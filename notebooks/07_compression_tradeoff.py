@@ -202,18 +202,21 @@ if RUN_LIVE:
 # three (where it is in the paper, then the formula, then the detail that usually goes wrong in code), each further
 # call the next.
 #
-# **7.1 · The FLOPs of a convolution.** Why is LDM-1 so much more expensive per step? Count it: write the FLOPs of
-# one k×k convolution from `c_in` to `c_out` channels on an `h_out`×`w_out` output (2 FLOPs per multiply-add, as
-# torch's `FlopCounterMode` counts). `ex.check_conv2d_flops` checks it on the UNet's convolutions, then prices each
-# LDM-$f$'s first convolution at 64×64 with your formula and measures each whole matched UNet beside it: compare the
-# ratios it prints with the GFLOPs column of the throughput tables above. Stuck? `ex.hint("conv2d_flops")`.
+# **7.1 · The FLOPs of a convolution.** Why is LDM-1 so much more expensive per step? §4.1 compares the LDM-$f$ at
+# equal training steps and Fig. 7 at equal sampling throughput, so what one step costs decides how much compute each
+# model gets, and most of a UNet step is convolutions. Count it: write the FLOPs of one k×k convolution (stride 1, no
+# bias) from `c_in` to `c_out` channels on an `h_out`×`w_out` output, for one image, as an int (2 FLOPs per
+# multiply-add, as torch's `FlopCounterMode` counts). `ex.check_conv2d_flops` checks it on the UNet's convolutions,
+# then prices each LDM-$f$'s first convolution at 64×64 with your formula and measures each whole matched UNet beside
+# it: compare the ratios it prints with the GFLOPs column of the throughput tables above. Stuck?
+# `ex.hint("conv2d_flops")`.
 
 # %%
 from ldm_lite import exercises as ex
 
 
 def conv2d_flops(c_in, c_out, kernel, h_out, w_out):
-    """FLOPs of one kernel x kernel convolution without bias (2 per multiply-add)."""
+    """c_in, c_out, kernel, h_out, w_out ints -> FLOPs (int) of one kernel x kernel convolution, one image, no bias."""
     raise NotImplementedError("your turn: replace this line with your code")
 
 # %%

@@ -333,7 +333,7 @@ def test_an_undiagnosed_wrong_answer_points_to_the_hints(capsys):
     assert "ex.hint('snr')" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("0[0-6]_*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("0[0-7]_*.py")), ids=lambda p: p.stem)
 def test_the_notebooks_offer_each_hint_and_keep_the_formula_out_of_the_text_above_the_stub(path):
     """The markdown cell above each stub says what to compute; an equation ($...=...$ with a LaTeX command, e.g.
     $z = \\mu + \\sigma \\odot \\varepsilon$) there would be the answer: it belongs in hint 2."""

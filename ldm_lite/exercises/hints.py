@@ -179,8 +179,9 @@ HINTS: dict[str, tuple[str, ...]] = {
     ),
     # 07
     "conv2d_flops": (
-        "Each output value of a k×k convolution is a sum of products over c_in input channels and k×k positions; "
-        "count the output values and the products each needs.",
+        "§4.1 compares LDM-f at equal training steps, so the cost of a step (mostly convolutions) decides the compute "
+        "each model gets. Each output value of a k×k convolution is a sum of products over c_in input channels and "
+        "k×k positions; count the output values and the products each needs.",
         "FLOPs = 2 · c_in · c_out · k² · h_out · w_out (one multiply-add = 2 FLOPs).",
         "Return an int; the kernel size enters squared.",
     ),
