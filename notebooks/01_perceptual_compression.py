@@ -18,11 +18,12 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.1 (perceptual image compression), §4.1 and Table 8 (the autoencoder model
 # zoo: rFID / PSNR per f), App. D.1 (the scale factor) and App. G (the loss: L1 + LPIPS + PatchGAN, Esser et al. 2021).
 #
-# *Time:* 10–15 minutes on a 2-core laptop CPU the first time (measured: 16 minutes on a 2-core machine shared
-# with other training jobs), almost all of it in the f sweep, which trains five small KL autoencoders for 300 steps each
-# (and VQ-f4 too when it is not shipped). Models trained here are cached under `outputs/nb01/`, so a second run takes
-# about 1.5 minutes. On a GPU, a few minutes. `TRAIN = True` retrains the f=4 KL and VQ models with the full loss: about
-# 1 s per step on a CPU, so roughly 1.5 hours for both (minutes on a GPU).
+# *Time:* measured 16 minutes the first time on a 2-core machine shared with other training jobs (a quiet 2-core
+# laptop should take less), almost all of it in the f sweep, which trains five small KL autoencoders for 300 steps
+# each (and VQ-f4 too when it is not shipped). Models trained here are cached under `outputs/nb01/`, so a second run
+# skips that training (not timed; an estimate: 1–2 minutes). Not timed on a GPU. `TRAIN = True` retrains the f=4 KL
+# and VQ models with the full loss for 2,500 steps each: an estimate of about 1 s per step on a CPU, so roughly 1.5
+# hours for both.
 #
 # *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.

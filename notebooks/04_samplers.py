@@ -19,7 +19,7 @@
 #
 # *Time:* not timed at full size. Most of it is the step sweep of section 3: 4 samplers × (5 + 10 + 20 + 50) steps ×
 # 256 samples with the shipped model `ldm-kl-f4-shapes32`, which draws 64 DDIM-50 samples in 7.7 s on a CPU (its
-# metrics.json).
+# metrics.json): at that rate the sweep's 87,040 sample-steps take about 3.5 minutes (an estimate).
 #
 # *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.

@@ -95,7 +95,7 @@ loss = t2i.loss(batch, generator=torch.Generator().manual_seed(0))  # eq. 3 on 8
 loss.backward()
 grads = [p.grad for p in t2i.conditioner.parameters() if p.grad is not None]
 print(f"L_LDM = {loss.item():.4f};  ‖∂L/∂τ_θ‖ = {torch.cat([g.flatten() for g in grads]).norm():.2e} over "
-      f"{len(grads)} tensors of τ_θ (a frozen encoder would have none)")
+      f"{len(grads)} tensors of τ_θ (in a frozen pretrained encoder only its trained projection would get one)")
 t2i.zero_grad()
 
 # %% [markdown]
