@@ -246,10 +246,10 @@ print("training:", "your UNet" if verdict.passed else "the library's UNet")
 # ## 4 · Training
 #
 # `ll.train.train_ldm` runs the main job's recipe (`ll.recipes`, `ldm-kl-f4-shapes32`: AdamW with a warm-up,
-# gradient clipping, an EMA of the weights used for sampling) on the latent cache (`ll.latents.LatentCache`: the
-# frozen encoder runs once over the training set first; each step still draws z ~ q(z|x)). It stops after a
-# 3.5-minute budget, but not before 400 steps (and at 600, `TRAIN_STEPS`, at the latest). The curve below updates
-# while it trains.
+# gradient clipping, and an exponential moving average (EMA) of the weights, which is what samples) on the latent
+# cache (`ll.latents.LatentCache`: the frozen encoder runs once over the training set first; each step still draws
+# z ~ q(z|x)). It stops after a 3.5-minute budget, but not before 400 steps (and at 600, `TRAIN_STEPS`, at the
+# latest). The curve below updates while it trains.
 
 # %%
 live = ll.plotting.LiveCurve(title="L_LDM = ||eps - eps_theta(z_t, t)||^2 while training", every=20)
