@@ -321,8 +321,9 @@ if verdict.passed and "images" in verdict.demo:
 # - **5.4** Find the guidance scale where single-shape accuracy stops improving while FID gets worse; run
 #    `ll.conditional.evaluate_text(..., guidance_scales=(1, 2, 3, 5, 8))` to draw the guidance curve.
 # - **5.5** Train a text encoder from scratch and a frozen MiniLM for the same 2,000 steps
-#    (`ll.recipes.train("ldm-kl-f4-shapes32-text", steps=2000)`, the same with `"ldm-kl-f4-shapes32-frozen-text"`; about
-#    10-15 minutes each on one core) and judge both with `ll.conditional.evaluate(model, n=200)`. Which one
-#    follows colours better, and which one trains faster per step? (Ours: benchmarks/results/text_encoder_comparison.md)
+#    (`result = ll.recipes.train("ldm-kl-f4-shapes32-text", steps=2000)`, the same with
+#    `"ldm-kl-f4-shapes32-frozen-text"`; about 10-15 minutes each on one core) and judge both with
+#    `ll.conditional.evaluate(result.model, n=200)`. Which one follows colours better, and which one trains faster per
+#    step? (Ours: benchmarks/results/text_encoder_comparison.md)
 # - **5.6** Use a negative prompt to make "a large star" avoid one colour. When does a negative prompt work better than a
 #    positive one?
