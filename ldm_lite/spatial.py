@@ -318,7 +318,7 @@ def sdedit(ldm: Any, images: Tensor, strength: float, *, batch: dict[str, Any] |
 
     z_0 = s·E(x) (posterior mean); t_0 = round(strength · (T - 1)); z_{t_0} = √ᾱ_{t_0} z_0 + √(1-ᾱ_{t_0}) ε
     (DDPM eq. 4); then the sampler runs on the schedule cut at t_0 (β_1..β_{t_0}: the same ᾱ_t), visiting
-    max(1, round(strength · steps)) timesteps from t_0 down ("trailing" spacing, so it starts exactly at t_0).
+    max(1, ceil(strength · steps)) timesteps from t_0 down ("trailing" spacing, so it starts exactly at t_0).
     strength 0 returns D(z_0), the autoencoder's reconstruction; strength 1 starts from (almost) pure noise.
     images (B, C, H, W) in [-1, 1] -> (B, C, H, W) in [-1, 1]. `batch` is the condition of a conditional model.
     """
