@@ -294,10 +294,41 @@ def rand(*shape: int, seed: int = 0) -> Tensor:
 
 @contextlib.contextmanager
 def patched(owner: object, name: str, value: object) -> Iterator[None]:
-    """Temporarily replace `owner.name` (the demos plug a learner's function into the real model)."""
-    old = getattr(owner, name)
+    """Temporarily replace `owner.name` (the demos plug a learner's function into the real model). Where `name`
+    comes from the class (a method: `forward`, `denoiser`), the replacement is an instance attribute, deleted
+    afterwards so that the class's method shows through again."""
+    own, old = name in vars(owner), vars(owner).get(name)
     setattr(owner, name, value)
     try:
         yield
     finally:
-        setattr(owner, name, old)
+        if own:
+            setattr(owner, name, old)
+        else:
+            delattr(owner, name)
+
+
+@contextlib.contextmanager
+def forwards(modules: list[torch.nn.Module], forward: Callable[[torch.nn.Module], Callable]) -> Iterator[None]:
+    """Temporarily give each of `modules` the forward `forward(module)` (the learner's function in every block)."""
+    with contextlib.ExitStack() as stack:
+        for m in modules:
+            stack.enter_context(patched(m, "forward", forward(m)))
+        yield
+
+
+@torch.no_grad()
+def unet_demo(model: LatentDiffusion, source: str, swapped: contextlib.AbstractContextManager, what: str) -> dict:
+    """The demo of a UNet part: `model`'s ε̂ on 4 random latents at t = 10 .. 950, inside `swapped` (the learner's
+    part in place of the library's) and outside it; the summary says how far apart they are."""
+    z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
+    want = model.unet(z, t)
+    with swapped:
+        got = model.unet(z, t)
+    diff = float((got - want).abs().max())
+    return {"max_diff": diff, "summary": f"{source}'s UNet with {what} predicts the same ε̂ (max difference {diff:.1e})."}
+
+
+def missing(name: str, what: str) -> dict:
+    """A demo's result when the shipped model it runs in is absent."""
+    return {"summary": f"no demo: the shipped {what} {name} is missing (`ldm-lite train {name}` makes one)."}

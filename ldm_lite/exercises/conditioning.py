@@ -17,7 +17,10 @@ from .checking import (
     Fn,
     Verdict,
     check,
+    forwards,
     gen,
+    missing,
+    patched,
     rand,
     real_autoencoder,
     real_images,
@@ -77,8 +80,7 @@ def check_cross_attention(fn: Fn, demo: bool = True) -> Verdict:
     def run(f: Fn) -> dict:
         model = shipped("ldm-kl-f4-shapes32-text")
         if model is None:
-            return {"summary": "no demo: the shipped text model ldm-kl-f4-shapes32-text is missing "
-                    "(`ldm-lite train ldm-kl-f4-shapes32-text` makes one)."}
+            return missing("ldm-kl-f4-shapes32-text", "text model")
         prompts = ["a large red circle", "a small blue square", "a large green triangle", "a large yellow star"]
         steps = 3 if runtime.smoke_mode() else 20
         noise = torch.randn(len(prompts), *model.latent_shape, generator=gen(0))
@@ -94,13 +96,8 @@ def check_cross_attention(fn: Fn, demo: bool = True) -> Verdict:
 
         want = sample()
         layers = list(model.unet.cross_attentions().values())
-        try:
-            for layer in layers:
-                layer.forward = lambda x, context=None, layer=layer: yours(layer, x, context)
+        with forwards(layers, lambda layer: lambda x, context=None: yours(layer, x, context)):
             got = sample()
-        finally:
-            for layer in layers:
-                del layer.forward
         diff = float((got - want).abs().max())
         heads = sum(layer.heads for layer in layers)
         return {"images": model.decode(got), "library_images": model.decode(want), "prompts": prompts,
@@ -161,18 +158,14 @@ def check_sr_unet_input(fn: Fn, demo: bool = True) -> Verdict:
 
         model = shipped("ldm-sr4-bicubic-shapes32")
         if model is None:
-            return {"summary": "no demo: the shipped SR model ldm-sr4-bicubic-shapes32 is missing "
-                    "(`ldm-lite train ldm-sr4-bicubic-shapes32` makes one)."}
+            return missing("ldm-sr4-bicubic-shapes32", "SR model")
         x = real_images(4)
         low = F.interpolate(x, size=(8, 8), mode="bicubic", antialias=True).clamp(-1, 1)  # (4, 3, 8, 8), ×4 smaller
         steps = 3 if runtime.smoke_mode() else 20
         noise = torch.randn(len(x), *model.latent_shape, generator=gen(0))
         want = model.sample(low_res=low, noise=noise, steps=steps, return_latents=True)
-        model.denoiser = lambda z_t, t, cond: model.unet(f(z_t, low), t, None)  # an instance attribute wins
-        try:
+        with patched(model, "denoiser", lambda z_t, t, cond: model.unet(f(z_t, low), t, None)):
             got = model.sample(low_res=low, noise=noise, steps=steps, return_latents=True)
-        finally:
-            del model.denoiser
         diff = float((got - want).abs().max())
         images = model.decode(got)
         bicubic = F.interpolate(low, size=x.shape[-2:], mode="bicubic").clamp(-1, 1)
@@ -245,8 +238,7 @@ def check_inpaint_unet_input(fn: Fn, demo: bool = True) -> Verdict:
 
         model = shipped("ldm-inpaint-shapes32")
         if model is None:
-            return {"summary": "no demo: the shipped inpainting model ldm-inpaint-shapes32 is missing "
-                    "(`ldm-lite train ldm-inpaint-shapes32` makes one)."}
+            return missing("ldm-inpaint-shapes32", "inpainting model")
         images = real_images(4)
         m = torch.zeros(4, 32, 32)
         m[:, 8:20, 10:22] = 1  # a box in the middle
@@ -257,11 +249,8 @@ def check_inpaint_unet_input(fn: Fn, demo: bool = True) -> Verdict:
             return model.autoencoder.to_latent(y, sample=False)
 
         want = model.sample(image=images, mask=m, noise=noise, steps=steps, return_latents=True)
-        model.denoiser = lambda z_t, t, cond: model.unet(f(z_t, images, m, model_encode), t, None)
-        try:
+        with patched(model, "denoiser", lambda z_t, t, cond: model.unet(f(z_t, images, m, model_encode), t, None)):
             got = model.sample(image=images, mask=m, noise=noise, steps=steps, return_latents=True)
-        finally:
-            del model.denoiser
         diff = float((got - want).abs().max())
         out = model.decode(got).clamp(-1, 1)
         keep = (1 - m)[:, None].expand_as(images)

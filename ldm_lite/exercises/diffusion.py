@@ -20,6 +20,7 @@ from .checking import (
     check,
     gen,
     learner_alpha_bar,
+    missing,
     patched,
     rand,
     real_autoencoder,
@@ -361,8 +362,7 @@ def check_cfg(fn: Fn, demo: bool = True) -> Verdict:
 
         model = shipped("ldm-kl-f4-mnist32-class")
         if model is None:
-            return {"summary": "no demo: the shipped class-conditional model ldm-kl-f4-mnist32-class is missing "
-                    "(`ldm-lite train ldm-kl-f4-mnist32-class` makes one)."}
+            return missing("ldm-kl-f4-mnist32-class", "class-conditional model")
         per_digit, steps = (1, 3) if runtime.smoke_mode() else (3, 15)
         labels = torch.arange(10).repeat_interleave(per_digit)
         noise = torch.randn(len(labels), *model.latent_shape, generator=gen(1))

@@ -12,17 +12,7 @@ from .. import runtime
 from ..autoencoder import DiagonalGaussian, VectorQuantizer, estimate_scale_factor
 from ..datasets import to_model_image
 from ..metrics import psnr
-from .checking import (
-    Case,
-    Fn,
-    Verdict,
-    check,
-    gen,
-    rand,
-    real_autoencoder,
-    real_images,
-    real_moments,
-)
+from .checking import Case, Fn, Verdict, check, gen, rand, real_autoencoder, real_images, real_moments
 
 
 # ============================================================================================== 00 data and metrics

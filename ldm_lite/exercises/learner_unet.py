@@ -25,8 +25,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .. import unet as unet_module
+from ..attention import AttentionBlock
 from ..unet import UNet, UNetConfig
-from .checking import Case, Fn, Verdict, check, patched, rand, real_ldm
+from .checking import Case, Fn, Verdict, check, forwards, patched, rand, real_ldm, unet_demo
 
 
 # ============================================================================================== the exercise
@@ -37,8 +38,6 @@ def check_attention_block(fn: Fn, demo: bool = True) -> Verdict:
     d = C / heads channels, (B, heads, H·W, d); out = attention(q, k, v), heads merged back to (B, H·W, C);
     return x + `block.attn.to_out(out)` as (B, C, H, W). Cases: one head, two heads, B = 1 on 4×4, the middle
     attention block of the shipped UNet on real activations."""
-    from ..attention import AttentionBlock
-
     def ref(block, x):
         return block(x)
 
@@ -83,23 +82,10 @@ def check_attention_block(fn: Fn, demo: bool = True) -> Verdict:
          lambda b, x: attn_block(b, x, unflatten="reshape")),
     ]
 
-    @torch.no_grad()
     def run(f: Fn) -> dict:
-        from ..attention import AttentionBlock as Block
-
-        blocks = [m for m in model.unet.modules() if isinstance(m, Block)]
-        z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
-        want = model.unet(z, t)
-        try:
-            for b in blocks:
-                b.forward = lambda x, context=None, b=b: f(b, x)
-            got = model.unet(z, t)
-        finally:
-            for b in blocks:
-                del b.forward
-        diff = float((got - want).abs().max())
-        return {"max_diff": diff, "summary": f"{source}'s UNet with your forward in all its {len(blocks)} attention "
-                f"blocks predicts the same ε̂ (max difference {diff:.1e})."}
+        blocks = [m for m in model.unet.modules() if isinstance(m, AttentionBlock)]
+        return unet_demo(model, source, forwards(blocks, lambda b: lambda x, context=None: f(b, x)),
+                         f"your forward in all its {len(blocks)} attention blocks")
 
     return check("attention_block", fn, ref, cases, mistakes, "attention.AttentionBlock", run, demo,
                  exception_hints={"shape": "split each of q, k, v (B, H·W, C) into (B, heads, H·W, d): "

@@ -17,6 +17,7 @@ from .checking import (
     Fn,
     Verdict,
     check,
+    forwards,
     gen,
     learner_alpha_bar,
     patched,
@@ -25,6 +26,7 @@ from .checking import (
     real_images,
     real_ldm,
     schedule_of,
+    unet_demo,
 )
 
 
@@ -143,16 +145,9 @@ def check_timestep_embedding(fn: Fn, demo: bool = True) -> Verdict:
          lambda t, d: rearrange(torch.stack([emb(t, d)[:, : d // 2], emb(t, d)[:, d // 2:]], -1), "b h two -> b (h two)")),
     ]
 
-    @torch.no_grad()
     def run(f: Fn) -> dict:
         model, source = real_ldm()
-        z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
-        want = model.unet(z, t)
-        with patched(unet_module, "timestep_embedding", f):
-            got = model.unet(z, t)
-        diff = float((got - want).abs().max())
-        return {"max_diff": diff, "summary": f"{source}'s UNet with your time embedding predicts the same ε̂ "
-                f"(max difference {diff:.1e})."}
+        return unet_demo(model, source, patched(unet_module, "timestep_embedding", f), "your time embedding")
 
     return check("timestep_embedding", fn, ref, cases, mistakes, "unet.timestep_embedding", run, demo)
 
@@ -198,21 +193,10 @@ def check_resblock_forward(fn: Fn, demo: bool = True) -> Verdict:
          lambda b, x, e: b.conv2(silu(b.norm2(b.conv1(b.norm1(x)) + b.emb(silu(e))[:, :, None, None]))) + b.skip(x)),
     ]
 
-    @torch.no_grad()
     def run(f: Fn) -> dict:
         blocks = [m for m in model.unet.modules() if isinstance(m, ResBlock)]
-        z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
-        want = model.unet(z, t)
-        try:
-            for b in blocks:
-                b.forward = lambda x, emb, b=b: f(b, x, emb)
-            got = model.unet(z, t)
-        finally:
-            for b in blocks:
-                del b.forward
-        diff = float((got - want).abs().max())
-        return {"max_diff": diff, "summary": f"{source}'s UNet with your forward in all its {len(blocks)} ResBlocks "
-                f"predicts the same ε̂ (max difference {diff:.1e})."}
+        return unet_demo(model, source, forwards(blocks, lambda b: lambda x, emb: f(b, x, emb)),
+                         f"your forward in all its {len(blocks)} ResBlocks")
 
     return check("resblock_forward", fn, ref, cases, mistakes, "unet.ResBlock", run, demo, atol=1e-4)
 
@@ -240,16 +224,10 @@ def check_attention(fn: Fn, demo: bool = True) -> Verdict:
         ("keys and values are swapped: the weights come from q·kᵀ and average v", lambda q, k, v: attn(q, v, k)),
     ]
 
-    @torch.no_grad()
     def run(f: Fn) -> dict:
         model, source = real_ldm()
-        z, t = rand(4, *model.latent_shape, seed=9), torch.tensor([10, 300, 600, 950])
-        want = model.unet(z, t)
-        with patched(F, "scaled_dot_product_attention", f):
-            got = model.unet(z, t)
-        diff = float((got - want).abs().max())
-        return {"max_diff": diff, "summary": f"{source}'s UNet with your attention in every attention layer predicts "
-                f"the same ε̂ (max difference {diff:.1e})."}
+        return unet_demo(model, source, patched(F, "scaled_dot_product_attention", f),
+                         "your attention in every attention layer")
 
     return check("attention", fn, ref, cases, mistakes, "F.scaled_dot_product_attention", run, demo)
 
@@ -316,11 +294,8 @@ def check_unet_forward(fn: Fn, demo: bool = True) -> Verdict:
         n = 4
         noise = torch.randn(n, *model.latent_shape, generator=gen(0))
         want = model.sample(n, noise=noise, steps=10, return_latents=True)
-        model.unet.forward = lambda x, t, context=None: f(model.unet, x, t)  # an instance attribute wins
-        try:
+        with patched(model.unet, "forward", lambda x, t, context=None: f(model.unet, x, t)):
             got = model.sample(n, noise=noise, steps=10, return_latents=True)
-        finally:
-            del model.unet.forward  # back to UNet.forward
         diff = float((got - want).abs().max())
         return {"images": model.decode(got), "max_diff": diff, "summary": f"{source} sampled {n} images (DDIM, 10 "
                 f"steps) with your UNet forward: the same latents as with UNet.forward (max difference {diff:.1e})."}
