@@ -38,7 +38,6 @@ from .spatial import sdedit
 
 log = logging.getLogger(__name__)
 
-AUTOENCODER = "ae-kl-f4-shapes32"  # the shipped first stage every image-to-image model here uses
 SHIPPED = {"sr": "ldm-sr4-bicubic-shapes32", "sr-realistic": "ldm-sr4-realistic-shapes32",
            "inpaint": "ldm-inpaint-shapes32", "semantic": "ldm-semantic-shapes32"}  # recipes (and shipped names)
 

@@ -67,11 +67,16 @@ def _float_images(name: str, x: Tensor) -> Tensor:
 
 
 class _SpatialConditioner(Pretrained, Conditioner):
-    """Keeps the first stage's f (and the autoencoder itself, unregistered: LatentDiffusion owns its weights)."""
+    """Keeps the first stage's f (and the autoencoder itself, unregistered: LatentDiffusion owns its weights).
+    Its ∅ is no condition: `null_like` gives zeros of c_concat's shape for classifier-free guidance."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any = None) -> None:
         super().__init__()
+        self.config = config or self.config_class()
         self._first_stage: tuple[nn.Module, ...] = ()  # a tuple, so the autoencoder is not a submodule
+
+    def null(self, batch_size: int) -> Condition:
+        return Condition()
 
     def attach_autoencoder(self, autoencoder: nn.Module) -> None:
         self._first_stage = (autoencoder,)
@@ -122,16 +127,9 @@ class SuperResolutionConditioner(_SpatialConditioner):
         y = _field(batch, key, f"a low-resolution image: pass {self.usage}")
         return {**batch, key: check_images("low_res", y, channels=self.config.channels)}
 
-    def __init__(self, config: SuperResolutionConfig | None = None):
-        super().__init__()
-        self.config = config or SuperResolutionConfig()
-
     @property
     def concat_channels(self) -> int:
         return self.config.channels
-
-    def null(self, batch_size: int) -> Condition:
-        return Condition()
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         c = self.config
@@ -183,10 +181,6 @@ class InpaintingConditioner(_SpatialConditioner):
         m = _field(batch, c.mask_key, "an inpainting mask (1 = fill)")
         return {**batch, c.image_key: x, c.mask_key: check_inpaint_mask(m, x, "mask")}
 
-    def __init__(self, config: InpaintingConfig | None = None):
-        super().__init__()
-        self.config = config or InpaintingConfig()
-
     @property
     def concat_channels(self) -> int:
         return self.config.latent_channels + 1
@@ -197,9 +191,6 @@ class InpaintingConditioner(_SpatialConditioner):
                              f"conditioner was built for {self.config.latent_channels}; set "
                              f"InpaintingConfig(latent_channels={autoencoder.latent_channels})")
         super().attach_autoencoder(autoencoder)
-
-    def null(self, batch_size: int) -> Condition:
-        return Condition()
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         c = self.config
@@ -266,16 +257,9 @@ class SemanticConditioner(_SpatialConditioner):
         y = _field(batch, key, f"a segmentation map: pass {self.usage}")
         return {**batch, key: check_semantic_map(y, self.config.num_classes, "semantic_map")}
 
-    def __init__(self, config: SemanticConfig | None = None):
-        super().__init__()
-        self.config = config or SemanticConfig()
-
     @property
     def concat_channels(self) -> int:
         return self.config.num_classes
-
-    def null(self, batch_size: int) -> Condition:
-        return Condition()
 
     def forward(self, batch: dict[str, Any]) -> Condition:
         k = self.config.num_classes
