@@ -18,10 +18,7 @@ are timed by that process: `timing.json` adds them up), its scores in `--out/<ar
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,46 +30,43 @@ from ldm_lite.checkpoint import read_json, write_json  # noqa: E402
 from ldm_lite.evaluation import sample_many  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR  # noqa: E402
 from ldm_lite.segmenter import load_segmenter  # noqa: E402
+from scripts._arms import cached, cpu_timed, finish, parser, start, train_state  # noqa: E402
 
 ARMS = {"ldm-1": "identity", "ldm-4": "ae-kl-f4-shapes32"}
 PAPER = {"ldm-1": {"train": 0.11, "fid": 24.74}, "ldm-4": {"train": 0.32, "fid": 15.21}}
 SMOKE = {"steps": 2, "batch_size": 4, "n_train": 16, "n_eval": 4}
 
 
-def _trained_steps(run: Path) -> int:
-    state = run / "checkpoint" / "state.json"
-    return int(read_json(state)["step"]) if state.exists() else 0
-
-
 def run_arm(arm: str, out: Path, steps: int, batch_size: int, n: int, sample_steps: int, smoke: bool) -> dict:
     run = out / arm
-    if (run / "scores.json").exists():
-        return read_json(run / "scores.json")
     overrides = {"steps": steps, "batch_size": batch_size, **(SMOKE if smoke else {})}
-    timing_path = run / "timing.json"
-    timing = read_json(timing_path) if timing_path.exists() else {"steps": 0, "cpu_seconds": 0.0}
-    before, t0 = _trained_steps(run), time.process_time()
-    result = recipes.train("ldm-inpaint-shapes32", run, progress=False, autoencoder=ARMS[arm], **overrides)
-    done = _trained_steps(run) - before
-    if done > 0:  # only steps this process trained count (a resumed run's earlier steps were timed before)
-        timing = {"steps": timing["steps"] + done, "cpu_seconds": timing["cpu_seconds"] + time.process_time() - t0}
-        write_json(timing_path, timing)
-    ldm, cfg = result.model, result.config
-    classifier = recipes.get_classifier()
-    # sampling throughput: DDIM from masked held-out images (box masks), the whole pipeline (encode, denoise, decode)
-    probe = image_to_image.inpainting_batch(4 if smoke else 64, "box")
-    t0 = time.process_time()
-    sample_many(ldm, batch=probe, sampler="ddim", steps=sample_steps, seed=0)
-    sample_cpu = time.process_time() - t0
-    rows = image_to_image.inpainting_study(ldm, classifier, load_segmenter(), n=4 if smoke else n, steps=sample_steps)
-    row = {"arm": arm, "autoencoder": ARMS[arm], "latent": "x".join(map(str, ldm.latent_shape)),
-           "unet_params": sum(p.numel() for p in ldm.unet.parameters()), "steps": cfg.steps,
-           "batch_size": cfg.batch_size, "timed_steps": timing["steps"],
-           "train_samples_per_second": timing["steps"] * cfg.batch_size / max(timing["cpu_seconds"], 1e-9),
-           "sample_samples_per_second": len(probe["image"]) / max(sample_cpu, 1e-9), "sampler": f"ddim-{sample_steps}",
-           "threads": torch.get_num_threads(), "study": rows, "command": "python " + " ".join(sys.argv)}
-    write_json(run / "scores.json", row)
-    return row
+
+    def measure() -> dict:
+        timing_path = run / "timing.json"
+        timing = read_json(timing_path) if timing_path.exists() else {"steps": 0, "cpu_seconds": 0.0}
+        before = train_state(run)["step"]
+        result, train_cpu = cpu_timed(recipes.train, "ldm-inpaint-shapes32", run, progress=False,
+                                      autoencoder=ARMS[arm], **overrides)
+        done = train_state(run)["step"] - before
+        if done > 0:  # only steps this process trained count (a resumed run's earlier steps were timed before)
+            timing = {"steps": timing["steps"] + done, "cpu_seconds": timing["cpu_seconds"] + train_cpu}
+            write_json(timing_path, timing)
+        ldm, cfg = result.model, result.config
+        classifier = recipes.get_classifier()
+        # sampling throughput: DDIM from masked held-out images (box masks), the whole pipeline (encode, denoise,
+        # decode)
+        probe = image_to_image.inpainting_batch(4 if smoke else 64, "box")
+        _, sample_cpu = cpu_timed(sample_many, ldm, batch=probe, sampler="ddim", steps=sample_steps, seed=0)
+        rows = image_to_image.inpainting_study(ldm, classifier, load_segmenter(), n=4 if smoke else n,
+                                               steps=sample_steps)
+        return {"arm": arm, "autoencoder": ARMS[arm], "latent": "x".join(map(str, ldm.latent_shape)),
+                "unet_params": sum(p.numel() for p in ldm.unet.parameters()), "steps": cfg.steps,
+                "batch_size": cfg.batch_size, "timed_steps": timing["steps"],
+                "train_samples_per_second": timing["steps"] * cfg.batch_size / max(timing["cpu_seconds"], 1e-9),
+                "sample_samples_per_second": len(probe["image"]) / max(sample_cpu, 1e-9),
+                "sampler": f"ddim-{sample_steps}", "threads": torch.get_num_threads(), "study": rows}
+
+    return cached(run, measure)
 
 
 def report(out: Path) -> str:
@@ -93,29 +87,20 @@ def report(out: Path) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__, OUTPUTS_DIR / "inpainting-efficiency",
+               smoke=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     p.add_argument("--arm", choices=[*ARMS, "both"], default=None, help="train and judge this arm (or both)")
     p.add_argument("--steps", type=int, default=1_500, help="training steps of each arm (the same for both)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--n", type=int, default=256, help="held-out images per mask kind (FID needs >= 256)")
     p.add_argument("--sample-steps", type=int, default=25)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=OUTPUTS_DIR / "inpainting-efficiency")
-    p.add_argument("--report", type=Path, default=None, help="write the markdown table of the finished arms here")
-    p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     args = p.parse_args()
     if args.arm is None and args.report is None:
         p.error("give --arm (train and judge) or --report (collect the table), or both")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    start(args)
     for arm in ([*ARMS] if args.arm == "both" else [args.arm] if args.arm else []):
         run_arm(arm, args.out, args.steps, args.batch_size, args.n, args.sample_steps, args.smoke)
-    table = report(args.out)
-    print(table)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(table + "\n")
+    finish(report(args.out), args.report)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,16 @@ the repeats; never run two of them at the same time).
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from ldm_lite import judge, recipes  # noqa: E402
-from ldm_lite.checkpoint import read_json, write_json  # noqa: E402
-from ldm_lite.fit import CHECKPOINT_DIR  # noqa: E402
+from ldm_lite.checkpoint import read_json  # noqa: E402
 from ldm_lite.paths import OUTPUTS_DIR  # noqa: E402
+from scripts._arms import cached, cpu_timed, finish, fmt, parser, start, tail_mean, train_state  # noqa: E402
 
 TEXT, LAYOUT, CLASS = "ldm-kl-f4-shapes32-text", "ldm-kl-f4-shapes32-layout", "ldm-kl-f4-shapes32-class"
 AT_64 = {"autoencoder": "ae-kl-f4-c3-shapes64", "resolution": 64}  # 16x16 latents: 4x the cells per shape
@@ -84,33 +79,23 @@ def first_of_run(lever: str, arm: str) -> tuple[str, str]:
     return next((lv, a) for lv, arms in LEVERS.items() for a, spec in arms.items() if spec == LEVERS[lever][arm])
 
 
-def _state(run: Path) -> dict:
-    path = run / CHECKPOINT_DIR / "state.json"
-    return read_json(path) if path.exists() else {"step": 0, "extra": {}}
-
-
 def run_arm(lever: str, arm: str, out: Path, cpu_seconds: float, smoke: bool, threads: int) -> dict:
     """Train (or continue) one arm for `cpu_seconds` of CPU time and judge it; the scores are cached in scores.json."""
     run = run_dir(out, lever, arm)
-    done = run / "scores.json"
-    if done.exists():
-        return read_json(done)
     recipe, overrides = LEVERS[lever][arm]
     train = {**BUDGET, "max_seconds": cpu_seconds, **overrides, **(SMOKE_TRAIN if smoke else {})}
-    t0 = time.process_time()
-    result = recipes.train(recipe, run, progress=False, **train)
-    train_cpu = time.process_time() - t0
-    state = _state(run)
-    t0 = time.process_time()
     options = {**EVAL, **SMOKE_EVAL} if smoke else EVAL
-    scores = judge.evaluate(result.model, **options)
-    row = {"lever": lever, "arm": arm, "recipe": recipe, "overrides": overrides, "cpu_budget_s": cpu_seconds,
-           "steps_done": state["step"], "train_loop_cpu_seconds": state["extra"].get("cpu_seconds"),
-           "train_cpu_seconds_this_call": train_cpu, "eval_cpu_seconds": time.process_time() - t0,
-           "threads": threads, "loss_last_100": _tail_mean(result.history.get("loss", [])), "evaluate": scores,
-           "command": "python " + " ".join(sys.argv)}
-    write_json(done, row)
-    return row
+
+    def measure() -> dict:
+        result, train_cpu = cpu_timed(recipes.train, recipe, run, progress=False, **train)
+        state = train_state(run)
+        scores, eval_cpu = cpu_timed(judge.evaluate, result.model, **options)
+        return {"lever": lever, "arm": arm, "recipe": recipe, "overrides": overrides, "cpu_budget_s": cpu_seconds,
+                "steps_done": state["step"], "train_loop_cpu_seconds": state["extra"].get("cpu_seconds"),
+                "train_cpu_seconds_this_call": train_cpu, "eval_cpu_seconds": eval_cpu, "threads": threads,
+                "loss_last_100": tail_mean(result.history.get("loss", [])), "evaluate": scores}
+
+    return cached(run, measure)
 
 
 def probe(lever: str, arm: str, out: Path, steps: int) -> dict:
@@ -120,18 +105,8 @@ def probe(lever: str, arm: str, out: Path, steps: int) -> dict:
     run = out / "probe" / run_dir(out, lever, arm).relative_to(out)
     recipes.train(recipe, run, progress=False, resume=False, **{**overrides, "steps": steps, "n_train": 2_000,
                                                                  "warmup": 1, "checkpoint_every": steps})
-    spent = _state(run)["extra"]["cpu_seconds"]
+    spent = train_state(run)["extra"]["cpu_seconds"]
     return {"lever": lever, "arm": arm, "steps": steps, "cpu_seconds_per_step": spent / steps}
-
-
-def _tail_mean(xs: list, n: int = 100) -> float | None:
-    xs = [float(x) for x in xs[-n:]]
-    return sum(xs) / len(xs) if xs else None
-
-
-def _fmt(v) -> str:
-    return "" if v is None else f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else (
-        f"{v:.1f}" if isinstance(v, float) else str(v))
 
 
 def best_scale(ev: dict) -> tuple[str, float | None]:
@@ -151,12 +126,12 @@ def cells(row: dict) -> list[str]:
     g1, g3 = ev.get("guidance_1", {}), ev.get("guidance_3", {})
 
     def pair(key: str) -> str:
-        return "" if key not in g3 else f"{_fmt(g1.get(key))} / {_fmt(g3.get(key))}"
+        return "" if key not in g3 else f"{fmt(g1.get(key))} / {fmt(g3.get(key))}"
 
     main = "objects_found" if ev.get("condition_kind") == "layout" else "accuracy"
     s, v = best_scale(ev)
-    return [pair("two_all_and_relation"), pair("single_kind_and_color"), pair(main), _fmt(g3.get("fid")),
-            f"{s}: {_fmt(v)}" if s else ""]
+    return [pair("two_all_and_relation"), pair("single_kind_and_color"), pair(main), fmt(g3.get("fid")),
+            f"{s}: {fmt(v)}" if s else ""]
 
 
 def report(out: Path) -> str:
@@ -170,24 +145,19 @@ def report(out: Path) -> str:
                 continue
             r = read_json(path)
             what = f"`{r['recipe']}` " + " ".join(f"{k}={v}" for k, v in r["overrides"].items())
-            lines.append(f"| {lever} | {arm} | {what} | {_fmt(r['train_loop_cpu_seconds'])} | {r['steps_done']} | "
+            lines.append(f"| {lever} | {arm} | {what} | {fmt(r['train_loop_cpu_seconds'])} | {r['steps_done']} | "
                          + " | ".join(cells(r)) + f" | `{arm_command(lever, arm, r['cpu_budget_s'])}` |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__, OUTPUTS_DIR / "conditioning-levers")
     p.add_argument("--lever", choices=list(LEVERS), help="the lever to measure (see --list)")
     p.add_argument("--arm", default="all", help="one arm of the lever (default: every arm, one after the other)")
     p.add_argument("--cpu-seconds", type=float, default=1800.0, help="CPU seconds of training per arm (default 30 min)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=OUTPUTS_DIR / "conditioning-levers", help="the runs go under here")
-    p.add_argument("--report", type=Path, default=None, help="write the markdown table of every finished arm here")
     p.add_argument("--list", action="store_true", help="print every lever's arms with the command of each")
     p.add_argument("--probe", type=int, default=None, metavar="STEPS",
                    help="only measure the CPU seconds per step of the arm(s) over STEPS steps (no judging)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; for tests, not numbers)")
     args = p.parse_args()
     if args.list:
         for lever, arms in LEVERS.items():
@@ -201,8 +171,7 @@ def main() -> None:
         p.error("give --lever (train and judge its arms), --report (collect the table), --list, or --lever with --probe")
     if args.lever is not None and args.arm != "all" and args.arm not in LEVERS[args.lever]:
         p.error(f"--arm {args.arm!r} is not an arm of {args.lever}; use one of {list(LEVERS[args.lever])} or all")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    start(args)
     if args.lever is not None:
         for arm in (list(LEVERS[args.lever]) if args.arm == "all" else [args.arm]):
             if args.probe is not None:
@@ -210,13 +179,8 @@ def main() -> None:
                 continue
             row = run_arm(args.lever, arm, args.out, args.cpu_seconds, args.smoke, args.threads)
             print(json.dumps({k: row[k] for k in ("lever", "arm", "steps_done", "train_loop_cpu_seconds")}))
-    if args.probe is not None:
-        return
-    table = report(args.out)
-    print(table)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(table + "\n")
+    if args.probe is None:
+        finish(report(args.out), args.report)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from ldm_lite.ldm import LatentDiffusion
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "data" / "pretrained"
-SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("scripts", "benchmarks") for p in (ROOT / d).glob("*.py"))
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("scripts", "benchmarks") for p in (ROOT / d).glob("[!_]*.py"))
+# scripts/_arms.py is not a script: what the A/B scripts share
 
 # script -> its arguments at a tiny size ({tmp}: a fresh folder) and what its output must contain
 TINY = {
