@@ -248,8 +248,7 @@ def real_ldm():
         return model, "the shipped ldm-kl-f4-shapes32"
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        unet = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2),
-                               attention_resolutions=(2,), head_dim=32, num_res_blocks=1))
+        unet = UNet(UNetConfig.small(model_channels=32, num_res_blocks=1, attention_resolutions=(2,)))
         return LatentDiffusion(IdentityAutoencoder(), unet, image_size=16).eval(), "an untrained pixel-space LDM"
 
 

@@ -87,8 +87,7 @@ def _train_with_loss(f: Fn) -> dict:
     for who, n_steps in (("yours", steps), ("library", min(steps, 5))):  # the library run: enough to compare
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            unet = UNet(UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2),
-                                   num_res_blocks=1, attention_resolutions=(2,), head_dim=32))
+            unet = UNet(UNetConfig.small(model_channels=32, num_res_blocks=1, attention_resolutions=(2,)))
         ldm = LatentDiffusion(ae, unet, image_size=32)
         opt = torch.optim.Adam(unet.parameters(), lr=1e-3)
         g = gen(0)
