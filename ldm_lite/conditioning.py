@@ -168,42 +168,12 @@ class LayoutConditionerConfig:
     fourier_bands: int = 6  # box coordinates enter as sin/cos at frequencies 2^k·π, k < fourier_bands
 
 
-class LayoutConditioner(Pretrained, Conditioner):
-    """A layout (boxes (B, N, 4), classes (B, N), -1 = no object) -> one token per object slot (B, max_objects, d).
+class _LayoutInput(Pretrained, Conditioner):
+    """What the two layout τ_θ share: the checked layout of a batch (`boxes` + `box_labels`), context = `encode`
+    of it, and ∅ = the empty layout. A subclass has a config with num_classes, max_objects and dim, and `encode`."""
 
-    Token = Linear(Fourier(box)) + class embedding (row `num_classes` = no object), then a transformer over the
-    tokens so each object sees the others. Reads `batch["boxes"]` and `batch["box_labels"]` (`shapes` items carry
-    both; `datasets.boxes_from_attrs` makes them from its `attrs`)."""
-
-    config_class = LayoutConditionerConfig
     usage = ("layout=(boxes (B, N, 4) as (x0, y0, x1, y1) in [0, 1], classes (B, N), -1 = no object) "
              "or batch={'boxes': ..., 'box_labels': ...}")
-    sample_inputs = ("layout",)
-
-    def batch_from(self, layout: Any) -> dict[str, Any]:
-        """layout: (boxes, classes) or {"boxes": ..., "box_labels": ...}."""
-        if isinstance(layout, dict):
-            if set(layout) != {"boxes", "box_labels"}:
-                raise UsageError(f"layout as a dict needs exactly the keys 'boxes' and 'box_labels', got {sorted(layout)}")
-            return dict(layout)
-        if not isinstance(layout, tuple | list) or len(layout) != 2:
-            raise UsageError(f"layout must be a pair (boxes (B, N, 4), classes (B, N)), got {type(layout).__name__}"
-                             f"{' of length ' + str(len(layout)) if isinstance(layout, tuple | list) else ''}")
-        return {"boxes": layout[0], "box_labels": layout[1]}
-
-    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        self.layout(batch)  # every check of the layout (shapes, classes, finite boxes inside [0, 1], areas)
-        return batch
-
-    def __init__(self, config: LayoutConditionerConfig | None = None):
-        super().__init__()
-        c = self.config = config or LayoutConditionerConfig()
-        self.register_buffer("freqs", 2.0 ** torch.arange(c.fourier_bands) * torch.pi, persistent=False)
-        self.box_embedding = nn.Linear(4 * 2 * c.fourier_bands, c.dim)
-        self.class_embedding = nn.Embedding(c.num_classes + 1, c.dim)
-        self.slot_embedding = nn.Parameter(torch.randn(c.max_objects, c.dim) * 0.02)
-        self.encoder = token_encoder(c.dim, c.head_dim, c.depth)
-        self.norm = nn.LayerNorm(c.dim)
 
     @property
     def context_dim(self) -> int:
@@ -241,6 +211,49 @@ class LayoutConditioner(Pretrained, Conditioner):
         labels = torch.cat([labels, labels.new_full((labels.shape[0], pad), -1)], 1)
         return torch.where(labels[..., None] >= 0, boxes, torch.zeros_like(boxes)), labels
 
+    def forward(self, batch: dict[str, Any]) -> Condition:
+        return Condition(context=self.encode(*self.layout(batch)))
+
+    def null(self, batch_size: int) -> Condition:
+        L = self.config.max_objects
+        return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
+
+
+class LayoutConditioner(_LayoutInput):
+    """A layout (boxes (B, N, 4), classes (B, N), -1 = no object) -> one token per object slot (B, max_objects, d).
+
+    Token = Linear(Fourier(box)) + class embedding (row `num_classes` = no object), then a transformer over the
+    tokens so each object sees the others. Reads `batch["boxes"]` and `batch["box_labels"]` (`shapes` items carry
+    both; `datasets.boxes_from_attrs` makes them from its `attrs`)."""
+
+    config_class = LayoutConditionerConfig
+    sample_inputs = ("layout",)
+
+    def batch_from(self, layout: Any) -> dict[str, Any]:
+        """layout: (boxes, classes) or {"boxes": ..., "box_labels": ...}."""
+        if isinstance(layout, dict):
+            if set(layout) != {"boxes", "box_labels"}:
+                raise UsageError(f"layout as a dict needs exactly the keys 'boxes' and 'box_labels', got {sorted(layout)}")
+            return dict(layout)
+        if not isinstance(layout, tuple | list) or len(layout) != 2:
+            raise UsageError(f"layout must be a pair (boxes (B, N, 4), classes (B, N)), got {type(layout).__name__}"
+                             f"{' of length ' + str(len(layout)) if isinstance(layout, tuple | list) else ''}")
+        return {"boxes": layout[0], "box_labels": layout[1]}
+
+    def check_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.layout(batch)  # every check of the layout (shapes, classes, finite boxes inside [0, 1], areas)
+        return batch
+
+    def __init__(self, config: LayoutConditionerConfig | None = None):
+        super().__init__()
+        c = self.config = config or LayoutConditionerConfig()
+        self.register_buffer("freqs", 2.0 ** torch.arange(c.fourier_bands) * torch.pi, persistent=False)
+        self.box_embedding = nn.Linear(4 * 2 * c.fourier_bands, c.dim)
+        self.class_embedding = nn.Embedding(c.num_classes + 1, c.dim)
+        self.slot_embedding = nn.Parameter(torch.randn(c.max_objects, c.dim) * 0.02)
+        self.encoder = token_encoder(c.dim, c.head_dim, c.depth)
+        self.norm = nn.LayerNorm(c.dim)
+
     def encode(self, boxes: Tensor, labels: Tensor) -> Tensor:
         """boxes (B, L, 4), classes (B, L) (-1 = none) -> context (B, L, d)."""
         dev = self.class_embedding.weight.device
@@ -251,13 +264,6 @@ class LayoutConditioner(Pretrained, Conditioner):
         h = torch.where(present, self.box_embedding(fourier), 0.0)
         h = h + self.class_embedding(torch.where(labels >= 0, labels, self.config.num_classes)) + self.slot_embedding
         return self.norm(self.encoder(h))
-
-    def forward(self, batch: dict[str, Any]) -> Condition:
-        return Condition(context=self.encode(*self.layout(batch)))
-
-    def null(self, batch_size: int) -> Condition:
-        L = self.config.max_objects
-        return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
 
 
 @dataclass
@@ -270,7 +276,7 @@ class LayoutTokenConditionerConfig:
     head_dim: int = 32  # channels per attention head
 
 
-class LayoutTokenConditioner(Pretrained, Conditioner):
+class LayoutTokenConditioner(_LayoutInput):
     """The reference's layout τ_θ: each object becomes 3 discrete tokens — its class, its top-left corner and its
     bottom-right corner on a grid — and a BERT-like transformer reads the sequence (B, 3 · max_objects) -> context
     (B, 3 · max_objects, d).
@@ -278,13 +284,11 @@ class LayoutTokenConditioner(Pretrained, Conditioner):
     Tokens (taming-transformers `ObjectsBoundingBoxConditionalBuilder`, read by latent-diffusion's `BERTEmbedder`
     with `use_tokenizer=False`): class c -> token c; a corner (x, y) -> round(y (g-1)) · g + round(x (g-1)); class
     and corner tokens share one table, told apart by position; an empty slot is 3 × the "none" token (the last
-    id). Same batch interface as `LayoutConditioner` (`boxes` + `box_labels`), whose `layout` check
-    it shares; ∅ is the empty layout. Not done here: the reference shuffles the objects of each training image and
+    id). Same batch fields as `LayoutConditioner` (`boxes` + `box_labels`) and the same `layout` check
+    (`_LayoutInput`); ∅ is the empty layout. Not done here: the reference shuffles the objects of each training image and
     can append two crop tokens."""
 
     config_class = LayoutTokenConditionerConfig
-    usage = LayoutConditioner.usage
-    layout = LayoutConditioner.layout  # the same checked (boxes, classes) from a batch; reads config and usage only
 
     def __init__(self, config: LayoutTokenConditionerConfig | None = None):
         super().__init__()
@@ -296,10 +300,6 @@ class LayoutTokenConditioner(Pretrained, Conditioner):
         self.position_embedding = nn.Parameter(torch.randn(3 * c.max_objects, c.dim) * 0.02)
         self.encoder = token_encoder(c.dim, c.head_dim, c.depth)
         self.norm = nn.LayerNorm(c.dim)
-
-    @property
-    def context_dim(self) -> int:
-        return self.config.dim
 
     def tokenize(self, boxes: Tensor, labels: Tensor) -> Tensor:
         """boxes (B, N, 4) as (x0, y0, x1, y1) in [0, 1], classes (B, N) (-1 = none) -> ids (B, 3N):
@@ -317,13 +317,6 @@ class LayoutTokenConditioner(Pretrained, Conditioner):
         """boxes (B, L, 4), classes (B, L) -> context (B, 3L, d)."""
         ids = self.tokenize(boxes, labels).to(self.token_embedding.weight.device)
         return self.norm(self.encoder(self.token_embedding(ids) + self.position_embedding))
-
-    def forward(self, batch: dict[str, Any]) -> Condition:
-        return Condition(context=self.encode(*self.layout(batch)))
-
-    def null(self, batch_size: int) -> Condition:
-        L = self.config.max_objects
-        return Condition(context=self.encode(torch.zeros(batch_size, L, 4), torch.full((batch_size, L), -1)))
 
 
 CONDITIONERS: dict[str, type[nn.Module]] = {"ClassConditioner": ClassConditioner,
