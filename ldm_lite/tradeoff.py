@@ -512,7 +512,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None, 
                 shutil.copy(p, dest / f_dir.name / p.name)
     write_results(rows, dest)
     plotting.tradeoff_training(rows).savefig(dest / "fig6_training.png", dpi=110)
-    plotting.tradeoff_sampling(rows).savefig(dest / "fig7_sampling.png", dpi=110)
+    if any(r["kind"] == "sampling" for r in rows):  # a sweep still training has no Fig. 7 points yet
+        plotting.tradeoff_sampling(rows).savefig(dest / "fig7_sampling.png", dpi=110)
     samples = {int(p.parent.name[1:]): load_samples(p) for p in sorted(out.glob("f*/samples_step*.safetensors"))}
     if samples:
         plotting.samples_by_f(samples, title="samples at the end of the budget (DDIM-20)").savefig(

@@ -1,6 +1,7 @@
 """The compression trade-off sweep (ldm_lite.tradeoff): matched UNets, the budget plan, resumable results."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -151,6 +152,17 @@ def test_report_writes_the_committed_files(sweep, tmp_path):
     assert run["command"].endswith("--smoke") and run["machine"] and run["config"]["budget"] == "steps"
     assert tradeoff.collect(rep) == tradeoff.collect(out)  # the copied per-f results are the sweep's
     assert "| f | latent |" in (rep / "table6.md").read_text()
+
+
+@pytest.mark.slow
+def test_report_of_a_sweep_still_training_has_fig6_and_no_fig7(sweep, tmp_path):
+    _, out, _, _ = sweep
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial, ignore=shutil.ignore_patterns("sampling_ddim*.json"))
+    rows = tradeoff.write_report(partial, tmp_path / "report", command="python benchmarks/run_tradeoff.py --smoke")
+    assert rows and all(r["kind"] == "training" for r in rows)
+    assert (tmp_path / "report" / "fig6_training.png").stat().st_size > 0
+    assert not (tmp_path / "report" / "fig7_sampling.png").exists()
 
 
 @pytest.mark.slow
