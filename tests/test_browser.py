@@ -6,7 +6,9 @@ How it works
    writes small fixture notebooks beside them (`fixtures/good_panel.ipynb`, `fixtures/broken_panel.ipynb`,
    `fixtures/slow_cell.ipynb`).
    It starts `jupyter lab` on 127.0.0.1 at a free port, without token, with `LDM_LITE_SMOKE=1`,
-   `OMP_WAIT_POLICY=PASSIVE` and the Hugging Face offline variables, and user settings in a temporary folder:
+   `OMP_WAIT_POLICY=PASSIVE`, the Hugging Face offline variables and `LDM_LITE_OUTPUTS` in the session's notebook
+   outputs folder (conftest.py's `notebook_outputs`: the headless runs of test_notebooks load what these trained),
+   and user settings in a temporary folder:
    no news / update notifications (they would need the internet) and `windowingMode: "none"` (every cell stays
    in the page, so nothing depends on scrolling). The server is stopped by its PID at the end.
 2. `check_notebook` opens a notebook, runs Run > Run All Cells from the menu bar (as a learner does), waits until
@@ -137,7 +139,7 @@ def _api(lab: Lab, path: str, method: str = "GET"):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, notebook_outputs):
     if not CHROMIUM.exists():
         msg = f"browser tests skipped: {CHROMIUM} is missing (apt-get install -y chromium chromium-driver)"
         warnings.warn(msg, stacklevel=1)
@@ -156,7 +158,7 @@ def lab(tmp_path_factory):
 
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # kernels pick matplotlib's inline backend
     env.update(LDM_LITE_SMOKE="1", OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", LDM_LITE_OUTPUTS=str(tmp / "outputs"),
+               TRANSFORMERS_OFFLINE="1", LDM_LITE_OUTPUTS=str(notebook_outputs),  # shared with test_notebooks
                JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     port = _free_port()

@@ -96,9 +96,9 @@ def test_defines_no_library_code(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_runs_top_to_bottom_in_smoke_mode(path, tmp_path, monkeypatch):
+def test_runs_top_to_bottom_in_smoke_mode(path, notebook_outputs, monkeypatch):
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")
-    monkeypatch.setenv("LDM_LITE_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("LDM_LITE_OUTPUTS", str(notebook_outputs))  # shared with test_browser (conftest.py)
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("print('SMOKE =', SMOKE)"))  # the notebook's own flag, read in its kernel
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
