@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ldm_lite as ll
+from ldm_lite import cli
 from ldm_lite.autoencoder import IdentityAutoencoder
 
 
@@ -21,8 +22,25 @@ def run(*args, tmp_path, smoke=True, **env_extra):
                           timeout=600, check=True)
 
 
+def run_here(*args, tmp_path, monkeypatch, capsys=None) -> str:
+    """The same command in this process, as `run` sets it up (a test's first command stays a subprocess: each
+    stage is also run as a real `python -m ldm_lite.cli`); what it printed on stdout when `capsys` is given."""
+    args = [str(a) for a in args]
+    monkeypatch.setenv("LDM_LITE_SMOKE", "1")
+    monkeypatch.setattr(ll.paths, "OUTPUTS_DIR", tmp_path / "outputs")
+    monkeypatch.setattr(sys, "argv", ["ldm-lite", *args])  # what `command_line()` quotes
+    threads = torch.get_num_threads()
+    if capsys is not None:
+        capsys.readouterr()
+    try:
+        assert cli.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out if capsys is not None else ""
+
+
 @pytest.mark.slow
-def test_main_job_writes_samples_curves_and_metrics(tmp_path):
+def test_main_job_writes_samples_curves_and_metrics(tmp_path, monkeypatch):
     out = tmp_path / "main"
     res = run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
     # sampling and judging (~18 s at full size) show progress: a bar per reverse step, then per judging phase
@@ -37,7 +55,7 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
     assert model.latent_shape == (3, 8, 8)
     # resuming the same run does no extra training and reproduces the same weights
     before = (out / "ldm" / "model" / "model.safetensors").read_bytes()
-    run("main", "--out", str(out), "--train-ae", tmp_path=tmp_path)
+    run_here("main", "--out", str(out), "--train-ae", tmp_path=tmp_path, monkeypatch=monkeypatch)
     assert (out / "ldm" / "model" / "model.safetensors").read_bytes() == before
     again = json.loads((out / "metrics.json").read_text())
     assert again["autoencoder"].startswith("trained here earlier")
@@ -45,7 +63,7 @@ def test_main_job_writes_samples_curves_and_metrics(tmp_path):
 
 
 @pytest.mark.slow
-def test_sample_and_evaluate_a_saved_model(tmp_path):
+def test_sample_and_evaluate_a_saved_model(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     cfg = ll.unet.UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                              attention_resolutions=(2,), head_dim=32)
@@ -53,16 +71,18 @@ def test_sample_and_evaluate_a_saved_model(tmp_path):
     run("sample", "--model", str(tmp_path / "m"), "--n", "4", "--steps", "3", "--out", str(tmp_path / "g.png"),
         tmp_path=tmp_path)
     assert (tmp_path / "g.png").stat().st_size > 1000
-    run("sample", "--model", str(tmp_path / "m"), "--n", "2", "--steps", "2", tmp_path=tmp_path)  # default: outputs
+    run_here("sample", "--model", tmp_path / "m", "--n", "2", "--steps", "2", tmp_path=tmp_path,  # default: outputs
+             monkeypatch=monkeypatch)
     assert (tmp_path / "outputs" / "samples" / "m-ddim2-seed0.png").stat().st_size > 1000
-    res = run("evaluate", "--model", str(tmp_path / "m"), "--samplers", "ddim:3,dpm_solver_pp:2", "--n", "16",
-              "--n-real", "32", "--n-boot", "5", "--out", str(tmp_path / "e.json"), tmp_path=tmp_path)
+    printed = run_here("evaluate", "--model", tmp_path / "m", "--samplers", "ddim:3,dpm_solver_pp:2", "--n", "16",
+                       "--n-real", "32", "--n-boot", "5", "--out", tmp_path / "e.json", tmp_path=tmp_path,
+                       monkeypatch=monkeypatch, capsys=capsys)
     data = json.loads((tmp_path / "e.json").read_text())
     assert set(data) >= {"ddim:3", "dpm_solver_pp:2"} and "evaluate" in data["command"]
     if "note" not in data["ddim:3"]:  # a shipped classifier judged them
         r = data["ddim:3"]
         assert 0 <= r["recognisable"] <= 1 and r["fid_lo"] <= r["fid_hi"]
-    assert json.loads(res.stdout) == data  # what it prints is what it wrote
+    assert json.loads(printed) == data  # what it prints is what it wrote
 
 
 @pytest.mark.slow
@@ -91,7 +111,7 @@ def test_bad_model_path_gives_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path):
+def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path, monkeypatch):
     from PIL import Image
 
     data = tmp_path / "data"
@@ -106,8 +126,8 @@ def test_train_ae_ships_with_readme_and_train_ldm_takes_an_image_folder(tmp_path
     folder.mkdir()
     for i in range(12):
         Image.new("RGB", (40, 40), (20 * i, 100, 0)).save(folder / f"{i:02d}.png")
-    run("train-ldm", "--ae", str(shipped), "--dataset", str(folder), "--steps", "2", "--batch-size", "4",
-        "--model-channels", "32", tmp_path=tmp_path)
+    run_here("train-ldm", "--ae", shipped, "--dataset", folder, "--steps", "2", "--batch-size", "4",
+             "--model-channels", "32", tmp_path=tmp_path, monkeypatch=monkeypatch)
     model = ll.ldm.LatentDiffusion.from_pretrained(tmp_path / "outputs" / "ldm" / "imgs-ae-test" / "model")
     assert model.latent_shape == (ae.latent_channels, 8, 8)
 
@@ -119,27 +139,27 @@ def test_unknown_dataset_names_the_choices(tmp_path):
 
 
 @pytest.mark.slow
-def test_conditional_stages_train_sample_and_experiment(tmp_path):
+def test_conditional_stages_train_sample_and_experiment(tmp_path, monkeypatch, capsys):
     """train-ldm --condition / sample --labels and --lowres / experiment tradeoff are wired to the library."""
     out = tmp_path / "cls"
     run("train-ldm", "--condition", "class", "--steps", "2", "--batch-size", "4", "--n-train", "16",
         "--model-channels", "32", "--out", str(out), tmp_path=tmp_path)
     model = ll.ldm.LatentDiffusion.from_pretrained(out / "model")
     assert type(model.conditioner).__name__ == "ClassConditioner"
-    run("sample", "--model", str(out / "model"), "--labels", "0,1", "--steps", "2", "--guidance", "2",
-        "--out", str(tmp_path / "cls.png"), tmp_path=tmp_path)
+    run_here("sample", "--model", out / "model", "--labels", "0,1", "--steps", "2", "--guidance", "2",
+             "--out", tmp_path / "cls.png", tmp_path=tmp_path, monkeypatch=monkeypatch)
     assert (tmp_path / "cls.png").stat().st_size > 1000
     from PIL import Image
 
     Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "low.png")
-    run("sample", "--lowres", str(tmp_path / "low.png"), "--steps", "2", "--out", str(tmp_path / "sr.png"),
-        tmp_path=tmp_path)
+    run_here("sample", "--lowres", tmp_path / "low.png", "--steps", "2", "--out", tmp_path / "sr.png",
+             tmp_path=tmp_path, monkeypatch=monkeypatch)
     assert Image.open(tmp_path / "sr.png").size == (32, 32)
     # report only (`--fs` without values) from the committed sweep: the figures and Table 6 without training
     committed = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "tradeoff"
-    res = run("experiment", "tradeoff", "--fs", "--out", str(committed), "--report", str(tmp_path / "report"),
-              tmp_path=tmp_path)
-    assert (tmp_path / "report" / "results.csv").exists() and "| 4 | 3x8x8 |" in res.stdout  # Table 6, row f=4
+    printed = run_here("experiment", "tradeoff", "--fs", "--out", committed, "--report", tmp_path / "report",
+                       tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert (tmp_path / "report" / "results.csv").exists() and "| 4 | 3x8x8 |" in printed  # Table 6, row f=4
 
 
 @pytest.mark.slow
