@@ -23,8 +23,9 @@ def run(*args, tmp_path, smoke=True, **env_extra):
 
 
 def run_here(*args, tmp_path, monkeypatch, capsys=None) -> str:
-    """The same command in this process, as `run` sets it up (a test's first command stays a subprocess: each
-    stage is also run as a real `python -m ldm_lite.cli`); what it printed on stdout when `capsys` is given."""
+    """The same command in this process, as `run` sets it up (no second torch import): what it printed on stdout
+    when `capsys` is given. The main job, sample, train-ae, train-ldm and the two error tests below still run as a
+    real `python -m ldm_lite.cli` subprocess."""
     args = [str(a) for a in args]
     monkeypatch.setenv("LDM_LITE_SMOKE", "1")
     monkeypatch.setattr(ll.paths, "OUTPUTS_DIR", tmp_path / "outputs")
@@ -86,13 +87,14 @@ def test_sample_and_evaluate_a_saved_model(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scale(tmp_path):
+def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scale(tmp_path, monkeypatch, capsys):
     from ldm_lite import recipes
 
     torch.manual_seed(0)
     recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-text", context_dim=32, model_channels=32, resolution=16), IdentityAutoencoder()).save_pretrained(tmp_path / "t2i")
-    res = run("evaluate", "--model", str(tmp_path / "t2i"), "--samplers", "ddim:2", "--n", "4", "--n-real", "8",
-              "--guidance", "1", "3", "--out", str(tmp_path / "e.json"), tmp_path=tmp_path)
+    printed = run_here("evaluate", "--model", tmp_path / "t2i", "--samplers", "ddim:2", "--n", "4", "--n-real", "8",
+                       "--guidance", "1", "3", "--out", tmp_path / "e.json", tmp_path=tmp_path,
+                       monkeypatch=monkeypatch, capsys=capsys)
     data = json.loads((tmp_path / "e.json").read_text())
     r = data["ddim:2"]
     assert r["condition_kind"] == "shapes-text" and r["n"] == 4 and r["sample_options"] == {"sampler": "ddim",
@@ -101,7 +103,7 @@ def test_evaluate_a_conditional_model_judges_held_out_captions_per_guidance_scal
     for s in ("guidance_1", "guidance_3"):
         assert 0 <= r[s]["single_kind_and_color"] <= r[s]["single_kind"] <= 1
         assert 0 <= r[s]["two_all_and_relation"] <= r[s]["two_all_attributes"] <= 1
-    assert "--guidance 1 3" in data["command"] and json.loads(res.stdout) == data
+    assert "--guidance 1 3" in data["command"] and json.loads(printed) == data
 
 
 def test_bad_model_path_gives_a_clear_error(tmp_path):
@@ -163,22 +165,23 @@ def test_conditional_stages_train_sample_and_experiment(tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_path):
+def test_train_ldm_fine_tunes_an_image_to_image_model_from_saved_weights(tmp_path, monkeypatch):
     """train-ldm --condition semantic --init <model> --latent-cache: the run starts from the saved weights."""
     shipped = ll.paths.pretrained("ldm-semantic-shapes32")
     out = tmp_path / "ft"
-    run("train-ldm", "--condition", "semantic", "--init", str(shipped), "--latent-cache", "--steps", "1",
-        "--batch-size", "4", "--n-train", "16", "--lr", "1e-9", "--threads", "1", "--out", str(out), tmp_path=tmp_path)
+    run_here("train-ldm", "--condition", "semantic", "--init", shipped, "--latent-cache", "--steps", "1",
+             "--batch-size", "4", "--n-train", "16", "--lr", "1e-9", "--threads", "1", "--out", out, tmp_path=tmp_path,
+             monkeypatch=monkeypatch)
     tuned = ll.ldm.LatentDiffusion.from_pretrained(out / "model").state_dict()
     start = ll.ldm.LatentDiffusion.from_pretrained(shipped).state_dict()
     assert max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start) < 1e-6
 
 
 @pytest.mark.slow
-def test_train_segmenter_saves_a_validated_model(tmp_path):
+def test_train_segmenter_saves_a_validated_model(tmp_path, monkeypatch):
     out = tmp_path / "seg"
-    run("train-segmenter", "--steps", "2", "--batch-size", "4", "--n-eval", "10", "--threads", "1", "--out", str(out),
-        tmp_path=tmp_path)
+    run_here("train-segmenter", "--steps", "2", "--batch-size", "4", "--n-eval", "10", "--threads", "1", "--out", out,
+             tmp_path=tmp_path, monkeypatch=monkeypatch)
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads((out / "train_config.json").read_text())["steps"] == 2 and metrics["held_out_32"]["n"] == 10 and metrics["held_out_64_canvas"]["n"] == 2
     assert 0 <= metrics["held_out_32"]["mean_iou"] <= 1

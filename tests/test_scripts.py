@@ -3,8 +3,10 @@ on one thread: a changed default in the library breaks this test, not a user's b
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,13 +93,79 @@ def test_every_script_answers_help_without_starting_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "--help wrote files"
 
 
+# The tiny runs start from a fork server: one process that has imported torch (with torch._dynamo, which every
+# optimizer pulls in), numpy and matplotlib, ~4 CPU-s that 16 fresh interpreters would each pay again. Each script
+# still runs in a process of its own (forked, so no state passes between scripts), as `python script.py` runs it:
+# its own argv, sys.path[0], working folder and environment, its own imports of ldm_lite (which reads
+# LDM_LITE_OUTPUTS when imported), stdout and stderr to files, and its exit code back.
+FORK_SERVER = """
+import atexit, json, os, runpy, sys, traceback
+import matplotlib.pyplot, numpy, torch, torch._dynamo  # noqa: F401 (what the scripts would each import again)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(req["cwd"])
+            os.environ.clear()
+            os.environ.update(req["env"])
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(req[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv, sys.path[0] = req["argv"], os.path.dirname(req["argv"][0])
+            try:
+                runpy.run_path(req["argv"][0], run_name="__main__")
+                code = 0
+            except SystemExit as e:  # as the interpreter ends: None -> 0, an int as is, a message -> stderr and 1
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            atexit._run_exitfuncs()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(json.dumps(pid), flush=True)
+    print(json.dumps(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def fork_server(tmp_path_factory):
+    proc = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=tmp_path_factory.mktemp("fork-server"),
+                            env=env(tmp_path_factory.getbasetemp()), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+
+    def run_script(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        out, err = cwd.parent / "stdout.txt", cwd.parent / "stderr.txt"
+        proc.stdin.write(json.dumps({"argv": args, "cwd": str(cwd), "env": env(cwd), "stdout": str(out),
+                                     "stderr": str(err)}) + "\n")
+        proc.stdin.flush()
+        pid = json.loads(proc.stdout.readline())
+        timer = threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        code = json.loads(proc.stdout.readline())
+        if not timer.is_alive():
+            raise subprocess.TimeoutExpired(args, timeout)
+        timer.cancel()
+        return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+
+    yield run_script
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
 @pytest.mark.parametrize("script", [pytest.param(s, marks=[] if s in FAST else [pytest.mark.slow])
                                     for s in SCRIPTS if TINY[s] is not None])
-def test_script_runs_at_a_tiny_size(script, tmp_path):
+def test_script_runs_at_a_tiny_size(script, tmp_path, fork_server):
     args, expect = TINY[script]
     tmp = tmp_path / "work"
     tmp.mkdir()
-    r = run([str(ROOT / script), *(a.format(tmp=tmp) for a in args)], tmp)
+    r = fork_server([str(ROOT / script), *(a.format(tmp=tmp) for a in args)], tmp)
     assert r.returncode == 0, f"{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     assert expect in r.stdout, r.stdout[-3000:]
     if script == "scripts/evaluate_conditional.py":
