@@ -17,4 +17,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from ldm_lite.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["experiment", "tradeoff", *sys.argv[1:]]))
+    sys.argv = ["ldm-lite", "experiment", "tradeoff", *sys.argv[1:]]  # what run.json records: the CLI equivalent
+    sys.exit(main(sys.argv[1:]))
