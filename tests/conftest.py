@@ -14,6 +14,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def notebook_outputs(tmp_path_factory):
     """One `LDM_LITE_OUTPUTS` for every run of the notebooks in a session, in the browser (test_browser) and headless
     (test_notebooks): what a notebook trains on its first run (`ll.recipes.load_or_train`, notebook 07's live
-    sweep) its second run loads, as on a learner's second run. In a whole-suite run the browser run takes the
-    training branch and the headless run the loading branch; either file run alone trains."""
+    sweep) its second run loads, as on a learner's second run. test_browser also leaves each notebook it ran here,
+    as JupyterLab saved it (`browser-runs/`), and test_notebooks checks those outputs instead of running it again."""
     return tmp_path_factory.mktemp("notebook-outputs")

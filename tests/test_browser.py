@@ -3,8 +3,8 @@
 How it works
 1. The `lab` fixture copies every notebooks/*.ipynb (discovered, so a new notebook is covered without editing
    this file) into a temporary folder, so JupyterLab's autosave can never write outputs into the repository, and
-   writes small fixture notebooks beside them (`fixtures/good_panel.ipynb`, `fixtures/broken_panel.ipynb`,
-   `fixtures/slow_cell.ipynb`).
+   writes small fixture notebooks beside them (`fixtures/panels.ipynb`: two good panels and a broken one,
+   `fixtures/slow_cell.ipynb`). Each copy of a notebook ends with a cell that prints the notebook's `SMOKE` flag.
    It starts `jupyter lab` on 127.0.0.1 at a free port, without token, with `LDM_LITE_SMOKE=1`,
    `OMP_WAIT_POLICY=PASSIVE`, the Hugging Face offline variables and `LDM_LITE_OUTPUTS` in the session's notebook
    outputs folder (conftest.py's `notebook_outputs`: the headless runs of test_notebooks load what these trained),
@@ -21,9 +21,12 @@ How it works
      focus the handle, press ArrowRight, or ArrowLeft when it sits at its end; dropdown: select another option;
      toggle buttons: click another one) and its `.ldm-panel-image` must get a new `src` within IMAGE_TIMEOUT_S.
    Screenshots of the notebook and of every panel after its move go to outputs/screenshots/<notebook>/.
+   Then File > Save Notebook, and the saved notebook (its outputs as the kernel sent them) is copied to
+   `<notebook outputs>/browser-runs/`: test_notebooks checks those outputs instead of running the notebook a second
+   time headless (it runs it itself where this file did not, e.g. without Chromium or with `-m "not browser"`).
 3. `test_notebook_in_browser` asserts no problems for every notebook. `test_checker_catches_a_broken_callback`
-   runs the same checker on the fixture whose panel callback raises once the control moves, and asserts that it
-   reports the failure, while the good fixture passes: breaking a widget's callback fails this test file.
+   runs the same checker on the fixture whose third panel's callback raises once the control moves, and asserts
+   that it reports that failure and nothing about the two good panels: breaking a widget's callback fails this file.
    `test_checker_reruns_a_cancelled_run_all` replaces the kernel of the slow fixture while its cell is queued and
    asserts that the checker runs it again (with a warning) and passes.
 
@@ -52,6 +55,9 @@ import nbformat
 import pytest
 
 from ldm_lite.paths import OUTPUTS_DIR
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from notebook_runs import SMOKE_CELL, saved_run  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # JupyterLab + Chromium: minutes
 
@@ -83,7 +89,7 @@ LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none", "autoStartDefaultKernel": True},
 }
 
-GOOD_FIXTURE = """
+GOOD_PANELS = """
 import torch, ldm_lite as ll
 from IPython.display import display
 image = ll.datasets.shapes(resolution=16, n=2, seed=0)[0]["image"]
@@ -92,8 +98,7 @@ display(ll.widgets.forward_noise_panel(image, lambda x: x, lambda z: z, ll.sched
 maps = torch.softmax(torch.randn(2, 16, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
 ll.widgets.attention_panel(image, maps, ["a", "red", "square"])
 """
-BROKEN_FIXTURE = """
-import torch, ldm_lite as ll
+BROKEN_PANEL = """
 images = ll.datasets.shapes(resolution=16, n=2, seed=0)[0]["image"][None]
 calls = []
 def recon(f, kind, x):  # a deliberately broken callback: works for the first f, raises once the control moves
@@ -124,10 +129,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_notebook(path: Path, source: str) -> None:
+def _write_notebook(path: Path, *sources: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(source).strip())]
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(source).strip()) for source in sources]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
 
@@ -146,11 +151,12 @@ def lab(tmp_path_factory, notebook_outputs):
         pytest.skip(msg)
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "root"
-    for nb in NOTEBOOKS:
-        (root / "notebooks").mkdir(parents=True, exist_ok=True)
-        shutil.copy(nb, root / "notebooks" / nb.name)
-    _write_notebook(root / "fixtures" / "good_panel.ipynb", GOOD_FIXTURE)
-    _write_notebook(root / "fixtures" / "broken_panel.ipynb", BROKEN_FIXTURE)
+    (root / "notebooks").mkdir(parents=True)
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(SMOKE_CELL))  # the notebook's own flag, read in its kernel
+        nbformat.write(nb, root / "notebooks" / path.name)
+    _write_notebook(root / "fixtures" / "panels.ipynb", GOOD_PANELS, BROKEN_PANEL)
     _write_notebook(root / "fixtures" / "slow_cell.ipynb", SLOW_FIXTURE)
     for name, value in LAB_SETTINGS.items():
         (tmp / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -343,9 +349,22 @@ def _move_main_control(panel) -> str:
     raise AssertionError("main control is neither a slider, a dropdown, toggle buttons nor a text box")
 
 
-def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None) -> list[str]:
+def _save_notebook(page, lab: Lab, rel_path: str) -> None:
+    """File > Save Notebook, as a learner does; returns once the server has the new file."""
+    before = _api(lab, f"/api/contents/{rel_path}?content=0")["last_modified"]
+    page.click(".lm-MenuBar-itemLabel:text-is('File')")
+    page.click(".lm-Menu-itemLabel:text-is('Save Notebook')")
+    deadline = time.monotonic() + 30
+    while _api(lab, f"/api/contents/{rel_path}?content=0")["last_modified"] == before:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{rel_path}: File > Save Notebook did not save within 30 s")
+        time.sleep(0.2)
+
+
+def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None, save_to: Path | None = None) -> list[str]:
     """Open `rel_path` in JupyterLab, run all cells, move every panel's main control; returns the problems found.
-    `after_run_all()`, if given, is called once the first cell started (a test replaces the kernel there)."""
+    `after_run_all()`, if given, is called once the first cell started (a test replaces the kernel there);
+    `save_to`, if given, receives the notebook as JupyterLab saved it after the run (its outputs)."""
     problems: list[str] = []
     shots = SCREENSHOTS / Path(rel_path).stem
     shutil.rmtree(shots, ignore_errors=True)
@@ -405,6 +424,10 @@ def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None) -> list
             if err.count() and err.inner_text().strip():
                 problems.append(f"panel {i} shows an error: {err.inner_text().strip()[-600:]}")
         problems += [f"console error: {c[:300]}" for c in console if _console_problem(c)]
+        if save_to is not None:
+            _save_notebook(page, lab, rel_path)
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(lab.root / rel_path, save_to)
     finally:
         page.close()
         for s in _api(lab, "/api/sessions"):  # free the kernel's memory before the next notebook
@@ -414,14 +437,14 @@ def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None) -> list
 
 # ---------------------------------------------------------------------------------------------- the tests
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_in_browser(path, lab, browser):
-    problems = check_notebook(browser, lab, f"notebooks/{path.name}")
+def test_notebook_in_browser(path, lab, browser, notebook_outputs):
+    problems = check_notebook(browser, lab, f"notebooks/{path.name}", save_to=saved_run(notebook_outputs, path.name))
     assert not problems, f"{path.name} in JupyterLab:\n" + "\n".join(problems)
 
 
 def test_checker_catches_a_broken_callback(lab, browser):
-    assert check_notebook(browser, lab, "fixtures/good_panel.ipynb") == []
-    problems = check_notebook(browser, lab, "fixtures/broken_panel.ipynb")
+    problems = check_notebook(browser, lab, "fixtures/panels.ipynb")
+    assert problems and all(p.startswith("panel 2") for p in problems), problems  # panels 0 and 1 are good
     assert any("image did not change" in p for p in problems), problems
     assert any("deliberately broken panel callback" in p for p in problems), problems
 
