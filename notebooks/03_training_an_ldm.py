@@ -17,10 +17,10 @@
 # *Paper:* Rombach et al., CVPR 2022, §3.2 (eq. 2: $L_{LDM} = \mathbb{E}\,\lVert \varepsilon - \varepsilon_\theta(z_t, t)\rVert^2$),
 # §3.3 (the UNet backbone) and App. D; the UNet follows DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021).
 #
-# *Time:* about 7 minutes on 2 quiet CPU cores at full size (an estimate from measured parts: the training cell
-# encodes the training set once, about 1 minute, then trains 600 steps, about 5 minutes at the main job's measured
-# 0.48 s per step on a quiet machine). On a busy machine it takes longer (the 600 steps are fixed, not a time
-# budget): about 45 minutes for the training at load average 5-8 on 2026-12-05. Not timed on a GPU.
+# *Time:* about 4 minutes on 2 quiet CPU cores at full size (measured 2026-12-05: 245 s for the whole notebook, of
+# which the training cell took 225 s: encoding the training set once, about 30 s, then 600 steps at about 0.3 s
+# each). On a busy machine it takes longer (the 600 steps are fixed, not a time budget): about 45 minutes for the
+# training at load average 5-8. Not timed on a GPU.
 # If the shipped autoencoder `ae-kl-f4-shapes32` is missing, a small one is trained first (an estimate: 10-20 more
 # minutes on a CPU). The shipped model `ldm-kl-f4-shapes32` (the main job, trained for 4,000 steps) is loaded at the end for
 # comparison.
