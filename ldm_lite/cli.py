@@ -104,9 +104,10 @@ def cmd_main(args) -> None:
           f"ldm-lite evaluate --model {_shown(out / 'ldm' / 'model')}")
 
 
-def _run_recipe(name: str, out: Path | None, ship_as: str | None, fresh: bool = False, **overrides) -> None:
-    """Train recipe `name` with `overrides` (resumable under `out`; `fresh`: from step 0); `ship_as` also writes
-    data/pretrained/<ship_as>; ends saying where the model is and what to run next."""
+def _run_recipe(name: str, out: Path | None, ship_as: str | None, fresh: bool = False, gpu: bool = False,
+                **overrides) -> None:
+    """Train recipe `name` with `overrides` (resumable under `out`; `fresh`: from step 0; `gpu`: its GPU preset);
+    `ship_as` also writes data/pretrained/<ship_as>; ends saying where the model is and what to run next."""
     from dataclasses import asdict
 
     from .recipes import command_line, recipe, ship, train
@@ -115,7 +116,7 @@ def _run_recipe(name: str, out: Path | None, ship_as: str | None, fresh: bool = 
         _check_dataset(overrides["dataset"])
     if "autoencoder" in overrides and overrides["autoencoder"] != "identity" and Path(overrides["autoencoder"]).exists():
         overrides["autoencoder"] = str(_model_dir(Path(overrides["autoencoder"]), "--autoencoder"))
-    run = train(name, out, resume=not fresh, **overrides)
+    run = train(name, out, resume=not fresh, gpu=gpu, **overrides)
     log.info("%s: held-out metrics %s", name, {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
     model = run.out / "model"
     kind = type(run.model).__name__
@@ -142,7 +143,7 @@ def cmd_train(args) -> None:
         raise UsageError(f"unknown recipe {args.recipe!r}; `ldm-lite train list` shows {len(RECIPES)}: "
                          f"{', '.join(RECIPES)}")
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    _run_recipe(args.recipe, args.out, args.ship, fresh=args.fresh, **overrides)
+    _run_recipe(args.recipe, args.out, args.ship, fresh=args.fresh, gpu=args.gpu, **overrides)
 
 
 def cmd_train_ae(args) -> None:  # = train ae (the flags of before)
@@ -508,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("recipe", help="a recipe name (`list` prints them with what each changes)")
     tr.add_argument("--out", type=Path, default=None, help="run folder (default outputs/<recipe>; resumes from it)")
     tr.add_argument("--ship", default=None, help="also write the model to data/pretrained/<SHIP> with README + metrics")
+    tr.add_argument("--gpu", action="store_true", help="the recipe's GPU preset: 4x the batch, 5x the steps, the "
+                    "recipe's GPU sizes (`ldm-lite train list`, last column); flags given still win")
     _fresh(tr)
     _add_config_flags(tr)
     tr.set_defaults(func=cmd_train)

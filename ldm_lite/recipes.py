@@ -144,6 +144,7 @@ class Recipe:
     trainer: Callable[[TrainConfig, Path, bool, bool], TrainResult]  # (config, run folder, progress, resume)
     overrides: dict[str, Any] = field(default_factory=dict)
     note: str = ""  # how the shipped weights were made, where that differs from one run of the recipe
+    gpu: dict[str, Any] = field(default_factory=dict)  # the GPU preset's sizes for this model, after TrainConfig.gpu()
 
 
 # ============================================================================================== builders
@@ -381,8 +382,13 @@ def _ae(name: str, preset: str, what: str, **kw: Any) -> Recipe:
                                                    "max_shapes": 3, **kw})
 
 
-def _ldm(name: str, what: str, note: str = "", **kw: Any) -> Recipe:
-    return Recipe(name, what, _train_ldm, kw, note)
+def _ldm(name: str, what: str, note: str = "", gpu: dict[str, Any] | None = None, **kw: Any) -> Recipe:
+    return Recipe(name, what, _train_ldm, kw, note, gpu or {})
+
+
+# The conditional models train at width 32 on a CPU (a width-64 step costs ~1.5x, benchmarks/results/unet_cpu.md);
+# their GPU preset gives them the unconditional model's width 64 as well (a preset, not measured on a GPU).
+_WIDE = {"model_channels": 64}
 
 
 _TWO_RUNS = ("Shipped weights: two runs, the second started from the first with `--init-from` ({}); one run of "
@@ -412,20 +418,20 @@ _LIST = [
     _ldm("ldm", "an LDM on any autoencoder and dataset (--autoencoder, --dataset, --condition)"),
     _ldm("ldm-kl-f4-shapes32", "unconditional LDM-4 on shapes 32x32 (the main job's recipe)", steps=4_000, lr=1e-3),
     _ldm("ldm-kl-f4-shapes32-text", "text-to-image on captioned shapes (1-2 shapes), BERT tokens + transformer",
-         condition="text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32,
+         condition="text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32, gpu=_WIDE,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
     _ldm("ldm-kl-f4-shapes32-frozen-text", "text-to-image with the frozen MiniLM encoder (not shipped)",
-         condition="frozen-text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32),
+         condition="frozen-text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32, gpu=_WIDE),
     _ldm("ldm-kl-f4-shapes32-layout", "layout-to-image: boxes + classes of 1-2 shapes", condition="layout",
-         max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32,
+         max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32, gpu=_WIDE,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
     _ldm("ldm-kl-f4-shapes32-class", "class-conditional shapes: class = kind (colour and size random)",
-         condition="shapes-class", steps=3_000, batch_size=32, model_channels=32),
+         condition="shapes-class", steps=3_000, batch_size=32, model_channels=32, gpu=_WIDE),
     _ldm("ldm-kl-f4-mnist32-class", "class-conditional MNIST", condition="class", dataset="mnist",
-         autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32,
+         autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32, gpu=_WIDE,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
     _ldm("ldm-kl-f4-mnist32-text", "MNIST from captions ('a handwritten seven'; not shipped)", condition="mnist-text",
-         dataset="mnist", autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32),
+         dataset="mnist", autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32, gpu=_WIDE),
     _ldm("ldm-sr4-bicubic-shapes32", "x4 super-resolution trained on bicubic low-res inputs (LDM-SR)",
          condition="sr", steps=5_000, model_channels=32, note=_TWO_RUNS.format("1,000 steps of batch 16, then 4,000 "
                                                                                 "of batch 64 from the latent cache")),
@@ -458,13 +464,14 @@ def recipe(name: str) -> Recipe:
 
 
 def config(name: str, gpu: bool = False, **overrides: Any) -> TrainConfig:
-    """The TrainConfig of recipe `name`: defaults, the recipe's fields, the GPU preset (`gpu`), then `overrides`."""
+    """The TrainConfig of recipe `name`: defaults, the recipe's fields, the GPU preset (`gpu`: `TrainConfig.gpu()`,
+    then the recipe's GPU sizes), then `overrides`."""
     known = {f.name for f in fields(TrainConfig)}
     bad = sorted(set(overrides) - known)
     if bad:
         raise UsageError(f"{bad} are not TrainConfig fields; known: {sorted(known)}")
     cfg = TrainConfig(**recipe(name).overrides)
-    return replace(cfg.gpu() if gpu else cfg, **overrides)
+    return replace(replace(cfg.gpu(), **recipe(name).gpu) if gpu else cfg, **overrides)
 
 
 def shipped_names(prefix: str = "") -> list[str]:
@@ -603,9 +610,10 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
 
 def recipes_table() -> str:
     """Markdown: one row per recipe with the TrainConfig fields it changes (the README's table)."""
-    rows = ["| recipe | what | changes from `TrainConfig()` |", "|---|---|---|"]
+    rows = ["| recipe | what | changes from `TrainConfig()` | GPU preset also sets |", "|---|---|---|---|"]
     for r in RECIPES.values():
-        rows.append(f"| `{r.name}` | {r.what} | {', '.join(f'{k}={v}' for k, v in r.overrides.items()) or '-'} |")
+        rows.append(f"| `{r.name}` | {r.what} | {', '.join(f'{k}={v}' for k, v in r.overrides.items()) or '-'} | "
+                    f"{', '.join(f'{k}={v}' for k, v in r.gpu.items()) or '-'} |")
     return "\n".join(rows)
 
 
@@ -628,7 +636,9 @@ disagree (regenerate: `python -c "from ldm_lite import recipes; print(recipes.re
 |---|---|
 {defaults}
 
-On a GPU, `recipes.config(name, gpu=True)` (`TrainConfig.gpu()`): a 4x larger batch at half the learning rate,
-5x the steps and warm-up, at least 50,000 training images, EMA 0.999.
+On a GPU, `ldm-lite train <recipe> --gpu` (`recipes.config(name, gpu=True)`, `TrainConfig.gpu()`): a 4x larger batch
+at half the learning rate, 5x the steps and warm-up, at least 50,000 training images, EMA 0.999, and the sizes in
+the recipe's last column (the conditional models' width 64 instead of their CPU width 32). A preset, not measured on
+a GPU.
 """
 

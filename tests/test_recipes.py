@@ -46,6 +46,15 @@ def test_config_layers_defaults_recipe_and_overrides():
     assert (cfg.condition, cfg.max_shapes, cfg.model_channels, cfg.steps) == ("text", 2, 32, 7)
     assert cfg.lr == R.TrainConfig().lr and R.config("ldm-kl-f4-shapes32").lr == 1e-3
     assert R.config("ldm-kl-f4-shapes32", gpu=True).batch_size == 4 * R.config("ldm-kl-f4-shapes32").batch_size
+    gpu = R.config("ldm-kl-f4-shapes32-text", gpu=True)  # TrainConfig.gpu(), then the recipe's GPU sizes
+    assert (gpu.batch_size, gpu.steps, gpu.model_channels, gpu.condition) == (128, 20_000, 64, "text")
+    assert R.config("ldm-kl-f4-shapes32-text", gpu=True, model_channels=48).model_channels == 48  # overrides win
+    assert R.config("ldm-sr4-bicubic-shapes32", gpu=True).model_channels == 32  # no GPU sizes: only TrainConfig.gpu()
+    assert all(R.RECIPES[n].gpu == {"model_channels": 64} for n in ("ldm-kl-f4-shapes32-layout",
+                                                                     "ldm-kl-f4-shapes32-class", "ldm-kl-f4-mnist32-class"))
+    from ldm_lite.cli import build_parser
+    args = build_parser().parse_args(["train", "ldm-kl-f4-shapes32-class", "--gpu"])
+    assert args.gpu and not build_parser().parse_args(["train", "ldm-kl-f4-shapes32-class"]).gpu
     with pytest.raises(ValueError, match="'stepz'.*not TrainConfig fields"):
         R.config("ldm", stepz=3)
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
