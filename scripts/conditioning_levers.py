@@ -141,7 +141,10 @@ def report(out: Path) -> str:
     for lever, arms in LEVERS.items():
         for arm in arms:
             path = run_dir(out, lever, arm) / "scores.json"
-            if not path.exists():
+            if not path.exists():  # an arm not (yet) measured is a row that says so, not a missing row
+                recipe, overrides = LEVERS[lever][arm]
+                what = f"`{recipe}` " + " ".join(f"{k}={v}" for k, v in overrides.items())
+                lines.append(f"| {lever} | {arm} | {what} | not run | | | | | | | `{arm_command(lever, arm, 1800)}` |")
                 continue
             r = read_json(path)
             what = f"`{r['recipe']}` " + " ".join(f"{k}={v}" for k, v in r["overrides"].items())
