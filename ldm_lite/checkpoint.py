@@ -205,8 +205,11 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------- models
-def save_model(model: torch.nn.Module, config: Any, directory: str | os.PathLike, kind: str | None = None) -> Path:
-    """config.json + model.safetensors in `directory`, written atomically."""
+def save_model(model: torch.nn.Module, config: Any, directory: str | os.PathLike, kind: str | None = None,
+               half: bool = False) -> Path:
+    """config.json + model.safetensors in `directory`, written atomically. `half`: the floating-point parameters
+    are stored in float16 (about half the file; buffers stay as they are); loading casts them back to the model's
+    dtype, so the loaded model holds `round_to_half(model)`'s weights exactly."""
     directory = Path(directory)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -214,14 +217,28 @@ def save_model(model: torch.nn.Module, config: Any, directory: str | os.PathLike
         raise CheckpointError(f"could not create {directory.parent} ({e.strerror or e}); choose a writable output "
                               "folder") from e
     with atomic_dir(directory) as tmp:
-        _write_model_files(model, config, tmp, kind)
+        _write_model_files(model, config, tmp, kind, half)
     return directory
 
 
-def _write_model_files(model: torch.nn.Module, config: Any, directory: Path, kind: str | None = None) -> None:
+def round_to_half(model: torch.nn.Module) -> torch.nn.Module:
+    """Round `model`'s floating-point parameters to the nearest float16 value, in place (their dtype unchanged):
+    the weights a `half` save stores, so a model can be measured as it will ship."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.copy_(p.half().to(p.dtype))
+    return model
+
+
+def _write_model_files(model: torch.nn.Module, config: Any, directory: Path, kind: str | None = None,
+                       half: bool = False) -> None:
     meta = {"kind": kind or type(model).__name__, "format": FORMAT, "config": config_to_dict(config)}
+    if half:
+        meta["parameters_dtype"] = "float16"  # for a reader of the folder; loading casts to the model's dtype
     write_json(directory / CONFIG_FILE, meta)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    params = {name for name, p in model.named_parameters() if p.is_floating_point()} if half else set()
+    state = {k: (v.half() if k in params else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
 
 
@@ -282,8 +299,9 @@ class Pretrained:
     config: Any
     config_class: type
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        return save_model(self, self.config, directory)  # type: ignore[arg-type]
+    def save_pretrained(self, directory: str | os.PathLike, half: bool = False) -> Path:
+        """config.json + model.safetensors (`half`: parameters stored in float16, see `save_model`)."""
+        return save_model(self, self.config, directory, half=half)  # type: ignore[arg-type]
 
     @classmethod
     def read_pretrained_config(cls, directory: str | os.PathLike) -> Any:

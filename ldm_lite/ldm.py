@@ -416,8 +416,9 @@ class LatentDiffusion(Pretrained, nn.Module):
         return shape
 
     # ------------------------------------------------------------------------------------------------ files
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        return save_model(self, self.config, directory)
+    def save_pretrained(self, directory: str | os.PathLike, half: bool = False) -> Path:
+        """config.json + model.safetensors (`half`: parameters stored in float16, `checkpoint.save_model`)."""
+        return save_model(self, self.config, directory, half=half)
 
     @classmethod
     def from_config(cls, config: LDMConfig) -> LatentDiffusion:

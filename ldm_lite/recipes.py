@@ -589,9 +589,12 @@ def command_line(prefix: str = "ldm-lite") -> str:
 
 
 def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, body: str = "",
-         readme: str | None = None) -> Path:
+         readme: str | None = None, half: bool = False) -> Path:
     """Write `model` (a module with save_pretrained, or a folder holding one) to `dest` (a name under
-    data/pretrained/ or a path) atomically, with metrics.json and a README.md naming `command`."""
+    data/pretrained/ or a path) atomically, with metrics.json and a README.md naming `command`. `half`: its
+    parameters stored in float16 (a module only; measure it after `checkpoint.round_to_half` to report what ships)."""
+    if half and isinstance(model, (str, Path)):
+        raise UsageError(f"ship(half=True) takes a loaded model, got the folder {model}; load it first")
     dest = Path(dest) if Path(dest).is_absolute() or len(Path(dest).parts) > 1 else paths.PRETRAINED_DIR / str(dest)
     metrics = {**metrics, "shipped_at": time.strftime("%Y-%m-%d")}
     with atomic_dir(dest) as tmp:
@@ -600,7 +603,7 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, half=True) if half else model.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
         (tmp / "README.md").write_text(readme or (f"# {title}\n\n{body}\n\nMade by (from the repository root):\n\n"
                                                   f"    {command}\n\nMeasured metrics of this run: metrics.json.\n"))

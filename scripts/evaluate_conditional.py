@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ldm_lite import conditional, plotting, recipes
+from ldm_lite.checkpoint import round_to_half
 from ldm_lite.evaluation import sample_many
 from ldm_lite.judge import evaluate
 from ldm_lite.recipes import ship
@@ -57,6 +58,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--ship", default=None, help="name under data/pretrained/ to ship the model as")
     p.add_argument("--train-command", default="", help="the command that trained it (for the README)")
+    p.add_argument("--half", action="store_true", help="judge and ship the model with its parameters rounded to "
+                   "float16 (stored so: half the folder); the metrics are those of the weights that ship")
     p.add_argument("--smoke", action="store_true", help=f"tiny sizes (seconds; for tests, not numbers): {SMOKE}")
     a = p.parse_args()
     if a.smoke:  # the tiny sizes, unless a flag sets its own
@@ -67,6 +70,8 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     path = Path(a.model)
     ldm = recipes.load(path)
+    if a.half:
+        round_to_half(ldm)
     opts = {"sampler": a.sampler, "steps": a.steps}
     t0 = time.perf_counter()
     metrics = evaluate(ldm, n=a.n, guidance_scales=tuple(a.guidance), n_real=a.n_real, **opts)
@@ -88,7 +93,9 @@ def main() -> None:
     if a.ship:
         ship(ldm, a.ship, metrics, a.train_command, f"{a.ship}: conditional LDM ({metrics['condition_kind']})",
              "Trained with its recipe (`ldm-lite train <recipe>`; resumable, from the latent cache). Evaluated with:\n\n"
-             f"    {metrics['command']}")
+             f"    {metrics['command']}" + ("\n\nParameters stored in float16 (`--half`); loading casts them to "
+                                          "float32, and the metrics above were measured on these weights." if a.half
+                                          else ""), half=a.half)
 
 
 if __name__ == "__main__":
