@@ -426,7 +426,10 @@ _LIST = [
          max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32, gpu=_WIDE,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
     _ldm("ldm-kl-f4-shapes32-class", "class-conditional shapes: class = kind (colour and size random)",
-         condition="shapes-class", steps=3_000, batch_size=32, model_channels=32, gpu=_WIDE),
+         condition="shapes-class", steps=11_219, batch_size=32, model_channels=32, gpu=_WIDE,
+         note="Shipped weights: the 1,800 CPU-s arm of `scripts/conditioning_levers.py --lever class --arm w32` "
+              "(`--steps 1000000 --budget-clock cpu --max-seconds 1800` on 1 thread stopped at step 11,219; the "
+              "recipe's steps are that number, the learning rate is constant after warm-up)."),
     _ldm("ldm-kl-f4-mnist32-class", "class-conditional MNIST", condition="class", dataset="mnist",
          autoencoder="ae-kl-f4-mnist32", steps=3_000, batch_size=32, model_channels=32, gpu=_WIDE,
          note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),

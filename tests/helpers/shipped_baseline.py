@@ -35,7 +35,7 @@ def _ldm_condition(name: str, ldm, batch: dict) -> dict:
     if kind in ("TextConditioner", "FrozenTextConditioner"):
         return {"prompts": batch["caption"], "guidance_scale": 3.0}
     if kind == "ClassConditioner":
-        return {"labels": torch.arange(N) % 10, "guidance_scale": 3.0}
+        return {"labels": torch.arange(N) % ldm.conditioner.config.num_classes, "guidance_scale": 3.0}
     if kind == "LayoutConditioner":
         return {"batch": {"boxes": batch["boxes"], "box_labels": batch["box_labels"]}, "guidance_scale": 3.0}
     if kind == "SuperResolutionConditioner":
