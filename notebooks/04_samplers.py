@@ -17,9 +17,8 @@
 # a PLMS sampler, used by its text-to-image script); DDPM Algorithm 2 (Ho et al.
 # 2020), DDIM eq. 12 (Song et al. 2021), PLMS (Liu et al. 2022), DPM-Solver++(2M) (Lu et al. 2022).
 #
-# *Time:* not timed at full size. Most of it is the step sweep of section 3: 4 samplers × (5 + 10 + 20 + 50) steps ×
-# 256 samples with the shipped model `ldm-kl-f4-shapes32`, which draws 64 DDIM-50 samples in 7.7 s on a CPU (its
-# metrics.json): at that rate the sweep's 87,040 sample-steps take about 3.5 minutes (an estimate).
+# *Time:* about 2.5 minutes at full size (149 s, measured 2026-12-05 on a quiet 2-core CPU, headless (nbclient, kernel start included), shipped models present). Most of it is the step sweep of
+# section 3: 4 samplers × (5 + 10 + 20 + 50) steps × 256 samples with the shipped model `ldm-kl-f4-shapes32`.
 #
 # *Your turn:* 4 checked exercises (write a function; `ldm_lite.exercises` checks it against the library and,
 # when it is right, runs it on real data: see each exercise), 5–10 minutes each.
