@@ -116,6 +116,11 @@ def _run_recipe(name: str, out: Path | None, ship_as: str | None, fresh: bool = 
         _check_dataset(overrides["dataset"])
     if "autoencoder" in overrides and overrides["autoencoder"] != "identity" and Path(overrides["autoencoder"]).exists():
         overrides["autoencoder"] = str(_model_dir(Path(overrides["autoencoder"]), "--autoencoder"))
+    import torch
+
+    if gpu and overrides.get("device", "auto") in ("auto", "cpu") and not torch.cuda.is_available():
+        log.warning("--gpu on a machine without CUDA: the GPU preset (4x the batch, 5x the steps) runs on the CPU "
+                    "and takes many times the CPU recipe's time; leave --gpu out on a CPU")
     run = train(name, out, resume=not fresh, gpu=gpu, **overrides)
     log.info("%s: held-out metrics %s", name, {k: v for k, v in run.metrics.items() if isinstance(v, (int, float))})
     model = run.out / "model"

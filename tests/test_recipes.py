@@ -55,6 +55,26 @@ def test_config_layers_defaults_recipe_and_overrides():
     from ldm_lite.cli import build_parser
     args = build_parser().parse_args(["train", "ldm-kl-f4-shapes32-class", "--gpu"])
     assert args.gpu and not build_parser().parse_args(["train", "ldm-kl-f4-shapes32-class"]).gpu
+
+
+def test_the_gpu_preset_on_a_cpu_says_so_before_training(monkeypatch, caplog):
+    from ldm_lite import cli
+
+    seen = {}
+
+    def fake_train(name, out, **kw):  # stop where the real training would start
+        seen.update(kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R, "train", fake_train)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        cli._run_recipe("ldm-kl-f4-shapes32-class", None, None, gpu=True)
+    assert seen["gpu"] is True and "--gpu on a machine without CUDA" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        cli._run_recipe("ldm-kl-f4-shapes32-class", None, None)
+    assert seen["gpu"] is False and "--gpu" not in caplog.text
     with pytest.raises(ValueError, match="'stepz'.*not TrainConfig fields"):
         R.config("ldm", stepz=3)
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
