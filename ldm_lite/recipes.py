@@ -423,8 +423,10 @@ _LIST = [
     _ldm("ldm-kl-f4-shapes32-frozen-text", "text-to-image with the frozen MiniLM encoder (not shipped)",
          condition="frozen-text", max_shapes=2, steps=4_000, batch_size=32, model_channels=32, gpu=_WIDE),
     _ldm("ldm-kl-f4-shapes32-layout", "layout-to-image: boxes + classes of 1-2 shapes", condition="layout",
-         max_shapes=2, steps=3_000, batch_size=32, n_train=10_000, model_channels=32, gpu=_WIDE,
-         note="Shipped weights: trained on the latent posterior's mean (an earlier cache); the recipe draws z ~ q(z|x)."),
+         max_shapes=2, steps=10_641, batch_size=32, n_train=10_000, model_channels=32, gpu=_WIDE,
+         note="Shipped weights: the 1,800 CPU-s arm of `scripts/conditioning_levers.py --lever resolution-layout "
+              "--arm f4-32` (`--steps 1000000 --budget-clock cpu --max-seconds 1800` on 1 thread stopped at step "
+              "10,641; the recipe's steps are that number, the learning rate is constant after warm-up)."),
     _ldm("ldm-kl-f4-shapes32-class", "class-conditional shapes: class = kind (colour and size random)",
          condition="shapes-class", steps=11_219, batch_size=32, model_channels=32, gpu=_WIDE,
          note="Shipped weights: the 1,800 CPU-s arm of `scripts/conditioning_levers.py --lever class --arm w32` "

@@ -18,14 +18,15 @@
 # the conditional objective, eq. 3), §4.3 (class-conditional, text-to-image and layout-to-image models);
 # classifier-free guidance (Ho & Salimans 2022).
 #
-# *Time:* about 1 minute at full size (52 s, measured 2026-12-05 on a quiet 2-core CPU, headless (nbclient, kernel start included), shipped models present: `ldm-kl-f4-shapes32-text`, `ldm-kl-f4-shapes32-layout`,
+# *Time:* about 1 minute at full size (52 s, measured 2026-12-05 on a quiet 2-core CPU, headless with nbclient,
+# kernel start included, with the shipped models `ldm-kl-f4-shapes32-text`, `ldm-kl-f4-shapes32-layout`,
 # `ldm-kl-f4-mnist32-class` and `ldm-kl-f4-shapes32-class`). For a model that is missing the notebook trains a small
-# stand-in first (300 steps: a weak model; not timed). The
-# shipped ones trained for 95, 13, 85 and 32 minutes on a shared 2-core CPU (their READMEs).
+# stand-in first (300 steps: a weak model; not timed). The shipped ones trained for 95, 35, 85 and 32 minutes on a
+# shared 2-core CPU (their READMEs).
 #
 # *When to expect failure:* every panel below states the held-out accuracy measured for its shipped model (read
 # from the model's `metrics.json`, so it follows the model you have). When this was written, single-shape prompts and
-# MNIST digits mostly came out right at guidance 3, two-shape prompts and layouts mostly did not.
+# MNIST digits, shape classes and layouts mostly came out right at guidance 3, two-shape prompts mostly did not.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)

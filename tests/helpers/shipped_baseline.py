@@ -3,6 +3,7 @@ after it: each LDM's 8 DDIM-10 samples, each autoencoder's reconstructions, each
 
     python tests/helpers/shipped_baseline.py --write    # rewrite tests/data/shipped_baseline.safetensors
     python tests/helpers/shipped_baseline.py --add      # add newly shipped models, keep the committed entries
+    python tests/helpers/shipped_baseline.py --replace ldm-kl-f4-shapes32-layout   # a re-shipped model's entry
 """
 
 from __future__ import annotations
@@ -87,13 +88,19 @@ def outputs() -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in (["--write"], ["--add"]):
-        sys.exit("usage: python tests/helpers/shipped_baseline.py --write | --add\n  --write overwrites the committed "
-                 "baseline; --add only adds the shipped models it does not hold yet (newly shipped ones)")
+    args = sys.argv[1:]
+    if args not in (["--write"], ["--add"]) and not (args[:1] == ["--replace"] and len(args) > 1):
+        sys.exit("usage: python tests/helpers/shipped_baseline.py --write | --add | --replace NAME [NAME ...]\n"
+                 "  --write overwrites the committed baseline; --add only adds the shipped models it does not hold yet "
+                 "(newly shipped ones); --replace rewrites the entries of re-shipped models NAME, keeps the others")
     o = outputs()
-    if sys.argv[1] == "--add":
+    if args[0] in ("--add", "--replace"):
         from safetensors.torch import load_file
 
-        o = {**o, **load_file(str(BASELINE))}  # the committed entries stay as they were
+        committed = load_file(str(BASELINE))
+        unknown = sorted(set(args[1:]) - set(o))
+        if unknown:
+            sys.exit(f"--replace: {unknown} are not shipped models; shipped: {sorted(o)}")
+        o = {**o, **committed} if args[0] == "--add" else {**committed, **{k: o[k] for k in args[1:]}}
     save_file({k: v.contiguous() for k, v in o.items()}, str(BASELINE))
     print(f"wrote {BASELINE}: {sorted(o)}", file=sys.stderr)
