@@ -361,6 +361,19 @@ def _save_notebook(page, lab: Lab, rel_path: str) -> None:
         time.sleep(0.2)
 
 
+def _read_when_written(path: Path, timeout_s: float = 30):
+    """The notebook at `path` once the server has finished writing it: jupyter_server writes a saved file in place
+    (its backup copy is elsewhere), so a read right after the save starts can see an empty or partial file."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return nbformat.read(path, as_version=4)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None, save_to: Path | None = None) -> list[str]:
     """Open `rel_path` in JupyterLab, run all cells, move every panel's main control; returns the problems found.
     `after_run_all()`, if given, is called once the first cell started (a test replaces the kernel there);
@@ -427,7 +440,7 @@ def check_notebook(browser, lab: Lab, rel_path: str, after_run_all=None, save_to
         if save_to is not None:
             _save_notebook(page, lab, rel_path)
             save_to.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(lab.root / rel_path, save_to)
+            nbformat.write(_read_when_written(lab.root / rel_path), save_to)
     finally:
         page.close()
         for s in _api(lab, "/api/sessions"):  # free the kernel's memory before the next notebook
