@@ -608,7 +608,7 @@ def ship(model: Any, dest: str | Path, metrics: dict, command: str, title: str, 
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
-            model.save_pretrained(tmp, half=True) if half else model.save_pretrained(tmp)
+            model.save_pretrained(tmp, half=half)
         write_json(tmp / "metrics.json", metrics)
         (tmp / "README.md").write_text(readme or (f"# {title}\n\n{body}\n\nMade by (from the repository root):\n\n"
                                                   f"    {command}\n\nMeasured metrics of this run: metrics.json.\n"))
