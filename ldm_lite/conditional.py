@@ -252,23 +252,33 @@ def measured_note(name: str, source: str) -> str:
 
 
 def evaluate_layout(ldm: LatentDiffusion, segmenter: nn.Module, n: int = 100,
-                    guidance_scales: tuple[float, ...] = (1.0, 3.0), seed: int = 0, **sample_options: Any) -> dict:
+                    guidance_scales: tuple[float, ...] = (1.0, 3.0), classifier: nn.Module | None = None,
+                    n_real: int = 1000, seed: int = 0, **sample_options: Any) -> dict:
     """Layout-to-image on the layouts of `n` held-out two-shape scenes: the share of requested objects for which
     the segmenter finds an object of the requested class with its centroid in the requested box
     (`grounding.layout_agreement`), first on the real images of those layouts (`scorer_on_real`), each image at
-    the model's side seen through `judge_view`."""
-    b = heldout_shapes(n, 2, resolution=_real_side(ldm))
+    the model's side seen through `judge_view`. With a `classifier`: FID on its features against `n_real` real
+    two-shape scenes (the held-out items after the `n` layouts, so the layouts judged do not depend on `n_real`)."""
+    side = _real_side(ldm)
+    b = heldout_shapes(n, 2, resolution=side)
     boxes, labels = boxes_from_attrs(b["attrs"])
     scenes = judge_view(b["image"])
     real = grounding.find_objects(scenes, segmenter.predict(scenes))
     out: dict[str, Any] = {"n": n, "sample_options": sample_options,
                            "scorer_on_real": grounding.layout_agreement(boxes, labels, real)["objects_found"]}
+    reference = None
+    if classifier is not None:
+        reference = judge_view(heldout_shapes(n_real, 2, start=n, resolution=side)["image"])
+        out["n_real"] = n_real
     for s in guidance_scales:
         x = judge_view(sample_many(ldm, batch={"boxes": boxes, "box_labels": labels}, guidance_scale=s, seed=seed,
                                    **sample_options))
         found = grounding.find_objects(x, segmenter.predict(x))
-        out[f"guidance_{s:g}"] = grounding.layout_agreement(boxes, labels, found)
-        log.info("guidance %g: %s", s, out[f"guidance_{s:g}"])
+        row = grounding.layout_agreement(boxes, labels, found)
+        if reference is not None:
+            row.update(fid=_fid(reference, x, classifier.features), fid_features=FID_FEATURES["shapes"])
+        out[f"guidance_{s:g}"] = row
+        log.info("guidance %g: %s", s, row)
     return out
 
 
@@ -336,7 +346,8 @@ def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, .
 
     - text on shapes: `evaluate_text` (single-shape captions: `ShapesClassifier`; two-shape captions:
       `ShapesSegmenter` + `grounding`; FID on classifier features against `n_real` real images);
-    - layout (Fourier or token τ_θ): `evaluate_layout` (the segmenter finds each requested object in its box);
+    - layout (Fourier or token τ_θ): `evaluate_layout` (the segmenter finds each requested object in its box;
+      FID on the classifier's features against `n_real` real two-shape scenes);
     - class-conditional shapes: `evaluate_shapes_class` (the ShapesClassifier reads the requested kind; ⌈n / 6⌉
       per kind; FID on its features against `n_real` real images);
     - class-conditional MNIST or MNIST captions: `evaluate_class` (the MNIST classifier, `n` // 10 per digit).
@@ -353,8 +364,9 @@ def evaluate(ldm: LatentDiffusion, n: int = 100, guidance_scales: tuple[float, .
                             **sample_options)
         judge = "ShapesClassifier (1-shape captions), ShapesSegmenter + grounding (2-shape captions)"
     elif kind == "layout":
-        out = evaluate_layout(ldm, load_segmenter(), n=n, guidance_scales=scales, seed=seed, **sample_options)
-        judge = "ShapesSegmenter + grounding (each object in its box with its class)"
+        out = evaluate_layout(ldm, load_segmenter(), n=n, guidance_scales=scales, classifier=get_classifier(),
+                              n_real=n_real, seed=seed, **sample_options)
+        judge = "ShapesSegmenter + grounding (each object in its box with its class; FID on ShapesClassifier features)"
     elif kind == "shapes-class":
         classifier = get_classifier()
         if classifier is None:

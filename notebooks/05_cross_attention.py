@@ -229,6 +229,12 @@ print("layout-to-image model:", layout_source, "| layout tokens:", tuple(tokens.
 # %% [markdown]
 # Pick a held-out layout (the `scene` control) and a guidance scale: the panel shows the requested boxes as a class
 # map (colour = class), one real scene with that layout, and samples of the layout model for it.
+#
+# A layout gives boxes and kinds, never colours, and guidance trades the colours' variety for placement. Measured on
+# 256 held-out layouts with the shipped model (`benchmarks/layout_colours.py`, its README): at s = 1, 92% of the
+# objects are found in their box and the 8 colours are about equally common, as in the data (FID 33); at s = 3, 96%
+# are found but three quarters are green or yellow and red, blue and purple almost never appear (FID 146). Compare
+# s = 1 and s = 3 on the same scene.
 
 # %%
 import ipywidgets as widgets

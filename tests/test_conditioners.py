@@ -256,11 +256,26 @@ def test_evaluation_reports_accuracy_per_guidance_scale_and_validates_its_scorer
     assert res["n"] == 10 and 0 <= res["guidance_2"]["accuracy"] <= 1 and res["n_real"] == 500
 
 
-def test_layout_evaluation_checks_its_scorer_on_real_layouts():
+def test_layout_evaluation_checks_its_scorer_on_real_layouts_and_gives_fid_against_real_scenes():
     from ldm_lite import conditional, recipes
+    from ldm_lite.classifier import ShapesClassifier
+    from ldm_lite.paths import pretrained
     from ldm_lite.segmenter import load_segmenter
 
     ldm = recipes.build_ldm(recipes.config("ldm-kl-f4-shapes32-layout", context_dim=32, model_channels=32), IdentityAutoencoder())
     out = conditional.evaluate_layout(ldm, load_segmenter(), n=4, guidance_scales=(3.0,), steps=2)
     assert out["scorer_on_real"] == 1.0  # the segmenter finds every object of the real scenes in its box
     assert 0 <= out["guidance_3"]["objects_found"] <= 1 and out["guidance_3"]["n_objects"] >= 4
+    assert "fid" not in out["guidance_3"]  # no classifier, no FID
+    clf = ShapesClassifier.from_pretrained(pretrained("shapes-classifier-32"))
+    with_fid = conditional.evaluate_layout(ldm, load_segmenter(), n=4, guidance_scales=(3.0,), steps=2,
+                                           classifier=clf, n_real=8)
+    # the same layouts are judged with or without the FID reference (it is drawn after them): same objects found
+    assert with_fid["guidance_3"]["objects_found"] == out["guidance_3"]["objects_found"]
+    assert with_fid["n_real"] == 8 and with_fid["guidance_3"]["fid"] > 0  # an untrained model is far from real
+    # the FID reference is real two-shape scenes: against themselves (a second draw of the same kind) it is small
+    from ldm_lite.metrics import fid
+    real = conditional.heldout_shapes(64, 2, start=4)["image"]
+    other = conditional.heldout_shapes(64, 2, start=68)["image"]
+    with torch.no_grad():
+        assert fid(clf.features(real), clf.features(other)) < with_fid["guidance_3"]["fid"]
