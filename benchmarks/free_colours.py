@@ -6,6 +6,7 @@ the layouts of the first `n` held-out two-shape scenes (real: those scenes). Cla
 
     python benchmarks/free_colours.py --model data/pretrained/ldm-kl-f4-shapes32-layout [--n 256]
     python benchmarks/free_colours.py --model data/pretrained/ldm-kl-f4-shapes32-class
+    python benchmarks/free_colours.py --smoke    # seconds, for tests
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def main() -> None:
     p.add_argument("--model", default=str(pretrained("ldm-kl-f4-shapes32-layout")), help="a layout or shapes-class model")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0, 5.0])
+    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="6 conditions, one scale, 2 steps (seconds; for tests)")
     args = p.parse_args()
+    if args.smoke:
+        args.n, args.guidance, args.steps = 6, [1.0], 2
     torch.set_num_threads(args.threads)
     ldm, segmenter = LatentDiffusion.from_pretrained(args.model), load_segmenter()
     kind = conditional.condition_kind(ldm)
@@ -56,7 +61,7 @@ def main() -> None:
         p.error(f"--model: a layout or shapes-class model is expected (colour free), got a {kind} model")
     out = {"model": args.model, "condition_kind": kind, "real": colour_shares(real["image"], segmenter)}
     for s in args.guidance:
-        x = sample_many(ldm, batch=batch, guidance_scale=s, seed=0, sampler="dpm_solver_pp", steps=20)
+        x = sample_many(ldm, batch=batch, guidance_scale=s, seed=0, sampler="dpm_solver_pp", steps=args.steps)
         out[f"guidance_{s:g}"] = colour_shares(x, segmenter)
     print(json.dumps(out, indent=1))
 

@@ -40,6 +40,7 @@ TINY = {
                                          "--ship", "{tmp}/shipped"], '"guidance_1"'),
     "scripts/guidance_curve.py": ([str(ROOT / "benchmarks" / "results" / "guidance"), "--out", "{tmp}/curve.png"], ""),
     "benchmarks/first_stages.py": (["--smoke"], "| 1 | 3 | 3x64x64 |"),
+    "benchmarks/free_colours.py": (["--smoke"], '"condition_kind": "layout"'),
     "scripts/rename_metrics.py": (["--smoke"], "1 of 1 file(s) rewritten"),
     "scripts/rejudge.py": (["--smoke", "--out", "{tmp}/rejudge"], "| trade-off kept samples | n | old judge | new judge |"),
     "scripts/main_job_recipe.py": (["tiny", "--smoke", "--out", "{tmp}"], 'RESULT {"name": "tiny"'),
