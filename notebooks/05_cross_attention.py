@@ -21,12 +21,13 @@
 # *Time:* about 1 minute at full size (52 s, measured 2026-12-05 on a quiet 2-core CPU, headless with nbclient,
 # kernel start included, with the shipped models `ldm-kl-f4-shapes32-text`, `ldm-kl-f4-shapes32-layout`,
 # `ldm-kl-f4-mnist32-class` and `ldm-kl-f4-shapes32-class`). For a model that is missing the notebook trains a small
-# stand-in first (300 steps: a weak model; not timed). The shipped ones trained for 95, 35, 85 and 32 minutes on a
-# shared 2-core CPU (their READMEs).
+# stand-in first (300 steps: a weak model; not timed). The shipped ones trained for 100, 30, 85 (wall time) and 30
+# minutes of one CPU core (their READMEs).
 #
 # *When to expect failure:* every panel below states the held-out accuracy measured for its shipped model (read
-# from the model's `metrics.json`, so it follows the model you have). When this was written, single-shape prompts and
-# MNIST digits, shape classes and layouts mostly came out right at guidance 3, two-shape prompts mostly did not.
+# from the model's `metrics.json`, so it follows the model you have). When this was written (2026-12-05), at
+# guidance 3: single-shape prompts 100%, two-shape prompts with every attribute and the relation 76% (one in four
+# still fails), layouts 96% of objects in their box, shape classes 99%, MNIST digits 95%.
 
 # %% tags=["parameters"]
 # Parameters (the test-suite sets LDM_LITE_SMOKE=1 to shrink sizes)
@@ -136,14 +137,16 @@ fig = ll.plotting.image_grid(torch.cat([*rows, away.cpu()]), titles, ncols=N_IMA
 # take. Pick a token and move the step control.
 #
 # What the heatmaps show, measured (the table below prints it for the model loaded here; the numbers quoted are
-# the shipped model's of 2026-11-27): **not** that a word grabs the attention — the mass is spread almost evenly
-# over the 16 positions at every step (each token 4-12%, 1/16 would be 6%; the four padding positions together
-# about 24%, from the first step to the last), and the six content words (`large red circle … small blue square`)
-# get only a third of it. What changes over the steps is *where* each token's small share falls: at the first step
-# every map is spread evenly (16-26% of it on the 21% of latent cells the final shapes cover); at the last,
-# `large`, `red` and `circle` put 39-47% of theirs on the shapes, `[CLS]`, `[SEP]` and `left` only 8-13% (they look
-# at the background), and the second shape's words less than the first's (`small` 31%, `blue` 22%, `square` 27%):
-# not every word finds its shape, as the two-shape accuracy above says.
+# the shipped model's of 2026-12-05): the attention mass is **not** spread evenly over the 16 positions (1/16 would
+# be 6%). At the last step `red` takes 17%, `[CLS]` 14%, `small` 13% and the four padding positions together 17%,
+# while `a`, `left`, `of` and `[SEP]` take 2-4% each; the six content words (`large red circle … small blue square`)
+# take about half (49% at the first step, 54% at the last). *Where* each token's share falls changes over the
+# steps: at the first step every map is spread (14-36% of it on the 20% of latent cells the final shapes cover); at
+# the last, the nouns and `large` find their shapes (`circle` 57%, `large` 38%, `square` 37%), while the colour
+# words spread their large share (`red` 22%, `blue` 17%: about what an even map puts on 20% of the cells) and
+# `small` looks mostly at the background (8%). The colours still come out right (94% of two-shape captions get
+# every attribute at guidance 3): a map shows where a token's value enters the UNet, not where it is used after
+# that, so a map off the object does not mean the word is ignored.
 
 # %%
 rec = ll.conditional.attention_over_steps(t2i, "a large red circle left of a small blue square",
@@ -164,12 +167,13 @@ ll.widgets.cross_attention_panel(rec.image, rec.maps, rec.tokens, rec.timesteps,
 # language model; `ll.text.FrozenTextConditioner` uses MiniLM-L6 (a 6-layer BERT) and trains only a projection.
 # Compare how each groups prompts: the cosine similarity of the mean context vector over each prompt's real tokens
 # (`[CLS]`, the words, `[SEP]`; the padding masked out, and both encoders pad to the same L = 16). The first encoder
-# is the one trained with the UNet above (the shipped model's, after 4,000 steps); the frozen MiniLM has never seen
-# an image. Red circle against orange circle / red square / small blue star, with the shipped model of 2026-11-27
-# (the cell prints the model loaded here): trained with the UNet 0.91 / 0.81 / −0.32, frozen MiniLM 0.74 / 0.72 /
-# 0.40. Both rank the pairs alike (one word changed: close; every content word changed: far); the encoder trained on
-# images spreads them further apart. (Averaged over all 16 positions instead, padding included, the same pairs read
-# 0.90 / 0.95 / 0.28 and 0.84 / 0.87 / 0.63: the padding states, alike for every prompt, pull every pair together.)
+# is the one trained with the UNet above (the shipped model's, after 30,271 steps); the frozen MiniLM has never
+# seen an image. Red circle against orange circle / red square / small blue star, with the shipped model of
+# 2026-12-05 (the cell prints the model loaded here): trained with the UNet 0.84 / 0.83 / −0.26, frozen MiniLM
+# 0.74 / 0.72 / 0.40. Both rank the pairs alike (one word changed: close; every content word changed: far); the
+# encoder trained on images spreads them further apart. (Averaged over all 16 positions instead, padding included,
+# the same pairs read 0.81 / 0.96 / 0.40 and 0.84 / 0.87 / 0.63: the padding states, alike for every prompt, pull
+# the far pair together and change the order of the two close ones.)
 
 # %%
 prompts = ["a large red circle", "a large orange circle", "a large red square", "a small blue star"]
